@@ -1,0 +1,29 @@
+"""``bnb bounds``: output bounds of a network over the input boxes of a property."""
+from __future__ import annotations
+
+import torch
+
+from bnb.errors import BnbError
+from bnb.onnx_loader import load_onnx
+from bnb.verify import resolve_device
+from bnb.vnnlib import parse_vnnlib
+from relaxations.methods import METHODS, output_bounds as method_bounds
+
+
+def output_bounds(network, spec, method, cfg):
+    """``[(lower list, upper list)]``, one pair per input box."""
+    if method not in METHODS:
+        raise BnbError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
+    model = load_onnx(network)
+    prop = parse_vnnlib(spec, model.network.in_size, model.network.out_size)
+    for s in prop.specs:
+        model.check(s.lower, s.upper)
+    dtype = torch.float64 if cfg.general.dtype == "float64" else torch.float32
+    net = model.network.to(device=resolve_device(cfg.general.device), dtype=dtype)
+    out = []
+    for s in prop.specs:
+        lo = torch.tensor(s.lower, dtype=dtype, device=net.device)[None]
+        hi = torch.tensor(s.upper, dtype=dtype, device=net.device)[None]
+        lb, ub = method_bounds(net, lo, hi, method, cfg)
+        out.append((lb[0].double().cpu().tolist(), ub[0].double().cpu().tolist()))
+    return out

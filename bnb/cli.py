@@ -1,0 +1,132 @@
+"""The ``bnb`` command line."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from bnb.config import load_config, render_yaml
+from bnb.errors import BnbError
+from bnb.results import EXIT_BAD_INPUT, EXIT_CODES, Verdict, write_atomic
+
+_EXIT_HELP = ("Exit codes: 0 unsat (property holds), 10 sat (counterexample found), 20 unknown, "
+              "30 timeout, 1 internal error, 2 bad input (unreadable or unsupported file, bad option).")
+
+
+def _fail(e: BaseException) -> None:
+    click.echo(f"bnb: error: {e}", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _config(configs, sets, timeout=None):
+    cfg = load_config(configs, sets)
+    if timeout is not None:
+        cfg.general.timeout = float(timeout)
+    return cfg
+
+
+config_option = click.option("--config", "configs", multiple=True, type=click.Path(dir_okay=False),
+                             help="YAML configuration file(s), applied in order over the defaults.")
+set_option = click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
+                          help="Override one option (applied after --config); repeatable.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="bnb-verifier")
+def main():
+    """bnb: a complete branch-and-bound verifier for ReLU networks (ONNX + VNN-LIB).
+
+    Verdicts: unsat (the property holds, proven), sat (violated, with a counterexample replayed on the
+    ONNX model), timeout, unknown, error.
+    """
+
+
+@main.command(epilog=_EXIT_HELP)
+@click.argument("network", type=click.Path(dir_okay=False))
+@click.argument("spec", type=click.Path(dir_okay=False))
+@config_option
+@set_option
+@click.option("--timeout", type=float, default=None, help="Wall-clock limit in seconds (overrides general.timeout).")
+@click.option("--results-file", type=click.Path(dir_okay=False), default=None,
+              help="Write a VNN-COMP results file (verdict, and the witness for sat).")
+@click.option("-v", "--verbose", is_flag=True, help="Progress and statistics on stderr.")
+def verify(network, spec, configs, sets, timeout, results_file, verbose):
+    """Verify the property SPEC (VNN-LIB) on the network NETWORK (ONNX)."""
+    from bnb.verify import verify as run_verify
+    try:
+        cfg = _config(configs, sets, timeout)
+        verbose = verbose or cfg.general.verbose
+        log = (lambda m: click.echo(f"[bnb] {m}", err=True)) if verbose else None
+        result = run_verify(network, spec, cfg, log=log)
+    except BnbError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        click.echo("bnb: interrupted", err=True)
+        sys.exit(130)
+    if results_file and result.verdict is not Verdict.ERROR:
+        write_atomic(results_file, result.to_vnncomp())
+    name = f"{os.path.basename(network)} / {os.path.basename(spec)}"
+    click.echo(result.summary(name))
+    if verbose and result.stats:
+        click.echo("[bnb] stats: " + ", ".join(f"{k}={_fmt(v)}" for k, v in result.stats.items()), err=True)
+    if result.verdict is Verdict.ERROR:
+        click.echo(f"bnb: error: {result.message}", err=True)
+    sys.exit(EXIT_CODES[result.verdict])
+
+
+def _fmt(v):
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+@main.command()
+@click.argument("network", type=click.Path(dir_okay=False))
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--method", "-m", default="ibp", show_default=True,
+              help="Bounding method: " + ", ".join(__import__("relaxations.methods", fromlist=["x"]).METHODS) + ".")
+@click.option("--json", "as_json", is_flag=True, help='Print {"lower": [...], "upper": [...]} (a list per box).')
+@config_option
+@set_option
+def bounds(network, spec, method, as_json, configs, sets):
+    """Lower and upper bounds of every network output over the input box(es) of SPEC."""
+    from bnb.bounds_cmd import output_bounds
+    try:
+        cfg = _config(configs, sets)
+        per_box = output_bounds(network, spec, method, cfg)
+    except BnbError as e:
+        _fail(e)
+    if as_json:
+        if len(per_box) == 1:
+            lo, hi = per_box[0]
+            click.echo(json.dumps({"lower": lo, "upper": hi}))
+        else:
+            click.echo(json.dumps({"lower": [b[0] for b in per_box], "upper": [b[1] for b in per_box]}))
+        return
+    for b, (lo, hi) in enumerate(per_box):
+        if len(per_box) > 1:
+            click.echo(f"box {b}:")
+        for j, (l, u) in enumerate(zip(lo, hi)):
+            click.echo(f"  Y_{j}: [{l: .6g}, {u: .6g}]")
+
+
+@main.group()
+def config():
+    """Inspect the configuration."""
+
+
+@config.command("show")
+@config_option
+@set_option
+@click.option("--no-help", is_flag=True, help="Values only, without the help comments.")
+def config_show(configs, sets, no_help):
+    """Print the effective configuration (defaults < --config files < --set overrides)."""
+    try:
+        cfg = _config(configs, sets)
+    except BnbError as e:
+        _fail(e)
+    click.echo(render_yaml(cfg, with_help=not no_help), nl=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,165 @@
+"""Typed configuration: every option declared once, with its default and help text.
+
+Precedence: defaults < YAML files (``--config``, in order) < command line (``--set section.key=value``).
+Unknown sections or keys and ill-typed values raise :class:`~bnb.errors.ConfigError` naming the file,
+the key and the closest known key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bnb.errors import ConfigError
+
+
+def opt(default, help: str, choices: tuple | None = None):
+    """Declare an option: its default, one line of help, and optionally the allowed values."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class GeneralConfig:
+    device: str = opt("auto", "where bounds are computed: auto (cuda when available), cpu or cuda",
+                      ("auto", "cpu", "cuda"))
+    dtype: str = opt("float32", "floating point type of bound computations", ("float32", "float64"))
+    seed: int = opt(0, "random seed of attacks and sampling")
+    timeout: float = opt(300.0, "wall-clock limit per instance in seconds (the suite's value wins in `bnb run`)")
+    threads: int = opt(0, "torch CPU threads (0: torch's default)")
+    verbose: bool = opt(False, "print progress of long runs to stderr")
+
+
+@dataclass
+class AttackConfig:
+    enabled: bool = opt(True, "run PGD falsification before bounding")
+    restarts: int = opt(64, "random starting points per input box and output polytope")
+    samples: int = opt(4096, "uniform random samples per box and polytope; the best ones start PGD")
+    steps: int = opt(100, "PGD steps per run")
+    step_size: float = opt(0.1, "initial step as a fraction of each input's box width (decays to 1/1000)")
+    max_batch: int = opt(8192, "largest number of points attacked at once")
+
+
+@dataclass
+class BoundsConfig:
+    method: str = opt("ibp", "bounding method for the root domain before branching", ("ibp",))
+
+
+@dataclass
+class Config:
+    general: GeneralConfig = field(default_factory=GeneralConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    bounds: BoundsConfig = field(default_factory=BoundsConfig)
+
+
+# ------------------------------------------------------------------------------- loading
+def _sections(cfg: Config) -> dict[str, Any]:
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+
+
+def _suggest(name: str, options) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _coerce(value, f: dataclasses.Field, where: str, key: str):
+    typ = f.type if isinstance(f.type, type) else {"int": int, "float": float, "bool": bool, "str": str}[f.type]
+    if typ is float and isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    ok = (isinstance(value, bool) if typ is bool else
+          (isinstance(value, int) and not isinstance(value, bool)) if typ is int else
+          (isinstance(value, (int, float)) and not isinstance(value, bool)) if typ is float else
+          isinstance(value, str))
+    if not ok:
+        raise ConfigError(f"'{key}' must be of type {typ.__name__}, got {value!r}", where)
+    value = typ(value)
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"'{key}' must be one of {', '.join(map(str, choices))}, got {value!r}"
+                          f"{_suggest(str(value), map(str, choices))}", where)
+    return value
+
+
+def apply_mapping(cfg: Config, data: dict, where: str) -> Config:
+    """Apply a ``{section: {key: value}}`` mapping onto ``cfg`` (in place), validating every key."""
+    if data is None:
+        return cfg
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping of sections (general:, attack:, ...)", where)
+    sections = _sections(cfg)
+    for sec, values in data.items():
+        if sec not in sections:
+            raise ConfigError(f"unknown section '{sec}'{_suggest(str(sec), sections)}", where)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"section '{sec}' must be a mapping of keys", where)
+        obj = sections[sec]
+        known = {f.name: f for f in fields(obj)}
+        for key, value in values.items():
+            full = f"{sec}.{key}"
+            if key not in known:
+                hint = _suggest(str(key), known).replace("'", f"'{sec}.", 1)
+                raise ConfigError(f"unknown key '{full}'{hint}", where)
+            setattr(obj, key, _coerce(value, known[key], where, full))
+    return cfg
+
+
+def parse_override(text: str) -> dict:
+    """``section.key=value`` (value in YAML syntax) -> ``{section: {key: value}}``."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"override {text!r} must look like section.key=value", "--set")
+    key, raw = text.split("=", 1)
+    sec, name = key.strip().split(".", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return {sec: {name: value}}
+
+
+def load_config(paths=(), overrides=()) -> Config:
+    cfg = Config()
+    for p in paths:
+        p = Path(p)
+        try:
+            data = yaml.safe_load(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError("no such file", p) from None
+        except yaml.YAMLError as e:
+            line = getattr(getattr(e, "problem_mark", None), "line", None)
+            raise ConfigError(f"invalid YAML: {getattr(e, 'problem', e)}", p,
+                              None if line is None else line + 1) from None
+        except OSError as e:
+            raise ConfigError(f"cannot read: {e.strerror}", p) from None
+        apply_mapping(cfg, data, str(p))
+    for text in overrides:
+        apply_mapping(cfg, parse_override(text), "--set")
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def render_yaml(cfg: Config, with_help: bool = True) -> str:
+    """The configuration as YAML; with ``with_help`` every key carries its help text as a comment."""
+    lines = []
+    for sec, obj in _sections(cfg).items():
+        lines.append(f"{sec}:")
+        for f in fields(obj):
+            value = yaml.safe_dump(getattr(obj, f.name), default_flow_style=True).strip()
+            value = value.removesuffix("\n...").removesuffix("...").strip()
+            comment = ""
+            if with_help:
+                choices = f.metadata.get("choices")
+                comment = "  # " + f.metadata["help"] + (f" [{' | '.join(map(str, choices))}]" if choices else "")
+            lines.append(f"  {f.name}: {value}{comment}")
+        lines.append("")
+    return "\n".join(lines)

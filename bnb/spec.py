@@ -1,0 +1,55 @@
+"""The property object produced from a VNN-LIB file.
+
+Meaning (VNN-COMP convention): a property is a list of :class:`InputSpec`, each an input box with a
+disjunction of output polytopes ``C y <= d``. The property is **violated** (the instance is ``sat``)
+iff some input ``x`` inside some box drives ``y = f(x)`` into one of that box's polytopes. It
+**holds** (``unsat``) iff for every box and every polytope, no input of the box reaches the polytope.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Polytope:
+    """``{y : C y <= d}`` with ``C`` of shape ``(k, n_outputs)`` and ``d`` of shape ``(k,)``.
+
+    ``k = 0`` is the whole output space (every input of the box is a counterexample).
+    """
+
+    C: np.ndarray
+    d: np.ndarray
+
+    def margin(self, y: np.ndarray) -> np.ndarray:
+        """``max_i (C y - d)_i`` for outputs ``y`` of shape ``(N, n_outputs)``; ``<= 0`` means inside."""
+        if len(self.d) == 0:
+            return np.full(len(y), -np.inf)
+        return (y @ self.C.T - self.d).max(axis=1)
+
+
+@dataclass
+class InputSpec:
+    """An input box ``lower <= x <= upper`` (flat, ``(n_inputs,)``) with a disjunction of polytopes."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    disjuncts: list[Polytope] = field(default_factory=list)
+
+
+@dataclass
+class Property:
+    specs: list[InputSpec]
+    n_inputs: int
+    n_outputs: int
+    path: str = ""
+
+    @property
+    def n_disjuncts(self) -> int:
+        return sum(len(s.disjuncts) for s in self.specs)
+
+    def describe(self) -> str:
+        rows = sum(len(p.d) for s in self.specs for p in s.disjuncts)
+        return (f"{len(self.specs)} input box(es), {self.n_disjuncts} output polytope(s), "
+                f"{rows} output constraint(s)")

@@ -1,0 +1,103 @@
+"""The verify pipeline: load, parse, check, falsify, bound (and, later, branch), answer.
+
+Stages, each honouring the deadline:
+1. load the ONNX model (checked against onnxruntime on random points) and parse the VNN-LIB file;
+2. check the converted network against onnxruntime inside every input box of the property;
+3. PGD falsification; a hit replayed on the ONNX model is ``sat``;
+4. bounding: every (box, polytope) pair whose polytope is provably unreachable is refuted; when all
+   are, ``unsat``. The branch-and-bound engine plugs in here (``prove``).
+"""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from bnb.attack import attack_property
+from bnb.config import Config
+from bnb.errors import BnbError
+from bnb.onnx_loader import load_onnx
+from bnb.prove import prove
+from bnb.results import Result, Verdict
+from bnb.timing import Deadline, VerificationTimeout
+from bnb.vnnlib import parse_vnnlib
+from bnb.witness import replay
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BnbError("general.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+@contextmanager
+def _hard_limit(seconds: float):
+    """Backstop for the cooperative deadline: raise in the main thread shortly after the limit."""
+    usable = (threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGALRM")
+              and np.isfinite(seconds) and seconds > 0)
+    if not usable:
+        yield
+        return
+
+    def _raise(signum, frame):
+        raise VerificationTimeout()
+
+    old = signal.signal(signal.SIGALRM, _raise)
+    signal.setitimer(signal.ITIMER_REAL, seconds + 1.0)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | None = None,
+           log=None) -> Result:
+    """Verify one instance. Bad input raises :class:`BnbError`; everything else becomes a Result."""
+    cfg = cfg or Config()
+    limit = cfg.general.timeout if timeout is None else timeout
+    deadline = Deadline(limit)
+    log = log or (lambda msg: None)
+    stats: dict = {}
+    if cfg.general.threads > 0:
+        torch.set_num_threads(cfg.general.threads)
+
+    model = load_onnx(onnx_path)
+    net0 = model.network
+    prop = parse_vnnlib(vnnlib_path, net0.in_size, net0.out_size)
+    for spec in prop.specs:
+        model.check(spec.lower, spec.upper, seed=cfg.general.seed)
+    log(f"network: {net0.describe()}; property: {prop.describe()}")
+    device = resolve_device(cfg.general.device)
+    dtype = torch.float64 if cfg.general.dtype == "float64" else torch.float32
+
+    def finish(verdict, ce=None, message=""):
+        stats.setdefault("time_total", deadline.elapsed())
+        return Result(verdict, deadline.elapsed(), ce, message, stats)
+
+    try:
+        with _hard_limit(deadline.remaining()):
+            net = net0.to(device=device, dtype=dtype)
+            if cfg.attack.enabled:
+                t0 = time.monotonic()
+                validate = lambda xs, boxes: replay(model, prop, xs, boxes)  # noqa: E731
+                ce, best = attack_property(net, prop, cfg.attack, validate, deadline, cfg.general.seed)
+                stats["time_attack"] = time.monotonic() - t0
+                stats["attack_best_margin"] = best
+                if ce is not None:
+                    return finish(Verdict.SAT, ce, "counterexample found by PGD, replayed on the ONNX model")
+                deadline.check()
+            verdict, ce, message = prove(model, net, prop, cfg, deadline, stats, log)
+            return finish(verdict, ce, message)
+    except VerificationTimeout:
+        return finish(Verdict.TIMEOUT, message=f"limit {limit:g}s reached")
+    except BnbError:
+        raise
+    except Exception as e:  # an internal error is never a verdict on the property
+        return finish(Verdict.ERROR, message=f"internal error: {type(e).__name__}: {e}")

@@ -1,0 +1,13 @@
+"""Layer types of the internal network representation.
+
+Shapes in docstrings: ``N`` is the batch of subdomains (or points), ``m`` the number of linear
+functions being back-substituted, ``*in``/``*out`` the per-sample tensor shape of the layer.
+"""
+from relaxations.layers.base import Layer
+from relaxations.layers.linear import Linear
+from relaxations.layers.conv import Conv2d
+from relaxations.layers.elementwise import ElementwiseAffine
+from relaxations.layers.reshape import Reshape
+from relaxations.layers.relu import ReLU
+
+__all__ = ["Layer", "Linear", "Conv2d", "ElementwiseAffine", "Reshape", "ReLU"]

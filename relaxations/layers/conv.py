@@ -1,0 +1,64 @@
+"""2-D convolution on ``(C, H, W)`` per-sample tensors."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from relaxations.layers.base import Layer
+
+
+def conv_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
+    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+
+
+class Conv2d(Layer):
+    """``y = conv(x, weight) + bias``; ``weight``: ``(C_out, C_in / groups, kH, kW)``.
+
+    Per-sample shapes ``(C_in, H, W) -> (C_out, H_out, W_out)``; symmetric zero padding.
+    """
+
+    def __init__(self, weight, bias, in_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+                 groups=1):
+        c, h, w = in_shape
+        kh, kw = weight.shape[2:]
+        out_shape = (weight.shape[0],
+                     conv_output_size(h, kh, stride[0], padding[0], dilation[0]),
+                     conv_output_size(w, kw, stride[1], padding[1], dilation[1]))
+        super().__init__(in_shape, out_shape)
+        self.weight = weight
+        self.bias = torch.zeros(weight.shape[0], dtype=weight.dtype) if bias is None else bias
+        self.stride, self.padding = tuple(stride), tuple(padding)
+        self.dilation, self.groups = tuple(dilation), int(groups)
+        # conv_transpose2d needs the rows/columns that the forward stride dropped
+        self.output_padding = tuple(
+            self.in_shape[1 + i] - ((self.out_shape[1 + i] - 1) * self.stride[i]
+                                    - 2 * self.padding[i] + self.dilation[i] * (weight.shape[2 + i] - 1) + 1)
+            for i in range(2))
+
+    def _conv(self, x, weight, bias):
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def forward(self, x):
+        """``(N, C_in, H, W) -> (N, C_out, H_out, W_out)``."""
+        return self._conv(x, self.weight, self.bias)
+
+    def interval(self, l, u):
+        c, r = (u + l) / 2, (u - l) / 2
+        yc = self._conv(c, self.weight, self.bias)
+        yr = self._conv(r, self.weight.abs(), None)
+        return yc - yr, yc + yr
+
+    def backward(self, A):
+        """``A``: ``(N, m, C_out, H_out, W_out)`` -> ``((N, m, C_in, H, W), (N, m))`` by transposed conv."""
+        n, m = A.shape[:2]
+        flat = A.reshape(n * m, *self.out_shape)
+        back = F.conv_transpose2d(flat, self.weight, None, self.stride, self.padding,
+                                  self.output_padding, self.groups, self.dilation)
+        const = A.sum(dim=(3, 4)) @ self.bias
+        return back.reshape(n, m, *self.in_shape), const
+
+    def dense(self):
+        n = self.in_size
+        eye = torch.eye(n, dtype=self.weight.dtype, device=self.weight.device).reshape(n, *self.in_shape)
+        cols = self._conv(eye, self.weight, None).reshape(n, -1)
+        return cols.T.contiguous(), self.bias.repeat_interleave(self.out_shape[1] * self.out_shape[2])

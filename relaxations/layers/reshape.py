@@ -1,0 +1,24 @@
+"""Reshape / flatten: a change of per-sample shape that keeps the row-major data order."""
+from __future__ import annotations
+
+import torch
+
+from relaxations.layers.base import Layer
+
+
+class Reshape(Layer):
+    """``(N, *in) -> (N, *out)`` with the same number of elements in row-major order."""
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], *self.out_shape)
+
+    def interval(self, l, u):
+        return self.forward(l), self.forward(u)
+
+    def backward(self, A):
+        """``A``: ``(N, m, *out)`` -> ``(N, m, *in)``; no constant."""
+        return A.reshape(A.shape[0], A.shape[1], *self.in_shape), None
+
+    def dense(self):
+        n = self.in_size
+        return torch.eye(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
