@@ -1,0 +1,137 @@
+"""Shared fixtures: the benchmark folder, readers of its CSV files, and a tiny-network factory.
+
+The VNN-COMP benchmarks live next to the repository (``<repo>/../shared/benchmarks``); tests that need
+them skip with a clear message when the folder is absent.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = (ROOT / ".." / "shared" / "benchmarks").resolve()
+BENCHMARKS = ("acasxu", "mnist_fc", "mnist_fc_2022", "oval21", "oval21_2022")
+
+
+def bench_available() -> bool:
+    return BENCH.is_dir() and any((BENCH / b).is_dir() for b in BENCHMARKS)
+
+
+def require_bench(*names: str) -> Path:
+    """The benchmark folder (or a benchmark inside it); skips the calling test when absent."""
+    path = BENCH.joinpath(*names)
+    if not path.exists():
+        pytest.skip(f"benchmark data not found at {path} (expected <repo>/../shared/benchmarks)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def bench() -> Path:
+    """``<repo>/../shared/benchmarks``; the test skips when it is missing."""
+    return require_bench()
+
+
+def read_expected(benchmark: str) -> list[dict]:
+    """Rows of ``expected.csv`` as dicts with keys onnx, vnnlib, expected, source (paths absolute)."""
+    folder = require_bench(benchmark)
+    with open(folder / "expected.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["onnx"] = str(folder / r["onnx"])
+        r["vnnlib"] = str(folder / r["vnnlib"])
+    return rows
+
+
+def read_instances(benchmark: str) -> list[tuple[str, str, float]]:
+    """``instances.csv`` (no header) as ``(onnx path, vnnlib path, timeout)`` with absolute paths."""
+    folder = require_bench(benchmark)
+    out = []
+    with open(folder / "instances.csv", newline="") as f:
+        for row in csv.reader(f):
+            if row:
+                out.append((str(folder / row[0].strip()), str(folder / row[1].strip()), float(row[2])))
+    return out
+
+
+def expected_label(benchmark: str, onnx_name: str, vnnlib_name: str) -> str:
+    """The ``expected`` column for one instance, given the file names (without folders)."""
+    for r in read_expected(benchmark):
+        if Path(r["onnx"]).name == onnx_name and Path(r["vnnlib"]).name == vnnlib_name:
+            return r["expected"]
+    raise KeyError(f"{benchmark}: no expected label for {onnx_name} / {vnnlib_name}")
+
+
+def acas(net: str, prop: str) -> tuple[Path, Path]:
+    """Paths of an ACAS Xu network (``"2_1"``) and property (``"prop_2"``)."""
+    folder = require_bench("acasxu")
+    return folder / "onnx" / f"ACASXU_run2a_{net}_batch_2000.onnx", folder / "vnnlib" / f"{prop}.vnnlib"
+
+
+# ------------------------------------------------------------------------------ tiny networks
+def export_onnx(module: torch.nn.Module, in_shape, path: Path, dynamic_batch: bool = False) -> Path:
+    """Export ``module`` (float32) taking inputs of shape ``(1, *in_shape)`` to an ONNX file."""
+    module = module.float().eval()
+    dummy = torch.zeros((1, *in_shape), dtype=torch.float32)
+    kwargs = dict(input_names=["input"], output_names=["output"], opset_version=13)
+    if dynamic_batch:
+        kwargs["dynamic_axes"] = {"input": {0: "batch"}, "output": {0: "batch"}}
+    try:
+        torch.onnx.export(module, (dummy,), str(path), dynamo=False, **kwargs)
+    except TypeError:  # older torch without the dynamo argument
+        torch.onnx.export(module, (dummy,), str(path), **kwargs)
+    return path
+
+
+@pytest.fixture
+def tiny_net(tmp_path):
+    """Factory: ``tiny_net(nn.Sequential, in_shape, name="net")`` -> path of an ONNX file in tmp_path."""
+    def make(module: torch.nn.Module, in_shape=None, name: str = "net", dynamic_batch: bool = False) -> Path:
+        if in_shape is None:
+            first = next(m for m in module.modules() if isinstance(m, torch.nn.Linear))
+            in_shape = (first.in_features,)
+        return export_onnx(module, tuple(in_shape), tmp_path / f"{name}.onnx", dynamic_batch)
+    return make
+
+
+def small_mlp(n_in: int = 2, hidden: int = 4, n_out: int = 2, seed: int = 0) -> torch.nn.Sequential:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(n_in, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, n_out))
+
+
+def write_vnnlib(path: Path, lower, upper, n_out: int, output_assert: str) -> Path:
+    """A VNN-LIB file with the box ``lower <= X <= upper`` and one output assertion (text)."""
+    lines = [f"(declare-const X_{i} Real)" for i in range(len(lower))]
+    lines += [f"(declare-const Y_{j} Real)" for j in range(n_out)]
+    for i, (lo, hi) in enumerate(zip(lower, upper)):
+        lines += [f"(assert (>= X_{i} {float(lo)!r}))", f"(assert (<= X_{i} {float(hi)!r}))"]
+    lines.append(f"(assert {output_assert})")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def tiny_unsat(tmp_path, tiny_net):
+    """A tiny network and a property IBP proves: ``(onnx path, vnnlib path)``.
+
+    y_0 = relu(x_0 + x_1) + 1 >= 1 on the box [-1, 1]^2, and the property asks for ``Y_0 <= 0.5``.
+    """
+    lin1 = torch.nn.Linear(2, 1)
+    lin2 = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        lin1.weight[:] = torch.tensor([[1.0, 1.0]])
+        lin1.bias.zero_()
+        lin2.weight[:] = torch.tensor([[1.0]])
+        lin2.bias[:] = 1.0
+    net = tiny_net(torch.nn.Sequential(lin1, torch.nn.ReLU(), lin2), (2,), name="unsat")
+    spec = write_vnnlib(tmp_path / "unsat.vnnlib", [-1, -1], [1, 1], 1, "(<= Y_0 0.5)")
+    return net, spec
+
+
+def random_points(lower, upper, n: int = 32, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    lower, upper = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
+    return (lower + (upper - lower) * rng.random((n, lower.size))).astype(np.float32)
