@@ -6,6 +6,7 @@ them skip with a clear message when the folder is absent.
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -79,10 +80,12 @@ def export_onnx(module: torch.nn.Module, in_shape, path: Path, dynamic_batch: bo
     kwargs = dict(input_names=["input"], output_names=["output"], opset_version=13)
     if dynamic_batch:
         kwargs["dynamic_axes"] = {"input": {0: "batch"}, "output": {0: "batch"}}
-    try:
-        torch.onnx.export(module, (dummy,), str(path), dynamo=False, **kwargs)
-    except TypeError:  # older torch without the dynamo argument
-        torch.onnx.export(module, (dummy,), str(path), **kwargs)
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated but needs no onnxscript
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(module, (dummy,), str(path), dynamo=False, **kwargs)
+        except TypeError:  # older torch without the dynamo argument
+            torch.onnx.export(module, (dummy,), str(path), **kwargs)
     return path
 
 
