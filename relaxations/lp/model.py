@@ -146,6 +146,12 @@ class NetworkLP:
             self.cuts.append((layer, A, np.asarray(b, float).reshape(-1), equality))
             self._problems = {}
 
+    def reset_cuts(self):
+        """Drop every cut and extended variable (cuts are domain-specific)."""
+        self.w_lower, self.w_upper = np.zeros(0), np.zeros(0)
+        self.cuts = []
+        self._problems = {}
+
     def n_cuts(self):
         return sum(A.shape[0] for _, A, _, _ in self.cuts)
 
