@@ -154,3 +154,85 @@ def test_max_net_triangle_is_loose():
     lb, ub = lp_bounds(max_net(), np.zeros(2), np.ones(2))
     assert ub[0] == pytest.approx(1.5, abs=1e-6) and ub[0] >= 1.5 - 1e-12
     assert lb[0] <= 0.0
+
+
+# ---------------------------------------------------------------------------------------- multi-neuron
+from relaxations.lp import lp_method_bounds  # noqa: E402
+from relaxations.lp.kneuron import octahedral_directions, relu_hull_facets  # noqa: E402
+from relaxations.lp.layer_hull import P1TooLarge  # noqa: E402
+
+
+def test_max_net_multi_neuron_methods_are_exact():
+    net, lo, hi = max_net(), np.zeros(2), np.ones(2)
+    for method, opts in [("p1", {}), ("anderson", {}), ("mn", dict(k=2, neurons="all")), ("milp", {})]:
+        lb, ub = lp_method_bounds(method, net, lo, hi, **opts)
+        assert ub[0] == pytest.approx(1.0, abs=1e-6), method
+        assert ub[0] >= 1.0 - 1e-12 and lb[0] <= 1e-12, method
+    # groups of unstable neurons only miss the pass-through dependency: still the triangle's 1.5
+    lb, ub = lp_method_bounds("mn", net, lo, hi, k=2, neurons="unstable")
+    assert ub[0] == pytest.approx(1.5, abs=1e-6)
+
+
+def test_valley_p1_off_by_T():
+    T = 1.0
+    net, lo, hi = valley_net(T), -np.ones(1), np.ones(1)
+    xs = torch.linspace(-1, 1, 20001, dtype=torch.float64).reshape(-1, 1)
+    assert net(xs).min().item() >= T - 1e-9
+    mlb, _ = milp_bounds(net, lo, hi)
+    assert mlb[0] == pytest.approx(T, abs=1e-5)
+    plb, _ = lp_method_bounds("p1", net, lo, hi)
+    assert abs(plb[0]) < 1e-6  # the phantom point (1, 1/2): off by T
+    # a single split at the kink z = 0 makes P1 exact (THEORY.md, completeness by partitioning)
+    for phase in (-1, 1):
+        splits = [np.array([0, phase], np.int8), np.zeros(4, np.int8)]
+        slb, _ = lp_method_bounds("p1", net, lo, hi, splits=splits)
+        assert slb[0] == pytest.approx(T, abs=1e-6) and slb[0] <= T + 1e-9
+
+
+def test_p1_refuses_large_layers():
+    with pytest.raises(P1TooLarge):
+        lp_method_bounds("p1", _net([3, 20, 1], seed=0), -np.ones(3), np.ones(3), max_unstable=4)
+
+
+def test_relu_hull_facets_contain_graph_and_are_tight():
+    rng = np.random.default_rng(1)
+    D = octahedral_directions(3)
+    W = rng.normal(size=(3, 3))
+    beta = np.abs(D @ W).sum(axis=1)  # exact support function of {W x : x in [-1, 1]^3}
+    A, b = relu_hull_facets(D, beta)
+    z = rng.uniform(-1, 1, size=(20000, 3)) @ W.T
+    pts = np.hstack([z, np.maximum(z, 0)])
+    assert np.all(pts @ A.T <= b + 1e-12)
+    # tight: every facet is (nearly) touched by the graph over the polytope's vertices
+    corners = np.array(np.meshgrid(*[[-1, 1]] * 3)).reshape(3, -1).T @ W.T
+    assert np.all(b - (np.hstack([corners, np.maximum(corners, 0)]) @ A.T).max(axis=0) >= -1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_ordering_triangle_kneuron_p1_exact(seed):
+    net = _net([2, 5, 5, 2], seed=seed)
+    lo, hi = -np.ones(2), np.ones(2)
+    ys = _samples(net, lo, hi)
+    res = {m: lp_method_bounds(m, net, lo, hi, **o) for m, o in
+           [("lp", {}), ("mn", dict(k=3)), ("p1", {}), ("anderson", {}), ("milp", {})]}
+    tol = 1e-7
+    for a, b in [("lp", "mn"), ("mn", "p1"), ("p1", "milp"), ("lp", "anderson"), ("anderson", "milp")]:
+        assert np.all(res[a][0] <= res[b][0] + tol), (a, b, res[a][0], res[b][0])
+        assert np.all(res[a][1] >= res[b][1] - tol), (a, b)
+    for m in ("lp", "mn", "p1", "anderson"):
+        assert np.all(res[m][0] <= ys.min(0)) and np.all(res[m][1] >= ys.max(0))
+    # the multi-neuron relaxations do strictly improve on the triangle somewhere
+    gain = (res["mn"][0] - res["lp"][0]).sum() + (res["lp"][1] - res["mn"][1]).sum()
+    assert gain > 1e-4
+
+
+@pytest.mark.parametrize("seed", [10, 12])
+def test_kneuron_never_looser_than_triangle_deeper(seed):
+    net = _net([3, 8, 8, 8, 2], seed=seed)
+    lo, hi = -np.ones(3), np.ones(3)
+    C = np.array([[1.0, -1.0]])
+    tl, tu = lp_method_bounds("lp", net, lo, hi, C=C)
+    kl, ku = lp_method_bounds("mn", net, lo, hi, C=C, k=3, overlap=1)
+    ml, mu = milp_bounds(net, lo, hi, C=C)
+    assert kl[0] >= tl[0] - 1e-9 and ku[0] <= tu[0] + 1e-9
+    assert kl[0] <= ml[0] + 1e-9 and ku[0] >= mu[0] - 1e-9
