@@ -81,8 +81,7 @@ def test_mnist_784_input_box():
 
 
 def test_largest_mnist_file_parses_fast():
-    files = [p for b in ("mnist_fc", "mnist_fc_2022") if (BENCH_DIR := require_bench(b))
-             for p in (BENCH_DIR / "vnnlib").glob("*.vnnlib")]
+    files = [p for b in ("mnist_fc", "mnist_fc_2022") for p in (require_bench(b) / "vnnlib").glob("*.vnnlib")]
     largest = max(files, key=lambda p: p.stat().st_size)
     parse_vnnlib(largest)  # warm-up (imports, regex compilation)
     t = time.perf_counter()
