@@ -45,7 +45,33 @@ class AttackConfig:
 
 @dataclass
 class BoundsConfig:
-    method: str = opt("ibp", "bounding method for the root domain before branching", ("ibp",))
+    method: str = opt("alpha", "bounding method of the root domain",
+                      ("ibp", "crown", "dp0", "dp1", "alpha", "beta"))
+    intermediate: str = opt("crown", "how intermediate (pre-ReLU) bounds are computed: backward CROWN, forward linear bounds "
+                            "(cheap for few inputs) or IBP", ("crown", "forward", "ibp"))
+    lower_slope: str = opt("adaptive", "CROWN lower slope of unstable ReLUs", ("adaptive", "zero", "one"))
+    alpha_iters: int = opt(30, "alpha-CROWN iterations at the root")
+    alpha_lr: float = opt(0.1, "Adam step size of the slopes")
+    beta_lr: float = opt(0.05, "Adam step size of the split multipliers")
+
+
+@dataclass
+class BabConfig:
+    enabled: bool = opt(True, "branch and bound after the root bound (off: answer unknown instead)")
+    branching: str = opt("auto", "what to split: input box, ReLU phases, or auto (input for <= 16 inputs)",
+                         ("auto", "input", "relu"))
+    input_heuristic: str = opt("smart", "input dimension to bisect", ("widest", "smart"))
+    relu_heuristic: str = opt("babsr", "ReLU neuron to split", ("babsr", "width"))
+    batch_size: int = opt(1024, "domains branched per iteration (each gives two children)")
+    order: str = opt("best", "which domains to branch first: lowest bound, or deepest", ("best", "depth"))
+    max_domains: int = opt(500000, "stored domains beyond which the queue switches to depth-first")
+    input_method: str = opt("crown", "bounding of children under input splitting", ("crown", "alpha"))
+    input_alpha_iters: int = opt(5, "alpha iterations per child under input splitting (input_method alpha)")
+    beta_iters: int = opt(10, "beta-CROWN iterations per child under ReLU splitting (warm-started)")
+    attack_every: int = opt(10, "run PGD inside the most promising domains every this many iterations")
+    attack_domains: int = opt(64, "domains attacked by each such PGD run")
+    attack_steps: int = opt(20, "PGD steps inside domains")
+    verify_margin: float = opt(0.0, "a domain counts as verified only if its lower bound exceeds this")
 
 
 @dataclass
@@ -53,6 +79,7 @@ class Config:
     general: GeneralConfig = field(default_factory=GeneralConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     bounds: BoundsConfig = field(default_factory=BoundsConfig)
+    bab: BabConfig = field(default_factory=BabConfig)
 
 
 # ------------------------------------------------------------------------------- loading

@@ -1,0 +1,328 @@
+"""The batched branch-and-bound engine.
+
+One call of :func:`run_bab` decides one input box against a disjunction of output polytopes: the box is
+safe iff for every domain of a partition, every polytope has a row ``C_i y - d_i`` whose lower bound is
+positive. Each iteration pops a batch of open domains, branches every one of them (the heuristic chooses
+what), bounds all children in one batched call, drops the verified ones, looks for counterexamples in
+the rest (the minimiser of each child's linear bound, and periodic PGD inside the most promising
+domains) and pushes them back.
+
+Two kinds of branching: bisecting an input dimension (low input dimension, e.g. ACAS Xu), and fixing an
+unstable ReLU active/inactive (bounded with beta-CROWN split constraints, warm-started from the parent).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from bnb.attack import pgd, stack_polytopes
+from bnb.domains import DomainStore
+from heuristics import input_scores, relu_scores
+from relaxations.methods import bound_rows
+from relaxations.state import DomainState
+
+
+class Rows:
+    """All output polytopes of one box as one row matrix: ``C`` ``(M, n_out)``, ``d`` ``(M,)``, and the
+    polytope (group) of each row. A domain is verified when every group has a row with ``lb > d``."""
+
+    def __init__(self, polys, n_out, dtype, device):
+        rows, rhs, groups = [], [], []
+        for g, p in enumerate(polys):
+            for i in range(len(p.d)):
+                rows.append(torch.as_tensor(p.C[i]))
+                rhs.append(float(p.d[i]))
+                groups.append(g)
+        self.C = torch.stack(rows).to(dtype=dtype, device=device)
+        self.d = torch.tensor(rhs, dtype=dtype, device=device)
+        self.groups = torch.tensor(groups, device=device)
+        self.polys = list(polys)
+        self.K = len(polys)
+        self.Cg, self.dg = stack_polytopes(self.polys, n_out, dtype, device)
+
+    def group_values(self, lb):
+        """``(N, K)``: per polytope, the best row ``max_i (lb_i - d_i)``; > 0 means refuted."""
+        vals = lb - self.d
+        out = torch.full((lb.shape[0], self.K), -float("inf"), dtype=lb.dtype, device=lb.device)
+        return out.scatter_reduce(1, self.groups.expand_as(vals), vals, reduce="amax")
+
+    def score(self, lb):
+        """Domain score ``(N,)`` (min over polytopes of the best row) and the deciding row ``(N,)``."""
+        gv = self.group_values(lb)
+        score, worst = gv.min(dim=1)
+        vals = (lb - self.d).masked_fill(self.groups[None] != worst[:, None], -float("inf"))
+        row = vals.argmax(dim=1)
+        return score, row, worst
+
+    def margins(self, y):
+        """Violation margin ``(N,)`` of outputs ``y`` ``(N, n_out)``: ``<= 0`` iff ``y`` is in some polytope."""
+        vals = y @ self.C.T - self.d
+        out = torch.full((y.shape[0], self.K), -float("inf"), dtype=y.dtype, device=y.device)
+        return out.scatter_reduce(1, self.groups.expand_as(vals), vals, reduce="amax").min(dim=1).values
+
+    def restrict(self, keep_groups: torch.Tensor) -> "Rows":
+        """Only the polytopes in the boolean mask ``keep_groups`` ``(K,)``."""
+        polys = [p for p, k in zip(self.polys, keep_groups.tolist()) if k]
+        return Rows(polys, self.C.shape[1], self.C.dtype, self.C.device)
+
+
+class Stats(dict):
+    def add(self, key, value):
+        self[key] = self.get(key, 0) + value
+
+
+def _bound(net, state, rows, method, cfg, iters, optimize_intermediate, stats):
+    t0 = time.monotonic()
+    b = cfg.bounds
+    r = bound_rows(net, state, rows.C, method, intermediate=b.intermediate, lower_slope=b.lower_slope,
+                   iters=iters, lr=b.alpha_lr, lr_beta=b.beta_lr, optimize_intermediate=optimize_intermediate)
+    stats.add("time_bounding", time.monotonic() - t0)
+    stats.add("domains_bounded", state.size)
+    return r
+
+
+def _candidates(A_in, row, lower, upper):
+    """The minimiser of each domain's deciding row's linear lower bound over its box: ``(N, n_in)``."""
+    A = A_in[torch.arange(A_in.shape[0], device=A_in.device), row]
+    return torch.where(A >= 0, lower, upper)
+
+
+def _check_points(net, rows, xs, validate, stats):
+    """Evaluate candidate points; replay the violating ones. Returns a counterexample or None."""
+    if xs.shape[0] == 0:
+        return None
+    t0 = time.monotonic()
+    with torch.no_grad():
+        m = rows.margins(net(xs))
+    ce = None
+    hits = torch.nonzero(m <= 0).flatten()
+    if hits.numel():
+        order = hits[torch.argsort(m[hits])][:32]
+        ce = validate(xs[order].double().cpu().numpy())
+    stats.add("time_attack", time.monotonic() - t0)
+    return ce
+
+
+def _pgd_in_domains(net, rows, lower, upper, worst, x0, cfg, gen, validate, stats, deadline):
+    t0 = time.monotonic()
+    k = min(cfg.bab.attack_domains, lower.shape[0])
+    C, d = rows.Cg[worst[:k]], rows.dg[worst[:k]]
+    x, m = pgd(net, lower[:k], upper[:k], C, d, cfg.bab.attack_steps, 0.05, gen, deadline, x0[:k])
+    stats.add("time_attack", time.monotonic() - t0)
+    hits = torch.nonzero(m <= 0).flatten()
+    if hits.numel():
+        return validate(x[hits[:32]].double().cpu().numpy())
+    return None
+
+
+def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log=None):
+    """Decide one box. Returns ``("unsat" | "sat" | "unknown", counterexample or None)``.
+
+    ``lower``/``upper``: ``(n_in,)`` tensors on the network's device; ``polys``: the box's polytopes;
+    ``validate(xs numpy (K, n_in))``: replays candidates on the ONNX model.
+    Raises :class:`~bnb.timing.VerificationTimeout` at the deadline.
+    """
+    log = log or (lambda m: None)
+    dtype, device = net.dtype, net.device
+    margin = cfg.bab.verify_margin
+    if any(len(p.d) == 0 for p in polys):  # an unconstrained polytope: every input violates
+        ce = validate(((lower + upper) / 2)[None].double().cpu().numpy())
+        return ("sat", ce) if ce is not None else ("unknown", None)
+    rows = Rows(polys, net.out_size, dtype, device)
+    lo, hi = lower[None], upper[None]
+    root = DomainState(lo, hi)
+    method = cfg.bounds.method
+    r = _bound(net, root, rows, method, cfg, cfg.bounds.alpha_iters, True, stats)
+    score, row, worst = rows.score(r.lb)
+    stats["root_score"] = float(score[0])
+    log(f"root bound ({method}): worst polytope margin {float(score[0]):.6g}")
+    if float(score[0]) > margin:
+        return "unsat", None
+    if r.A_input is not None:
+        ce = _check_points(net, rows, _candidates(r.A_input, row, lo, hi), validate, stats)
+        if ce is not None:
+            return "sat", ce
+    if not cfg.bab.enabled:
+        return "unknown", None
+    # polytopes refuted on the whole box need no further work
+    refuted = rows.group_values(r.lb)[0] > margin
+    if bool(refuted.any()):
+        keep = ~refuted
+        r.lb = r.lb[:, keep[rows.groups]]
+        if r.A_input is not None:
+            r.A_input = r.A_input[:, keep[rows.groups]]
+        if r.relu_coeffs is not None:
+            r.relu_coeffs = [c[:, keep[rows.groups]] for c in r.relu_coeffs]
+        if r.alphas is not None:
+            r.alphas = {"final": [a[:, keep[rows.groups]] for a in r.alphas["final"]]}
+        rows = rows.restrict(keep)
+        score, row, worst = rows.score(r.lb)
+        log(f"{int(refuted.sum())} polytope(s) refuted at the root, {rows.K} left")
+    mode = cfg.bab.branching
+    if mode == "auto":
+        mode = "input" if net.in_size <= 16 else "relu"
+    stats["branching"] = mode
+    if mode == "input":
+        return _input_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate, stats, log)
+    return _relu_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate, stats, log)
+
+
+def _progress(log, stats, store, t_last, deadline, force=False):
+    now = time.monotonic()
+    if force or now - t_last >= 5.0:
+        log(f"{deadline.elapsed():7.1f}s  branches {stats.get('branches', 0):>9}  open {len(store):>8}  "
+            f"worst margin {store.min_score():.4g}")
+        return now
+    return t_last
+
+
+def _order(cfg, store, stats):
+    if cfg.bab.order == "depth" or len(store) > cfg.bab.max_domains:
+        return "depth"
+    if torch.cuda.is_available() and store.n and store.buf["score"].is_cuda:
+        free, total = torch.cuda.mem_get_info()
+        if free < 0.1 * total:
+            return "depth"
+    return "score"
+
+
+def _input_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate, stats, log):
+    store = DomainStore()
+    A_row = r.A_input[torch.arange(1, device=lo.device), row] if r.A_input is not None else torch.zeros_like(lo)
+    store.push({"lower": lo, "upper": hi, "score": score, "depth": torch.zeros(1, device=lo.device),
+                "A_row": A_row, "worst": worst})
+    gen = torch.Generator().manual_seed(cfg.general.seed)
+    method = cfg.bab.input_method
+    iters = cfg.bab.input_alpha_iters
+    t_last, it = time.monotonic(), 0
+    while len(store):
+        deadline.check()
+        stats["max_queue"] = max(stats.get("max_queue", 0), len(store))
+        t0 = time.monotonic()
+        by = _order(cfg, store, stats)
+        dom = store.pop(cfg.bab.batch_size, by)
+        s = input_scores(cfg.bab.input_heuristic, dom["lower"], dom["upper"], dom["A_row"])
+        dim = s.argmax(dim=1)
+        n = dom["lower"].shape[0]
+        ar = torch.arange(n, device=lo.device)
+        mid = (dom["lower"][ar, dim] + dom["upper"][ar, dim]) / 2
+        left_hi, right_lo = dom["upper"].clone(), dom["lower"].clone()
+        left_hi[ar, dim] = mid
+        right_lo[ar, dim] = mid
+        c_lo = torch.cat([dom["lower"], right_lo])
+        c_hi = torch.cat([left_hi, dom["upper"]])
+        depth = torch.cat([dom["depth"], dom["depth"]]) + 1
+        stats.add("branches", n)
+        stats.add("time_branching", time.monotonic() - t0)
+        res = _bound(net, DomainState(c_lo, c_hi), rows, method, cfg, iters, True, stats)
+        sc, rw, wr = rows.score(res.lb)
+        open_ = sc <= cfg.bab.verify_margin
+        if not bool(open_.any()):
+            t_last = _progress(log, stats, store, t_last, deadline)
+            continue
+        c_lo, c_hi, sc, rw, wr, depth = c_lo[open_], c_hi[open_], sc[open_], rw[open_], wr[open_], depth[open_]
+        A_in = res.A_input[open_]
+        cand = _candidates(A_in, rw, c_lo, c_hi)
+        ce = _check_points(net, rows, torch.cat([cand, (c_lo + c_hi) / 2]), validate, stats)
+        if ce is not None:
+            return "sat", ce
+        it += 1
+        if cfg.bab.attack_every and it % cfg.bab.attack_every == 0:
+            order = torch.argsort(sc)
+            ce = _pgd_in_domains(net, rows, c_lo[order], c_hi[order], wr[order], cand[order], cfg, gen,
+                                 validate, stats, deadline)
+            if ce is not None:
+                return "sat", ce
+        A_row = A_in[torch.arange(A_in.shape[0], device=lo.device), rw]
+        store.push({"lower": c_lo, "upper": c_hi, "score": sc, "depth": depth, "A_row": A_row, "worst": wr})
+        t_last = _progress(log, stats, store, t_last, deadline)
+    _progress(log, stats, store, t_last, deadline, force=True)
+    return "unsat", None
+
+
+def _relu_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate, stats, log):
+    L = len(r.pre_bounds)
+    dev = lo.device
+    fields = {"score": score, "depth": torch.zeros(1, device=dev), "worst": worst, "row": row}
+    for i, (l, u) in enumerate(r.pre_bounds):
+        fields[f"split_{i}"] = torch.zeros_like(l, dtype=torch.int8)
+        fields[f"pl_{i}"], fields[f"pu_{i}"] = l, u
+        fields[f"coef_{i}"] = r.relu_coeffs[i][torch.arange(1, device=dev), row]
+        fields[f"alpha_{i}"] = r.alphas["final"][i] if r.alphas is not None else \
+            torch.zeros(1, rows.C.shape[0], l.shape[1], dtype=l.dtype, device=dev)
+        fields[f"beta_{i}"] = torch.zeros(1, rows.C.shape[0], l.shape[1], dtype=l.dtype, device=dev)
+    store = DomainStore()
+    store.push(fields)
+    gen = torch.Generator().manual_seed(cfg.general.seed)
+    t_last, it, stuck = time.monotonic(), 0, 0
+    while len(store):
+        deadline.check()
+        stats["max_queue"] = max(stats.get("max_queue", 0), len(store))
+        t0 = time.monotonic()
+        dom = store.pop(cfg.bab.batch_size, _order(cfg, store, stats))
+        n = dom["score"].shape[0]
+        pre = [(dom[f"pl_{i}"], dom[f"pu_{i}"]) for i in range(L)]
+        splits = [dom[f"split_{i}"] for i in range(L)]
+        scores = relu_scores(cfg.bab.relu_heuristic, pre, [dom[f"coef_{i}"] for i in range(L)], splits)
+        flat = torch.cat(scores, dim=1)
+        best, pos = flat.max(dim=1)
+        can = torch.isfinite(best)
+        if not bool(can.all()):
+            # no unstable neuron left: the relaxation is exact up to the optimiser; these stay undecided
+            stuck += int((~can).sum())
+            stats["undecided_domains"] = stuck
+            dom = {k: v[can] for k, v in dom.items()}
+            pos, n = pos[can], int(can.sum())
+            if n == 0:
+                continue
+        offsets = torch.tensor([0] + [s.shape[1] for s in scores], device=dev).cumsum(0)
+        layer = torch.searchsorted(offsets, pos, right=True) - 1
+        idx = pos - offsets[layer]
+        ar = torch.arange(n, device=dev)
+        child = {k: torch.cat([v, v]) for k, v in dom.items()}
+        for i in range(L):
+            sel = layer == i
+            if bool(sel.any()):
+                rows_i, cols_i = ar[sel], idx[sel]
+                child[f"split_{i}"][rows_i, cols_i] = 1          # first half: active
+                child[f"split_{i}"][rows_i + n, cols_i] = -1     # second half: inactive
+                child[f"pl_{i}"][rows_i, cols_i] = child[f"pl_{i}"][rows_i, cols_i].clamp(min=0)
+                child[f"pu_{i}"][rows_i + n, cols_i] = child[f"pu_{i}"][rows_i + n, cols_i].clamp(max=0)
+        child["depth"] = child["depth"] + 1
+        stats.add("branches", n)
+        stats.add("time_branching", time.monotonic() - t0)
+        state = DomainState(lo.expand(2 * n, -1), hi.expand(2 * n, -1),
+                            [child[f"split_{i}"] for i in range(L)],
+                            [(child[f"pl_{i}"], child[f"pu_{i}"]) for i in range(L)],
+                            {"final": [child[f"alpha_{i}"] for i in range(L)]},
+                            [child[f"beta_{i}"] for i in range(L)])
+        res = _bound(net, state, rows, "beta", cfg, cfg.bab.beta_iters, False, stats)
+        sc, rw, wr = rows.score(res.lb)
+        open_ = sc <= cfg.bab.verify_margin
+        if bool(open_.any()):
+            cand = _candidates(res.A_input[open_], rw[open_], lo.expand(int(open_.sum()), -1),
+                               hi.expand(int(open_.sum()), -1))
+            ce = _check_points(net, rows, cand, validate, stats)
+            if ce is not None:
+                return "sat", ce
+            it += 1
+            if cfg.bab.attack_every and it % cfg.bab.attack_every == 0:
+                order = torch.argsort(sc[open_])
+                k = int(open_.sum())
+                ce = _pgd_in_domains(net, rows, lo.expand(k, -1), hi.expand(k, -1), wr[open_][order],
+                                     cand[order], cfg, gen, validate, stats, deadline)
+                if ce is not None:
+                    return "sat", ce
+            keep = {"score": sc[open_], "depth": child["depth"][open_], "worst": wr[open_], "row": rw[open_]}
+            arn = torch.arange(int(open_.sum()), device=dev)
+            for i in range(L):
+                keep[f"split_{i}"] = child[f"split_{i}"][open_]
+                keep[f"pl_{i}"], keep[f"pu_{i}"] = (t[open_] for t in res.pre_bounds[i])
+                keep[f"coef_{i}"] = res.relu_coeffs[i][open_][arn, rw[open_]]
+                keep[f"alpha_{i}"] = res.alphas["final"][i][open_]
+                keep[f"beta_{i}"] = res.betas[i][open_] if res.betas is not None else child[f"beta_{i}"][open_]
+            store.push(keep)
+        t_last = _progress(log, stats, store, t_last, deadline)
+    _progress(log, stats, store, t_last, deadline, force=True)
+    return ("unknown", None) if stuck else ("unsat", None)

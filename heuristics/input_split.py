@@ -1,0 +1,23 @@
+"""Scores for input-dimension branching (bisection of the input box).
+
+- ``widest``: the width of the dimension.
+- ``smart``: the looseness a dimension contributes to the current linear lower bound,
+  ``|A_input[:, row, d]| * width_d`` for the row that decides the domain (the gradient-based choice of
+  input-splitting verifiers).
+"""
+from __future__ import annotations
+
+import torch
+
+INPUT_HEURISTICS = ("widest", "smart")
+
+
+def input_scores(name: str, lower: torch.Tensor, upper: torch.Tensor, A_row: torch.Tensor | None) -> torch.Tensor:
+    """``lower``/``upper``: ``(N, n_in)``; ``A_row``: ``(N, n_in)`` coefficients of the deciding row."""
+    width = upper - lower
+    if name == "widest" or A_row is None:
+        return width
+    if name == "smart":
+        # ties (e.g. zero coefficients everywhere) fall back to the widest dimension
+        return A_row.abs() * width + 1e-9 * width
+    raise ValueError(f"unknown input heuristic {name!r}; choose from {', '.join(INPUT_HEURISTICS)}")

@@ -1,0 +1,327 @@
+"""CROWN / DeepPoly back-substitution, alpha-CROWN (optimised slopes) and beta-CROWN (split multipliers).
+
+All methods are batched over ``N`` domains; there is no Python loop over domains or neurons.
+
+Back-substitution bounds a linear function ``A . h`` of the input ``h`` of layer ``end`` from below: walking
+backwards, affine layers are substituted exactly (``Layer.backward``) and each ReLU is replaced by its
+lower linear bound where the coefficient is positive and its upper bound where it is negative. The
+result ``A_in . x + bias`` is minimised over the input box in closed form.
+
+beta-CROWN: a split ``s * z >= 0`` (``s = +1`` active, ``-1`` inactive) enters the Lagrangian as
+``- beta * s * z`` with ``beta >= 0``, i.e. the coefficient of ``z`` is shifted by ``-beta * s`` when the
+walk passes that ReLU. Every ``alpha`` in ``[0, 1]`` and ``beta >= 0`` gives a valid bound, so the
+optimisation (projected Adam) only ever tightens.
+"""
+from __future__ import annotations
+
+import torch
+
+from relaxations.ibp import ibp
+from relaxations.layers.relu import default_lower_slope, upper_relaxation
+from relaxations.state import BoundResult, DomainState
+
+SLOPE_MODES = {"crown": "adaptive", "dp0": "zero", "dp1": "one"}
+
+
+class ReluRelaxation:
+    """Linear bounds of one ReLU layer for N domains, from (split-tightened) pre-activation bounds.
+
+    ``l``/``u``: ``(N, n)``; ``split``: ``(N, n)`` int8 or None.
+    """
+
+    def __init__(self, l, u, split, lower_slope: str):
+        if split is not None:
+            l = torch.where(split > 0, l.clamp(min=0), l)
+            u = torch.where(split < 0, u.clamp(max=0), u)
+        self.l, self.u = l, u
+        self.split = None if split is None or not bool((split != 0).any()) else split.to(l.dtype)
+        self.infeasible = (l > u).any(dim=1)  # (N,)
+        self.unstable = (l < 0) & (u > 0)
+        self.up_slope, self.up_int = upper_relaxation(l, u)
+        self.low_slope = default_lower_slope(l, u, lower_slope)
+
+    def lower_slope(self, alpha=None):
+        """``(N, n)`` default slopes, or ``(N, m, n)`` with ``alpha`` on the unstable neurons."""
+        if alpha is None:
+            return self.low_slope[:, None]
+        return torch.where(self.unstable[:, None], alpha, self.low_slope[:, None])
+
+
+def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=None, collect=False):
+    """Lower-bound coefficients of ``A . h`` where ``h`` is the input of ``net.layers[end]``.
+
+    ``A``: ``(N, m, *shape of h)``; ``relax``: ReluRelaxation of every ReLU before ``end``; ``alphas``:
+    per ReLU ``(N, m, n_i)`` or None; ``betas``: per ReLU ``(N, m, n_i)`` or None.
+    Returns ``(A_in (N, m, n_in), bias (N, m), coeffs)`` where ``coeffs`` (if ``collect``) holds the
+    coefficient on every ReLU output, ``(N, m, n_i)``.
+    """
+    N, m = A.shape[:2]
+    bias = torch.zeros(N, m, dtype=A.dtype, device=A.device)
+    k = sum(1 for layer in net.layers[:end] if not layer.affine)
+    coeffs = [None] * k
+    for idx in range(end - 1, -1, -1):
+        layer = net.layers[idx]
+        if layer.affine:
+            A, c = layer.backward(A)
+            if c is not None:
+                bias = bias + c
+            continue
+        k -= 1
+        r = relax[k]
+        Af = A.reshape(N, m, -1)
+        if collect:
+            coeffs[k] = Af
+        # A+ * low + A- * up  ==  A * low + A- * (up - low): two fewer passes over A
+        neg = Af.clamp(max=0)
+        low = r.lower_slope(None if alphas is None else alphas[k])
+        Az = Af * low + neg * (r.up_slope[:, None] - low)
+        bias = bias + torch.bmm(neg, r.up_int[..., None]).squeeze(-1)
+        if betas is not None and r.split is not None:
+            Az = Az - betas[k] * r.split[:, None]
+        A = Az.reshape(N, m, *layer.in_shape)
+    return A.reshape(N, m, -1), bias, coeffs
+
+
+def concretize(A_in, bias, lower, upper):
+    """``min over the box of A_in . x + bias``: ``(N, m)`` from ``(N, m, n)``, ``(N, n)`` boxes."""
+    c, r = (upper + lower) / 2, (upper - lower) / 2
+    return torch.einsum("bmn,bn->bm", A_in, c) - torch.einsum("bmn,bn->bm", A_in.abs(), r) + bias
+
+
+def _eye_both(N, n, shape, dtype, device):
+    eye = torch.eye(n, dtype=dtype, device=device)
+    return torch.cat([eye, -eye]).expand(N, 2 * n, n).reshape(N, 2 * n, *shape)
+
+
+def _forward_linear(net, state, lower_slope):
+    """Forward-mode linear bounds (symbolic intervals with DeepPoly relaxations) of every ReLU input.
+
+    Each layer's input is kept between two linear functions of the network input, ``L(x) <= h <= U(x)``,
+    stored as coefficients ``(N, n_in + 1, *shape)`` (the last slot is the constant). An affine layer maps
+    them with ``M+ L + M- U = M mid - |M| rad`` (``Layer.interval`` on the coefficients, its constant
+    removed from the non-constant slots); a ReLU maps them with its lower/upper linear bounds. Cheap when
+    the input dimension is small; returns per ReLU layer ``(l, u)`` ``(N, n_i)``, IBP-intersected.
+    """
+    N, n_in = state.lower.shape
+    dt, dev = state.lower.dtype, state.lower.device
+    coef = torch.cat([torch.eye(n_in, dtype=dt, device=dev), torch.zeros(1, n_in, dtype=dt, device=dev)])
+    L = coef.expand(N, n_in + 1, n_in).reshape(N, n_in + 1, *net.in_shape)
+    U = L
+    const_mask = torch.zeros(n_in + 1, dtype=dt, device=dev)
+    const_mask[-1] = 1.0
+    _, _, ibp_pre = ibp(net, state.lower, state.upper)
+    out, j = [], 0
+    c, r = (state.upper + state.lower) / 2, (state.upper - state.lower) / 2
+
+    def concretize_fn(T, lower):
+        Tf = T.reshape(N, n_in + 1, -1)
+        lin = torch.einsum("bkn,bk->bn", Tf[:, :n_in], c)
+        rad = torch.einsum("bkn,bk->bn", Tf[:, :n_in].abs(), r)
+        return (lin - rad if lower else lin + rad) + Tf[:, n_in]
+
+    for layer in net.layers:
+        if layer.affine:
+            shape = layer.in_shape
+            lo_t, hi_t = layer.interval(L.reshape(-1, *shape), U.reshape(-1, *shape))
+            bias = layer.forward(torch.zeros(1, *shape, dtype=dt, device=dev))
+            mask = (1 - const_mask).reshape(1, n_in + 1, *([1] * len(layer.out_shape)))
+            L = lo_t.reshape(N, n_in + 1, *layer.out_shape) - mask * bias[:, None]
+            U = hi_t.reshape(N, n_in + 1, *layer.out_shape) - mask * bias[:, None]
+            continue
+        l = torch.maximum(concretize_fn(L, True), ibp_pre[j][0].reshape(N, -1))
+        u = torch.minimum(concretize_fn(U, False), ibp_pre[j][1].reshape(N, -1))
+        out.append((l, u))
+        split = None if state.splits is None else state.splits[j]
+        rl = ReluRelaxation(l, u, split, lower_slope)
+        shape = (N, 1, *layer.in_shape)
+        a = rl.low_slope.reshape(shape)
+        s, t = rl.up_slope.reshape(shape), rl.up_int.reshape(shape)
+        cm = const_mask.reshape(1, n_in + 1, *([1] * len(layer.in_shape)))
+        # y >= a z >= a L (a >= 0);  y <= s z + t <= s U + t (s >= 0)
+        L, U = a * L, s * U + cm * t
+        j += 1
+    return out
+
+
+def _crown_unstable_only(net, idx, l, u, relax, state):
+    """CROWN bounds for the neurons that ``(l, u)`` leaves unstable; stable ones keep their bounds.
+
+    Back-substitutes ``2 k`` one-hot rows per domain, ``k`` the largest number of unstable neurons in
+    the batch (domains with fewer pad with neurons whose refined bounds are just as valid).
+    """
+    N, n = l.shape
+    unstable = (l < 0) & (u > 0)
+    k = int(unstable.sum(dim=1).max())
+    if k == 0:
+        return l, u
+    sel = torch.topk(unstable.to(torch.int8), k, dim=1).indices  # (N, k), unstable neurons first
+    rows = torch.zeros(N, k, n, dtype=l.dtype, device=l.device)
+    rows.scatter_(2, sel[..., None], 1.0)
+    A0 = torch.cat([rows, -rows], dim=1).reshape(N, 2 * k, *net.layers[idx].in_shape)
+    A_in, bias, _ = backward(net, idx, A0, relax)
+    b = concretize(A_in, bias, state.lower, state.upper)
+    l = l.scatter_reduce(1, sel, b[:, :k], reduce="amax")
+    u = u.scatter_reduce(1, sel, -b[:, k:], reduce="amin")
+    return l, u
+
+
+def intermediate_bounds(net, state: DomainState, lower_slope="adaptive", mode="crown", alphas=None,
+                        reference=None):
+    """ReluRelaxation of every ReLU layer.
+
+    ``mode``: ``crown`` (back-substitution to the input, intersected with IBP), ``forward`` (forward-mode
+    linear bounds, for low input dimension) or ``ibp``. Known
+    ``state.pre_bounds`` are used as they are. ``alphas``: ``{j: [per-ReLU (N, 2 n_j, n_i)]}`` for the
+    start node of ReLU layer ``j``; ``reference``: bounds to intersect with (e.g. best found so far).
+    """
+    N = state.size
+    relus = net.relu_indices()
+    if state.pre_bounds is None and mode == "forward":
+        state = DomainState(state.lower, state.upper, state.splits, _forward_linear(net, state, lower_slope))
+    _, _, ibp_pre = ibp(net, state.lower, state.upper) if state.pre_bounds is None else (None, None, None)
+    relax = []
+    for j, idx in enumerate(relus):
+        split = None if state.splits is None else state.splits[j]
+        if state.pre_bounds is not None:
+            l, u = state.pre_bounds[j]
+        else:
+            l, u = (t.reshape(N, -1) for t in ibp_pre[j])
+            if mode == "crown" and j > 0 and alphas is None:
+                l, u = _crown_unstable_only(net, idx, l, u, relax, state)
+            elif mode == "crown" and j > 0:
+                shape = net.layers[idx].in_shape
+                n = l.shape[1]
+                A0 = _eye_both(N, n, shape, l.dtype, l.device)
+                A_in, bias, _ = backward(net, idx, A0, relax, alphas[j])
+                b = concretize(A_in, bias, state.lower, state.upper)
+                l, u = torch.maximum(l, b[:, :n]), torch.minimum(u, -b[:, n:])
+            if reference is not None:
+                l, u = torch.maximum(l, reference[j][0]), torch.minimum(u, reference[j][1])
+        relax.append(ReluRelaxation(l, u, split, lower_slope))
+    return relax
+
+
+def _final(net, state, C, relax, alphas=None, betas=None, collect=False):
+    N = state.size
+    A0 = C.expand(N, *C.shape[-2:]) if C.dim() == 2 else C
+    m = A0.shape[1]
+    A_in, bias, coeffs = backward(net, len(net.layers), A0.reshape(N, m, *net.out_shape), relax,
+                                  alphas, betas, collect)
+    lb = concretize(A_in, bias, state.lower, state.upper)
+    infeasible = torch.zeros(N, dtype=torch.bool, device=lb.device)
+    for r in relax:
+        infeasible |= r.infeasible
+    lb = torch.where(infeasible[:, None], torch.full_like(lb, float("inf")), lb)
+    return lb, A_in, bias, coeffs
+
+
+def crown(net, state: DomainState, C, lower_slope="adaptive", intermediate="crown", want_upper=False):
+    """CROWN / DeepPoly bounds of ``C y`` (``C``: ``(m, n_out)`` or ``(N, m, n_out)``)."""
+    with torch.no_grad():
+        relax = intermediate_bounds(net, state, lower_slope, intermediate)
+        lb, A_in, bias, coeffs = _final(net, state, C, relax, collect=True)
+        ub = -_final(net, state, -C, relax)[0] if want_upper else None
+    return BoundResult(lb, ub, [(r.l, r.u) for r in relax], A_in, bias, coeffs)
+
+
+def optimized(net, state: DomainState, C, iters=20, lr=0.1, lr_beta=0.05, use_beta=True,
+              optimize_intermediate=True, want_upper=False, lower_slope="adaptive", stop_threshold=None):
+    """alpha-CROWN (and beta-CROWN when ``use_beta`` and the domains carry splits).
+
+    Slopes are optimised per domain, per bounded row and per neuron, for the final bound and (with
+    ``optimize_intermediate`` and no fixed ``state.pre_bounds``) for every intermediate layer. Returns
+    the best bound found over the iterations (every iterate is sound). ``stop_threshold``: stop early once
+    every domain has a row with ``lb > threshold`` (the domain is verified).
+    """
+    if want_upper:
+        lo = optimized(net, state, C, iters, lr, lr_beta, use_beta, optimize_intermediate, False, lower_slope,
+                       stop_threshold)
+        hi = optimized(net, state, -C, iters, lr, lr_beta, use_beta, optimize_intermediate, False, lower_slope)
+        lo.ub = -hi.lb
+        return lo
+    N = state.size
+    Cn = C.expand(N, *C.shape[-2:]) if C.dim() == 2 else C
+    m = Cn.shape[1]
+    with torch.no_grad():
+        ref_relax = intermediate_bounds(net, state, lower_slope, "crown")
+    reference = [(r.l, r.u) for r in ref_relax] if state.pre_bounds is None else None
+    opt_inter = optimize_intermediate and state.pre_bounds is None
+    relus = net.relu_indices()
+    sizes = [r.l.shape[1] for r in ref_relax]
+    params = []
+
+    def init_alpha(rows, upto, key):
+        warm = None if state.alphas is None else state.alphas.get(key)
+        out = []
+        for i in range(upto):
+            if warm is not None and warm[i].shape == (N, rows, sizes[i]):
+                a = warm[i].detach().clone()
+            else:
+                a = ref_relax[i].low_slope[:, None].expand(N, rows, sizes[i]).clone()
+            a.requires_grad_(True)
+            out.append(a)
+        params.extend(out)
+        return out
+
+    alphas = {"final": init_alpha(m, len(relus), "final")}
+    if opt_inter:
+        for j in range(1, len(relus)):
+            alphas[j] = init_alpha(2 * sizes[j], j, j)
+    betas = None
+    has_splits = state.splits is not None and any(bool((s != 0).any()) for s in state.splits)
+    if use_beta and has_splits:
+        betas = []
+        for i, n in enumerate(sizes):
+            warm = None if state.betas is None else state.betas[i]
+            b = warm.detach().clone() if warm is not None and warm.shape == (N, m, n) else \
+                torch.zeros(N, m, n, dtype=Cn.dtype, device=Cn.device)
+            b.requires_grad_(True)
+            betas.append(b)
+    groups = [{"params": params, "lr": lr}]
+    if betas:
+        groups.append({"params": betas, "lr": lr_beta})
+    opt = torch.optim.Adam(groups)
+
+    best_lb = torch.full((N, m), -float("inf"), dtype=Cn.dtype, device=Cn.device)
+    best_A = best_bias = None
+    best_pre = reference if reference is not None else [(r.l, r.u) for r in ref_relax]
+    best_coeffs = None
+    for it in range(iters + 1):
+        if opt_inter:
+            relax = intermediate_bounds(net, state, lower_slope, "crown", alphas, reference)
+        else:
+            relax = ref_relax
+        lb, A_in, bias, coeffs = _final(net, state, Cn, relax, alphas["final"], betas, collect=True)
+        with torch.no_grad():
+            improved = lb > best_lb
+            best_lb = torch.where(improved, lb, best_lb)
+            if best_A is None:
+                best_A, best_bias = A_in.detach().clone(), bias.detach().clone()
+                best_coeffs = [c.detach().clone() for c in coeffs]
+            else:
+                best_A = torch.where(improved[..., None], A_in.detach(), best_A)
+                best_bias = torch.where(improved, bias.detach(), best_bias)
+                best_coeffs = [torch.where(improved[..., None], c.detach(), b) for c, b in zip(coeffs, best_coeffs)]
+            if opt_inter:
+                best_pre = [(torch.maximum(bl, r.l.detach()), torch.minimum(bu, r.u.detach()))
+                            for (bl, bu), r in zip(best_pre, relax)]
+            done = stop_threshold is not None and bool((best_lb > stop_threshold).any(dim=1).all())
+        if it == iters or done:
+            break
+        loss = -torch.where(torch.isfinite(lb), lb, torch.zeros_like(lb)).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for a in params:
+                a.clamp_(0.0, 1.0)
+            for b in betas or []:
+                b.clamp_(min=0.0)
+    detach = lambda ts: [t.detach() for t in ts]  # noqa: E731
+    # split phases are reflected in the returned pre-activation bounds
+    pre = best_pre
+    if state.splits is not None:
+        pre = [(torch.where(s > 0, l.clamp(min=0), l), torch.where(s < 0, u.clamp(max=0), u))
+               for (l, u), s in zip(best_pre, state.splits)]
+    return BoundResult(best_lb, None, [(l.detach(), u.detach()) for l, u in pre], best_A, best_bias, best_coeffs,
+                       {k: detach(v) for k, v in alphas.items()}, None if betas is None else detach(betas))

@@ -1,0 +1,59 @@
+"""Per-domain state and bound results, kept apart from the network (MN-BaB style).
+
+Shapes: ``N`` domains, ``n_in`` inputs, ``n_i`` neurons of ReLU layer ``i`` (flattened), ``m`` rows of the
+specification matrix ``C`` being bounded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+ACTIVE, INACTIVE, FREE = 1, -1, 0
+
+
+@dataclass
+class DomainState:
+    """A batch of ``N`` subdomains.
+
+    - ``lower``/``upper``: ``(N, n_in)`` input box of each domain.
+    - ``splits``: per ReLU layer, ``(N, n_i)`` int8 of +1 (fixed active, pre-activation >= 0),
+      -1 (fixed inactive, pre-activation <= 0) or 0 (free); None when nothing is split.
+    - ``pre_bounds``: per ReLU layer, known pre-activation bounds ``(l, u)`` of shape ``(N, n_i)`` (e.g.
+      inherited from the parent domain); None to compute them.
+    - ``alphas``/``betas``: optimised parameters to warm-start alpha/beta-CROWN (from the parent).
+    """
+
+    lower: torch.Tensor
+    upper: torch.Tensor
+    splits: list[torch.Tensor] | None = None
+    pre_bounds: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    alphas: dict | None = None
+    betas: list[torch.Tensor] | None = None
+
+    @property
+    def size(self) -> int:
+        return self.lower.shape[0]
+
+
+@dataclass
+class BoundResult:
+    """Bounds of ``C y`` for every domain.
+
+    - ``lb``: ``(N, m)`` lower bounds (``+inf`` for an infeasible domain); ``ub``: ``(N, m)`` or None.
+    - ``pre_bounds``: per ReLU layer ``(l, u)`` of shape ``(N, n_i)`` (split phases applied).
+    - ``A_input``/``bias``: the final lower bound is ``A_input . x + bias`` over the box: ``(N, m, n_in)``,
+      ``(N, m)`` (None for IBP).
+    - ``relu_coeffs``: per ReLU layer ``(N, m, n_i)``, the coefficient of the final lower bound on that
+      layer's output (what branching heuristics score); None for IBP.
+    - ``alphas``/``betas``: optimised parameters for warm starts.
+    """
+
+    lb: torch.Tensor
+    ub: torch.Tensor | None = None
+    pre_bounds: list = field(default_factory=list)
+    A_input: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+    relu_coeffs: list | None = None
+    alphas: dict | None = None
+    betas: list | None = None

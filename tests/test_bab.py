@@ -1,0 +1,119 @@
+"""Branch and bound: complete verdicts equal to the exact MILP's, with both kinds of branching."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bnb.bab import Stats, run_bab
+from bnb.config import Config
+from bnb.domains import DomainStore
+from bnb.results import Counterexample
+from bnb.spec import Polytope
+from bnb.timing import Deadline
+from relaxations.milp import milp_bounds
+from relaxations.network import Network
+
+D = torch.float64
+
+
+def _net(widths, seed):
+    torch.manual_seed(seed)
+    mods = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        mods += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    return Network.from_torch(torch.nn.Sequential(*mods[:-1]), (widths[0],))
+
+
+def _validate(net, poly):
+    """Stand-in for the ONNX replay: accept a point only if the float64 network really violates."""
+    def check(xs):
+        y = net(torch.tensor(xs, dtype=D)).numpy()
+        m = poly.margin(y)
+        i = int(np.argmin(m))
+        return Counterexample(xs[i], y[i], 0, 0, float(m[i])) if m[i] <= 0 else None
+    return check
+
+
+def _cfg(branching, **bab):
+    cfg = Config()
+    cfg.general.dtype = "float64"
+    cfg.bab.branching = branching
+    cfg.bab.batch_size = 64
+    cfg.bounds.alpha_iters = 10
+    for k, v in bab.items():
+        setattr(cfg.bab, k, v)
+    return cfg
+
+
+CASES = [([2, 8, 8, 1], 0), ([3, 10, 10, 1], 1), ([2, 12, 1], 2), ([4, 8, 8, 8, 1], 3)]
+
+
+@pytest.mark.parametrize("branching", ["input", "relu"])
+@pytest.mark.parametrize("widths,seed", CASES)
+def test_verdict_equals_milp(widths, seed, branching):
+    """Property "output >= t": unsat iff the exact minimum exceeds t, sat iff it is below."""
+    net = _net(widths, seed)
+    lo, hi = -np.ones(widths[0]), np.ones(widths[0])
+    exact, _ = milp_bounds(net, lo, hi)
+    for t, expected in ((exact[0] - 0.02, "unsat"), (exact[0] + 0.02, "sat")):
+        poly = Polytope(np.array([[1.0]]), np.array([t]))  # violation: y <= t
+        cfg = _cfg(branching)
+        cfg.attack.enabled = False
+        status, ce = run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], cfg, Deadline(60),
+                             _validate(net, poly), Stats())
+        assert status == expected, (widths, seed, branching, t, exact)
+        if status == "sat":
+            assert np.all(ce.x >= lo) and np.all(ce.x <= hi) and ce.y[0] <= t
+
+
+@pytest.mark.parametrize("branching", ["input", "relu"])
+def test_disjunction_of_polytopes(branching):
+    """Two outputs, two polytopes: unsat needs both refuted; sat when either is reachable."""
+    net = _net([2, 10, 10, 2], 7)
+    lo, hi = -np.ones(2), np.ones(2)
+    exact_lo, exact_hi = milp_bounds(net, lo, hi)
+    safe = [Polytope(np.array([[1.0, 0.0]]), np.array([exact_lo[0] - 0.05])),
+            Polytope(np.array([[0.0, -1.0]]), np.array([-(exact_hi[1] + 0.05)]))]
+    cfg = _cfg(branching)
+    status, _ = run_bab(net, torch.tensor(lo), torch.tensor(hi), safe, cfg, Deadline(60), lambda xs: None, Stats())
+    assert status == "unsat"
+    unsafe = safe + [Polytope(np.array([[0.0, 1.0]]), np.array([exact_lo[1] + 0.05]))]
+    status, ce = run_bab(net, torch.tensor(lo), torch.tensor(hi), unsafe, cfg, Deadline(60),
+                         _validate(net, unsafe[2]), Stats())
+    assert status == "sat" and ce.y[1] <= exact_lo[1] + 0.05
+
+
+def test_statistics_are_reported():
+    net = _net([3, 10, 10, 1], 1)
+    lo, hi = -np.ones(3), np.ones(3)
+    exact, _ = milp_bounds(net, lo, hi)
+    stats = Stats()
+    poly = Polytope(np.array([[1.0]]), np.array([exact[0] - 0.01]))
+    status, _ = run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], _cfg("relu"), Deadline(60),
+                        lambda xs: None, stats)
+    assert status == "unsat"
+    assert stats["branches"] > 0 and stats["domains_bounded"] > stats["branches"]
+    assert stats["max_queue"] >= 1 and stats["time_bounding"] > 0
+
+
+def test_timeout_raises():
+    from bnb.timing import VerificationTimeout
+    net = _net([4, 16, 16, 16, 1], 5)
+    lo, hi = -np.ones(4), np.ones(4)
+    poly = Polytope(np.array([[1.0]]), np.array([-1e-9]))  # needs a long search
+    with pytest.raises(VerificationTimeout):
+        run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], _cfg("input", batch_size=2), Deadline(0.5),
+                lambda xs: None, Stats())
+
+
+def test_domain_store_pop_order():
+    store = DomainStore()
+    store.push({"score": torch.tensor([3.0, 1.0, 2.0]), "depth": torch.tensor([0.0, 5.0, 1.0]),
+                "v": torch.tensor([[30], [10], [20]])})
+    store.push({"score": torch.tensor([0.5]), "depth": torch.tensor([2.0]), "v": torch.tensor([[5]])})
+    best = store.pop(2, "score")
+    assert sorted(best["v"].flatten().tolist()) == [5, 10]
+    deep = store.pop(1, "depth")
+    assert deep["v"].flatten().tolist() == [20]
+    assert len(store) == 1 and store.pop(5)["v"].flatten().tolist() == [30]

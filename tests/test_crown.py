@@ -1,0 +1,229 @@
+"""Soundness and precision of IBP, CROWN/DeepPoly, alpha- and beta-CROWN (batched)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from relaxations.crown import crown, optimized
+from relaxations.ibp import ibp
+from relaxations.methods import METHODS, bound_rows
+from relaxations.milp import milp_bounds
+from relaxations.network import Network
+from relaxations.state import DomainState
+
+D = torch.float64
+
+
+def _fc(widths, seed):
+    torch.manual_seed(seed)
+    mods = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        mods += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    return Network.from_torch(torch.nn.Sequential(*mods[:-1]), (widths[0],))
+
+
+def _conv(seed):
+    torch.manual_seed(seed)
+    seq = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, stride=2, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 3 * 3, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
+    return Network.from_torch(seq, (1, 6, 6))
+
+
+def _boxes(n_in, N, seed, width=1.0):
+    g = torch.Generator().manual_seed(seed)
+    c = torch.rand(N, n_in, generator=g, dtype=D) * 2 - 1
+    w = torch.rand(N, n_in, generator=g, dtype=D) * width
+    return c - w, c + w
+
+
+def _samples(lo, hi, k, seed):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(lo.shape[0], k, lo.shape[1], generator=g, dtype=D)
+    return lo[:, None] + (hi - lo)[:, None] * u
+
+
+NETS = [("fc-2x8", lambda: _fc([3, 8, 8, 2], 0)), ("fc-4x16", lambda: _fc([4, 16, 16, 16, 16, 3], 1)),
+        ("fc-1x32", lambda: _fc([2, 32, 1], 2)), ("conv", lambda: _conv(3))]
+
+
+@pytest.mark.parametrize("name,make", NETS)
+@pytest.mark.parametrize("method", METHODS)
+def test_sampled_outputs_inside_bounds(name, make, method):
+    net = make()
+    lo, hi = _boxes(net.in_size, 5, seed=7)
+    C = torch.eye(net.out_size, dtype=D)
+    r = bound_rows(net, DomainState(lo, hi), C, method, iters=15, want_upper=True)
+    x = _samples(lo, hi, 3000, 1)
+    y = net(x.reshape(-1, net.in_size)).reshape(5, 3000, -1)
+    assert torch.all(y.min(1).values >= r.lb - 1e-9), (name, method)
+    assert torch.all(y.max(1).values <= r.ub + 1e-9), (name, method)
+    # intermediate bounds contain the sampled pre-activations too
+    h = x.reshape(-1, *net.in_shape)
+    j = 0
+    for layer in net.layers:
+        if not layer.affine:
+            l, u = r.pre_bounds[j]
+            z = h.reshape(5, 3000, -1)
+            assert torch.all(z >= l[:, None] - 1e-9) and torch.all(z <= u[:, None] + 1e-9), (name, method, j)
+            j += 1
+        h = layer.forward(h)
+
+
+def _split_batch(net, lo, hi, seed):
+    """Random split phases on unstable first-layer neurons, with CROWN intermediate bounds."""
+    r0 = crown(net, DomainState(lo, hi), torch.eye(net.out_size, dtype=D))
+    g = torch.Generator().manual_seed(seed)
+    splits = [torch.zeros_like(l, dtype=torch.int8) for l, _ in r0.pre_bounds]
+    l, u = r0.pre_bounds[0]
+    unstable = (l < 0) & (u > 0)
+    choice = torch.randint(-1, 2, l.shape, generator=g).to(torch.int8)
+    splits[0] = torch.where(unstable, choice, torch.zeros_like(choice))
+    return splits, r0.pre_bounds
+
+
+def _consistent(net, x, splits):
+    """Mask of sampled points whose first-layer pre-activations respect the split phases."""
+    z = x
+    for layer in net.layers:
+        if not layer.affine:
+            break
+        z = layer.forward(z)
+    z = z.reshape(x.shape[0], -1)
+    s = splits[0]
+    return torch.all((s == 0) | ((s > 0) & (z >= 0)) | ((s < 0) & (z <= 0)), dim=1)
+
+
+def test_beta_with_splits_is_sound_and_tighter_than_alpha():
+    net = _fc([3, 12, 12, 1], 5)
+    N = 8
+    lo, hi = _boxes(3, N, seed=11)
+    splits, pre = _split_batch(net, lo, hi, seed=2)
+    C = torch.eye(1, dtype=D)
+    state = DomainState(lo, hi, splits, pre)
+    a = optimized(net, state, C, iters=60, use_beta=False)
+    b = optimized(net, state, C, iters=60, use_beta=True)
+    assert torch.all(b.lb >= a.lb - 1e-9)
+    assert torch.any(b.lb > a.lb + 1e-4)  # the split constraints matter somewhere
+    x = _samples(lo, hi, 20000, 3)
+    for k in range(N):
+        ok = _consistent(net, x[k], [s[k:k + 1] for s in splits])
+        if ok.any():
+            assert float(net(x[k][ok]).min()) >= float(b.lb[k, 0]) - 1e-9
+
+
+def _split_region_empty(net, lo, hi, split0):
+    """Whether no input of the box satisfies the first-layer split phases (an LP feasibility check)."""
+    from scipy.optimize import linprog
+    W, b = net.layers[0].weight.numpy(), net.layers[0].bias.numpy()
+    s = split0.numpy()
+    A = np.concatenate([-W[s > 0], W[s < 0]])
+    rhs = np.concatenate([b[s > 0], -b[s < 0]])
+    if len(A) == 0:
+        return False
+    res = linprog(np.zeros(W.shape[1]), A_ub=A, b_ub=rhs, bounds=list(zip(lo.numpy(), hi.numpy())))
+    return res.status == 2
+
+
+def test_beta_crown_matches_triangle_lp_with_splits():
+    """With fixed intermediate bounds, optimised alpha/beta reach the triangle LP optimum (its dual)."""
+    from relaxations.lp.triangle import lp_bounds
+    net = _fc([2, 6, 6, 1], 9)
+    lo, hi = _boxes(2, 4, seed=5)
+    splits, pre = _split_batch(net, lo, hi, seed=4)
+    C = torch.eye(1, dtype=D)
+    b = optimized(net, DomainState(lo, hi, splits, pre), C, iters=400, lr=0.2, lr_beta=0.2, use_beta=True)
+    for k in range(4):
+        lp_lb, _ = lp_bounds(net, lo[k].numpy(), hi[k].numpy(), C=C.numpy(),
+                             pre_bounds=[(l[k:k + 1].numpy(), u[k:k + 1].numpy()) for l, u in pre],
+                             splits=[s[k].numpy() for s in splits])
+        if _split_region_empty(net, lo[k], hi[k], splits[0][k]):
+            assert float(b.lb[k, 0]) > 0  # beta-CROWN proves the empty domain (any bound is valid)
+            continue
+        assert float(b.lb[k, 0]) <= lp_lb[0] + 1e-6            # never above the LP optimum (soundness)
+        assert float(b.lb[k, 0]) >= lp_lb[0] - 1e-3 * (1 + abs(lp_lb[0]))  # and reaches it
+
+
+def test_ordering_ibp_crown_alpha_milp():
+    net = _fc([3, 10, 10, 2], 12)
+    lo, hi = _boxes(3, 3, seed=8, width=0.5)
+    C = torch.eye(2, dtype=D)
+    state = DomainState(lo, hi)
+    crown_lb = crown(net, state, C).lb
+    alpha_lb = optimized(net, state, C, iters=40).lb
+    ibp_lb = ibp(net, lo, hi)[0]
+    assert torch.all(alpha_lb >= crown_lb - 1e-9)
+    assert torch.all(alpha_lb >= ibp_lb - 1e-9) or torch.all(crown_lb >= ibp_lb - 1e-9)
+    for k in range(3):
+        exact, _ = milp_bounds(net, lo[k].numpy(), hi[k].numpy(), C=C.numpy())
+        assert np.all(alpha_lb[k].numpy() <= exact + 1e-6)
+
+
+def test_crown_tighter_than_ibp_on_acas(bench):
+    from bnb.onnx_loader import load_onnx
+    from bnb.vnnlib import parse_vnnlib
+    model = load_onnx(bench / "acasxu/onnx/ACASXU_run2a_1_1_batch_2000.onnx")
+    spec = parse_vnnlib(bench / "acasxu/vnnlib/prop_3.vnnlib").specs[0]
+    net = model.network
+    lo, hi = torch.tensor(spec.lower)[None], torch.tensor(spec.upper)[None]
+    C = torch.eye(5, dtype=D)
+    r_ibp = bound_rows(net, DomainState(lo, hi), C, "ibp", want_upper=True)
+    r_crown = bound_rows(net, DomainState(lo, hi), C, "crown", want_upper=True)
+    r_alpha = bound_rows(net, DomainState(lo, hi), C, "alpha", iters=20, want_upper=True)
+    assert torch.all(r_crown.ub - r_crown.lb <= r_ibp.ub - r_ibp.lb)
+    assert torch.all(r_alpha.lb >= r_crown.lb - 1e-9) and torch.all(r_alpha.ub <= r_crown.ub + 1e-9)
+    x = _samples(lo, hi, 5000, 0)[0]
+    y = net(x)
+    assert torch.all(y >= r_alpha.lb - 1e-9) and torch.all(y <= r_alpha.ub + 1e-9)
+
+
+def _abs_net():
+    """y = relu(x) + relu(-x) = |x|."""
+    w1 = torch.tensor([[1.0], [-1.0]], dtype=D)
+    w2 = torch.tensor([[1.0, 1.0]], dtype=D)
+    from relaxations.layers import Linear, ReLU
+    return Network([Linear(w1, torch.zeros(2, dtype=D)), ReLU((2,)), Linear(w2, torch.zeros(1, dtype=D))], (1,))
+
+
+@pytest.mark.parametrize("method", ["dp0", "dp1"])
+def test_abs_is_exact_with_fixed_slopes(method):
+    net = _abs_net()
+    lo, hi = torch.tensor([[-2.0]], dtype=D), torch.tensor([[2.0]], dtype=D)
+    r = bound_rows(net, DomainState(lo, hi), torch.eye(1, dtype=D), method, want_upper=True)
+    assert abs(float(r.lb) - 0.0) <= 1e-6 and abs(float(r.ub) - 2.0) <= 1e-6
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("box", [(0.5, 3.0), (-3.0, -0.5), (0.0, 1.0), (-1.0, 0.0)])
+def test_single_relu_on_stable_box_is_exact(method, box):
+    from relaxations.layers import Linear, ReLU
+    net = Network([Linear(torch.eye(1, dtype=D), torch.zeros(1, dtype=D)), ReLU((1,))], (1,))
+    lo, hi = torch.tensor([[box[0]]], dtype=D), torch.tensor([[box[1]]], dtype=D)
+    r = bound_rows(net, DomainState(lo, hi), torch.eye(1, dtype=D), method, want_upper=True)
+    assert abs(float(r.lb) - max(box[0], 0.0)) <= 1e-6
+    assert abs(float(r.ub) - max(box[1], 0.0)) <= 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_float32_and_float64(dtype):
+    net = _fc([3, 8, 8, 2], 0).to(dtype=dtype)
+    lo, hi = (t.to(dtype) for t in _boxes(3, 4, seed=1))
+    C = torch.eye(2, dtype=dtype)
+    for method in ("crown", "alpha"):
+        r = bound_rows(net, DomainState(lo, hi), C, method, iters=10)
+        assert r.lb.dtype == dtype
+        x = _samples(lo.double(), hi.double(), 2000, 0).to(dtype)
+        y = net(x.reshape(-1, 3)).reshape(4, 2000, 2)
+        assert torch.all(y.min(1).values >= r.lb - 1e-5)
+
+
+def test_warm_start_carries_the_optimised_slopes():
+    net = _fc([3, 10, 10, 2], 4)
+    lo, hi = _boxes(3, 2, seed=3)
+    C = torch.eye(2, dtype=D)
+    cold = crown(net, DomainState(lo, hi), C).lb
+    first = optimized(net, DomainState(lo, hi), C, iters=30)
+    again = optimized(net, DomainState(lo, hi, alphas=first.alphas), C, iters=0)
+    assert torch.all(first.lb >= cold - 1e-9)
+    assert torch.all(again.lb >= cold - 1e-9) and torch.any(again.lb > cold + 1e-6)
