@@ -134,6 +134,15 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
     root = DomainState(lo, hi)
     method = cfg.bounds.method
     r = _bound(net, root, rows, method, cfg, cfg.bounds.alpha_iters, True, stats)
+    if cfg.bounds.lp_refine and r.pre_bounds and float(rows.score(r.lb)[0][0]) <= margin:
+        from bnb.lp_hooks import refine_root_bounds
+        t0 = time.monotonic()
+        pre = refine_root_bounds(net, lower, upper, r.pre_bounds, cfg, deadline)
+        stats.add("time_lp_refine", time.monotonic() - t0)
+        refined = _bound(net, DomainState(lo, hi, pre_bounds=pre), rows, "alpha", cfg, cfg.bounds.alpha_iters,
+                         False, stats)
+        refined.lb = torch.maximum(refined.lb, r.lb)
+        r = refined
     score, row, worst = rows.score(r.lb)
     stats["root_score"] = float(score[0])
     log(f"root bound ({method}): worst polytope margin {float(score[0]):.6g}")
@@ -298,6 +307,11 @@ def _relu_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate, 
                             {"final": [child[f"alpha_{i}"] for i in range(L)]},
                             [child[f"beta_{i}"] for i in range(L)])
         res = _bound(net, state, rows, "beta", cfg, cfg.bab.beta_iters, False, stats)
+        if cfg.bab.relu_method == "lp":
+            from bnb.lp_hooks import lp_tighten
+            t0 = time.monotonic()
+            res.lb = torch.maximum(res.lb, lp_tighten(net, state, rows.C, res.lb, cfg, deadline))
+            stats.add("time_lp", time.monotonic() - t0)
         sc, rw, wr = rows.score(res.lb)
         open_ = sc <= cfg.bab.verify_margin
         if bool(open_.any()):

@@ -110,6 +110,32 @@ def bounds(network, spec, method, as_json, configs, sets):
             click.echo(f"  Y_{j}: [{l: .6g}, {u: .6g}]")
 
 
+@main.command("run", epilog="Exit code 0 when no verdict contradicts expected.csv, 1 otherwise, 2 on bad input.")
+@click.argument("instances", type=click.Path(dir_okay=False))
+@config_option
+@set_option
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="CSV of results, one row written as soon as each instance finishes.")
+@click.option("--timeout", type=float, default=None, help="Override every instance's timeout (seconds).")
+@click.option("--limit", type=int, default=None, help="Only the first N instances.")
+@click.option("--select", default=None, help="Only instances whose 'onnx,vnnlib' contains this text.")
+def run_cmd(instances, configs, sets, out, timeout, limit, select):
+    """Run a VNN-COMP INSTANCES.csv suite (onnx,vnnlib,timeout rows) and print a summary table.
+
+    Verdicts are compared with an expected.csv beside the instances file when there is one.
+    """
+    from pathlib import Path
+
+    from bnb.suite import run_suite, summary_table
+    try:
+        cfg = _config(configs, sets)
+        results = run_suite(Path(instances), cfg, Path(out) if out else None, click.echo, timeout, limit, select)
+    except BnbError as e:
+        _fail(e)
+    click.echo(summary_table(results))
+    sys.exit(1 if any(r["wrong"] for r in results) else 0)
+
+
 @main.group()
 def config():
     """Inspect the configuration."""

@@ -28,7 +28,7 @@ class GeneralConfig:
                       ("auto", "cpu", "cuda"))
     dtype: str = opt("float32", "floating point type of bound computations", ("float32", "float64"))
     seed: int = opt(0, "random seed of attacks and sampling")
-    timeout: float = opt(300.0, "wall-clock limit per instance in seconds (the suite's value wins in `bnb run`)")
+    timeout: float = opt(300.0, "wall-clock limit per instance in seconds (in `bnb run`, each row's own timeout wins)")
     threads: int = opt(0, "torch CPU threads (0: torch's default)")
     verbose: bool = opt(False, "print progress of long runs to stderr")
 
@@ -53,6 +53,9 @@ class BoundsConfig:
     alpha_iters: int = opt(30, "alpha-CROWN iterations at the root")
     alpha_lr: float = opt(0.1, "Adam step size of the slopes")
     beta_lr: float = opt(0.05, "Adam step size of the split multipliers")
+    lp_refine: bool = opt(False, "tighten the root's intermediate bounds neuron by neuron by LP before branching")
+    lp_refine_time: float = opt(30.0, "time budget of the LP refinement in seconds")
+    lp_solver: str = opt("HIGHS", "LP solver used through cvxpy", ("HIGHS", "CLARABEL", "SCS"))
 
 
 @dataclass
@@ -67,6 +70,8 @@ class BabConfig:
     max_domains: int = opt(500000, "stored domains beyond which the queue switches to depth-first")
     input_method: str = opt("crown", "bounding of children under input splitting", ("crown", "alpha"))
     input_alpha_iters: int = opt(5, "alpha iterations per child under input splitting (input_method alpha)")
+    relu_method: str = opt("beta", "bounding of children under ReLU splitting: beta-CROWN, or beta-CROWN "
+                           "tightened by the triangle LP per domain (small networks)", ("beta", "lp"))
     beta_iters: int = opt(10, "beta-CROWN iterations per child under ReLU splitting (warm-started)")
     attack_every: int = opt(10, "run PGD inside the most promising domains every this many iterations")
     attack_domains: int = opt(64, "domains attacked by each such PGD run")
