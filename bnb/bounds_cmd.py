@@ -7,6 +7,8 @@ from bnb.errors import BnbError
 from bnb.onnx_loader import load_onnx
 from bnb.verify import resolve_device
 from bnb.vnnlib import parse_vnnlib
+from relaxations.lp.layer_hull import P1TooLarge
+from relaxations.milp import MILPNotOptimal
 from relaxations.methods import METHODS, output_bounds as method_bounds
 
 
@@ -24,6 +26,12 @@ def output_bounds(network, spec, method, cfg):
     for s in prop.specs:
         lo = torch.tensor(s.lower, dtype=dtype, device=net.device)[None]
         hi = torch.tensor(s.upper, dtype=dtype, device=net.device)[None]
-        lb, ub = method_bounds(net, lo, hi, method, cfg)
+        try:
+            lb, ub = method_bounds(net, lo, hi, method, cfg)
+        except P1TooLarge as e:
+            raise BnbError(f"method p1 refuses this network: {e}; use lp, anderson or mn instead",
+                           network) from None
+        except MILPNotOptimal as e:
+            raise BnbError(f"method milp: {e}", network) from None
         out.append((lb[0].double().cpu().tolist(), ub[0].double().cpu().tolist()))
     return out

@@ -10,7 +10,13 @@ from relaxations.crown import SLOPE_MODES, crown, optimized
 from relaxations.ibp import ibp
 from relaxations.state import BoundResult, DomainState
 
-METHODS = ("ibp", "crown", "dp0", "dp1", "alpha", "beta")
+SINGLE_NEURON_METHODS = ("ibp", "crown", "dp0", "dp1", "alpha", "beta")
+# LP-based methods (relaxations.lp): one LP model per box, solved domain by domain (small networks)
+LP_METHODS = ("lp", "mn", "p1", "anderson", "milp")
+METHODS = SINGLE_NEURON_METHODS + LP_METHODS
+# defaults of the LP methods' options where the library's are too slow for interactive use
+# (Anderson cuts: <= 4 separation rounds, as measured in docs/lp.md; ~10 s on ACAS Xu, 5 outputs)
+LP_DEFAULTS = {"anderson": {"max_rounds": 4}}
 
 
 def bound_rows(net, state: DomainState, C: torch.Tensor, method: str, *, intermediate="crown",
@@ -31,6 +37,8 @@ def bound_rows(net, state: DomainState, C: torch.Tensor, method: str, *, interme
         return optimized(net, state, C, iters, lr, lr_beta, use_beta=(method == "beta"),
                          optimize_intermediate=optimize_intermediate, want_upper=want_upper,
                          lower_slope=lower_slope, stop_threshold=stop_threshold)
+    if method in LP_METHODS:
+        return lp_rows(net, state, C, method, want_upper=want_upper)
     raise ValueError(f"unknown bounding method {method!r}; choose from {', '.join(METHODS)}")
 
 
@@ -42,5 +50,63 @@ def output_bounds(net, lower: torch.Tensor, upper: torch.Tensor, method: str, cf
         b = cfg.bounds
         kw = dict(intermediate=b.intermediate, lower_slope=b.lower_slope, iters=b.alpha_iters, lr=b.alpha_lr,
                   lr_beta=b.beta_lr)
+    if method in LP_METHODS:
+        solver = cfg.bounds.lp_solver if cfg is not None else "HIGHS"
+        r = lp_rows(net, DomainState(lower, upper), C, method, want_upper=True, solver=solver)
+        return r.lb, r.ub
     r = bound_rows(net, DomainState(lower, upper), C, method, want_upper=True, **kw)
     return r.lb, r.ub
+
+
+def _round_out(values, like, down=True):
+    """float64 numpy ``values`` cast to ``like``'s dtype/device, rounded down (or up), never inward."""
+    v = torch.as_tensor(values, dtype=torch.float64)
+    t = v.to(like.dtype)
+    inward = t.double() > v if down else t.double() < v
+    if bool(inward.any()):
+        toward = torch.full_like(t, -float("inf") if down else float("inf"))
+        t = torch.where(inward, torch.nextafter(t, toward), t)
+    return t.to(like.device)
+
+
+def lp_rows(net, state: DomainState, C: torch.Tensor, method: str, want_upper=False, solver="HIGHS",
+            **opts) -> BoundResult:
+    """Bounds of ``C y`` by an LP method of :mod:`relaxations.lp` (``lp``, ``mn``, ``p1``, ``anderson``,
+    ``milp``), one domain at a time, with CROWN's intermediate bounds (much tighter than the IBP default
+    of :func:`relaxations.lp.lp_method_bounds`, see docs/lp.md) intersected with ``state.pre_bounds``.
+    The LP methods' bounds are dual-certified; ``milp``'s are exact solver values (an oracle, not a
+    proof). ``p1`` raises :class:`relaxations.lp.layer_hull.P1TooLarge` on large layers.
+    """
+    import numpy as np
+
+    from relaxations.lp import lp_method_bounds
+    from relaxations.lp.model import NetworkLP
+
+    N = state.size
+    C3 = C if C.dim() == 3 else C.expand(N, *C.shape)
+    pre = crown(net, state, C3, "adaptive", "crown", False).pre_bounds
+    if state.pre_bounds is not None:
+        pre = [(torch.maximum(l, l0.reshape(l.shape)), torch.minimum(u, u0.reshape(u.shape)))
+               for (l, u), (l0, u0) in zip(pre, state.pre_bounds)]
+    opts = {**LP_DEFAULTS.get(method, {}), **opts}
+    opts.setdefault("solver", "HIGHS" if method == "milp" else solver)  # the MILP needs a MIP solver
+    model = NetworkLP(net, solver) if method == "lp" else None
+    lbs, ubs = [], []
+    for k in range(N):
+        splits = None if state.splits is None else [s[k].detach().cpu().numpy().astype(np.int8)
+                                                    for s in state.splits]
+        kw = dict(opts)
+        if model is not None:
+            kw["model"] = model
+        lb, ub = lp_method_bounds(method, net, state.lower[k].detach().cpu().double().numpy(),
+                                  state.upper[k].detach().cpu().double().numpy(),
+                                  C=C3[k].detach().cpu().double().numpy(),
+                                  pre_bounds=[(l[k:k + 1].detach().cpu().double().numpy(),
+                                               u[k:k + 1].detach().cpu().double().numpy()) for l, u in pre],
+                                  splits=splits, **kw)
+        lbs.append(np.asarray(lb, dtype=np.float64))
+        ubs.append(np.asarray(ub, dtype=np.float64))
+    ref = state.lower
+    lo = _round_out(np.stack(lbs), ref, down=True)
+    hi = _round_out(np.stack(ubs), ref, down=False) if want_upper else None
+    return BoundResult(lo, hi, [(l, u) for l, u in pre])

@@ -1,0 +1,233 @@
+"""LP methods behind `bnb bounds`, and the LP hooks of branch and bound (bnb/lp_hooks.py)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bnb.cli import main
+from bnb.config import load_config
+from bnb.lp_hooks import lp_tighten, refine_root_bounds
+from bnb.onnx_loader import load_onnx
+from bnb.timing import Deadline
+from bnb.verify import verify
+from bnb.vnnlib import parse_vnnlib
+from relaxations.methods import LP_METHODS, METHODS, bound_rows
+from relaxations.milp import milp_bounds
+from relaxations.state import DomainState
+from tests.conftest import acas, random_points, write_vnnlib
+
+TOL = 1e-5
+
+
+def _cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _bounds(net, spec, method):
+    r = _cli("bounds", net, spec, "--method", method, "--json", "--set", "general.threads=1")
+    assert r.exit_code == 0, (method, r.output)
+    d = json.loads(r.output.strip().splitlines()[-1])
+    return np.array(d["lower"]), np.array(d["upper"])
+
+
+def _ort_outputs(onnx_path, xs):
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    shape = [d if isinstance(d, int) else 1 for d in sess.get_inputs()[0].shape]
+    return np.concatenate([sess.run(None, {name: x.reshape(shape)})[0].reshape(1, -1) for x in xs])
+
+
+def _mlp(sizes, seed):
+    torch.manual_seed(seed)
+    layers = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers[:-1])
+
+
+@pytest.fixture
+def tiny(tmp_path, tiny_net):
+    net = tiny_net(_mlp([2, 4, 2], 0), (2,), name="tiny")
+    spec = write_vnnlib(tmp_path / "tiny.vnnlib", [-1, -0.5], [1, 0.5], 2, "(<= Y_0 -100.0)")
+    return net, spec
+
+
+def test_registry_lists_lp_methods():
+    assert set(LP_METHODS) <= set(METHODS)
+    assert METHODS[:6] == ("ibp", "crown", "dp0", "dp1", "alpha", "beta")
+    r = _cli("bounds", "--help")
+    assert "anderson" in r.output and "milp" in r.output
+
+
+def test_bounds_every_method_tiny(tiny):
+    net, spec = tiny
+    ys = _ort_outputs(net, random_points([-1, -0.5], [1, 0.5], 200, seed=1))
+    res = {m: _bounds(net, spec, m) for m in METHODS}
+    for m, (lo, hi) in res.items():
+        assert lo.shape == (2,) and hi.shape == (2,)
+        assert np.all(ys >= lo - TOL) and np.all(ys <= hi + TOL), m
+    # the MILP is exact: every relaxation contains it, the exact hull methods agree with it here
+    mlo, mhi = res["milp"]
+    for m in ("ibp", "crown", "lp", "mn", "p1", "anderson"):
+        lo, hi = res[m]
+        assert np.all(lo <= mlo + 1e-6) and np.all(hi >= mhi - 1e-6), m
+    assert np.all(res["lp"][0] >= res["ibp"][0] - TOL)
+
+
+def test_bounds_acas_lp_anderson():
+    net, spec = acas("1_1", "prop_3")
+    prop = parse_vnnlib(str(spec), 5, 5)
+    lo_in, hi_in = prop.specs[0].lower, prop.specs[0].upper
+    ys = _ort_outputs(net, random_points(lo_in, hi_in, 300, seed=2))
+    ibp_lo, ibp_hi = _bounds(net, spec, "ibp")
+    for m in ("lp", "anderson"):
+        lo, hi = _bounds(net, spec, m)
+        assert np.all(ys >= lo - TOL) and np.all(ys <= hi + TOL), m
+        assert np.all(lo >= ibp_lo) and np.all(hi <= ibp_hi), m
+        assert np.all(hi - lo < ibp_hi - ibp_lo), m
+
+
+def test_bounds_p1_too_large_is_bad_input():
+    net, spec = acas("1_1", "prop_3")
+    r = _cli("bounds", net, spec, "--method", "p1")
+    assert r.exit_code == 2
+    msg = [line for line in r.output.splitlines() if line.strip()]
+    assert len(msg) == 1 and "p1" in msg[0] and "unstable" in msg[0]
+
+
+def _acas_root(name, prop):
+    onnx, spec = acas(name, prop)
+    net = load_onnx(str(onnx)).network.to(dtype=torch.float32)
+    s = parse_vnnlib(str(spec), net.in_size, net.out_size).specs[0]
+    lo = torch.tensor(s.lower, dtype=net.dtype)
+    hi = torch.tensor(s.upper, dtype=net.dtype)
+    C = torch.eye(net.out_size, dtype=net.dtype)
+    return net, lo, hi, bound_rows(net, DomainState(lo[None], hi[None]), C, "crown").pre_bounds
+
+
+def test_refine_root_bounds_never_looser_and_tightens():
+    net, lo, hi, pre = _acas_root("1_1", "prop_3")
+    cfg = load_config([], ["bounds.lp_refine_time=4"])
+    out = refine_root_bounds(net, lo, hi, pre, cfg, Deadline(60))
+    assert len(out) == len(pre)
+    width_in = width_out = 0.0
+    for (l0, u0), (l1, u1) in zip(pre, out):
+        assert l1.shape == l0.shape and l1.dtype == l0.dtype and l1.device == l0.device
+        assert bool((l1 >= l0).all()) and bool((u1 <= u0).all()) and bool((l1 <= u1).all())
+        width_in += float((u0 - l0).sum())
+        width_out += float((u1 - l1).sum())
+    assert width_out < width_in - 1e-3
+    # sound: every sampled point's pre-activations lie inside the refined bounds
+    xs = torch.tensor(random_points(lo.numpy(), hi.numpy(), 200, seed=3))
+    h, k = xs, 0
+    for layer in net.layers:
+        if type(layer).__name__ == "ReLU":
+            l1, u1 = out[k]
+            assert bool((h >= l1 - 1e-4).all()) and bool((h <= u1 + 1e-4).all())
+            k += 1
+        h = layer.forward(h)
+
+
+def test_refine_root_bounds_respects_an_expired_deadline():
+    net, lo, hi, pre = _acas_root("1_1", "prop_3")
+    out = refine_root_bounds(net, lo, hi, pre, load_config([], []), Deadline(1e-9))
+    for (l0, u0), (l1, u1) in zip(pre, out):
+        assert torch.equal(l0, l1) and torch.equal(u0, u1)
+
+
+def _split_state(net, N, seed):
+    """N random split domains of ``net`` on [-1, 1]^n_in, with CROWN intermediate bounds."""
+    g = torch.Generator().manual_seed(seed)
+    n_in = net.in_size
+    sizes = [net.layers[i].out_size for i in net.relu_indices()]
+    splits = [torch.randint(-1, 2, (N, n), generator=g).to(torch.int8) for n in sizes]
+    for s in splits:  # keep most neurons free
+        s[torch.rand(s.shape, generator=g) < 0.7] = 0
+    lo = -torch.ones(N, n_in, dtype=net.dtype)
+    hi = torch.ones(N, n_in, dtype=net.dtype)
+    C = torch.tensor([[1.0, -1.0, 0.0], [0.0, 1.0, -1.0]], dtype=net.dtype)
+    st = DomainState(lo, hi, splits)
+    pre = bound_rows(net, st, C, "crown").pre_bounds
+    return DomainState(lo, hi, splits, pre), C
+
+
+def test_lp_tighten_sound_and_not_below_beta():
+    net = load_onnx_from_torch(_mlp([3, 6, 6, 3], 4))
+    state, C = _split_state(net, 8, seed=5)
+    cfg = load_config([], [])
+    beta = bound_rows(net, DomainState(state.lower, state.upper, state.splits), C, "beta", iters=10).lb
+    out = lp_tighten(net, state, C, beta, cfg, Deadline(None))
+    assert out.shape == beta.shape and out.dtype == beta.dtype
+    lb = torch.maximum(beta, out)
+    assert bool((lb >= beta).all())
+    free = lp_tighten(net, state, C, torch.full_like(beta, -float("inf")), cfg, Deadline(None))
+    improved = 0
+    for k in range(state.size):
+        mlo, _ = milp_bounds(net, state.lower[k].numpy(), state.upper[k].numpy(), C=C.numpy(),
+                             splits=[s[k].numpy() for s in state.splits])
+        assert np.all(free[k].numpy() <= mlo + 1e-6), (k, free[k], mlo)
+        assert np.all(lb[k].numpy() <= mlo + 1e-6), (k, lb[k], mlo)
+        improved += int(bool((free[k] > -float("inf")).all()))
+    assert improved == state.size  # the LP gives finite bounds on every (non-empty) domain
+
+
+def test_lp_tighten_skips_verified_and_stops_at_deadline():
+    net = load_onnx_from_torch(_mlp([3, 6, 6, 3], 4))
+    state, C = _split_state(net, 4, seed=6)
+    cfg = load_config([], [])
+    lb = torch.full((4, 2), -10.0, dtype=net.dtype)
+    lb[0] = float("inf")  # empty: left alone
+    lb[1] = 1.0  # verified against d = 0.5: left alone when d is given
+    out = lp_tighten(net, state, C, lb, cfg, Deadline(None), d=torch.full((2,), 0.5, dtype=net.dtype))
+    assert torch.equal(out[:2], lb[:2]) and bool((out[2:] > lb[2:]).all())
+    late = lp_tighten(net, state, C, lb, cfg, Deadline(1e-9))
+    assert torch.equal(late, lb)
+
+
+def load_onnx_from_torch(module):
+    from relaxations.network import Network
+    return Network.from_torch(module.double(), (module[0].in_features,))
+
+
+# ------------------------------------------------------------------------------ verify end to end
+def test_verify_acas_lp_refine_unsat():
+    net, spec = acas("2_5", "prop_3")
+    r = _cli("verify", net, spec, "--timeout", 60, "--set", "bounds.lp_refine=true",
+             "--set", "general.threads=1")
+    assert r.exit_code == 0, r.output
+    assert "unsat" in r.output
+
+
+@pytest.fixture
+def tiny_margin(tmp_path, tiny_net):
+    """A 2-16-16-1 network and thresholds just above / below its exact maximum on [-1, 1]^2 (with
+    ``bab.branching=relu``, beta-CROWN alone ends undecided on the safe one; the LP proves it)."""
+    module = _mlp([2, 16, 16, 1], 3)
+    path = tiny_net(module, (2,), name="deep")
+    net = load_onnx(str(path)).network
+    _, top = milp_bounds(net, -np.ones(2), np.ones(2))
+    return path, float(top[0])
+
+
+@pytest.mark.parametrize("sets", [["bounds.lp_refine=true", "bounds.lp_refine_time=5"],
+                                  ["bab.relu_method=lp", "bab.branching=relu"]])
+def test_verify_tiny_with_lp(tmp_path, tiny_margin, sets):
+    path, top = tiny_margin
+    cfg_sets = ["general.threads=1"] + sets
+    safe = write_vnnlib(tmp_path / "safe.vnnlib", [-1, -1], [1, 1], 1, f"(>= Y_0 {top + 1e-3!r})")
+    unsafe = write_vnnlib(tmp_path / "unsafe.vnnlib", [-1, -1], [1, 1], 1, f"(>= Y_0 {top - 1e-3!r})")
+    cfg = load_config([], cfg_sets)
+    cfg.general.timeout = 60
+    r = verify(str(path), str(safe), cfg)
+    assert r.verdict.value == "unsat", r
+    if "bab.relu_method=lp" in sets:
+        assert r.stats.get("branches", 0) > 0 and "time_lp" in r.stats
+    else:
+        assert "time_lp_refine" in r.stats
+    r = verify(str(path), str(unsafe), cfg)
+    assert r.verdict.value == "sat", r
