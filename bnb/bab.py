@@ -18,7 +18,7 @@ import torch
 
 from bnb.attack import pgd, stack_polytopes
 from bnb.domains import DomainStore
-from heuristics import input_scores, relu_scores
+from heuristics import input_scores, lookahead_choice, relu_scores
 from relaxations.methods import bound_rows
 from relaxations.state import DomainState
 
@@ -196,6 +196,19 @@ def _order(cfg, store, stats):
     return "score"
 
 
+def _bisect(lower, upper, dims):
+    """Children of bisecting each domain along ``dims``: ``lower``/``upper`` ``(n, n_in)`` are tiled to
+    match ``dims`` ``(k n,)``; returns ``(2 k n, n_in)`` boxes: all left halves, then all right halves."""
+    reps = dims.shape[0] // lower.shape[0]
+    lo, hi = lower.repeat(reps, 1), upper.repeat(reps, 1)
+    ar = torch.arange(lo.shape[0], device=lo.device)
+    mid = (lo[ar, dims] + hi[ar, dims]) / 2
+    left_hi, right_lo = hi.clone(), lo.clone()
+    left_hi[ar, dims] = mid
+    right_lo[ar, dims] = mid
+    return torch.cat([lo, right_lo]), torch.cat([left_hi, hi])
+
+
 def _input_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate, stats, log):
     store = DomainStore()
     A_row = r.A_input[torch.arange(1, device=lo.device), row] if r.A_input is not None else torch.zeros_like(lo)
@@ -212,19 +225,22 @@ def _input_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate,
         by = _order(cfg, store, stats)
         dom = store.pop(cfg.bab.batch_size, by)
         s = input_scores(cfg.bab.input_heuristic, dom["lower"], dom["upper"], dom["A_row"])
-        dim = s.argmax(dim=1)
         n = dom["lower"].shape[0]
-        ar = torch.arange(n, device=lo.device)
-        mid = (dom["lower"][ar, dim] + dom["upper"][ar, dim]) / 2
-        left_hi, right_lo = dom["upper"].clone(), dom["lower"].clone()
-        left_hi[ar, dim] = mid
-        right_lo[ar, dim] = mid
-        c_lo = torch.cat([dom["lower"], right_lo])
-        c_hi = torch.cat([left_hi, dom["upper"]])
-        depth = torch.cat([dom["depth"], dom["depth"]]) + 1
+        k = max(1, min(cfg.bab.input_lookahead, s.shape[1]))
+        dims = torch.topk(s, k, dim=1).indices  # (n, k) candidate dimensions, best first
+        c_lo, c_hi = _bisect(dom["lower"], dom["upper"], dims.T.reshape(-1))  # (2 k n) children
+        depth = (dom["depth"] + 1).repeat(2 * k)
         stats.add("branches", n)
         stats.add("time_branching", time.monotonic() - t0)
         res = _bound(net, DomainState(c_lo, c_hi), rows, method, cfg, iters, True, stats)
+        if k > 1:
+            # keep, per domain, the candidate whose worse child is best (look-ahead branching)
+            child_sc = rows.score(res.lb)[0].reshape(2, k, n)
+            pick = lookahead_choice(child_sc)  # (n,)
+            ar = torch.arange(n, device=lo.device)
+            keep = torch.cat([pick * n + ar, (k + pick) * n + ar])
+            c_lo, c_hi, depth = c_lo[keep], c_hi[keep], depth[keep]
+            res.lb, res.A_input = res.lb[keep], res.A_input[keep]
         sc, rw, wr = rows.score(res.lb)
         open_ = sc <= cfg.bab.verify_margin
         if not bool(open_.any()):

@@ -64,6 +64,8 @@ class BabConfig:
     branching: str = opt("auto", "what to split: input box, ReLU phases, or auto (input for <= 16 inputs)",
                          ("auto", "input", "relu"))
     input_heuristic: str = opt("smart", "input dimension to bisect", ("widest", "smart"))
+    input_lookahead: int = opt(1, "bound both halves for this many best-scored input dimensions and keep the "
+                               "split whose worse child is best (1: no look-ahead)")
     relu_heuristic: str = opt("babsr", "ReLU neuron to split", ("babsr", "width"))
     batch_size: int = opt(1024, "domains branched per iteration (each gives two children)")
     order: str = opt("best", "which domains to branch first: lowest bound, or deepest", ("best", "depth"))

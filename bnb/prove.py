@@ -22,7 +22,10 @@ def prove(model, net, prop, cfg, deadline, stats, log):
         try:
             status, ce = run_bab(net, lo, hi, spec.disjuncts, cfg, deadline, validate, bab_stats, log)
         finally:
-            stats.update(bab_stats)
+            for k, v in bab_stats.items():  # accumulate over boxes, next to the pipeline's own figures
+                both_numeric = isinstance(v, (int, float)) and isinstance(stats.get(k), (int, float))
+                stats[k] = stats[k] + v if both_numeric else v
+            bab_stats = Stats()
         if status == "sat":
             return Verdict.SAT, ce, f"counterexample found in box {b} during branch and bound"
         undecided += status == "unknown"

@@ -1,6 +1,8 @@
 """Scores for input-dimension branching (bisection of the input box).
 
 - ``widest``: the width of the dimension.
+- look-ahead (``bab.input_lookahead = k > 1``): the engine bounds both halves for the ``k`` best-scored
+  dimensions and :func:`lookahead_choice` keeps the split whose worse child is best.
 - ``smart``: the looseness a dimension contributes to the current linear lower bound,
   ``|A_input[:, row, d]| * width_d`` for the row that decides the domain (the gradient-based choice of
   input-splitting verifiers).
@@ -21,3 +23,10 @@ def input_scores(name: str, lower: torch.Tensor, upper: torch.Tensor, A_row: tor
         # ties (e.g. zero coefficients everywhere) fall back to the widest dimension
         return A_row.abs() * width + 1e-9 * width
     raise ValueError(f"unknown input heuristic {name!r}; choose from {', '.join(INPUT_HEURISTICS)}")
+
+
+def lookahead_choice(child_scores: torch.Tensor) -> torch.Tensor:
+    """``child_scores``: ``(2, k, N)`` domain scores of the left/right child of each of ``k`` candidate
+    splits; returns ``(N,)`` the candidate maximising the worse child's score (ties: the first)."""
+    worse = child_scores.min(dim=0).values  # (k, N)
+    return worse.argmax(dim=0)
