@@ -212,8 +212,12 @@ def _bisect(lower, upper, dims):
 def _input_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate, stats, log):
     store = DomainStore()
     A_row = r.A_input[torch.arange(1, device=lo.device), row] if r.A_input is not None else torch.zeros_like(lo)
-    store.push({"lower": lo, "upper": hi, "score": score, "depth": torch.zeros(1, device=lo.device),
-                "A_row": A_row, "worst": worst})
+    fields = {"lower": lo, "upper": hi, "score": score, "depth": torch.zeros(1, device=lo.device),
+              "A_row": A_row, "worst": worst}
+    n_relu = len(r.pre_bounds)
+    for i, (l, u) in enumerate(r.pre_bounds):
+        fields[f"pl_{i}"], fields[f"pu_{i}"] = l, u
+    store.push(fields)
     gen = torch.Generator().manual_seed(cfg.general.seed)
     method = cfg.bab.input_method
     iters = cfg.bab.input_alpha_iters
@@ -232,7 +236,10 @@ def _input_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate,
         depth = (dom["depth"] + 1).repeat(2 * k)
         stats.add("branches", n)
         stats.add("time_branching", time.monotonic() - t0)
-        res = _bound(net, DomainState(c_lo, c_hi), rows, method, cfg, iters, True, stats)
+        ref = None
+        if "pl_0" in dom:  # the parent's intermediate bounds hold on every child box
+            ref = [(dom[f"pl_{i}"].repeat(2 * k, 1), dom[f"pu_{i}"].repeat(2 * k, 1)) for i in range(n_relu)]
+        res = _bound(net, DomainState(c_lo, c_hi, ref_bounds=ref), rows, method, cfg, iters, True, stats)
         if k > 1:
             # keep, per domain, the candidate whose worse child is best (look-ahead branching)
             child_sc = rows.score(res.lb)[0].reshape(2, k, n)
@@ -241,6 +248,7 @@ def _input_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate,
             keep = torch.cat([pick * n + ar, (k + pick) * n + ar])
             c_lo, c_hi, depth = c_lo[keep], c_hi[keep], depth[keep]
             res.lb, res.A_input = res.lb[keep], res.A_input[keep]
+            res.pre_bounds = [(l[keep], u[keep]) for l, u in res.pre_bounds]
         sc, rw, wr = rows.score(res.lb)
         open_ = sc <= cfg.bab.verify_margin
         if not bool(open_.any()):
@@ -260,7 +268,10 @@ def _input_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate,
             if ce is not None:
                 return "sat", ce
         A_row = A_in[torch.arange(A_in.shape[0], device=lo.device), rw]
-        store.push({"lower": c_lo, "upper": c_hi, "score": sc, "depth": depth, "A_row": A_row, "worst": wr})
+        fields = {"lower": c_lo, "upper": c_hi, "score": sc, "depth": depth, "A_row": A_row, "worst": wr}
+        for i, (l, u) in enumerate(res.pre_bounds):
+            fields[f"pl_{i}"], fields[f"pu_{i}"] = l[open_], u[open_]
+        store.push(fields)
         t_last = _progress(log, stats, store, t_last, deadline)
     _progress(log, stats, store, t_last, deadline, force=True)
     return "unsat", None

@@ -186,6 +186,8 @@ def intermediate_bounds(net, state: DomainState, lower_slope="adaptive", mode="c
             l, u = state.pre_bounds[j]
         else:
             l, u = (t.reshape(N, -1) for t in ibp_pre[j])
+            if state.ref_bounds is not None:
+                l, u = torch.maximum(l, state.ref_bounds[j][0]), torch.minimum(u, state.ref_bounds[j][1])
             if mode == "crown" and j > 0 and alphas is None:
                 l, u = _crown_unstable_only(net, idx, l, u, relax, state)
             elif mode == "crown" and j > 0:

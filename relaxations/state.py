@@ -22,6 +22,8 @@ class DomainState:
     - ``pre_bounds``: per ReLU layer, known pre-activation bounds ``(l, u)`` of shape ``(N, n_i)`` (e.g.
       inherited from the parent domain); None to compute them.
     - ``alphas``/``betas``: optimised parameters to warm-start alpha/beta-CROWN (from the parent).
+    - ``ref_bounds``: pre-activation bounds known to hold on the domain (e.g. the parent's, since a child's
+      box lies inside its parent's); computed bounds are intersected with them.
     """
 
     lower: torch.Tensor
@@ -30,6 +32,7 @@ class DomainState:
     pre_bounds: list[tuple[torch.Tensor, torch.Tensor]] | None = None
     alphas: dict | None = None
     betas: list[torch.Tensor] | None = None
+    ref_bounds: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # valid bounds to intersect with
 
     @property
     def size(self) -> int:
