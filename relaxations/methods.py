@@ -21,7 +21,7 @@ LP_DEFAULTS = {"anderson": {"max_rounds": 4}}
 
 def bound_rows(net, state: DomainState, C: torch.Tensor, method: str, *, intermediate="crown",
                lower_slope="adaptive", iters=30, lr=0.1, lr_beta=0.05, optimize_intermediate=True,
-               want_upper=False, stop_threshold=None) -> BoundResult:
+               want_upper=False, stop_threshold=None, should_stop=None) -> BoundResult:
     """Bounds of ``C y`` (``C``: ``(m, n_out)`` or ``(N, m, n_out)``) over each domain of ``state``."""
     if method == "ibp":
         lb, ub, pre = ibp(net, state.lower, state.upper)
@@ -36,7 +36,7 @@ def bound_rows(net, state: DomainState, C: torch.Tensor, method: str, *, interme
     if method in ("alpha", "beta"):
         return optimized(net, state, C, iters, lr, lr_beta, use_beta=(method == "beta"),
                          optimize_intermediate=optimize_intermediate, want_upper=want_upper,
-                         lower_slope=lower_slope, stop_threshold=stop_threshold)
+                         lower_slope=lower_slope, stop_threshold=stop_threshold, should_stop=should_stop)
     if method in LP_METHODS:
         return lp_rows(net, state, C, method, want_upper=want_upper)
     raise ValueError(f"unknown bounding method {method!r}; choose from {', '.join(METHODS)}")
