@@ -67,7 +67,7 @@ def pgd(net, lower: torch.Tensor, upper: torch.Tensor, C: torch.Tensor, d: torch
     return best_x.detach(), best_m.detach()
 
 
-def _best_samples(net, lo, hi, C, d, keep: int, samples: int, gen) -> torch.Tensor:
+def _best_samples(net, lo, hi, C, d, keep: int, samples: int, gen, deadline=None) -> torch.Tensor:
     """Uniform random sampling in each box; the ``keep`` points of lowest margin of each problem.
 
     Returns starting points ``(P * keep, n_in)``, grouped by problem. The box centre is always a candidate.
@@ -77,6 +77,8 @@ def _best_samples(net, lo, hi, C, d, keep: int, samples: int, gen) -> torch.Tens
     chunk = max(1, 65536 // max(1, samples))
     starts = []
     for s in range(0, P, chunk):
+        if deadline is not None:
+            deadline.check()
         l, h = lo[s:s + chunk], hi[s:s + chunk]
         u = torch.rand((len(l), samples, n), generator=gen, dtype=lo.dtype).to(lo.device)
         x = l[:, None] + (h - l)[:, None] * u
@@ -111,7 +113,7 @@ def attack_property(net, prop: Property, cfg, validate, deadline: Deadline | Non
     lo_r, hi_r, C_r, d_r = rep(lo), rep(hi), rep(C), rep(d)
     box_r = np.repeat(np.array(box_of), restarts)
     gen = torch.Generator().manual_seed(seed)
-    x0 = _best_samples(net, lo, hi, C, d, restarts, cfg.samples, gen)
+    x0 = _best_samples(net, lo, hi, C, d, restarts, cfg.samples, gen, deadline)
     x, m = pgd(net, lo_r, hi_r, C_r, d_r, cfg.steps, cfg.step_size, gen, deadline, x0)
     hits = torch.nonzero(m <= 0).flatten()
     if hits.numel():

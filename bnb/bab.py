@@ -72,11 +72,12 @@ class Stats(dict):
         self[key] = self.get(key, 0) + value
 
 
-def _bound(net, state, rows, method, cfg, iters, optimize_intermediate, stats):
+def _bound(net, state, rows, method, cfg, iters, optimize_intermediate, stats, deadline):
     t0 = time.monotonic()
     b = cfg.bounds
     r = bound_rows(net, state, rows.C, method, intermediate=b.intermediate, lower_slope=b.lower_slope,
-                   iters=iters, lr=b.alpha_lr, lr_beta=b.beta_lr, optimize_intermediate=optimize_intermediate)
+                   iters=iters, lr=b.alpha_lr, lr_beta=b.beta_lr, optimize_intermediate=optimize_intermediate,
+                   should_stop=deadline.expired)
     stats.add("time_bounding", time.monotonic() - t0)
     stats.add("domains_bounded", state.size)
     return r
@@ -133,14 +134,14 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
     lo, hi = lower[None], upper[None]
     root = DomainState(lo, hi)
     method = cfg.bounds.method
-    r = _bound(net, root, rows, method, cfg, cfg.bounds.alpha_iters, True, stats)
+    r = _bound(net, root, rows, method, cfg, cfg.bounds.alpha_iters, True, stats, deadline)
     if cfg.bounds.lp_refine and r.pre_bounds and float(rows.score(r.lb)[0][0]) <= margin:
         from bnb.lp_hooks import refine_root_bounds
         t0 = time.monotonic()
         pre = refine_root_bounds(net, lower, upper, r.pre_bounds, cfg, deadline)
         stats.add("time_lp_refine", time.monotonic() - t0)
         refined = _bound(net, DomainState(lo, hi, pre_bounds=pre), rows, "alpha", cfg, cfg.bounds.alpha_iters,
-                         False, stats)
+                         False, stats, deadline)
         refined.lb = torch.maximum(refined.lb, r.lb)
         r = refined
     score, row, worst = rows.score(r.lb)
@@ -239,7 +240,7 @@ def _input_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate,
         ref = None
         if "pl_0" in dom:  # the parent's intermediate bounds hold on every child box
             ref = [(dom[f"pl_{i}"].repeat(2 * k, 1), dom[f"pu_{i}"].repeat(2 * k, 1)) for i in range(n_relu)]
-        res = _bound(net, DomainState(c_lo, c_hi, ref_bounds=ref), rows, method, cfg, iters, True, stats)
+        res = _bound(net, DomainState(c_lo, c_hi, ref_bounds=ref), rows, method, cfg, iters, True, stats, deadline)
         if k > 1:
             # keep, per domain, the candidate whose worse child is best (look-ahead branching)
             child_sc = rows.score(res.lb)[0].reshape(2, k, n)
@@ -333,11 +334,11 @@ def _relu_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate, 
                             [(child[f"pl_{i}"], child[f"pu_{i}"]) for i in range(L)],
                             {"final": [child[f"alpha_{i}"] for i in range(L)]},
                             [child[f"beta_{i}"] for i in range(L)])
-        res = _bound(net, state, rows, "beta", cfg, cfg.bab.beta_iters, False, stats)
+        res = _bound(net, state, rows, "beta", cfg, cfg.bab.beta_iters, False, stats, deadline)
         if cfg.bab.relu_method == "lp":
             from bnb.lp_hooks import lp_tighten
             t0 = time.monotonic()
-            res.lb = torch.maximum(res.lb, lp_tighten(net, state, rows.C, res.lb, cfg, deadline))
+            res.lb = torch.maximum(res.lb, lp_tighten(net, state, rows.C, res.lb, cfg, deadline, d=rows.d))
             stats.add("time_lp", time.monotonic() - t0)
         sc, rw, wr = rows.score(res.lb)
         open_ = sc <= cfg.bab.verify_margin

@@ -227,18 +227,21 @@ def crown(net, state: DomainState, C, lower_slope="adaptive", intermediate="crow
 
 
 def optimized(net, state: DomainState, C, iters=20, lr=0.1, lr_beta=0.05, use_beta=True,
-              optimize_intermediate=True, want_upper=False, lower_slope="adaptive", stop_threshold=None):
+              optimize_intermediate=True, want_upper=False, lower_slope="adaptive", stop_threshold=None,
+              should_stop=None):
     """alpha-CROWN (and beta-CROWN when ``use_beta`` and the domains carry splits).
 
     Slopes are optimised per domain, per bounded row and per neuron, for the final bound and (with
     ``optimize_intermediate`` and no fixed ``state.pre_bounds``) for every intermediate layer. Returns
     the best bound found over the iterations (every iterate is sound). ``stop_threshold``: stop early once
-    every domain has a row with ``lb > threshold`` (the domain is verified).
+    every domain has a row with ``lb > threshold`` (the domain is verified); ``should_stop()``: stop early
+    (e.g. at a deadline) with the best bound so far, which is still sound.
     """
     if want_upper:
         lo = optimized(net, state, C, iters, lr, lr_beta, use_beta, optimize_intermediate, False, lower_slope,
-                       stop_threshold)
-        hi = optimized(net, state, -C, iters, lr, lr_beta, use_beta, optimize_intermediate, False, lower_slope)
+                       stop_threshold, should_stop)
+        hi = optimized(net, state, -C, iters, lr, lr_beta, use_beta, optimize_intermediate, False, lower_slope,
+                       None, should_stop)
         lo.ub = -hi.lb
         return lo
     N = state.size
@@ -308,7 +311,7 @@ def optimized(net, state: DomainState, C, iters=20, lr=0.1, lr_beta=0.05, use_be
                 best_pre = [(torch.maximum(bl, r.l.detach()), torch.minimum(bu, r.u.detach()))
                             for (bl, bu), r in zip(best_pre, relax)]
             done = stop_threshold is not None and bool((best_lb > stop_threshold).any(dim=1).all())
-        if it == iters or done:
+        if it == iters or done or (should_stop is not None and should_stop()):
             break
         loss = -torch.where(torch.isfinite(lb), lb, torch.zeros_like(lb)).sum()
         opt.zero_grad(set_to_none=True)

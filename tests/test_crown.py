@@ -7,7 +7,7 @@ import torch
 
 from relaxations.crown import crown, optimized
 from relaxations.ibp import ibp
-from relaxations.methods import METHODS, bound_rows
+from relaxations.methods import SINGLE_NEURON_METHODS, bound_rows
 from relaxations.milp import milp_bounds
 from relaxations.network import Network
 from relaxations.state import DomainState
@@ -49,7 +49,7 @@ NETS = [("fc-2x8", lambda: _fc([3, 8, 8, 2], 0)), ("fc-4x16", lambda: _fc([4, 16
 
 
 @pytest.mark.parametrize("name,make", NETS)
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", SINGLE_NEURON_METHODS)
 def test_sampled_outputs_inside_bounds(name, make, method):
     net = make()
     lo, hi = _boxes(net.in_size, 5, seed=7)
@@ -194,7 +194,7 @@ def test_abs_is_exact_with_fixed_slopes(method):
     assert abs(float(r.lb) - 0.0) <= 1e-6 and abs(float(r.ub) - 2.0) <= 1e-6
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", SINGLE_NEURON_METHODS)
 @pytest.mark.parametrize("box", [(0.5, 3.0), (-3.0, -0.5), (0.0, 1.0), (-1.0, 0.0)])
 def test_single_relu_on_stable_box_is_exact(method, box):
     from relaxations.layers import Linear, ReLU
