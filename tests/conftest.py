@@ -138,3 +138,15 @@ def random_points(lower, upper, n: int = 32, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     lower, upper = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
     return (lower + (upper - lower) * rng.random((n, lower.size))).astype(np.float32)
+
+
+def random_fc(widths, seed):
+    """A random fully connected ReLU network (float64) with the given layer widths, e.g. ``[3, 8, 8, 1]``."""
+    import torch
+
+    from relaxations.network import Network
+    torch.manual_seed(seed)
+    mods = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        mods += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    return Network.from_torch(torch.nn.Sequential(*mods[:-1]), (widths[0],))

@@ -12,17 +12,11 @@ from bnb.results import Counterexample
 from bnb.spec import Polytope
 from bnb.timing import Deadline
 from relaxations.milp import milp_bounds
-from relaxations.network import Network
+from conftest import random_fc
 
 D = torch.float64
 
 
-def _net(widths, seed):
-    torch.manual_seed(seed)
-    mods = []
-    for a, b in zip(widths[:-1], widths[1:]):
-        mods += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-    return Network.from_torch(torch.nn.Sequential(*mods[:-1]), (widths[0],))
 
 
 def _validate(net, poly):
@@ -53,7 +47,7 @@ CASES = [([2, 8, 8, 1], 0), ([3, 10, 10, 1], 1), ([2, 12, 1], 2), ([4, 8, 8, 8, 
 @pytest.mark.parametrize("widths,seed", CASES)
 def test_verdict_equals_milp(widths, seed, branching):
     """Property "output >= t": unsat iff the exact minimum exceeds t, sat iff it is below."""
-    net = _net(widths, seed)
+    net = random_fc(widths, seed)
     lo, hi = -np.ones(widths[0]), np.ones(widths[0])
     exact, _ = milp_bounds(net, lo, hi)
     for t, expected in ((exact[0] - 0.02, "unsat"), (exact[0] + 0.02, "sat")):
@@ -70,7 +64,7 @@ def test_verdict_equals_milp(widths, seed, branching):
 @pytest.mark.parametrize("branching", ["input", "relu"])
 def test_disjunction_of_polytopes(branching):
     """Two outputs, two polytopes: unsat needs both refuted; sat when either is reachable."""
-    net = _net([2, 10, 10, 2], 7)
+    net = random_fc([2, 10, 10, 2], 7)
     lo, hi = -np.ones(2), np.ones(2)
     exact_lo, exact_hi = milp_bounds(net, lo, hi)
     safe = [Polytope(np.array([[1.0, 0.0]]), np.array([exact_lo[0] - 0.05])),
@@ -85,7 +79,7 @@ def test_disjunction_of_polytopes(branching):
 
 
 def test_statistics_are_reported():
-    net = _net([3, 10, 10, 1], 1)
+    net = random_fc([3, 10, 10, 1], 1)
     lo, hi = -np.ones(3), np.ones(3)
     exact, _ = milp_bounds(net, lo, hi)
     stats = Stats()
@@ -99,7 +93,7 @@ def test_statistics_are_reported():
 
 def test_timeout_raises():
     from bnb.timing import VerificationTimeout
-    net = _net([4, 16, 16, 16, 1], 5)
+    net = random_fc([4, 16, 16, 16, 1], 5)
     lo, hi = -np.ones(4), np.ones(4)
     poly = Polytope(np.array([[1.0]]), np.array([-1e-9]))  # needs a long search
     with pytest.raises(VerificationTimeout):

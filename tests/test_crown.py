@@ -11,16 +11,11 @@ from relaxations.methods import SINGLE_NEURON_METHODS, bound_rows
 from relaxations.milp import milp_bounds
 from relaxations.network import Network
 from relaxations.state import DomainState
+from conftest import random_fc
 
 D = torch.float64
 
 
-def _fc(widths, seed):
-    torch.manual_seed(seed)
-    mods = []
-    for a, b in zip(widths[:-1], widths[1:]):
-        mods += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-    return Network.from_torch(torch.nn.Sequential(*mods[:-1]), (widths[0],))
 
 
 def _conv(seed):
@@ -44,8 +39,8 @@ def _samples(lo, hi, k, seed):
     return lo[:, None] + (hi - lo)[:, None] * u
 
 
-NETS = [("fc-2x8", lambda: _fc([3, 8, 8, 2], 0)), ("fc-4x16", lambda: _fc([4, 16, 16, 16, 16, 3], 1)),
-        ("fc-1x32", lambda: _fc([2, 32, 1], 2)), ("conv", lambda: _conv(3))]
+NETS = [("fc-2x8", lambda: random_fc([3, 8, 8, 2], 0)), ("fc-4x16", lambda: random_fc([4, 16, 16, 16, 16, 3], 1)),
+        ("fc-1x32", lambda: random_fc([2, 32, 1], 2)), ("conv", lambda: _conv(3))]
 
 
 @pytest.mark.parametrize("name,make", NETS)
@@ -96,7 +91,7 @@ def _consistent(net, x, splits):
 
 
 def test_beta_with_splits_is_sound_and_tighter_than_alpha():
-    net = _fc([3, 12, 12, 1], 5)
+    net = random_fc([3, 12, 12, 1], 5)
     N = 8
     lo, hi = _boxes(3, N, seed=11)
     splits, pre = _split_batch(net, lo, hi, seed=2)
@@ -129,7 +124,7 @@ def _split_region_empty(net, lo, hi, split0):
 def test_beta_crown_matches_triangle_lp_with_splits():
     """With fixed intermediate bounds, optimised alpha/beta reach the triangle LP optimum (its dual)."""
     from relaxations.lp.triangle import lp_bounds
-    net = _fc([2, 6, 6, 1], 9)
+    net = random_fc([2, 6, 6, 1], 9)
     lo, hi = _boxes(2, 4, seed=5)
     splits, pre = _split_batch(net, lo, hi, seed=4)
     C = torch.eye(1, dtype=D)
@@ -146,7 +141,7 @@ def test_beta_crown_matches_triangle_lp_with_splits():
 
 
 def test_ordering_ibp_crown_alpha_milp():
-    net = _fc([3, 10, 10, 2], 12)
+    net = random_fc([3, 10, 10, 2], 12)
     lo, hi = _boxes(3, 3, seed=8, width=0.5)
     C = torch.eye(2, dtype=D)
     state = DomainState(lo, hi)
@@ -207,7 +202,7 @@ def test_single_relu_on_stable_box_is_exact(method, box):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_float32_and_float64(dtype):
-    net = _fc([3, 8, 8, 2], 0).to(dtype=dtype)
+    net = random_fc([3, 8, 8, 2], 0).to(dtype=dtype)
     lo, hi = (t.to(dtype) for t in _boxes(3, 4, seed=1))
     C = torch.eye(2, dtype=dtype)
     for method in ("crown", "alpha"):
@@ -219,7 +214,7 @@ def test_float32_and_float64(dtype):
 
 
 def test_warm_start_carries_the_optimised_slopes():
-    net = _fc([3, 10, 10, 2], 4)
+    net = random_fc([3, 10, 10, 2], 4)
     lo, hi = _boxes(3, 2, seed=3)
     C = torch.eye(2, dtype=D)
     cold = crown(net, DomainState(lo, hi), C).lb

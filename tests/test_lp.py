@@ -12,12 +12,6 @@ from relaxations.milp import milp_bounds
 from relaxations.network import Network
 
 
-def _net(widths, seed):
-    torch.manual_seed(seed)
-    mods = []
-    for a, b in zip(widths[:-1], widths[1:]):
-        mods += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-    return Network.from_torch(torch.nn.Sequential(*mods[:-1]), (widths[0],))
 
 
 def _linear(W, b):
@@ -65,7 +59,7 @@ def test_certificate_exact_on_known_lp_and_sound_under_perturbation():
 
 
 def test_perturbed_duals_stay_below_lp_optimum():
-    net = _net([3, 10, 10, 2], seed=1)
+    net = random_fc([3, 10, 10, 2], seed=1)
     lo, hi = -np.ones(3), np.ones(3)
     model = NetworkLP(net)
     model.set_box(lo, hi)
@@ -97,7 +91,7 @@ def test_perturbed_duals_stay_below_lp_optimum():
 # ---------------------------------------------------------------------------------------- triangle LP
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_triangle_sound_and_between_ibp_and_milp(seed):
-    net = _net([3, 8, 8, 3], seed=seed)
+    net = random_fc([3, 8, 8, 3], seed=seed)
     lo, hi = -np.ones(3), np.full(3, 0.5)
     C = np.array([[1.0, -1.0, 0.0], [0.0, 1.0, 1.0]])
     ys = _samples(net, lo, hi) @ C.T
@@ -115,7 +109,7 @@ def test_triangle_sound_and_between_ibp_and_milp(seed):
 
 
 def test_triangle_respects_splits_and_reuses_model():
-    net = _net([2, 6, 6, 1], seed=4)
+    net = random_fc([2, 6, 6, 1], seed=4)
     lo, hi = -np.ones(2), np.ones(2)
     model = NetworkLP(net)
     _, _, pre = ibp(net, torch.tensor(lo).reshape(1, -1), torch.tensor(hi).reshape(1, -1))
@@ -128,12 +122,12 @@ def test_triangle_respects_splits_and_reuses_model():
         lb, ub = lp_bounds(net, lo, hi, splits=splits, model=model)
         assert lb[0] <= mlb[0] + 1e-9 and ub[0] >= mub[0] - 1e-9
         assert lb[0] > -np.inf and ub[0] < np.inf
-    free = lp_bounds(net, lo, hi, model=model)
+    lp_bounds(net, lo, hi, model=model)  # an unsplit domain through the same compiled problem
     assert len(model._problems) == 1  # one compiled problem served every domain
 
 
 def test_refined_pre_bounds_format_and_tighter():
-    net = _net([2, 8, 8, 8, 1], seed=6)
+    net = random_fc([2, 8, 8, 8, 1], seed=6)
     lo, hi = -np.ones(2), np.ones(2)
     _, _, pre = ibp(net, torch.tensor(lo).reshape(1, -1), torch.tensor(hi).reshape(1, -1))
     ref = refined_pre_bounds(net, lo, hi)
@@ -160,6 +154,7 @@ def test_max_net_triangle_is_loose():
 from relaxations.lp import lp_method_bounds  # noqa: E402
 from relaxations.lp.kneuron import octahedral_directions, relu_hull_facets  # noqa: E402
 from relaxations.lp.layer_hull import P1TooLarge  # noqa: E402
+from conftest import random_fc
 
 
 def test_max_net_multi_neuron_methods_are_exact():
@@ -191,7 +186,7 @@ def test_valley_p1_off_by_T():
 
 def test_p1_refuses_large_layers():
     with pytest.raises(P1TooLarge):
-        lp_method_bounds("p1", _net([3, 20, 1], seed=0), -np.ones(3), np.ones(3), max_unstable=4)
+        lp_method_bounds("p1", random_fc([3, 20, 1], seed=0), -np.ones(3), np.ones(3), max_unstable=4)
 
 
 def test_relu_hull_facets_contain_graph_and_are_tight():
@@ -210,7 +205,7 @@ def test_relu_hull_facets_contain_graph_and_are_tight():
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_ordering_triangle_kneuron_p1_exact(seed):
-    net = _net([2, 5, 5, 2], seed=seed)
+    net = random_fc([2, 5, 5, 2], seed=seed)
     lo, hi = -np.ones(2), np.ones(2)
     ys = _samples(net, lo, hi)
     res = {m: lp_method_bounds(m, net, lo, hi, **o) for m, o in
@@ -228,7 +223,7 @@ def test_ordering_triangle_kneuron_p1_exact(seed):
 
 @pytest.mark.parametrize("seed", [10, 12])
 def test_kneuron_never_looser_than_triangle_deeper(seed):
-    net = _net([3, 8, 8, 8, 2], seed=seed)
+    net = random_fc([3, 8, 8, 8, 2], seed=seed)
     lo, hi = -np.ones(3), np.ones(3)
     C = np.array([[1.0, -1.0]])
     tl, tu = lp_method_bounds("lp", net, lo, hi, C=C)

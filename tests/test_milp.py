@@ -7,15 +7,9 @@ import torch
 from scipy.optimize import linprog
 
 from relaxations.milp import MILPNotOptimal, milp_bounds, milp_solve
-from relaxations.network import Network
+from conftest import random_fc
 
 
-def _net(widths, seed):
-    torch.manual_seed(seed)
-    mods = []
-    for a, b in zip(widths[:-1], widths[1:]):
-        mods += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-    return Network.from_torch(torch.nn.Sequential(*mods[:-1]), (widths[0],))
 
 
 def _region_extremes(net, lo, hi, c, fixed=None):
@@ -51,7 +45,7 @@ def _region_extremes(net, lo, hi, c, fixed=None):
 
 
 def test_milp_matches_dense_sampling_1d():
-    net = _net([1, 10, 10, 1], seed=3)
+    net = random_fc([1, 10, 10, 1], seed=3)
     lo, hi = np.array([-2.0]), np.array([1.5])
     res = milp_solve(net, lo, hi)
     assert res.status == "optimal"
@@ -66,7 +60,7 @@ def test_milp_matches_dense_sampling_1d():
 
 
 def test_milp_matches_region_enumeration_2d():
-    net = _net([2, 4, 4, 2], seed=5)
+    net = random_fc([2, 4, 4, 2], seed=5)
     lo, hi = np.array([-1.0, -0.5]), np.array([1.0, 2.0])
     C = np.array([[1.0, -1.0], [0.5, 2.0]])
     lb, ub = milp_bounds(net, lo, hi, C=C)
@@ -77,7 +71,7 @@ def test_milp_matches_region_enumeration_2d():
 
 
 def test_milp_respects_splits():
-    net = _net([2, 4, 4, 1], seed=7)
+    net = random_fc([2, 4, 4, 1], seed=7)
     lo, hi = -np.ones(2), np.ones(2)
     free_lb, free_ub = milp_bounds(net, lo, hi)
     for neuron, phase in [(1, -1), (2, 1)]:
@@ -98,7 +92,7 @@ def test_milp_respects_splits():
 
 
 def test_milp_empty_domain():
-    net = _net([2, 3, 1], seed=1)
+    net = random_fc([2, 3, 1], seed=1)
     lo, hi = -np.ones(2), np.ones(2)
     # force neuron 0 active while bounding its pre-activation below 0: no point exists
     pre = [(torch.full((1, 3), -1.0, dtype=torch.float64), torch.full((1, 3), -0.5, dtype=torch.float64))]
@@ -107,7 +101,7 @@ def test_milp_empty_domain():
 
 
 def test_milp_not_optimal_raises():
-    net = _net([20, 60, 60, 60, 1], seed=0)
+    net = random_fc([20, 60, 60, 60, 1], seed=0)
     lo, hi = -np.ones(20), np.ones(20)
     with pytest.raises(MILPNotOptimal):
         milp_bounds(net, lo, hi, time_limit=1e-3)
