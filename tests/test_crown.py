@@ -222,3 +222,25 @@ def test_warm_start_carries_the_optimised_slopes():
     again = optimized(net, DomainState(lo, hi, alphas=first.alphas), C, iters=0)
     assert torch.all(first.lb >= cold - 1e-9)
     assert torch.all(again.lb >= cold - 1e-9) and torch.any(again.lb > cold + 1e-6)
+
+
+@pytest.mark.parametrize("onnx,vnnlib,methods", [
+    ("mnist_fc/onnx/mnist-net_256x2.onnx", "mnist_fc/vnnlib/prop_0_0.03.vnnlib", ("ibp", "crown", "alpha")),
+    ("oval21/onnx/cifar_base_kw.onnx", "oval21/vnnlib/cifar_base_kw-img4549-eps0.00392156862745098.vnnlib",
+     ("ibp", "crown")),
+])
+def test_benchmark_networks_sampled_outputs_inside_bounds(bench, onnx, vnnlib, methods):
+    from bnb.onnx_loader import load_onnx
+    from bnb.vnnlib import parse_vnnlib
+    net = load_onnx(bench / onnx).network.to(dtype=torch.float32)
+    spec = parse_vnnlib(bench / vnnlib).specs[0]
+    lo = torch.tensor(spec.lower, dtype=torch.float32)[None]
+    hi = torch.tensor(spec.upper, dtype=torch.float32)[None]
+    C = torch.eye(net.out_size)
+    x = _samples(lo.double(), hi.double(), 500, 0)[0].float()
+    corners = torch.where(torch.rand(200, lo.shape[1]) < 0.5, lo, hi)  # vertices stress the bounds most
+    y = net(torch.cat([x, corners]))
+    for method in methods:
+        r = bound_rows(net, DomainState(lo, hi), C, method, iters=5, want_upper=True)
+        assert torch.all(y >= r.lb - 1e-4), method
+        assert torch.all(y <= r.ub + 1e-4), method
