@@ -18,7 +18,7 @@ import torch
 
 from bnb.attack import pgd, stack_polytopes
 from bnb.domains import DomainStore
-from heuristics import input_scores, lookahead_choice, relu_scores
+from heuristics import candidate_dims, lookahead_choice, relu_scores
 from relaxations.methods import bound_rows
 from relaxations.state import DomainState
 
@@ -229,10 +229,10 @@ def _input_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate,
         t0 = time.monotonic()
         by = _order(cfg, store, stats)
         dom = store.pop(cfg.bab.batch_size, by)
-        s = input_scores(cfg.bab.input_heuristic, dom["lower"], dom["upper"], dom["A_row"])
         n = dom["lower"].shape[0]
-        k = max(1, min(cfg.bab.input_lookahead, s.shape[1]))
-        dims = torch.topk(s, k, dim=1).indices  # (n, k) candidate dimensions, best first
+        dims = candidate_dims(cfg.bab.input_heuristic, dom["lower"], dom["upper"], dom["A_row"],
+                              cfg.bab.input_lookahead)  # (n, k) candidate dimensions, best first
+        k = dims.shape[1]
         c_lo, c_hi = _bisect(dom["lower"], dom["upper"], dims.T.reshape(-1))  # (2 k n) children
         depth = (dom["depth"] + 1).repeat(2 * k)
         stats.add("branches", n)

@@ -63,7 +63,8 @@ class BabConfig:
     enabled: bool = opt(True, "branch and bound after the root bound (off: answer unknown instead)")
     branching: str = opt("auto", "what to split: input box, ReLU phases, or auto (input for <= 16 inputs)",
                          ("auto", "input", "relu"))
-    input_heuristic: str = opt("smart", "input dimension to bisect", ("widest", "smart"))
+    input_heuristic: str = opt("smart", "input dimension to bisect (mixed: look-ahead chooses between the smart "
+                               "and the widest dimension)", ("widest", "smart", "mixed"))
     input_lookahead: int = opt(1, "bound both halves for this many best-scored input dimensions and keep the "
                                "split whose worse child is best (1: no look-ahead)")
     relu_heuristic: str = opt("babsr", "ReLU neuron to split", ("babsr", "width"))

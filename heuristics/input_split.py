@@ -3,6 +3,8 @@
 - ``widest``: the width of the dimension.
 - look-ahead (``bab.input_lookahead = k > 1``): the engine bounds both halves for the ``k`` best-scored
   dimensions and :func:`lookahead_choice` keeps the split whose worse child is best.
+- ``mixed``: candidates for look-ahead are the best ``smart`` and the best ``widest`` dimension (then
+  further ``smart`` ones), so look-ahead picks per domain whichever rule splits better.
 - ``smart``: the looseness a dimension contributes to the current linear lower bound,
   ``|A_input[:, row, d]| * width_d`` for the row that decides the domain (the gradient-based choice of
   input-splitting verifiers).
@@ -11,12 +13,14 @@ from __future__ import annotations
 
 import torch
 
-INPUT_HEURISTICS = ("widest", "smart")
+INPUT_HEURISTICS = ("widest", "smart", "mixed")
 
 
 def input_scores(name: str, lower: torch.Tensor, upper: torch.Tensor, A_row: torch.Tensor | None) -> torch.Tensor:
     """``lower``/``upper``: ``(N, n_in)``; ``A_row``: ``(N, n_in)`` coefficients of the deciding row."""
     width = upper - lower
+    if name == "mixed":
+        name = "smart"
     if name == "widest" or A_row is None:
         return width
     if name == "smart":
@@ -30,3 +34,13 @@ def lookahead_choice(child_scores: torch.Tensor) -> torch.Tensor:
     splits; returns ``(N,)`` the candidate maximising the worse child's score (ties: the first)."""
     worse = child_scores.min(dim=0).values  # (k, N)
     return worse.argmax(dim=0)
+
+
+def candidate_dims(name: str, lower, upper, A_row, k: int) -> torch.Tensor:
+    """``(N, k)`` candidate dimensions to bisect, best first (``k`` > 1 only matters with look-ahead)."""
+    k = max(1, min(k, lower.shape[1]))
+    dims = torch.topk(input_scores(name, lower, upper, A_row), k, dim=1).indices
+    if name == "mixed" and k > 1:
+        widest = (upper - lower).argmax(dim=1)
+        dims[:, 1] = torch.where(widest == dims[:, 0], dims[:, 1], widest)
+    return dims
