@@ -22,7 +22,7 @@ import scipy.sparse as sp
 
 from relaxations.lp.model import NetworkLP
 from relaxations.lp.sound import EPS
-from relaxations.lp.triangle import _C, refine_model
+from relaxations.lp.triangle import _C, fresh_domain
 
 
 def separate_neuron(w, b, Lx, Ux, x_star, y_star, tol=1e-7):
@@ -89,11 +89,7 @@ def anderson_bounds(net, lower, upper, C=None, pre_bounds=None, splits=None, sol
     per objective (the bound is sound at any round, just less tight).
     """
     C = _C(net, C)
-    model = NetworkLP(net, solver) if model is None else model
-    model.reset_cuts()
-    dom = model.set_box(lower, upper, pre_bounds, splits)
-    if refine:
-        dom = refine_model(model, dom)
+    model, dom = fresh_domain(net, lower, upper, pre_bounds, splits, refine, solver, model)
     m = C.shape[0]
     if dom.empty:
         return np.full(m, np.inf), np.full(m, -np.inf)

@@ -13,6 +13,19 @@ def _C(net, C):
     return np.eye(net.out_size) if C is None else np.atleast_2d(np.asarray(C, dtype=np.float64))
 
 
+def fresh_domain(net, lower, upper, pre_bounds, splits, refine, solver, model=None):
+    """The triangle LP of one domain, with no cuts: ``(model, dom)``, LP-refined when ``refine``.
+
+    The common start of every LP method that adds constraints to the triangle LP.
+    """
+    model = NetworkLP(net, solver) if model is None else model
+    model.reset_cuts()
+    dom = model.set_box(lower, upper, pre_bounds, splits)
+    if refine and not dom.empty:
+        dom = refine_model(model, dom)
+    return model, dom
+
+
 def refine_model(model: NetworkLP, dom: DomainBounds, layers=None) -> DomainBounds:
     """Tighten the bounds of every unstable neuron, layer by layer (min and max of ``z_i[j]`` over the
     LP of the layers before ``i``), updating the model's parameters as it goes. Returns the refined
