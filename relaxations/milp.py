@@ -92,6 +92,9 @@ def milp_solve(net, lower, upper, C=None, pre_bounds=None, splits=None, solver="
     prob = cp.Problem(cp.Minimize(c @ out), cons)
     opts = dict(solver_opts or {})
     if solver.upper() == "HIGHS":
+        # cvxpy's warm-started HiGHS re-solve after a parameter change can return the previous optimum
+        # (cvxpy 1.9.3, highspy 1.16: max of x2 + relu(x1 - x2) on [0,1]^2 came back 0, not 1)
+        opts.setdefault("warm_start", False)
         opts.setdefault("mip_rel_gap", 1e-9)
         opts.setdefault("mip_abs_gap", 1e-9)
         if time_limit is not None:
