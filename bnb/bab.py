@@ -20,6 +20,7 @@ from bnb.attack import pgd, stack_polytopes
 from bnb.domains import DomainStore
 from heuristics import candidate_dims, lookahead_choice, relu_scores
 from relaxations.methods import bound_rows
+from relaxations.polytope import box_min, group_index, mix_rows
 from relaxations.state import DomainState
 
 
@@ -40,6 +41,15 @@ class Rows:
         self.polys = list(polys)
         self.K = len(polys)
         self.Cg, self.dg = stack_polytopes(self.polys, n_out, dtype, device)
+        self.index, self.valid = group_index(self.groups, self.K)
+
+    def mixed(self, res, lower, upper, iters):
+        """Per polytope, the best bound mixing its rows (:mod:`relaxations.polytope`): values ``(N, K)``
+        (> 0 refutes) and the input coefficients ``(N, K, n_in)`` of the polytope's best single row."""
+        value, best_row = mix_rows(res.A_input, res.bias, self.d, lower, upper, self.index, self.valid, res.lb,
+                                   iters)
+        coef = torch.gather(res.A_input, 1, best_row[..., None].expand(-1, -1, res.A_input.shape[-1]))
+        return value, coef
 
     def group_values(self, lb):
         """``(N, K)``: per polytope, the best row ``max_i (lb_i - d_i)``; > 0 means refuted."""
@@ -144,45 +154,61 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
                          False, stats, deadline)
         refined.lb = torch.maximum(refined.lb, r.lb)
         r = refined
-    score, row, worst = rows.score(r.lb)
+    gv, coef = _polytope_values(rows, r, lo, hi, cfg)
+    score, worst = gv.min(dim=1)
     stats["root_score"] = float(score[0])
     log(f"root bound ({method}): worst polytope margin {float(score[0]):.6g}")
     if float(score[0]) > margin:
         return "unsat", None
-    if r.A_input is not None:
-        ce = _check_points(net, rows, _candidates(r.A_input, row, lo, hi), validate, stats)
+    if coef is not None:
+        ce = _check_points(net, rows, box_min(coef[0, worst], lo, hi)[1], validate, stats)
         if ce is not None:
             return "sat", ce
     if not cfg.bab.enabled:
         return "unknown", None
     # polytopes refuted on the whole box need no further work
-    refuted = rows.group_values(r.lb)[0] > margin
+    refuted = gv[0] > margin
     if bool(refuted.any()):
         keep = ~refuted
         r.lb = r.lb[:, keep[rows.groups]]
+        gv, coef = gv[:, keep], (coef[:, keep] if coef is not None else None)
         if r.A_input is not None:
-            r.A_input = r.A_input[:, keep[rows.groups]]
+            r.A_input, r.bias = r.A_input[:, keep[rows.groups]], r.bias[:, keep[rows.groups]]
         if r.relu_coeffs is not None:
             r.relu_coeffs = [c[:, keep[rows.groups]] for c in r.relu_coeffs]
         if r.alphas is not None:
             r.alphas = {"final": [a[:, keep[rows.groups]] for a in r.alphas["final"]]}
         rows = rows.restrict(keep)
-        score, row, worst = rows.score(r.lb)
+        score, worst = gv.min(dim=1)
         log(f"{int(refuted.sum())} polytope(s) refuted at the root, {rows.K} left")
     mode = cfg.bab.branching
     if mode == "auto":
         mode = "input" if net.in_size <= 16 else "relu"
     stats["branching"] = mode
     if mode == "input":
-        return _input_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate, stats, log)
+        A_row = coef[0, worst] if coef is not None else torch.zeros_like(lo)
+        return _input_bab(net, rows, r, gv, A_row, lo, hi, cfg, deadline, validate, stats, log)
+    row = rows.score(r.lb)[1]
     return _relu_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate, stats, log)
+
+
+def _polytope_values(rows, res, lower, upper, cfg):
+    """Per domain and polytope, the refutation value ``(N, K)`` (> 0: refuted) and the input coefficients
+    ``(N, K, n_in)`` of the bound behind it (None without linear bounds, e.g. IBP or the LP methods)."""
+    if res.A_input is None or res.bias is None:
+        return rows.group_values(res.lb), None
+    return rows.mixed(res, lower, upper, cfg.bounds.mix_iters)
 
 
 def _progress(log, stats, store, t_last, deadline, force=False):
     now = time.monotonic()
     if force or now - t_last >= 5.0:
-        log(f"{deadline.elapsed():7.1f}s  branches {stats.get('branches', 0):>9}  open {len(store):>8}  "
-            f"worst margin {store.min_score():.4g}")
+        msg = f"{deadline.elapsed():7.1f}s  branches {stats.get('branches', 0):>9}  open {len(store):>8}  " \
+              f"worst margin {store.min_score():.4g}"
+        if len(store):
+            depth = store.buf["depth"][:store.n]
+            msg += f"  depth {int(depth.min())}-{int(depth.max())}"
+        log(msg)
         return now
     return t_last
 
@@ -210,11 +236,11 @@ def _bisect(lower, upper, dims):
     return torch.cat([lo, right_lo]), torch.cat([left_hi, hi])
 
 
-def _input_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate, stats, log):
+def _input_bab(net, rows, r, gv, A_row, lo, hi, cfg, deadline, validate, stats, log):
     store = DomainStore()
-    A_row = r.A_input[torch.arange(1, device=lo.device), row] if r.A_input is not None else torch.zeros_like(lo)
+    score, worst = gv.min(dim=1)
     fields = {"lower": lo, "upper": hi, "score": score, "depth": torch.zeros(1, device=lo.device),
-              "A_row": A_row, "worst": worst}
+              "A_row": A_row, "worst": worst, "gv": gv}
     n_relu = len(r.pre_bounds)
     for i, (l, u) in enumerate(r.pre_bounds):
         fields[f"pl_{i}"], fields[f"pu_{i}"] = l, u
@@ -241,23 +267,24 @@ def _input_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate,
         if "pl_0" in dom:  # the parent's intermediate bounds hold on every child box
             ref = [(dom[f"pl_{i}"].repeat(2 * k, 1), dom[f"pu_{i}"].repeat(2 * k, 1)) for i in range(n_relu)]
         res = _bound(net, DomainState(c_lo, c_hi, ref_bounds=ref), rows, method, cfg, iters, True, stats, deadline)
+        gv, coef = _polytope_values(rows, res, c_lo, c_hi, cfg)
+        # the parent's bound holds on its children too (CROWN is not monotone under bisection)
+        gv = torch.maximum(gv, dom["gv"].repeat(2 * k, 1))
         if k > 1:
             # keep, per domain, the candidate whose worse child is best (look-ahead branching)
-            child_sc = rows.score(res.lb)[0].reshape(2, k, n)
-            pick = lookahead_choice(child_sc)  # (n,)
+            pick = lookahead_choice(gv.min(dim=1).values.reshape(2, k, n))  # (n,)
             ar = torch.arange(n, device=lo.device)
             keep = torch.cat([pick * n + ar, (k + pick) * n + ar])
-            c_lo, c_hi, depth = c_lo[keep], c_hi[keep], depth[keep]
-            res.lb, res.A_input = res.lb[keep], res.A_input[keep]
+            c_lo, c_hi, depth, gv, coef = c_lo[keep], c_hi[keep], depth[keep], gv[keep], coef[keep]
             res.pre_bounds = [(l[keep], u[keep]) for l, u in res.pre_bounds]
-        sc, rw, wr = rows.score(res.lb)
+        sc, wr = gv.min(dim=1)
         open_ = sc <= cfg.bab.verify_margin
         if not bool(open_.any()):
             t_last = _progress(log, stats, store, t_last, deadline)
             continue
-        c_lo, c_hi, sc, rw, wr, depth = c_lo[open_], c_hi[open_], sc[open_], rw[open_], wr[open_], depth[open_]
-        A_in = res.A_input[open_]
-        cand = _candidates(A_in, rw, c_lo, c_hi)
+        c_lo, c_hi, sc, wr, depth = c_lo[open_], c_hi[open_], sc[open_], wr[open_], depth[open_]
+        A_row = coef[open_][torch.arange(c_lo.shape[0], device=lo.device), wr]
+        cand = box_min(A_row, c_lo, c_hi)[1]
         ce = _check_points(net, rows, torch.cat([cand, (c_lo + c_hi) / 2]), validate, stats)
         if ce is not None:
             return "sat", ce
@@ -268,8 +295,8 @@ def _input_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate,
                                  validate, stats, deadline)
             if ce is not None:
                 return "sat", ce
-        A_row = A_in[torch.arange(A_in.shape[0], device=lo.device), rw]
-        fields = {"lower": c_lo, "upper": c_hi, "score": sc, "depth": depth, "A_row": A_row, "worst": wr}
+        fields = {"lower": c_lo, "upper": c_hi, "score": sc, "depth": depth, "A_row": A_row, "worst": wr,
+                  "gv": gv[open_]}
         for i, (l, u) in enumerate(res.pre_bounds):
             fields[f"pl_{i}"], fields[f"pu_{i}"] = l[open_], u[open_]
         store.push(fields)

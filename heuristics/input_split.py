@@ -2,7 +2,8 @@
 
 - ``widest``: the width of the dimension.
 - look-ahead (``bab.input_lookahead = k > 1``): the engine bounds both halves for the ``k`` best-scored
-  dimensions and :func:`lookahead_choice` keeps the split whose worse child is best.
+  dimensions and :func:`lookahead_choice` keeps the split whose children are left with the least
+  unverified margin.
 - ``mixed``: candidates for look-ahead are the best ``smart`` and the best ``widest`` dimension (then
   further ``smart`` ones), so look-ahead picks per domain whichever rule splits better.
 - ``smart``: the looseness a dimension contributes to the current linear lower bound,
@@ -30,10 +31,15 @@ def input_scores(name: str, lower: torch.Tensor, upper: torch.Tensor, A_row: tor
 
 
 def lookahead_choice(child_scores: torch.Tensor) -> torch.Tensor:
-    """``child_scores``: ``(2, k, N)`` domain scores of the left/right child of each of ``k`` candidate
-    splits; returns ``(N,)`` the candidate maximising the worse child's score (ties: the first)."""
-    worse = child_scores.min(dim=0).values  # (k, N)
-    return worse.argmax(dim=0)
+    """``child_scores``: ``(2, k, N)`` domain scores (> 0: verified) of the left/right child of each of ``k``
+    candidate splits; returns ``(N,)`` the candidate that leaves the least unverified margin in its two
+    children, ``max sum_children min(score, 0)`` (ties: the first).
+
+    Summing rather than taking the worse child matters: a split that verifies one half outright but leaves
+    the other half as bad as the parent beats one that changes neither half, which the worse-child rule
+    cannot tell apart (and then keeps bisecting dimensions that are already tiny; ACAS Xu 4_2/prop_2).
+    """
+    return child_scores.clamp(max=0).sum(dim=0).argmax(dim=0)
 
 
 def candidate_dims(name: str, lower, upper, A_row, k: int) -> torch.Tensor:

@@ -17,11 +17,15 @@ def test_input_rules():
     assert candidate_dims("mixed", lo, hi, torch.tensor([[0.0, 5.0, 0.0]]), 2).tolist() == [[1, 2]]
 
 
-def test_lookahead_keeps_the_split_with_the_best_worse_child():
+def test_lookahead_keeps_the_split_that_leaves_least_unverified_margin():
     # (2 children, 3 candidates, 2 domains)
     child = torch.tensor([[[0.5, -1.0], [0.1, 0.2], [-0.3, 0.0]],
                           [[-0.2, 0.3], [0.05, -0.5], [0.9, 0.1]]])
     assert lookahead_choice(child).tolist() == [1, 2]
+    # verifying one half beats changing neither half, though its other half is a little worse
+    # (the numbers of a stuck ACAS Xu 4_2/prop_2 domain)
+    child = torch.tensor([[[-0.0137], [-0.0156]], [[-0.0137], [0.0030]]])
+    assert lookahead_choice(child).tolist() == [1]
 
 
 def test_relu_scores_skip_stable_and_split_neurons():
