@@ -18,7 +18,7 @@ import torch
 
 from bnb.attack import pgd, stack_polytopes
 from bnb.domains import DomainStore
-from heuristics import candidate_dims, lookahead_choice, relu_scores
+from heuristics import candidate_dims, lookahead_choice, relu_scores, splittable
 from relaxations.methods import bound_rows
 from relaxations.polytope import box_min, group_index, mix_rows
 from relaxations.state import DomainState
@@ -65,11 +65,15 @@ class Rows:
         row = vals.argmax(dim=1)
         return score, row, worst
 
-    def margins(self, y):
-        """Violation margin ``(N,)`` of outputs ``y`` ``(N, n_out)``: ``<= 0`` iff ``y`` is in some polytope."""
+    def group_margins(self, y):
+        """Violation margin ``(N, K)`` of outputs ``y`` ``(N, n_out)`` per polytope: ``<= 0`` iff inside it."""
         vals = y @ self.C.T - self.d
         out = torch.full((y.shape[0], self.K), -float("inf"), dtype=y.dtype, device=y.device)
-        return out.scatter_reduce(1, self.groups.expand_as(vals), vals, reduce="amax").min(dim=1).values
+        return out.scatter_reduce(1, self.groups.expand_as(vals), vals, reduce="amax")
+
+    def margins(self, y):
+        """Violation margin ``(N,)`` of outputs ``y`` ``(N, n_out)``: ``<= 0`` iff ``y`` is in some polytope."""
+        return self.group_margins(y).min(dim=1).values
 
     def restrict(self, keep_groups: torch.Tensor) -> "Rows":
         """Only the polytopes in the boolean mask ``keep_groups`` ``(K,)``."""
@@ -100,19 +104,21 @@ def _candidates(A_in, row, lower, upper):
 
 
 def _check_points(net, rows, xs, validate, stats):
-    """Evaluate candidate points; replay the violating ones. Returns a counterexample or None."""
+    """Evaluate candidate points ``(N, n_in)``; replay the violating ones. Returns a counterexample or None,
+    and the points' margins per polytope ``(N, K)``."""
     if xs.shape[0] == 0:
-        return None
+        return None, None
     t0 = time.monotonic()
     with torch.no_grad():
-        m = rows.margins(net(xs))
+        gm = rows.group_margins(net(xs))
+    m = gm.min(dim=1).values
     ce = None
     hits = torch.nonzero(m <= 0).flatten()
     if hits.numel():
         order = hits[torch.argsort(m[hits])][:32]
         ce = validate(xs[order].double().cpu().numpy())
     stats.add("time_attack", time.monotonic() - t0)
-    return ce
+    return ce, gm
 
 
 def _pgd_in_domains(net, rows, lower, upper, worst, x0, cfg, gen, validate, stats, deadline):
@@ -161,7 +167,7 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
     if float(score[0]) > margin:
         return "unsat", None
     if coef is not None:
-        ce = _check_points(net, rows, box_min(coef[0, worst], lo, hi)[1], validate, stats)
+        ce, _ = _check_points(net, rows, box_min(coef[0, worst], lo, hi)[1], validate, stats)
         if ce is not None:
             return "sat", ce
     if not cfg.bab.enabled:
@@ -248,16 +254,26 @@ def _input_bab(net, rows, r, gv, A_row, lo, hi, cfg, deadline, validate, stats, 
     gen = torch.Generator().manual_seed(cfg.general.seed)
     method = cfg.bab.input_method
     iters = cfg.bab.input_alpha_iters
-    t_last, it = time.monotonic(), 0
+    t_last, it, stuck = time.monotonic(), 0, 0
+    min_width = (hi - lo) * 1e-6  # below a millionth of the root box, bisecting is only rounding noise
     while len(store):
         deadline.check()
         stats["max_queue"] = max(stats.get("max_queue", 0), len(store))
         t0 = time.monotonic()
         by = _order(cfg, store, stats)
         dom = store.pop(cfg.bab.batch_size, by)
+        ok = splittable(dom["lower"], dom["upper"], min_width)
+        can = ok.any(dim=1)
+        if not bool(can.all()):
+            # boxes too small to bisect further: left undecided (the answer will be unknown, not unsat)
+            stuck += int((~can).sum())
+            stats["undecided_domains"] = stuck
+            dom, ok = {key: v[can] for key, v in dom.items()}, ok[can]
+            if not bool(can.any()):
+                continue
         n = dom["lower"].shape[0]
         dims = candidate_dims(cfg.bab.input_heuristic, dom["lower"], dom["upper"], dom["A_row"],
-                              cfg.bab.input_lookahead)  # (n, k) candidate dimensions, best first
+                              cfg.bab.input_lookahead, ok)  # (n, k) candidate dimensions, best first
         k = dims.shape[1]
         c_lo, c_hi = _bisect(dom["lower"], dom["upper"], dims.T.reshape(-1))  # (2 k n) children
         depth = (dom["depth"] + 1).repeat(2 * k)
@@ -285,13 +301,18 @@ def _input_bab(net, rows, r, gv, A_row, lo, hi, cfg, deadline, validate, stats, 
         c_lo, c_hi, sc, wr, depth = c_lo[open_], c_hi[open_], sc[open_], wr[open_], depth[open_]
         A_row = coef[open_][torch.arange(c_lo.shape[0], device=lo.device), wr]
         cand = box_min(A_row, c_lo, c_hi)[1]
-        ce = _check_points(net, rows, torch.cat([cand, (c_lo + c_hi) / 2]), validate, stats)
+        mid = (c_lo + c_hi) / 2
+        ce, gm = _check_points(net, rows, torch.cat([cand, mid]), validate, stats)
         if ce is not None:
             return "sat", ce
         it += 1
         if cfg.bab.attack_every and it % cfg.bab.attack_every == 0:
-            order = torch.argsort(sc)
-            ce = _pgd_in_domains(net, rows, c_lo[order], c_hi[order], wr[order], cand[order], cfg, gen,
+            # PGD where a concrete point came closest to a violation, from that point, against that polytope
+            nd = c_lo.shape[0]
+            seen, target = torch.minimum(gm[:nd], gm[nd:]).min(dim=1)
+            x0 = torch.where((gm[nd:].min(dim=1).values < gm[:nd].min(dim=1).values)[:, None], mid, cand)
+            order = torch.argsort(seen)
+            ce = _pgd_in_domains(net, rows, c_lo[order], c_hi[order], target[order], x0[order], cfg, gen,
                                  validate, stats, deadline)
             if ce is not None:
                 return "sat", ce
@@ -302,7 +323,7 @@ def _input_bab(net, rows, r, gv, A_row, lo, hi, cfg, deadline, validate, stats, 
         store.push(fields)
         t_last = _progress(log, stats, store, t_last, deadline)
     _progress(log, stats, store, t_last, deadline, force=True)
-    return "unsat", None
+    return ("unknown", None) if stuck else ("unsat", None)
 
 
 def _relu_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate, stats, log):
@@ -372,7 +393,7 @@ def _relu_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate, 
         if bool(open_.any()):
             cand = _candidates(res.A_input[open_], rw[open_], lo.expand(int(open_.sum()), -1),
                                hi.expand(int(open_.sum()), -1))
-            ce = _check_points(net, rows, cand, validate, stats)
+            ce, _ = _check_points(net, rows, cand, validate, stats)
             if ce is not None:
                 return "sat", ce
             it += 1

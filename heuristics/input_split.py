@@ -42,11 +42,31 @@ def lookahead_choice(child_scores: torch.Tensor) -> torch.Tensor:
     return child_scores.clamp(max=0).sum(dim=0).argmax(dim=0)
 
 
-def candidate_dims(name: str, lower, upper, A_row, k: int) -> torch.Tensor:
-    """``(N, k)`` candidate dimensions to bisect, best first (``k`` > 1 only matters with look-ahead)."""
+def splittable(lower: torch.Tensor, upper: torch.Tensor, min_width: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """``(N, n_in)``: dimensions whose bisection makes two proper, smaller boxes in the tensors' precision
+    and that are wider than ``min_width`` (e.g. a millionth of the root box). Bisecting below float
+    resolution returns the parent itself, which look-ahead can then prefer forever (ACAS Xu 3_3/prop_2)."""
+    mid = (lower + upper) / 2
+    return (mid > lower) & (mid < upper) & (upper - lower > min_width)
+
+
+def candidate_dims(name: str, lower, upper, A_row, k: int, ok: torch.Tensor | None = None) -> torch.Tensor:
+    """``(N, k)`` candidate dimensions to bisect, best first (``k`` > 1 only matters with look-ahead).
+
+    ``ok`` ``(N, n_in)``: the dimensions that may be split (:func:`splittable`); a domain with fewer than
+    ``k`` gets repeats of its best one."""
     k = max(1, min(k, lower.shape[1]))
-    dims = torch.topk(input_scores(name, lower, upper, A_row), k, dim=1).indices
+    scores = input_scores(name, lower, upper, A_row)
+    width = upper - lower
+    if ok is not None:
+        scores = scores.masked_fill(~ok, -float("inf"))
+        width = width.masked_fill(~ok, -float("inf"))
+    top = torch.topk(scores, k, dim=1)
+    dims = top.indices
     if name == "mixed" and k > 1:
-        widest = (upper - lower).argmax(dim=1)
+        widest = width.argmax(dim=1)
         dims[:, 1] = torch.where(widest == dims[:, 0], dims[:, 1], widest)
+    if ok is not None:  # never offer an unsplittable dimension: fall back to the best one
+        bad = ~torch.gather(ok, 1, dims)
+        dims = torch.where(bad, dims[:, :1], dims)
     return dims

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from heuristics import candidate_dims, input_scores, lookahead_choice, relu_scores
+from heuristics import candidate_dims, input_scores, lookahead_choice, relu_scores, splittable
 
 
 def test_input_rules():
@@ -44,3 +44,14 @@ def test_babsr_prefers_the_costly_intercept():
     coef = torch.tensor([[-1.0, 2.0, -1.0]])  # a positive coefficient pays no upper intercept
     s = relu_scores("babsr", [(l, u)], [coef], None)[0]
     assert s.argmax().item() == 2 and s[0, 1] < s[0, 0]
+
+
+def test_dimensions_below_resolution_are_never_offered():
+    lo = torch.tensor([[0.0, 1.0, 0.0]])
+    hi = torch.tensor([[1.0, 1.0 + 1e-7, 1e-9]])  # dim 1: the midpoint rounds to an end in float32
+    ok = splittable(lo, hi, torch.tensor([0.0, 0.0, 1e-6]))
+    assert ok.tolist() == [[True, False, False]]
+    A = torch.tensor([[1.0, 1e9, 1e9]])  # the tiny dimensions score highest by |A| * width
+    assert candidate_dims("smart", lo, hi, A, 1).tolist() == [[1]]
+    assert candidate_dims("smart", lo, hi, A, 1, ok).tolist() == [[0]]
+    assert candidate_dims("mixed", lo, hi, A, 2, ok).tolist() == [[0, 0]]
