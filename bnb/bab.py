@@ -282,7 +282,11 @@ def _input_bab(net, rows, r, gv, A_row, lo, hi, cfg, deadline, validate, stats, 
         ref = None
         if "pl_0" in dom:  # the parent's intermediate bounds hold on every child box
             ref = [(dom[f"pl_{i}"].repeat(2 * k, 1), dom[f"pu_{i}"].repeat(2 * k, 1)) for i in range(n_relu)]
-        res = _bound(net, DomainState(c_lo, c_hi, ref_bounds=ref), rows, method, cfg, iters, True, stats, deadline)
+        if method != "alpha" and 0 < cfg.bab.input_alpha_after <= stats.get("branches", 0):
+            method = "alpha"  # CROWN has not finished after this much work: tighter, slower children
+            log(f"children are bounded with alpha-CROWN from now on ({stats['branches']} branches)")
+        res = _bound(net, DomainState(c_lo, c_hi, ref_bounds=ref), rows, method, cfg, iters,
+                     cfg.bab.input_alpha_intermediate, stats, deadline)
         gv, coef = _polytope_values(rows, res, c_lo, c_hi, cfg)
         # the parent's bound holds on its children too (CROWN is not monotone under bisection)
         gv = torch.maximum(gv, dom["gv"].repeat(2 * k, 1))

@@ -73,7 +73,11 @@ class BabConfig:
     order: str = opt("best", "which domains to branch first: lowest bound, or deepest", ("best", "depth"))
     max_domains: int = opt(500000, "stored domains beyond which the queue switches to depth-first")
     input_method: str = opt("crown", "bounding of children under input splitting", ("crown", "alpha"))
+    input_alpha_after: int = opt(0, "switch the children's bounding to alpha-CROWN after this many branches "
+                                 "(0: never); easy instances keep cheap CROWN, hard near-tight ones get alpha")
     input_alpha_iters: int = opt(5, "alpha iterations per child under input splitting (input_method alpha)")
+    input_alpha_intermediate: bool = opt(False, "with input_method alpha, also optimise the slopes of intermediate "
+                                         "layers (tighter, but ~20x slower per child on ACAS Xu)")
     relu_method: str = opt("beta", "bounding of children under ReLU splitting: beta-CROWN, or beta-CROWN "
                            "tightened by the triangle LP per domain (small networks)", ("beta", "lp"))
     beta_iters: int = opt(10, "beta-CROWN iterations per child under ReLU splitting (warm-started)")

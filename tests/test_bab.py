@@ -43,7 +43,11 @@ def _cfg(branching, **bab):
 CASES = [([2, 8, 8, 1], 0), ([3, 10, 10, 1], 1), ([2, 12, 1], 2), ([4, 8, 8, 8, 1], 3)]
 
 
-@pytest.mark.parametrize("branching", ["input", "relu"])
+# the ACAS Xu set-up: look-ahead between two rules, children switched to alpha-CROWN after the first branch
+ACAS_LIKE = dict(input_heuristic="mixed", input_lookahead=2, input_alpha_after=1, input_alpha_iters=5)
+
+
+@pytest.mark.parametrize("branching", ["input", "relu", "input-acas"])
 @pytest.mark.parametrize("widths,seed", CASES)
 def test_verdict_equals_milp(widths, seed, branching):
     """Property "output >= t": unsat iff the exact minimum exceeds t, sat iff it is below."""
@@ -52,7 +56,7 @@ def test_verdict_equals_milp(widths, seed, branching):
     exact, _ = milp_bounds(net, lo, hi)
     for t, expected in ((exact[0] - 0.02, "unsat"), (exact[0] + 0.02, "sat")):
         poly = Polytope(np.array([[1.0]]), np.array([t]))  # violation: y <= t
-        cfg = _cfg(branching)
+        cfg = _cfg("input", **ACAS_LIKE) if branching == "input-acas" else _cfg(branching)
         cfg.attack.enabled = False
         status, ce = run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], cfg, Deadline(60),
                              _validate(net, poly), Stats())
