@@ -333,7 +333,7 @@ def _input_bab(net, rows, r, gv, A_row, lo, hi, cfg, deadline, validate, stats, 
 def _relu_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate, stats, log):
     L = len(r.pre_bounds)
     dev = lo.device
-    fields = {"score": score, "depth": torch.zeros(1, device=dev), "worst": worst, "row": row}
+    fields = {"score": score, "depth": torch.zeros(1, device=dev), "worst": worst, "row": row, "lb": r.lb}
     for i, (l, u) in enumerate(r.pre_bounds):
         fields[f"split_{i}"] = torch.zeros_like(l, dtype=torch.int8)
         fields[f"pl_{i}"], fields[f"pu_{i}"] = l, u
@@ -387,6 +387,8 @@ def _relu_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate, 
                             {"final": [child[f"alpha_{i}"] for i in range(L)]},
                             [child[f"beta_{i}"] for i in range(L)])
         res = _bound(net, state, rows, "beta", cfg, cfg.bab.beta_iters, False, stats, deadline)
+        # the parent's bound holds on its children: a few warm-started beta steps can end below it
+        res.lb = torch.maximum(res.lb, child["lb"])
         if cfg.bab.relu_method == "lp":
             from bnb.lp_hooks import lp_tighten
             t0 = time.monotonic()
@@ -408,7 +410,8 @@ def _relu_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate, 
                                      cand[order], cfg, gen, validate, stats, deadline)
                 if ce is not None:
                     return "sat", ce
-            keep = {"score": sc[open_], "depth": child["depth"][open_], "worst": wr[open_], "row": rw[open_]}
+            keep = {"score": sc[open_], "depth": child["depth"][open_], "worst": wr[open_], "row": rw[open_],
+                    "lb": res.lb[open_]}
             arn = torch.arange(int(open_.sum()), device=dev)
             for i in range(L):
                 keep[f"split_{i}"] = child[f"split_{i}"][open_]
