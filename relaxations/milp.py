@@ -24,6 +24,7 @@ import cvxpy as cp
 import numpy as np
 
 from relaxations.lp.encoding import affine_blocks, domain_bounds
+from relaxations.lp.quiet import silence_highs_banner
 
 
 class MILPNotOptimal(RuntimeError):
@@ -95,6 +96,7 @@ def milp_solve(net, lower, upper, C=None, pre_bounds=None, splits=None, solver="
         # cvxpy's warm-started HiGHS re-solve after a parameter change can return the previous optimum
         # (cvxpy 1.9.3, highspy 1.16: max of x2 + relu(x1 - x2) on [0,1]^2 came back 0, not 1)
         opts.setdefault("warm_start", False)
+        silence_highs_banner()
         opts.setdefault("mip_rel_gap", 1e-9)
         opts.setdefault("mip_abs_gap", 1e-9)
         if time_limit is not None:

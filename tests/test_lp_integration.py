@@ -231,3 +231,17 @@ def test_verify_tiny_with_lp(tmp_path, tiny_margin, sets):
         assert "time_lp_refine" in r.stats
     r = verify(str(path), str(unsafe), cfg)
     assert r.verdict.value == "sat", r
+
+
+def test_bounds_json_on_stdout_is_only_json_with_highs(tiny):
+    """HiGHS prints a banner on file descriptor 1 when first created; a real process's stdout must still be
+    exactly one JSON object (CliRunner cannot see descriptor-level output, so run a subprocess)."""
+    import subprocess
+    import sys
+    net, spec = tiny
+    for method in ("lp", "milp"):
+        proc = subprocess.run([sys.executable, "-m", "bnb.cli", "bounds", str(net), str(spec), "--method", method,
+                               "--json", "--set", "general.threads=1"], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        data = json.loads(proc.stdout)
+        assert len(data["lower"]) == 2 and "HiGHS" not in proc.stdout

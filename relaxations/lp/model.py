@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from relaxations.lp.encoding import DomainBounds, affine_blocks, domain_bounds, relu_sizes
+from relaxations.lp.quiet import silence_highs_banner
 from relaxations.lp.sound import EPS, certified_min
 
 
@@ -46,6 +47,7 @@ class NetworkLP:
         self.solver = solver
         # cvxpy's HiGHS warm start makes re-solves ~20x slower (measured): off unless asked for
         self.solver_opts = ({"warm_start": False} if str(solver).upper() == "HIGHS" else {}) | dict(solver_opts or {})
+        silence_highs_banner()
         t0 = time.perf_counter()
         self.blocks = affine_blocks(net)
         self.sizes = relu_sizes(net)
