@@ -330,6 +330,38 @@ def _input_bab(net, rows, r, gv, A_row, lo, hi, cfg, deadline, validate, stats, 
     return ("unknown", None) if stuck else ("unsat", None)
 
 
+def _relu_children(dom, pos, scores, L):
+    """Both children of splitting, in each domain of ``dom`` (``n`` domains), the neuron at flat position
+    ``pos`` ``(k n,)`` (over the concatenated layers of ``scores``; ``dom`` is tiled ``k`` times): ``2 k n``
+    domains, all active halves first, then all inactive halves."""
+    n = dom["score"].shape[0]
+    reps = pos.shape[0] // n
+    dev = pos.device
+    offsets = torch.tensor([0] + [s.shape[1] for s in scores], device=dev).cumsum(0)
+    layer = torch.searchsorted(offsets, pos, right=True) - 1
+    idx = pos - offsets[layer]
+    m = pos.shape[0]
+    ar = torch.arange(m, device=dev)
+    child = {key: v.repeat(2 * reps, *([1] * (v.dim() - 1))) for key, v in dom.items()}
+    for i in range(L):
+        sel = layer == i
+        if bool(sel.any()):
+            rows_i, cols_i = ar[sel], idx[sel]
+            child[f"split_{i}"][rows_i, cols_i] = 1          # first half: active
+            child[f"split_{i}"][rows_i + m, cols_i] = -1     # second half: inactive
+            child[f"pl_{i}"][rows_i, cols_i] = child[f"pl_{i}"][rows_i, cols_i].clamp(min=0)
+            child[f"pu_{i}"][rows_i + m, cols_i] = child[f"pu_{i}"][rows_i + m, cols_i].clamp(max=0)
+    child["depth"] = child["depth"] + 1
+    return child
+
+
+def _relu_state(child, lo, hi, L):
+    N = child["score"].shape[0]
+    return DomainState(lo.expand(N, -1), hi.expand(N, -1), [child[f"split_{i}"] for i in range(L)],
+                       [(child[f"pl_{i}"], child[f"pu_{i}"]) for i in range(L)],
+                       {"final": [child[f"alpha_{i}"] for i in range(L)]}, [child[f"beta_{i}"] for i in range(L)])
+
+
 def _relu_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate, stats, log):
     L = len(r.pre_bounds)
     dev = lo.device
@@ -362,30 +394,24 @@ def _relu_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate, 
             stuck += int((~can).sum())
             stats["undecided_domains"] = stuck
             dom = {k: v[can] for k, v in dom.items()}
-            pos, n = pos[can], int(can.sum())
+            pos, flat, n = pos[can], flat[can], int(can.sum())
             if n == 0:
                 continue
-        offsets = torch.tensor([0] + [s.shape[1] for s in scores], device=dev).cumsum(0)
-        layer = torch.searchsorted(offsets, pos, right=True) - 1
-        idx = pos - offsets[layer]
-        ar = torch.arange(n, device=dev)
-        child = {k: torch.cat([v, v]) for k, v in dom.items()}
-        for i in range(L):
-            sel = layer == i
-            if bool(sel.any()):
-                rows_i, cols_i = ar[sel], idx[sel]
-                child[f"split_{i}"][rows_i, cols_i] = 1          # first half: active
-                child[f"split_{i}"][rows_i + n, cols_i] = -1     # second half: inactive
-                child[f"pl_{i}"][rows_i, cols_i] = child[f"pl_{i}"][rows_i, cols_i].clamp(min=0)
-                child[f"pu_{i}"][rows_i + n, cols_i] = child[f"pu_{i}"][rows_i + n, cols_i].clamp(max=0)
-        child["depth"] = child["depth"] + 1
+        k = min(cfg.bab.relu_lookahead, flat.shape[1])
+        if k > 1:
+            # look-ahead: bound both children of the k best-scored neurons with the parent's parameters (no
+            # optimisation steps) and keep the split that leaves the least unverified margin
+            top = torch.topk(flat, k, dim=1)
+            cands = torch.where(torch.isfinite(top.values), top.indices, pos[:, None])  # (n, k)
+            trial = _relu_children(dom, cands.T.reshape(-1), scores, L)
+            t_res = _bound(net, _relu_state(trial, lo, hi, L), rows, "beta", cfg, 0, False, stats, deadline)
+            t_sc = rows.score(torch.maximum(t_res.lb, trial["lb"]))[0]  # (2 k n): active halves, then inactive
+            pick = lookahead_choice(t_sc.reshape(2, k, n))
+            pos = cands[torch.arange(n, device=dev), pick]
+        child = _relu_children(dom, pos, scores, L)
         stats.add("branches", n)
         stats.add("time_branching", time.monotonic() - t0)
-        state = DomainState(lo.expand(2 * n, -1), hi.expand(2 * n, -1),
-                            [child[f"split_{i}"] for i in range(L)],
-                            [(child[f"pl_{i}"], child[f"pu_{i}"]) for i in range(L)],
-                            {"final": [child[f"alpha_{i}"] for i in range(L)]},
-                            [child[f"beta_{i}"] for i in range(L)])
+        state = _relu_state(child, lo, hi, L)
         res = _bound(net, state, rows, "beta", cfg, cfg.bab.beta_iters, False, stats, deadline)
         # the parent's bound holds on its children: a few warm-started beta steps can end below it
         res.lb = torch.maximum(res.lb, child["lb"])

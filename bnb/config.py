@@ -69,6 +69,9 @@ class BabConfig:
     input_lookahead: int = opt(1, "bound both halves for this many best-scored input dimensions and keep the "
                                "split whose worse child is best (1: no look-ahead)")
     relu_heuristic: str = opt("babsr", "ReLU neuron to split", ("babsr", "width"))
+    relu_lookahead: int = opt(1, "bound both children of this many best-scored neurons (with the parent's slopes "
+                              "and multipliers, no optimisation) and split the one that leaves the least "
+                              "unverified margin (1: no look-ahead)")
     batch_size: int = opt(1024, "domains branched per iteration (each gives two children)")
     order: str = opt("best", "which domains to branch first: lowest bound, or deepest", ("best", "depth"))
     max_domains: int = opt(500000, "stored domains beyond which the queue switches to depth-first")

@@ -47,7 +47,7 @@ CASES = [([2, 8, 8, 1], 0), ([3, 10, 10, 1], 1), ([2, 12, 1], 2), ([4, 8, 8, 8, 
 ACAS_LIKE = dict(input_heuristic="mixed", input_lookahead=2, input_alpha_after=1, input_alpha_iters=5)
 
 
-@pytest.mark.parametrize("branching", ["input", "relu", "input-acas"])
+@pytest.mark.parametrize("branching", ["input", "relu", "input-acas", "relu-lookahead"])
 @pytest.mark.parametrize("widths,seed", CASES)
 def test_verdict_equals_milp(widths, seed, branching):
     """Property "output >= t": unsat iff the exact minimum exceeds t, sat iff it is below."""
@@ -56,7 +56,8 @@ def test_verdict_equals_milp(widths, seed, branching):
     exact, _ = milp_bounds(net, lo, hi)
     for t, expected in ((exact[0] - 0.02, "unsat"), (exact[0] + 0.02, "sat")):
         poly = Polytope(np.array([[1.0]]), np.array([t]))  # violation: y <= t
-        cfg = _cfg("input", **ACAS_LIKE) if branching == "input-acas" else _cfg(branching)
+        cfg = {"input-acas": lambda: _cfg("input", **ACAS_LIKE),
+               "relu-lookahead": lambda: _cfg("relu", relu_lookahead=3)}.get(branching, lambda: _cfg(branching))()
         cfg.attack.enabled = False
         status, ce = run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], cfg, Deadline(60),
                              _validate(net, poly), Stats())
