@@ -21,6 +21,7 @@ from bnb.domains import DomainStore
 from heuristics import candidate_dims, lookahead_choice, relu_scores, splittable
 from relaxations.methods import bound_rows
 from relaxations.polytope import box_min, group_index, mix_rows
+from relaxations.rounding import lower_by_magnitude
 from relaxations.state import DomainState
 
 
@@ -92,6 +93,7 @@ def _bound(net, state, rows, method, cfg, iters, optimize_intermediate, stats, d
     r = bound_rows(net, state, rows.C, method, intermediate=b.intermediate, lower_slope=b.lower_slope,
                    iters=iters, lr=b.alpha_lr, lr_beta=b.beta_lr, optimize_intermediate=optimize_intermediate,
                    should_stop=deadline.expired)
+    lower_by_magnitude(r, state.lower, state.upper, b.rounding_margin)
     stats.add("time_bounding", time.monotonic() - t0)
     stats.add("domains_bounded", state.size)
     return r
