@@ -311,8 +311,8 @@ def optimized(net, state: DomainState, C, iters=20, lr=0.1, lr_beta=0.05, use_be
                 best_pre = [(torch.maximum(bl, r.l.detach()), torch.minimum(bu, r.u.detach()))
                             for (bl, bu), r in zip(best_pre, relax)]
             done = stop_threshold is not None and bool((best_lb > stop_threshold).any(dim=1).all())
-        if it == iters or done or (should_stop is not None and should_stop()):
-            break
+        if it == iters or done or (should_stop is not None and should_stop()) or not lb.requires_grad:
+            break  # (nothing to optimise: a network without ReLUs is bounded exactly in one pass)
         loss = -torch.where(torch.isfinite(lb), lb, torch.zeros_like(lb)).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()

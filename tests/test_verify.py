@@ -149,6 +149,21 @@ def test_tiny_sat_instance(tmp_path, tiny_net):
     check_witness(net, spec, out.read_text())
 
 
+def test_network_without_relus(tmp_path, tiny_net):
+    """A purely affine network: the default alpha-CROWN root has nothing to optimise and must not crash.
+    y = x0 + 2 x1 on [0, 1]^2 stays >= 0, so "Y_0 <= -0.5" is unsat."""
+    import torch
+    lin = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        lin.weight[:] = torch.tensor([[1.0, 2.0]])
+        lin.bias.zero_()
+    net = tiny_net(torch.nn.Sequential(lin), (2,), name="affine")
+    from conftest import write_vnnlib
+    spec = write_vnnlib(tmp_path / "affine.vnnlib", [0, 0], [1, 1], 1, "(<= Y_0 -0.5)")
+    code, stdout, _ = run_cli(["verify", net, spec, "--timeout", 30])
+    assert code == 0 and "unsat" in stdout, stdout
+
+
 # ------------------------------------------------------------------------ timeouts
 def test_timeout_is_honoured(tmp_path):
     onnx_path, spec = acas("4_3", "prop_4")  # unsat
