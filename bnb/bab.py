@@ -99,12 +99,6 @@ def _bound(net, state, rows, method, cfg, iters, optimize_intermediate, stats, d
     return r
 
 
-def _candidates(A_in, row, lower, upper):
-    """The minimiser of each domain's deciding row's linear lower bound over its box: ``(N, n_in)``."""
-    A = A_in[torch.arange(A_in.shape[0], device=A_in.device), row]
-    return torch.where(A >= 0, lower, upper)
-
-
 def _check_points(net, rows, xs, validate, stats):
     """Evaluate candidate points ``(N, n_in)``; replay the violating ones. Returns a counterexample or None,
     and the points' margins per polytope ``(N, K)``."""
@@ -197,7 +191,7 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
         A_row = coef[0, worst] if coef is not None else torch.zeros_like(lo)
         return _input_bab(net, rows, r, gv, A_row, lo, hi, cfg, deadline, validate, stats, log)
     row = rows.score(r.lb)[1]
-    return _relu_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate, stats, log)
+    return _relu_bab(net, rows, r, score, row, lo, hi, cfg, deadline, validate, stats, log)
 
 
 def _polytope_values(rows, res, lower, upper, cfg):
@@ -246,9 +240,8 @@ def _bisect(lower, upper, dims):
 
 def _input_bab(net, rows, r, gv, A_row, lo, hi, cfg, deadline, validate, stats, log):
     store = DomainStore()
-    score, worst = gv.min(dim=1)
-    fields = {"lower": lo, "upper": hi, "score": score, "depth": torch.zeros(1, device=lo.device),
-              "A_row": A_row, "worst": worst, "gv": gv}
+    fields = {"lower": lo, "upper": hi, "score": gv.min(dim=1).values, "depth": torch.zeros(1, device=lo.device),
+              "A_row": A_row, "gv": gv}
     n_relu = len(r.pre_bounds)
     for i, (l, u) in enumerate(r.pre_bounds):
         fields[f"pl_{i}"], fields[f"pu_{i}"] = l, u
@@ -293,7 +286,7 @@ def _input_bab(net, rows, r, gv, A_row, lo, hi, cfg, deadline, validate, stats, 
         # the parent's bound holds on its children too (CROWN is not monotone under bisection)
         gv = torch.maximum(gv, dom["gv"].repeat(2 * k, 1))
         if k > 1:
-            # keep, per domain, the candidate whose worse child is best (look-ahead branching)
+            # keep, per domain, the candidate whose children leave the least unverified margin (look-ahead)
             pick = lookahead_choice(gv.min(dim=1).values.reshape(2, k, n))  # (n,)
             ar = torch.arange(n, device=lo.device)
             keep = torch.cat([pick * n + ar, (k + pick) * n + ar])
@@ -322,8 +315,7 @@ def _input_bab(net, rows, r, gv, A_row, lo, hi, cfg, deadline, validate, stats, 
                                  validate, stats, deadline)
             if ce is not None:
                 return "sat", ce
-        fields = {"lower": c_lo, "upper": c_hi, "score": sc, "depth": depth, "A_row": A_row, "worst": wr,
-                  "gv": gv[open_]}
+        fields = {"lower": c_lo, "upper": c_hi, "score": sc, "depth": depth, "A_row": A_row, "gv": gv[open_]}
         for i, (l, u) in enumerate(res.pre_bounds):
             fields[f"pl_{i}"], fields[f"pu_{i}"] = l[open_], u[open_]
         store.push(fields)
@@ -364,10 +356,10 @@ def _relu_state(child, lo, hi, L):
                        {"final": [child[f"alpha_{i}"] for i in range(L)]}, [child[f"beta_{i}"] for i in range(L)])
 
 
-def _relu_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate, stats, log):
+def _relu_bab(net, rows, r, score, row, lo, hi, cfg, deadline, validate, stats, log):
     L = len(r.pre_bounds)
     dev = lo.device
-    fields = {"score": score, "depth": torch.zeros(1, device=dev), "worst": worst, "row": row, "lb": r.lb}
+    fields = {"score": score, "depth": torch.zeros(1, device=dev), "row": row, "lb": r.lb}
     for i, (l, u) in enumerate(r.pre_bounds):
         fields[f"split_{i}"] = torch.zeros_like(l, dtype=torch.int8)
         fields[f"pl_{i}"], fields[f"pu_{i}"] = l, u
@@ -425,21 +417,20 @@ def _relu_bab(net, rows, r, score, row, worst, lo, hi, cfg, deadline, validate, 
         sc, rw, wr = rows.score(res.lb)
         open_ = sc <= cfg.bab.verify_margin
         if bool(open_.any()):
-            cand = _candidates(res.A_input[open_], rw[open_], lo.expand(int(open_.sum()), -1),
-                               hi.expand(int(open_.sum()), -1))
+            k = int(open_.sum())
+            A_row = res.A_input[open_][torch.arange(k, device=dev), rw[open_]]
+            cand = box_min(A_row, lo.expand(k, -1), hi.expand(k, -1))[1]  # each bound's minimiser
             ce, _ = _check_points(net, rows, cand, validate, stats)
             if ce is not None:
                 return "sat", ce
             it += 1
             if cfg.bab.attack_every and it % cfg.bab.attack_every == 0:
                 order = torch.argsort(sc[open_])
-                k = int(open_.sum())
                 ce = _pgd_in_domains(net, rows, lo.expand(k, -1), hi.expand(k, -1), wr[open_][order],
                                      cand[order], cfg, gen, validate, stats, deadline)
                 if ce is not None:
                     return "sat", ce
-            keep = {"score": sc[open_], "depth": child["depth"][open_], "worst": wr[open_], "row": rw[open_],
-                    "lb": res.lb[open_]}
+            keep = {"score": sc[open_], "depth": child["depth"][open_], "row": rw[open_], "lb": res.lb[open_]}
             arn = torch.arange(int(open_.sum()), device=dev)
             for i in range(L):
                 keep[f"split_{i}"] = child[f"split_{i}"][open_]

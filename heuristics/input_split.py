@@ -61,8 +61,7 @@ def candidate_dims(name: str, lower, upper, A_row, k: int, ok: torch.Tensor | No
     if ok is not None:
         scores = scores.masked_fill(~ok, -float("inf"))
         width = width.masked_fill(~ok, -float("inf"))
-    top = torch.topk(scores, k, dim=1)
-    dims = top.indices
+    dims = torch.topk(scores, k, dim=1).indices
     if name == "mixed" and k > 1:
         widest = width.argmax(dim=1)
         dims[:, 1] = torch.where(widest == dims[:, 0], dims[:, 1], widest)
