@@ -19,25 +19,40 @@ import torch
 from bnb.attack import pgd, stack_polytopes
 from bnb.domains import DomainStore
 from heuristics import candidate_dims, lookahead_choice, relu_scores, splittable
+from relaxations.fp import down, finite_or_neg_inf, threshold_up
 from relaxations.methods import bound_rows
 from relaxations.polytope import box_min, group_index, mix_rows
-from relaxations.rounding import lower_by_magnitude
 from relaxations.state import DomainState
+from relaxations.verdict import proven
 
 
 class Rows:
     """All output polytopes of one box as one row matrix: ``C`` ``(M, n_out)``, ``d`` ``(M,)``, and the
-    polytope (group) of each row. A domain is verified when every group has a row with ``lb > d``."""
+    polytope (group) of each row. A domain is verified when every group has a row with ``lb > d``.
 
-    def __init__(self, polys, n_out, dtype, device):
+    ``d`` is the file's right-hand side rounded up in the working dtype, so that ``C y > d`` proves the
+    file's ``C y > d``. Coefficients that the dtype cannot hold exactly (rare: VNN-LIB rows are mostly +-1)
+    need ``y_reach`` ``(n_out,)``, a rigorous bound on ``|y|`` over the box: ``d`` is then raised by
+    ``|C_file - C| . y_reach`` (float64, rounded up)."""
+
+    def __init__(self, polys, n_out, dtype, device, y_reach=None):
         rows, rhs, groups = [], [], []
         for g, p in enumerate(polys):
             for i in range(len(p.d)):
-                rows.append(torch.as_tensor(p.C[i]))
+                rows.append(torch.as_tensor(p.C[i], dtype=torch.float64))
                 rhs.append(float(p.d[i]))
                 groups.append(g)
-        self.C = torch.stack(rows).to(dtype=dtype, device=device)
-        self.d = torch.tensor(rhs, dtype=dtype, device=device)
+        C64 = torch.stack(rows)
+        d64 = torch.tensor(rhs, dtype=torch.float64)
+        self.C = C64.to(dtype=dtype, device=device)
+        dC = (C64 - self.C.double().cpu()).abs()
+        if bool((dC > 0).any()):
+            if y_reach is None:
+                raise ValueError("output coefficients not representable in the working dtype need y_reach")
+            slack = dC @ y_reach.double().cpu().reshape(-1)
+            d64 = d64 + slack * (1 + 1e-12)
+        self.y_reach = y_reach
+        self.d = threshold_up(d64, dtype, device)
         self.groups = torch.tensor(groups, device=device)
         self.polys = list(polys)
         self.K = len(polys)
@@ -54,7 +69,7 @@ class Rows:
 
     def group_values(self, lb):
         """``(N, K)``: per polytope, the best row ``max_i (lb_i - d_i)``; > 0 means refuted."""
-        vals = lb - self.d
+        vals = finite_or_neg_inf(down(lb - self.d))
         out = torch.full((lb.shape[0], self.K), -float("inf"), dtype=lb.dtype, device=lb.device)
         return out.scatter_reduce(1, self.groups.expand_as(vals), vals, reduce="amax")
 
@@ -62,7 +77,7 @@ class Rows:
         """Domain score ``(N,)`` (min over polytopes of the best row) and the deciding row ``(N,)``."""
         gv = self.group_values(lb)
         score, worst = gv.min(dim=1)
-        vals = (lb - self.d).masked_fill(self.groups[None] != worst[:, None], -float("inf"))
+        vals = finite_or_neg_inf(down(lb - self.d)).masked_fill(self.groups[None] != worst[:, None], -float("inf"))
         row = vals.argmax(dim=1)
         return score, row, worst
 
@@ -79,7 +94,7 @@ class Rows:
     def restrict(self, keep_groups: torch.Tensor) -> "Rows":
         """Only the polytopes in the boolean mask ``keep_groups`` ``(K,)``."""
         polys = [p for p, k in zip(self.polys, keep_groups.tolist()) if k]
-        return Rows(polys, self.C.shape[1], self.C.dtype, self.C.device)
+        return Rows(polys, self.C.shape[1], self.C.dtype, self.C.device, self.y_reach)
 
 
 class Stats(dict):
@@ -92,8 +107,9 @@ def _bound(net, state, rows, method, cfg, iters, optimize_intermediate, stats, d
     b = cfg.bounds
     r = bound_rows(net, state, rows.C, method, intermediate=b.intermediate, lower_slope=b.lower_slope,
                    iters=iters, lr=b.alpha_lr, lr_beta=b.beta_lr, optimize_intermediate=optimize_intermediate,
-                   should_stop=deadline.expired)
-    lower_by_magnitude(r, state.lower, state.upper, b.rounding_margin)
+                   should_stop=deadline.expired, rigorous=b.fp_sound)
+    if r.infeasible is None:
+        r.infeasible = torch.zeros(state.size, dtype=torch.bool, device=r.lb.device)
     stats.add("time_bounding", time.monotonic() - t0)
     stats.add("domains_bounded", state.size)
     return r
@@ -142,7 +158,7 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
     if any(len(p.d) == 0 for p in polys):  # an unconstrained polytope: every input violates
         ce = validate(((lower + upper) / 2)[None].double().cpu().numpy())
         return ("sat", ce) if ce is not None else ("unknown", None)
-    rows = Rows(polys, net.out_size, dtype, device)
+    rows = _rows(polys, net, lower, upper)
     lo, hi = lower[None], upper[None]
     root = DomainState(lo, hi)
     method = cfg.bounds.method
@@ -155,12 +171,13 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
         refined = _bound(net, DomainState(lo, hi, pre_bounds=pre), rows, "alpha", cfg, cfg.bounds.alpha_iters,
                          False, stats, deadline)
         refined.lb = torch.maximum(refined.lb, r.lb)
+        refined.infeasible = refined.infeasible | r.infeasible
         r = refined
     gv, coef = _polytope_values(rows, r, lo, hi, cfg)
     score, worst = gv.min(dim=1)
     stats["root_score"] = float(score[0])
     log(f"root bound ({method}): worst polytope margin {float(score[0]):.6g}")
-    if float(score[0]) > margin:
+    if bool(proven(score, margin, r.infeasible)[0]):
         return "unsat", None
     if coef is not None:
         ce, _ = _check_points(net, rows, box_min(coef[0, worst], lo, hi)[1], validate, stats)
@@ -169,7 +186,7 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
     if not cfg.bab.enabled:
         return "unknown", None
     # polytopes refuted on the whole box need no further work
-    refuted = gv[0] > margin
+    refuted = proven(gv, margin, r.infeasible)[0]
     if bool(refuted.any()):
         keep = ~refuted
         r.lb = r.lb[:, keep[rows.groups]]
@@ -192,6 +209,17 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
         return _input_bab(net, rows, r, gv, A_row, lo, hi, cfg, deadline, validate, stats, log)
     row = rows.score(r.lb)[1]
     return _relu_bab(net, rows, r, score, row, lo, hi, cfg, deadline, validate, stats, log)
+
+
+def _rows(polys, net, lower, upper):
+    """The box's :class:`Rows`; a rigorous output reach (IBP) only when some coefficient needs it."""
+    try:
+        return Rows(polys, net.out_size, net.dtype, net.device)
+    except ValueError:
+        from relaxations.ibp import ibp
+        from relaxations.fp import reach
+        lb, ub, _ = ibp(net, lower[None], upper[None])
+        return Rows(polys, net.out_size, net.dtype, net.device, reach(lb, ub)[0])
 
 
 def _polytope_values(rows, res, lower, upper, cfg):
@@ -292,8 +320,9 @@ def _input_bab(net, rows, r, gv, A_row, lo, hi, cfg, deadline, validate, stats, 
             keep = torch.cat([pick * n + ar, (k + pick) * n + ar])
             c_lo, c_hi, depth, gv, coef = c_lo[keep], c_hi[keep], depth[keep], gv[keep], coef[keep]
             res.pre_bounds = [(l[keep], u[keep]) for l, u in res.pre_bounds]
+            res.infeasible = res.infeasible[keep]
         sc, wr = gv.min(dim=1)
-        open_ = sc <= cfg.bab.verify_margin
+        open_ = ~proven(sc, cfg.bab.verify_margin, res.infeasible)
         if not bool(open_.any()):
             t_last = _progress(log, stats, store, t_last, deadline)
             continue
@@ -415,7 +444,7 @@ def _relu_bab(net, rows, r, score, row, lo, hi, cfg, deadline, validate, stats, 
             res.lb = torch.maximum(res.lb, lp_tighten(net, state, rows.C, res.lb, cfg, deadline, d=rows.d))
             stats.add("time_lp", time.monotonic() - t0)
         sc, rw, wr = rows.score(res.lb)
-        open_ = sc <= cfg.bab.verify_margin
+        open_ = ~proven(sc, cfg.bab.verify_margin, res.infeasible)
         if bool(open_.any()):
             k = int(open_.sum())
             A_row = res.A_input[open_][torch.arange(k, device=dev), rw[open_]]

@@ -53,8 +53,8 @@ class BoundsConfig:
     alpha_iters: int = opt(30, "alpha-CROWN iterations at the root")
     alpha_lr: float = opt(0.1, "Adam step size of the slopes")
     beta_lr: float = opt(0.05, "Adam step size of the split multipliers")
-    rounding_margin: float = opt(1e-6, "lower every CROWN/alpha/beta bound by this times the magnitude of its terms "
-                                 "before it can prove a domain (a float rounding hedge; 0: off)")
+    fp_sound: bool = opt(True, "bound the floating-point rounding of every CROWN/alpha/beta/forward bound rigorously "
+                         "(docs/soundness.md; IBP always is); off only to measure its cost: proofs then ignore rounding")
     mix_iters: int = opt(20, "ascent steps mixing the rows of a multi-row output polytope into one bound (0: row by row)")
     lp_refine: bool = opt(False, "tighten the root's intermediate bounds neuron by neuron by LP before branching")
     lp_refine_time: float = opt(30.0, "time budget of the LP refinement in seconds")

@@ -23,6 +23,7 @@ import weakref
 import numpy as np
 import torch
 
+from relaxations.fp import finite_or_neg_inf, to_dtype_down, to_dtype_up
 from relaxations.lp.model import NetworkLP
 
 _MODELS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -47,20 +48,6 @@ def network_lp(net, solver="HIGHS") -> NetworkLP:
 
 def _np(t) -> np.ndarray:
     return t.detach().cpu().double().numpy().reshape(-1)
-
-
-def round_down(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    """float64 ``values`` as a tensor of ``like``'s dtype/device, every entry ``<=`` the float64 value."""
-    v = torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=torch.float64)
-    t = v.to(like.dtype)
-    over = t.double() > v
-    if bool(over.any()):
-        t = torch.where(over, torch.nextafter(t, torch.full_like(t, -float("inf"))), t)
-    return t.to(like.device)
-
-
-def round_up(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    return -round_down(-np.asarray(values, dtype=np.float64), like)
 
 
 def _budget_end(cfg, deadline) -> float:
@@ -111,8 +98,8 @@ def refine_root_bounds(net, lower, upper, pre_bounds, cfg, deadline):
                 return pre_bounds
     out = []
     for (l0, u0), (l1, u1) in zip(pre_bounds, pre):
-        ln = round_down(l1, l0).reshape(l0.shape)
-        un = round_up(u1, u0).reshape(u0.shape)
+        ln = to_dtype_down(l1, l0.dtype, l0.device).reshape(l0.shape)
+        un = to_dtype_up(u1, u0.dtype, u0.device).reshape(u0.shape)
         ln, un = torch.maximum(ln, l0), torch.minimum(un, u0)
         bad = ln > un
         if bool(bad.any()):
@@ -130,7 +117,8 @@ def lp_tighten(net, state, C, lb, cfg, deadline, d=None):
 
     ``state``: the domains (input boxes ``(N, n_in)``, splits and intermediate bounds ``(N, n_i)``);
     ``C``: ``(m, n_out)``; ``lb``: the current lower bounds ``(N, m)``, returned unchanged for domains the
-    LP is not run on: empty ones (every row ``+inf``), already verified ones when the rows' right-hand
+    LP is not run on: those whose bounds cross (crossing is no certificate of emptiness: an LP bound of
+    ``+inf`` never replaces a finite one), already verified ones when the rows' right-hand
     sides ``d`` ``(m,)`` are given (every row ``lb > d``; without ``d`` that is unknown, since the
     verification test is ``lb > d`` and not ``lb > 0``), and every domain left once the deadline is near.
     """
@@ -152,18 +140,17 @@ def lp_tighten(net, state, C, lb, cfg, deadline, d=None):
     for k in range(N):
         if deadline is not None and deadline.remaining() < _RESERVE:
             break
-        if np.all(lbn[k] == np.inf) or (dn is not None and np.all(lbn[k] > dn)):
-            continue  # empty, or already verified
+        if dn is not None and np.all(np.isfinite(lbn[k]) & (lbn[k] > dn)):
+            continue  # already verified
         splits = None if state.splits is None else [s[k].detach().cpu().numpy().astype(np.int8)
                                                     for s in state.splits]
         dom = model.set_box(_np(state.lower[k]), _np(state.upper[k]),
                             [(_np(l[k]), _np(u[k])) for l, u in pre], splits)
         if dom.empty:
-            res[k] = np.inf
-            continue
+            continue  # crossing bounds are no certificate of emptiness: keep the current bound
         for r, (c, c0) in enumerate(objs):
             v, _ = model.minimize(c, c0, fallback=lbn[k, r])
             res[k, r] = max(v, lbn[k, r])
             if deadline is not None and deadline.remaining() < _RESERVE:
                 break
-    return torch.maximum(out, round_down(res, lb).reshape(lb.shape))
+    return torch.maximum(out, finite_or_neg_inf(to_dtype_down(res, lb.dtype, lb.device).reshape(lb.shape)))

@@ -9,15 +9,17 @@ import torch
 from bnb.bab import Stats, run_bab
 from bnb.results import Verdict
 from bnb.witness import replay
+from relaxations.fp import ieee_kernels, outward_box
 
 
 def prove(model, net, prop, cfg, deadline, stats, log):
     """Returns ``(verdict, counterexample, message)``."""
     bab_stats = Stats()
     undecided = 0
+    ieee_kernels(net.device)
     for b, spec in enumerate(prop.specs):
-        lo = torch.tensor(spec.lower, dtype=net.dtype, device=net.device)
-        hi = torch.tensor(spec.upper, dtype=net.dtype, device=net.device)
+        # rounded outward: the working box contains every real point of the file's box
+        lo, hi = outward_box(spec.lower, spec.upper, net.dtype, net.device)
         validate = lambda xs, b=b: replay(model, prop, xs, [b] * len(xs))  # noqa: E731
         try:
             status, ce = run_bab(net, lo, hi, spec.disjuncts, cfg, deadline, validate, bab_stats, log)

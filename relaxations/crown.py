@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import torch
 
+from relaxations.fp import dot_abs, down, err_coeff, reach, tiny, unit_roundoff, up
 from relaxations.ibp import ibp
 from relaxations.layers.relu import default_lower_slope, upper_relaxation
 from relaxations.state import BoundResult, DomainState
+from relaxations.verdict import proven
 
 SLOPE_MODES = {"crown": "adaptive", "dp0": "zero", "dp1": "one"}
 
@@ -26,19 +28,32 @@ SLOPE_MODES = {"crown": "adaptive", "dp0": "zero", "dp1": "one"}
 class ReluRelaxation:
     """Linear bounds of one ReLU layer for N domains, from (split-tightened) pre-activation bounds.
 
-    ``l``/``u``: ``(N, n)``; ``split``: ``(N, n)`` int8 or None.
+    ``l``/``u``: ``(N, n)`` rigorous bounds of the pre-activation on each domain; ``split``: ``(N, n)`` int8 or
+    None. ``infeasible`` ``(N,)`` is True only where a split phase contradicts these bounds by more than a
+    rounding margin (a fixed-active neuron with ``u < -tol``, a fixed-inactive one with ``l > tol``): then no
+    point of the domain exists. Bounds that merely cross (by rounding, or on an unsplit neuron) are repaired
+    to the interval between them, never turned into a proof. A domain without splits is never infeasible.
     """
 
     def __init__(self, l, u, split, lower_slope: str):
+        self.infeasible = torch.zeros(l.shape[0], dtype=torch.bool, device=l.device)
         if split is not None:
-            l = torch.where(split > 0, l.clamp(min=0), l)
-            u = torch.where(split < 0, u.clamp(max=0), u)
+            act, ina = split > 0, split < 0
+            tol = 8 * unit_roundoff(l.dtype) * reach(l, u) + tiny(l.dtype)
+            self.infeasible = ((act & (u < -tol)) | (ina & (l > tol))).any(dim=1)
+            l = torch.where(act, l.clamp(min=0), l)
+            u = torch.where(ina, u.clamp(max=0), u)
+        l, u = torch.minimum(l, u), torch.maximum(l, u)  # repair a crossing: never a proof by itself
         self.l, self.u = l, u
         self.split = None if split is None or not bool((split != 0).any()) else split.to(l.dtype)
-        self.infeasible = (l > u).any(dim=1)  # (N,)
         self.unstable = (l < 0) & (u > 0)
         self.up_slope, self.up_int = upper_relaxation(l, u)
         self.low_slope = default_lower_slope(l, u, lower_slope)
+
+    @property
+    def reach(self):
+        """``(N, n)``: bound on ``|pre-activation|`` on the domain."""
+        return reach(self.l, self.u)
 
     def lower_slope(self, alpha=None):
         """``(N, n)`` default slopes, or ``(N, m, n)`` with ``alpha`` on the unstable neurons."""
@@ -47,45 +62,99 @@ class ReluRelaxation:
         return torch.where(self.unstable[:, None], alpha, self.low_slope[:, None])
 
 
-def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=None, collect=False):
+def layer_reaches(net, lower, upper, relax, end: int):
+    """Per layer of ``net.layers[:end]``, a rigorous bound ``(N, *in_shape)`` on ``|input|`` over the domains:
+    the box's ``max(|l|, |u|)`` pushed through ``Layer.reach_out``, restarted after every ReLU from its
+    relaxation's upper bound (``0 <= relu(z) <= max(u, 0)``). Entries of ReLU layers are unused (None)."""
+    N = lower.shape[0]
+    r = reach(lower, upper).reshape(N, *net.in_shape)
+    out, k = [], 0
+    for layer in net.layers[:end]:
+        if layer.affine:
+            out.append(r)
+            r = layer.reach_out(r)
+        else:
+            out.append(None)
+            r = relax[k].u.clamp(min=0).reshape(N, *layer.out_shape)
+            k += 1
+    return out
+
+
+def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=None, collect=False,
+             reaches=None):
     """Lower-bound coefficients of ``A . h`` where ``h`` is the input of ``net.layers[end]``.
 
     ``A``: ``(N, m, *shape of h)``; ``relax``: ReluRelaxation of every ReLU before ``end``; ``alphas``:
-    per ReLU ``(N, m, n_i)`` or None; ``betas``: per ReLU ``(N, m, n_i)`` or None.
-    Returns ``(A_in (N, m, n_in), bias (N, m), coeffs)`` where ``coeffs`` (if ``collect``) holds the
-    coefficient on every ReLU output, ``(N, m, n_i)``.
+    per ReLU ``(N, m, n_i)`` or None; ``betas``: per ReLU ``(N, m, n_i)`` or None; ``reaches``: from
+    :func:`layer_reaches`, to bound the rounding (None: no error bound, ``err`` is zero).
+    Returns ``(A_in (N, m, n_in), bias (N, m), coeffs, err (N, m))``: for every point of the domain,
+    ``A . h >= A_in . x + bias - err`` in real arithmetic, for the computed (float) ``A_in`` and ``bias``.
+    ``coeffs`` (if ``collect``) holds the coefficient on every ReLU output, ``(N, m, n_i)``.
     """
     N, m = A.shape[:2]
-    bias = torch.zeros(N, m, dtype=A.dtype, device=A.device)
+    dt = A.dtype
+    bias = torch.zeros(N, m, dtype=dt, device=A.device)
+    err = torch.zeros(N, m, dtype=dt, device=A.device)
+    acc = err_coeff(0, dt)  # rounding of one addition to the running constant
     k = sum(1 for layer in net.layers[:end] if not layer.affine)
     coeffs = [None] * k
     for idx in range(end - 1, -1, -1):
         layer = net.layers[idx]
         if layer.affine:
+            if reaches is not None:
+                err = err + layer.backward_err(A, reaches[idx])
             A, c = layer.backward(A)
             if c is not None:
                 bias = bias + c
+                if reaches is not None:
+                    err = err + acc * bias.abs()
             continue
         k -= 1
         r = relax[k]
         Af = A.reshape(N, m, -1)
         if collect:
             coeffs[k] = Af
-        # A+ * low + A- * up  ==  A * low + A- * (up - low): two fewer passes over A
         neg = Af.clamp(max=0)
         low = r.lower_slope(None if alphas is None else alphas[k])
-        Az = Af * low + neg * (r.up_slope[:, None] - low)
-        bias = bias + torch.bmm(neg, r.up_int[..., None]).squeeze(-1)
+        P = torch.where(Af >= 0, Af * low, Af * r.up_slope[:, None])  # one rounding per entry
+        c = torch.bmm(neg, r.up_int[..., None]).squeeze(-1)            # every term <= 0
+        bias = bias + c
+        Az = P
         if betas is not None and r.split is not None:
-            Az = Az - betas[k] * r.split[:, None]
+            Az = P - betas[k] * r.split[:, None]
+        if reaches is not None:
+            n = Af.shape[-1]
+            rz = r.reach
+            e = dot_abs(P, rz)
+            if Az is not P:
+                e = e + dot_abs(Az, rz)
+            under = (n + 4) * tiny(dt) * (1 + rz.sum(-1, keepdim=True))
+            err = err + err_coeff(2, dt) * e + err_coeff(n, dt) * c.abs() + acc * bias.abs() + under
         A = Az.reshape(N, m, *layer.in_shape)
-    return A.reshape(N, m, -1), bias, coeffs
+    return A.reshape(N, m, -1), bias, coeffs, err
 
 
-def concretize(A_in, bias, lower, upper):
-    """``min over the box of A_in . x + bias``: ``(N, m)`` from ``(N, m, n)``, ``(N, n)`` boxes."""
+def concretize(A_in, bias, lower, upper, err=None):
+    """``min over the box of A_in . x + bias``: ``(N, m)`` from ``(N, m, n)``, ``(N, n)`` boxes.
+
+    With ``err`` ``(N, m)`` (the back-substitution's rounding bound, see :func:`backward`) the result is
+    rigorous: the rounding of this minimisation is bounded too and the value rounded down."""
     c, r = (upper + lower) / 2, (upper - lower) / 2
-    return torch.einsum("bmn,bn->bm", A_in, c) - torch.einsum("bmn,bn->bm", A_in.abs(), r) + bias
+    absA = A_in.abs()
+    rad = torch.einsum("bmn,bn->bm", absA, r)
+    lb = torch.einsum("bmn,bn->bm", A_in, c) - rad + bias
+    if err is None:
+        return lb
+    dt = lb.dtype
+    n = A_in.shape[-1]
+    mag = torch.einsum("bmn,bn->bm", absA, c.abs()) + rad + bias.abs()
+    e = err + err_coeff(n + 1, dt) * mag + (n + 4) * tiny(dt)
+    return down(lb - e)
+
+
+def rigorous_bias(bias, err):
+    """``(N, m)``: a constant with ``A . h >= A_in . x + rigorous_bias`` for every point, in real arithmetic."""
+    return down(bias - err)
 
 
 def _eye_both(N, n, shape, dtype, device):
@@ -93,40 +162,63 @@ def _eye_both(N, n, shape, dtype, device):
     return torch.cat([eye, -eye]).expand(N, 2 * n, n).reshape(N, 2 * n, *shape)
 
 
-def _forward_linear(net, state, lower_slope):
+def _magnitude(T, rx, n_in):
+    """``(N, n)``: per neuron, ``sum_k |T_k| rx_k + |T_const|`` of coefficients ``T`` ``(N, n_in + 1, n)``."""
+    return torch.einsum("bkn,bk->bn", T[:, :n_in].abs(), rx) + T[:, n_in].abs()
+
+
+def _forward_linear(net, state, lower_slope, rigorous=True):
     """Forward-mode linear bounds (symbolic intervals with DeepPoly relaxations) of every ReLU input.
 
-    Each layer's input is kept between two linear functions of the network input, ``L(x) <= h <= U(x)``,
-    stored as coefficients ``(N, n_in + 1, *shape)`` (the last slot is the constant). An affine layer maps
-    them with ``M+ L + M- U = M mid - |M| rad`` (``Layer.interval`` on the coefficients, its constant
-    removed from the non-constant slots); a ReLU maps them with its lower/upper linear bounds. Cheap when
-    the input dimension is small; returns per ReLU layer ``(l, u)`` ``(N, n_i)``, IBP-intersected.
+    Each layer's input is kept between two linear functions of the network input, ``L(x) - e <= h <= U(x) + e``,
+    stored as coefficients ``(N, n_in + 1, *shape)`` (the last slot is the constant) and a slack ``e``
+    ``(N, *shape)`` that bounds the rounding so far. An affine layer maps them with ``M+ L + M- U = M mid -
+    |M| rad`` (``Layer.interval`` without its widening, on the coefficients, its constant removed from the
+    non-constant slots) and ``e' = |M| e + err_coeff * magnitude``; a ReLU maps them with its lower/upper
+    linear bounds. Cheap when the input dimension is small; returns per ReLU layer ``(l, u)`` ``(N, n_i)``,
+    IBP-intersected, rigorous unless ``rigorous`` is False.
     """
     N, n_in = state.lower.shape
     dt, dev = state.lower.dtype, state.lower.device
     coef = torch.cat([torch.eye(n_in, dtype=dt, device=dev), torch.zeros(1, n_in, dtype=dt, device=dev)])
     L = coef.expand(N, n_in + 1, n_in).reshape(N, n_in + 1, *net.in_shape)
     U = L
+    e = torch.zeros(N, *net.in_shape, dtype=dt, device=dev)
     const_mask = torch.zeros(n_in + 1, dtype=dt, device=dev)
     const_mask[-1] = 1.0
     _, _, ibp_pre = ibp(net, state.lower, state.upper)
     out, j = [], 0
     c, r = (state.upper + state.lower) / 2, (state.upper - state.lower) / 2
+    rx = reach(state.lower, state.upper)
 
     def concretize_fn(T, lower):
         Tf = T.reshape(N, n_in + 1, -1)
         lin = torch.einsum("bkn,bk->bn", Tf[:, :n_in], c)
         rad = torch.einsum("bkn,bk->bn", Tf[:, :n_in].abs(), r)
-        return (lin - rad if lower else lin + rad) + Tf[:, n_in]
+        v = (lin - rad if lower else lin + rad) + Tf[:, n_in]
+        if not rigorous:
+            return v
+        slack = e.reshape(N, -1) + err_coeff(n_in + 1, dt) * _magnitude(Tf, rx, n_in) + (n_in + 4) * tiny(dt)
+        return down(v - slack) if lower else up(v + slack)
 
     for layer in net.layers:
         if layer.affine:
             shape = layer.in_shape
-            lo_t, hi_t = layer.interval(L.reshape(-1, *shape), U.reshape(-1, *shape))
-            bias = layer.forward(torch.zeros(1, *shape, dtype=dt, device=dev))
-            mask = (1 - const_mask).reshape(1, n_in + 1, *([1] * len(layer.out_shape)))
-            L = lo_t.reshape(N, n_in + 1, *layer.out_shape) - mask * bias[:, None]
-            U = hi_t.reshape(N, n_in + 1, *layer.out_shape) - mask * bias[:, None]
+            Lf, Uf = L.reshape(-1, *shape), U.reshape(-1, *shape)
+            cen, rad = (Uf + Lf) / 2, (Uf - Lf) / 2
+            out_sh = (N, n_in + 1, *layer.out_shape)
+            cm = const_mask.reshape(1, n_in + 1, *([1] * len(layer.out_shape)))
+            yc = layer.linear(cen).reshape(out_sh) + cm * layer.offset()  # the constant only in its slot
+            yr = layer.abs_linear(rad).reshape(out_sh)
+            if rigorous:
+                # slot errors <= err_coeff (|M| (|mid| + rad) + |b|), concretised over |x| <= rx (constant: 1)
+                w = torch.cat([rx, torch.ones(N, 1, dtype=dt, device=dev)], dim=1)
+                mag_in = torch.einsum("bk,bk...->b...", w, (cen.abs() + rad).reshape(N, n_in + 1, *shape))
+                n = layer.n_forward
+                grow = layer.abs_linear(e) * (1 + err_coeff(n, dt)) + (n + 4) * tiny(dt)  # >= |M| e
+                e = grow + (err_coeff(n, dt, layer.rep_err) + err_coeff(2, dt)) * layer.magnitude(mag_in) \
+                    + (n + 4) * tiny(dt) * (1 + rx.sum(-1)).reshape(N, *([1] * len(layer.out_shape)))
+            L, U = yc - yr, yc + yr
             continue
         l = torch.maximum(concretize_fn(L, True), ibp_pre[j][0].reshape(N, -1))
         u = torch.minimum(concretize_fn(U, False), ibp_pre[j][1].reshape(N, -1))
@@ -139,11 +231,23 @@ def _forward_linear(net, state, lower_slope):
         cm = const_mask.reshape(1, n_in + 1, *([1] * len(layer.in_shape)))
         # y >= a z >= a L (a >= 0);  y <= s z + t <= s U + t (s >= 0)
         L, U = a * L, s * U + cm * t
+        if rigorous:
+            n = layer.in_size
+            magLU = _magnitude(L.reshape(N, n_in + 1, -1), rx, n_in) + _magnitude(U.reshape(N, n_in + 1, -1), rx, n_in)
+            e = (torch.maximum(a, s).reshape(N, -1) * e.reshape(N, -1) * (1 + err_coeff(1, dt))
+                 + err_coeff(2, dt) * magLU + 4 * tiny(dt) * (1 + rx.sum(-1, keepdim=True))).reshape(N, *layer.in_shape)
         j += 1
     return out
 
 
-def _crown_unstable_only(net, idx, l, u, relax, state):
+def _bound_rows_at(net, idx, A0, relax, state, alphas=None, rigorous=True):
+    """Lower bounds ``(N, m)`` of ``A0 . h`` for ``h`` the input of ``net.layers[idx]``, over each domain."""
+    reaches = layer_reaches(net, state.lower, state.upper, relax, idx) if rigorous else None
+    A_in, bias, _, err = backward(net, idx, A0, relax, alphas, reaches=reaches)
+    return concretize(A_in, bias, state.lower, state.upper, err if rigorous else None)
+
+
+def _crown_unstable_only(net, idx, l, u, relax, state, rigorous=True):
     """CROWN bounds for the neurons that ``(l, u)`` leaves unstable; stable ones keep their bounds.
 
     Back-substitutes ``2 k`` one-hot rows per domain, ``k`` the largest number of unstable neurons in
@@ -158,26 +262,27 @@ def _crown_unstable_only(net, idx, l, u, relax, state):
     rows = torch.zeros(N, k, n, dtype=l.dtype, device=l.device)
     rows.scatter_(2, sel[..., None], 1.0)
     A0 = torch.cat([rows, -rows], dim=1).reshape(N, 2 * k, *net.layers[idx].in_shape)
-    A_in, bias, _ = backward(net, idx, A0, relax)
-    b = concretize(A_in, bias, state.lower, state.upper)
+    b = _bound_rows_at(net, idx, A0, relax, state, rigorous=rigorous)
     l = l.scatter_reduce(1, sel, b[:, :k], reduce="amax")
     u = u.scatter_reduce(1, sel, -b[:, k:], reduce="amin")
     return l, u
 
 
 def intermediate_bounds(net, state: DomainState, lower_slope="adaptive", mode="crown", alphas=None,
-                        reference=None):
+                        reference=None, rigorous=True):
     """ReluRelaxation of every ReLU layer.
 
     ``mode``: ``crown`` (back-substitution to the input, intersected with IBP), ``forward`` (forward-mode
     linear bounds, for low input dimension) or ``ibp``. Known
     ``state.pre_bounds`` are used as they are. ``alphas``: ``{j: [per-ReLU (N, 2 n_j, n_i)]}`` for the
     start node of ReLU layer ``j``; ``reference``: bounds to intersect with (e.g. best found so far).
+    Every bound is rigorous (rounding included) unless ``rigorous`` is False; IBP always is.
     """
     N = state.size
     relus = net.relu_indices()
     if state.pre_bounds is None and mode == "forward":
-        state = DomainState(state.lower, state.upper, state.splits, _forward_linear(net, state, lower_slope))
+        state = DomainState(state.lower, state.upper, state.splits,
+                            _forward_linear(net, state, lower_slope, rigorous))
     _, _, ibp_pre = ibp(net, state.lower, state.upper) if state.pre_bounds is None else (None, None, None)
     relax = []
     for j, idx in enumerate(relus):
@@ -189,13 +294,12 @@ def intermediate_bounds(net, state: DomainState, lower_slope="adaptive", mode="c
             if state.ref_bounds is not None:
                 l, u = torch.maximum(l, state.ref_bounds[j][0]), torch.minimum(u, state.ref_bounds[j][1])
             if mode == "crown" and j > 0 and alphas is None:
-                l, u = _crown_unstable_only(net, idx, l, u, relax, state)
+                l, u = _crown_unstable_only(net, idx, l, u, relax, state, rigorous)
             elif mode == "crown" and j > 0:
                 shape = net.layers[idx].in_shape
                 n = l.shape[1]
                 A0 = _eye_both(N, n, shape, l.dtype, l.device)
-                A_in, bias, _ = backward(net, idx, A0, relax, alphas[j])
-                b = concretize(A_in, bias, state.lower, state.upper)
+                b = _bound_rows_at(net, idx, A0, relax, state, alphas[j], rigorous)
                 l, u = torch.maximum(l, b[:, :n]), torch.minimum(u, -b[:, n:])
             if reference is not None:
                 l, u = torch.maximum(l, reference[j][0]), torch.minimum(u, reference[j][1])
@@ -203,32 +307,38 @@ def intermediate_bounds(net, state: DomainState, lower_slope="adaptive", mode="c
     return relax
 
 
-def _final(net, state, C, relax, alphas=None, betas=None, collect=False):
+def _final(net, state, C, relax, alphas=None, betas=None, collect=False, rigorous=True):
+    """Bounds of ``C y``: ``lb`` ``(N, m)``, ``A_in`` ``(N, m, n_in)``, ``bias`` ``(N, m)`` (rigorous:
+    ``C y >= A_in x + bias`` on the domain in real arithmetic), coefficients, ``infeasible`` ``(N,)``."""
     N = state.size
     A0 = C.expand(N, *C.shape[-2:]) if C.dim() == 2 else C
     m = A0.shape[1]
-    A_in, bias, coeffs = backward(net, len(net.layers), A0.reshape(N, m, *net.out_shape), relax,
-                                  alphas, betas, collect)
-    lb = concretize(A_in, bias, state.lower, state.upper)
+    end = len(net.layers)
+    reaches = layer_reaches(net, state.lower, state.upper, relax, end) if rigorous else None
+    A_in, bias, coeffs, err = backward(net, end, A0.reshape(N, m, *net.out_shape), relax, alphas, betas,
+                                       collect, reaches)
+    lb = concretize(A_in, bias, state.lower, state.upper, err if rigorous else None)
+    if rigorous:
+        bias = rigorous_bias(bias, err)
     infeasible = torch.zeros(N, dtype=torch.bool, device=lb.device)
     for r in relax:
         infeasible |= r.infeasible
-    lb = torch.where(infeasible[:, None], torch.full_like(lb, float("inf")), lb)
-    return lb, A_in, bias, coeffs
+    return lb, A_in, bias, coeffs, infeasible
 
 
-def crown(net, state: DomainState, C, lower_slope="adaptive", intermediate="crown", want_upper=False):
+def crown(net, state: DomainState, C, lower_slope="adaptive", intermediate="crown", want_upper=False,
+          rigorous=True):
     """CROWN / DeepPoly bounds of ``C y`` (``C``: ``(m, n_out)`` or ``(N, m, n_out)``)."""
     with torch.no_grad():
-        relax = intermediate_bounds(net, state, lower_slope, intermediate)
-        lb, A_in, bias, coeffs = _final(net, state, C, relax, collect=True)
-        ub = -_final(net, state, -C, relax)[0] if want_upper else None
-    return BoundResult(lb, ub, [(r.l, r.u) for r in relax], A_in, bias, coeffs)
+        relax = intermediate_bounds(net, state, lower_slope, intermediate, rigorous=rigorous)
+        lb, A_in, bias, coeffs, infeasible = _final(net, state, C, relax, collect=True, rigorous=rigorous)
+        ub = -_final(net, state, -C, relax, rigorous=rigorous)[0] if want_upper else None
+    return BoundResult(lb, ub, [(r.l, r.u) for r in relax], A_in, bias, coeffs, infeasible=infeasible)
 
 
 def optimized(net, state: DomainState, C, iters=20, lr=0.1, lr_beta=0.05, use_beta=True,
               optimize_intermediate=True, want_upper=False, lower_slope="adaptive", stop_threshold=None,
-              should_stop=None):
+              should_stop=None, rigorous=True):
     """alpha-CROWN (and beta-CROWN when ``use_beta`` and the domains carry splits).
 
     Slopes are optimised per domain, per bounded row and per neuron, for the final bound and (with
@@ -239,16 +349,16 @@ def optimized(net, state: DomainState, C, iters=20, lr=0.1, lr_beta=0.05, use_be
     """
     if want_upper:
         lo = optimized(net, state, C, iters, lr, lr_beta, use_beta, optimize_intermediate, False, lower_slope,
-                       stop_threshold, should_stop)
+                       stop_threshold, should_stop, rigorous)
         hi = optimized(net, state, -C, iters, lr, lr_beta, use_beta, optimize_intermediate, False, lower_slope,
-                       None, should_stop)
+                       None, should_stop, rigorous)
         lo.ub = -hi.lb
         return lo
     N = state.size
     Cn = C.expand(N, *C.shape[-2:]) if C.dim() == 2 else C
     m = Cn.shape[1]
     with torch.no_grad():
-        ref_relax = intermediate_bounds(net, state, lower_slope, "crown")
+        ref_relax = intermediate_bounds(net, state, lower_slope, "crown", rigorous=rigorous)
     reference = [(r.l, r.u) for r in ref_relax] if state.pre_bounds is None else None
     opt_inter = optimize_intermediate and state.pre_bounds is None
     relus = net.relu_indices()
@@ -291,13 +401,17 @@ def optimized(net, state: DomainState, C, iters=20, lr=0.1, lr_beta=0.05, use_be
     best_A = best_bias = None
     best_pre = reference if reference is not None else [(r.l, r.u) for r in ref_relax]
     best_coeffs = None
+    best_infeasible = None
     for it in range(iters + 1):
         if opt_inter:
-            relax = intermediate_bounds(net, state, lower_slope, "crown", alphas, reference)
+            relax = intermediate_bounds(net, state, lower_slope, "crown", alphas, reference, rigorous)
         else:
             relax = ref_relax
-        lb, A_in, bias, coeffs = _final(net, state, Cn, relax, alphas["final"], betas, collect=True)
+        lb, A_in, bias, coeffs, infeasible = _final(net, state, Cn, relax, alphas["final"], betas, collect=True,
+                                                    rigorous=rigorous)
         with torch.no_grad():
+            # a rigorous split contradiction at any iterate proves the domain empty
+            best_infeasible = infeasible if best_infeasible is None else best_infeasible | infeasible
             improved = lb > best_lb
             best_lb = torch.where(improved, lb, best_lb)
             if best_A is None:
@@ -310,7 +424,7 @@ def optimized(net, state: DomainState, C, iters=20, lr=0.1, lr_beta=0.05, use_be
             if opt_inter:
                 best_pre = [(torch.maximum(bl, r.l.detach()), torch.minimum(bu, r.u.detach()))
                             for (bl, bu), r in zip(best_pre, relax)]
-            done = stop_threshold is not None and bool((best_lb > stop_threshold).any(dim=1).all())
+            done = stop_threshold is not None and bool(proven(best_lb, stop_threshold, best_infeasible).any(1).all())
         if it == iters or done or (should_stop is not None and should_stop()) or not lb.requires_grad:
             break  # (nothing to optimise: a network without ReLUs is bounded exactly in one pass)
         loss = -torch.where(torch.isfinite(lb), lb, torch.zeros_like(lb)).sum()
@@ -329,4 +443,5 @@ def optimized(net, state: DomainState, C, iters=20, lr=0.1, lr_beta=0.05, use_be
         pre = [(torch.where(s > 0, l.clamp(min=0), l), torch.where(s < 0, u.clamp(max=0), u))
                for (l, u), s in zip(best_pre, state.splits)]
     return BoundResult(best_lb, None, [(l.detach(), u.detach()) for l, u in pre], best_A, best_bias, best_coeffs,
-                       {k: detach(v) for k, v in alphas.items()}, None if betas is None else detach(betas))
+                       {k: detach(v) for k, v in alphas.items()}, None if betas is None else detach(betas),
+                       best_infeasible)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from relaxations.crown import SLOPE_MODES, crown, optimized
+from relaxations.fp import down, err_coeff, finite_or_neg_inf, reach, tiny, to_dtype_down, to_dtype_up
 from relaxations.ibp import ibp
 from relaxations.state import BoundResult, DomainState
 
@@ -21,25 +22,48 @@ LP_DEFAULTS = {"anderson": {"max_rounds": 4}}
 
 def bound_rows(net, state: DomainState, C: torch.Tensor, method: str, *, intermediate="crown",
                lower_slope="adaptive", iters=30, lr=0.1, lr_beta=0.05, optimize_intermediate=True,
-               want_upper=False, stop_threshold=None, should_stop=None) -> BoundResult:
-    """Bounds of ``C y`` (``C``: ``(m, n_out)`` or ``(N, m, n_out)``) over each domain of ``state``."""
+               want_upper=False, stop_threshold=None, should_stop=None, rigorous=True) -> BoundResult:
+    """Bounds of ``C y`` (``C``: ``(m, n_out)`` or ``(N, m, n_out)``) over each domain of ``state``.
+
+    With ``rigorous`` (the default) every single-neuron bound carries its floating-point error bound
+    (:mod:`relaxations.fp`); the LP methods' bounds are dual certificates. Bounds that are NaN or infinite
+    come back as ``-inf``: they prove nothing."""
+    res = _bound_rows(net, state, C, method, intermediate, lower_slope, iters, lr, lr_beta, optimize_intermediate,
+                      want_upper, stop_threshold, should_stop, rigorous)
+    res.lb = finite_or_neg_inf(res.lb)
+    if res.ub is not None:
+        res.ub = -finite_or_neg_inf(-res.ub)
+    return res
+
+
+def _bound_rows(net, state, C, method, intermediate, lower_slope, iters, lr, lr_beta, optimize_intermediate,
+                want_upper, stop_threshold, should_stop, rigorous):
     if method == "ibp":
         lb, ub, pre = ibp(net, state.lower, state.upper)
         Cn = C if C.dim() == 3 else C.expand(state.size, *C.shape)
-        Cp, Cm = Cn.clamp(min=0), Cn.clamp(max=0)
-        lo = torch.einsum("bmn,bn->bm", Cp, lb) + torch.einsum("bmn,bn->bm", Cm, ub)
-        hi = torch.einsum("bmn,bn->bm", Cp, ub) + torch.einsum("bmn,bn->bm", Cm, lb) if want_upper else None
+        lo = _ibp_rows(Cn, lb, ub)
+        hi = -_ibp_rows(-Cn, lb, ub) if want_upper else None
         return BoundResult(lo, hi, [(l.reshape(state.size, -1), u.reshape(state.size, -1)) for l, u in pre])
     if method in SLOPE_MODES:
         slope = lower_slope if method == "crown" else SLOPE_MODES[method]
-        return crown(net, state, C, slope, intermediate, want_upper)
+        return crown(net, state, C, slope, intermediate, want_upper, rigorous)
     if method in ("alpha", "beta"):
         return optimized(net, state, C, iters, lr, lr_beta, use_beta=(method == "beta"),
                          optimize_intermediate=optimize_intermediate, want_upper=want_upper,
-                         lower_slope=lower_slope, stop_threshold=stop_threshold, should_stop=should_stop)
+                         lower_slope=lower_slope, stop_threshold=stop_threshold, should_stop=should_stop,
+                         rigorous=rigorous)
     if method in LP_METHODS:
         return lp_rows(net, state, C, method, want_upper=want_upper)
     raise ValueError(f"unknown bounding method {method!r}; choose from {', '.join(METHODS)}")
+
+
+def _ibp_rows(Cn, lb, ub):
+    """Rigorous ``min C y`` over the output box ``[lb, ub]`` ``(N, n_out)``: ``(N, m)``."""
+    Cp, Cm = Cn.clamp(min=0), Cn.clamp(max=0)
+    lo = torch.einsum("bmn,bn->bm", Cp, lb) + torch.einsum("bmn,bn->bm", Cm, ub)
+    n = Cn.shape[-1]
+    e = err_coeff(n, lo.dtype) * torch.einsum("bmn,bn->bm", Cn.abs(), reach(lb, ub)) + (n + 4) * tiny(lo.dtype)
+    return down(lo - e)
 
 
 def output_bounds(net, lower: torch.Tensor, upper: torch.Tensor, method: str, cfg=None):
@@ -56,17 +80,6 @@ def output_bounds(net, lower: torch.Tensor, upper: torch.Tensor, method: str, cf
         return r.lb, r.ub
     r = bound_rows(net, DomainState(lower, upper), C, method, want_upper=True, **kw)
     return r.lb, r.ub
-
-
-def _round_out(values, like, down=True):
-    """float64 numpy ``values`` cast to ``like``'s dtype/device, rounded down (or up), never inward."""
-    v = torch.as_tensor(values, dtype=torch.float64)
-    t = v.to(like.dtype)
-    inward = t.double() > v if down else t.double() < v
-    if bool(inward.any()):
-        toward = torch.full_like(t, -float("inf") if down else float("inf"))
-        t = torch.where(inward, torch.nextafter(t, toward), t)
-    return t.to(like.device)
 
 
 def lp_rows(net, state: DomainState, C: torch.Tensor, method: str, want_upper=False, solver="HIGHS",
@@ -107,6 +120,6 @@ def lp_rows(net, state: DomainState, C: torch.Tensor, method: str, want_upper=Fa
         lbs.append(np.asarray(lb, dtype=np.float64))
         ubs.append(np.asarray(ub, dtype=np.float64))
     ref = state.lower
-    lo = _round_out(np.stack(lbs), ref, down=True)
-    hi = _round_out(np.stack(ubs), ref, down=False) if want_upper else None
+    lo = to_dtype_down(np.stack(lbs), ref.dtype, ref.device)  # float64 certificates, never rounded inward
+    hi = to_dtype_up(np.stack(ubs), ref.dtype, ref.device) if want_upper else None
     return BoundResult(lo, hi, [(l, u) for l, u in pre])

@@ -43,13 +43,17 @@ class DomainState:
 class BoundResult:
     """Bounds of ``C y`` for every domain.
 
-    - ``lb``: ``(N, m)`` lower bounds (``+inf`` for an infeasible domain); ``ub``: ``(N, m)`` or None.
+    - ``lb``: ``(N, m)`` lower bounds, rigorous in real arithmetic (rounding included); NaN or infinite
+      entries prove nothing (:func:`relaxations.verdict.proven`); ``ub``: ``(N, m)`` or None.
     - ``pre_bounds``: per ReLU layer ``(l, u)`` of shape ``(N, n_i)`` (split phases applied).
-    - ``A_input``/``bias``: the final lower bound is ``A_input . x + bias`` over the box: ``(N, m, n_in)``,
-      ``(N, m)`` (None for IBP).
+    - ``A_input``/``bias``: ``C f(x) >= A_input . x + bias`` for every ``x`` of the domain in real arithmetic
+      (the float values taken as exact): ``(N, m, n_in)``, ``(N, m)`` (None for IBP); whoever evaluates it in
+      floating point must bound that rounding too (:mod:`relaxations.polytope`).
     - ``relu_coeffs``: per ReLU layer ``(N, m, n_i)``, the coefficient of the final lower bound on that
       layer's output (what branching heuristics score); None for IBP.
     - ``alphas``/``betas``: optimised parameters for warm starts.
+    - ``infeasible``: ``(N,)`` bool or None: True where a split phase rigorously contradicts the domain's
+      bounds, so that the domain holds no point at all (see :class:`relaxations.crown.ReluRelaxation`).
     """
 
     lb: torch.Tensor
@@ -60,3 +64,4 @@ class BoundResult:
     relu_coeffs: list | None = None
     alphas: dict | None = None
     betas: list | None = None
+    infeasible: torch.Tensor | None = None

@@ -119,22 +119,22 @@ def test_domain_store_pop_order():
 
 
 def test_input_bab_answers_unknown_when_boxes_reach_resolution():
-    """y = x on [0, 1] against "y <= -1e-13": true, but the rounding hedge (1e-6 of the bound's terms) only
-    clears the leftmost box once it is narrower than 1e-7, below the 1e-6 bisection floor: unknown, never a
-    loop until the timeout and never unsat."""
+    """y = x on [0, 1] against "y <= 0": violated at x = 0 alone. With a validator that accepts nothing (no
+    counterexample can be replayed) the leftmost box is never proven, bisection stops at its floor, and the
+    answer is unknown: never a loop until the timeout and never unsat. Against "y <= -1e-13" the property
+    holds and the rigorous bound proves it."""
     from relaxations.network import Network
     lin = torch.nn.Linear(1, 1).double()
     with torch.no_grad():
         lin.weight.fill_(1.0)
         lin.bias.zero_()
     net = Network.from_torch(torch.nn.Sequential(lin), (1,))
-    poly = Polytope(np.array([[1.0]]), np.array([-1e-13]))
     cfg = _cfg("input")
     cfg.attack.enabled = False
     stats = Stats()
-    status, _ = run_bab(net, torch.tensor([0.0], dtype=D), torch.tensor([1.0], dtype=D), [poly], cfg, Deadline(60),
+    lo, hi = torch.tensor([0.0], dtype=D), torch.tensor([1.0], dtype=D)
+    status, _ = run_bab(net, lo, hi, [Polytope(np.array([[1.0]]), np.array([0.0]))], cfg, Deadline(60),
                         lambda xs: None, stats)
     assert status == "unknown" and stats["undecided_domains"] >= 1
-    cfg.bounds.rounding_margin = 0.0  # without the hedge CROWN is exact here and proves it at once
-    assert run_bab(net, torch.tensor([0.0], dtype=D), torch.tensor([1.0], dtype=D), [poly], cfg, Deadline(60),
+    assert run_bab(net, lo, hi, [Polytope(np.array([[1.0]]), np.array([-1e-13]))], cfg, Deadline(60),
                    lambda xs: None, Stats())[0] == "unsat"

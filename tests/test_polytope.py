@@ -1,6 +1,7 @@
-"""Refuting a multi-row output polytope with one mixed bound (relaxations.polytope), and the rounding hedge."""
+"""Refuting a multi-row output polytope with one mixed bound (relaxations.polytope)."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from relaxations.crown import crown
@@ -21,7 +22,7 @@ def test_mixing_refutes_a_polytope_that_no_single_row_refutes():
     index, valid = group_index(torch.tensor([0, 0]), 1)
     single, _ = mix_rows(A, bias, d, lo, hi, index, valid, iters=0)
     mixed, best_row = mix_rows(A, bias, d, lo, hi, index, valid, iters=30)
-    assert float(single) == -0.5
+    assert float(single) == pytest.approx(-0.5, abs=1e-12) and float(single) <= -0.5  # rounded down
     assert 0.4 < float(mixed) <= 0.5 + 1e-12
     assert best_row.shape == (1, 1)
 
@@ -60,18 +61,3 @@ def test_mixed_bound_is_sound_and_never_below_the_best_row_on_random_networks():
             margin = z[..., groups == k].max(-1).values.min(-1).values  # (N,)
             assert (mixed[:, k] <= margin + 1e-9).all()
     assert helped > 0  # mixing refuted some polytope that no single row could
-
-
-def test_rounding_margin_lowers_bounds_by_their_magnitude():
-    from relaxations.rounding import lower_by_magnitude
-    from relaxations.state import BoundResult
-    A = torch.tensor([[[1.0, -2.0]]], dtype=D)
-    bias = torch.tensor([[3.0]], dtype=D)
-    lo, hi = torch.tensor([[-1.0, 0.0]], dtype=D), torch.tensor([[1.0, 2.0]], dtype=D)
-    lb = torch.tensor([[3.0 - 1.0 - 4.0]], dtype=D)  # min of x0 - 2 x1 + 3 over the box
-    r = lower_by_magnitude(BoundResult(lb.clone(), A_input=A, bias=bias.clone()), lo, hi, 1e-3)
-    # magnitude |3| + |1| * 1 + |-2| * 2 = 8
-    assert torch.allclose(r.lb, lb - 8e-3) and torch.allclose(r.bias, bias - 8e-3)
-    # without linear bounds (IBP, LP methods) nothing changes
-    r = lower_by_magnitude(BoundResult(lb.clone()), lo, hi, 1e-3)
-    assert torch.equal(r.lb, lb)

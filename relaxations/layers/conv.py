@@ -42,11 +42,25 @@ class Conv2d(Layer):
         """``(N, C_in, H, W) -> (N, C_out, H_out, W_out)``."""
         return self._conv(x, self.weight, self.bias)
 
-    def interval(self, l, u):
-        c, r = (u + l) / 2, (u - l) / 2
-        yc = self._conv(c, self.weight, self.bias)
-        yr = self._conv(r, self.weight.abs(), None)
-        return yc - yr, yc + yr
+    @property
+    def n_forward(self):
+        return self.weight.shape[1] * self.weight.shape[2] * self.weight.shape[3]
+
+    @property
+    def n_backward(self):
+        # a transposed-convolution output sums (C_out / groups) kH kW terms; the constant H_out W_out + C_out
+        per_group = self.weight.shape[0] // self.groups
+        return max(per_group * self.weight.shape[2] * self.weight.shape[3],
+                   self.out_shape[1] * self.out_shape[2] + self.out_shape[0])
+
+    def linear(self, x):
+        return self._conv(x, self.weight, None)
+
+    def abs_linear(self, r):
+        return self._conv(r, self.weight.abs(), None)
+
+    def offset(self):
+        return self.bias.reshape(-1, 1, 1)
 
     def backward(self, A):
         """``A``: ``(N, m, C_out, H_out, W_out)`` -> ``((N, m, C_in, H, W), (N, m))`` by transposed conv."""

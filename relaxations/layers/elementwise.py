@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import torch
 
+from relaxations.fp import dot_abs, err_coeff, tiny
 from relaxations.layers.base import Layer
 
 
 class ElementwiseAffine(Layer):
     """``y = x * scale + shift`` with ``scale`` and ``shift`` of the full per-sample shape."""
+
+    n_forward = 2  # one product and one sum per output
 
     def __init__(self, scale: torch.Tensor, shift: torch.Tensor):
         assert scale.shape == shift.shape
@@ -15,18 +18,33 @@ class ElementwiseAffine(Layer):
         self.scale = scale
         self.shift = shift
 
+    @property
+    def n_backward(self):
+        return self.in_size + 1
+
     def forward(self, x):
         """``(N, *s) -> (N, *s)``."""
         return x * self.scale + self.shift
 
-    def interval(self, l, u):
-        a, b = l * self.scale + self.shift, u * self.scale + self.shift
-        return torch.minimum(a, b), torch.maximum(a, b)
+    def linear(self, x):
+        return x * self.scale
+
+    def abs_linear(self, r):
+        return r * self.scale.abs()
+
+    def offset(self):
+        return self.shift
 
     def backward(self, A):
         """``A``: ``(N, m, *s)`` -> ``(A * scale, sum(A * shift))``."""
         dims = tuple(range(2, A.dim()))
         return A * self.scale, (A * self.shift).sum(dim=dims)
 
-    def dense(self):
-        return torch.diag(self.scale.flatten()), self.shift.flatten()
+    def backward_err(self, A, r):
+        """The coefficients ``A * scale`` round once each; only the constant is a long sum."""
+        dt = A.dtype
+        n = self.n_backward
+        coef = dot_abs(A, r * self.scale.abs()[None])
+        const = dot_abs(A, self.shift.abs().expand_as(r))
+        under = (n + 4) * tiny(dt) * (1 + r.reshape(r.shape[0], -1).sum(-1, keepdim=True))
+        return err_coeff(1, dt, self.rep_err) * coef + err_coeff(n, dt, self.rep_err) * const + under

@@ -14,16 +14,26 @@ class Linear(Layer):
         self.weight = weight
         self.bias = torch.zeros(weight.shape[0], dtype=weight.dtype) if bias is None else bias
 
+    @property
+    def n_forward(self):
+        return self.weight.shape[1]
+
+    @property
+    def n_backward(self):
+        return self.weight.shape[0]
+
     def forward(self, x):
         """``(N, in) -> (N, out)``."""
         return x @ self.weight.T + self.bias
 
-    def interval(self, l, u):
-        """Centre/radius form: ``W c + b +- |W| r``."""
-        c, r = (u + l) / 2, (u - l) / 2
-        yc = c @ self.weight.T + self.bias
-        yr = r @ self.weight.abs().T
-        return yc - yr, yc + yr
+    def linear(self, x):
+        return x @ self.weight.T
+
+    def abs_linear(self, r):
+        return r @ self.weight.abs().T
+
+    def offset(self):
+        return self.bias
 
     def backward(self, A):
         """``A``: ``(N, m, out)`` -> ``(A W: (N, m, in), A b: (N, m))``."""

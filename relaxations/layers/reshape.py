@@ -7,7 +7,7 @@ from relaxations.layers.base import Layer
 
 
 class Reshape(Layer):
-    """``(N, *in) -> (N, *out)`` with the same number of elements in row-major order."""
+    """``(N, *in) -> (N, *out)`` with the same number of elements in row-major order (exact: no rounding)."""
 
     def forward(self, x):
         return x.reshape(x.shape[0], *self.out_shape)
@@ -15,9 +15,27 @@ class Reshape(Layer):
     def interval(self, l, u):
         return self.forward(l), self.forward(u)
 
+    def linear(self, x):
+        return self.forward(x)
+
+    def abs_linear(self, r):
+        return self.forward(r)
+
+    def offset(self):
+        return torch.zeros(())
+
+    def magnitude(self, r):
+        return self.forward(r)
+
+    def reach_out(self, r):
+        return self.forward(r)
+
     def backward(self, A):
         """``A``: ``(N, m, *out)`` -> ``(N, m, *in)``; no constant."""
         return A.reshape(A.shape[0], A.shape[1], *self.in_shape), None
+
+    def backward_err(self, A, r):
+        return torch.zeros(A.shape[:2], dtype=A.dtype, device=A.device)
 
     def dense(self):
         n = self.in_size
