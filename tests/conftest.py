@@ -1,11 +1,15 @@
 """Shared fixtures: the benchmark folder, readers of its CSV files, and a tiny-network factory.
 
 The VNN-COMP benchmarks live next to the repository (``<repo>/../shared/benchmarks``); tests that need
-them skip with a clear message when the folder is absent.
+them call :func:`require_bench` (directly or through ``bench``, ``acas``, ``expected_label``, ...), which skips
+with one message naming the missing path. With ``BNB_REQUIRE_BENCH=1`` in the environment (``.ci/run`` sets it
+when ``../shared/benchmarks`` exists) such a test fails instead, and the session's exit status is non-zero if any
+test was skipped for missing benchmark data anyway: a run that has the benchmarks must run their tests.
 """
 from __future__ import annotations
 
 import csv
+import os
 import warnings
 from pathlib import Path
 
@@ -22,12 +26,66 @@ def bench_available() -> bool:
     return BENCH.is_dir() and any((BENCH / b).is_dir() for b in BENCHMARKS)
 
 
+# every skip for missing benchmark data starts with this; the hooks below count such skips by it
+SKIP_PREFIX = "benchmark data not found"
+REQUIRE_ENV = "BNB_REQUIRE_BENCH"
+
+
+def bench_required() -> bool:
+    """Whether a missing benchmark must fail the test rather than skip it (``BNB_REQUIRE_BENCH=1``)."""
+    return os.environ.get(REQUIRE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
 def require_bench(*names: str) -> Path:
-    """The benchmark folder (or a benchmark inside it); skips the calling test when absent."""
+    """The benchmark folder (or a benchmark inside it); skips the calling test when absent.
+
+    Under ``BNB_REQUIRE_BENCH=1`` the test fails instead (the benchmarks are meant to be there)."""
     path = BENCH.joinpath(*names)
     if not path.exists():
-        pytest.skip(f"benchmark data not found at {path} (expected <repo>/../shared/benchmarks)")
+        if not BENCH.is_dir():  # the usual case: one message for every such test
+            msg = f"{SKIP_PREFIX}: {BENCH} is missing (the benchmarks are expected in <repo>/../shared/benchmarks)"
+        else:
+            msg = f"{SKIP_PREFIX}: {path} is missing (in {BENCH})"
+        if bench_required():
+            pytest.fail(f"{msg}, and {REQUIRE_ENV}=1 says they must be present", pytrace=False)
+        pytest.skip(msg)
     return path
+
+
+# ------------------------------------------------------------------------------ skip accounting
+_bench_skips: list[str] = []
+
+
+def _skip_reason(report) -> str:
+    lr = report.longrepr
+    if isinstance(lr, tuple) and len(lr) == 3:  # (file, line, "Skipped: reason")
+        return str(lr[2])
+    return str(lr)
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and SKIP_PREFIX in _skip_reason(report):
+        _bench_skips.append(report.nodeid)
+
+
+def pytest_collectreport(report):  # a module-level skip for the same reason
+    if report.skipped and SKIP_PREFIX in _skip_reason(report):
+        _bench_skips.append(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _bench_skips:
+        verdict = (f"an error: {REQUIRE_ENV}=1 requires them" if bench_required()
+                   else f"set {REQUIRE_ENV}=1 to make this an error")
+        terminalreporter.write_line(
+            f"{len(_bench_skips)} test(s) skipped because benchmark data was not found under {BENCH} "
+            f"({verdict})", red=bench_required(), yellow=not bench_required())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under ``BNB_REQUIRE_BENCH=1`` a skip for missing benchmark data fails the run, however it was raised."""
+    if _bench_skips and bench_required() and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -68,6 +68,10 @@ def test_perturbed_duals_stay_below_lp_optimum():
     prob, _, handles, _ = model._problem(model.n_layers)
     opt = prob.value + c0
     assert status == "optimal" and abs(cert - opt) < 1e-7 and cert <= opt + 1e-9
+    # and the LP itself is a relaxation: at most the exact minimum and the sampled one
+    exact, _ = milp_bounds(net, lo, hi, C=np.array([[1.0, -1.0]]))
+    ys = _samples(net, lo, hi, n=5000) @ np.array([1.0, -1.0])
+    assert opt <= exact[0] + 1e-7 and exact[0] <= ys.min() + 1e-9
     ineqs, eqs = model._certificate_blocks(handles, True)
     L, U = model.L, model.U
     rng = np.random.default_rng(0)
