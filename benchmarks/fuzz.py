@@ -1,0 +1,786 @@
+"""Fuzzing harness: random networks, boxes and output specs, every verdict checked against exact ground truth.
+
+Instance families
+-----------------
+- networks (``NET_KINDS``): ``dense`` MLPs (1-4 hidden layers, widths 2-20, 1-12 inputs, 1-4 outputs);
+  ``sparse`` MLPs (60-90 % zero weights, some neurons made dead or always active through their bias);
+  ``conv`` nets (Conv2d + ReLU [+ Linear + ReLU] + Flatten + Linear on 1x4x4 or 2x5x5 inputs); weight
+  scales vary over 0.1-10 and a quarter of the networks get large biases (outputs far from 0). Weights are
+  rounded to float32 once; the ONNX file (float32, written with the onnx helper API) and the float64
+  ground-truth network hold exactly the same values, and each instance checks its ONNX file against the
+  float64 network on onnxruntime before it is used.
+- input boxes (``BOX_KINDS``): ``box`` (ordinary), ``point`` (lower == upper everywhere), ``zero_some``
+  (30-90 % of the inputs of zero width), ``one_free`` (all inputs fixed except one of width 1e-7), ``ulps``
+  (every width a few float32 ulps), ``far`` (centres ~1e3-1e5 where float32 rounding is large), ``mixed``
+  (each input drawn from the other kinds). Bounds are float32 values except the 1e-7-wide upper bound.
+- output specs (``SPEC_KINDS``): ``row`` (one ``c.y <= d``), ``poly`` (2-3 rows, a conjunction), ``disj`` (a
+  disjunction of 2-3 polytopes), ``multibox`` (two input boxes, each with its own polytope). Rows are random
+  Gaussian, one-hot, or differences ``y_i - y_j`` (the VNN-COMP form).
+
+Ground truth
+------------
+With ``g(x) = min_k max_i (C_ki f(x) - d0_ki)`` over the polytopes ``k`` (and the boxes), the property is
+violated iff ``min_x g(x) <= 0``. For each box and polytope the harness solves the epigraph MILP
+``min t  s.t.  t >= C_i y - d0_i``, ``y = f(x)``, ``x`` in the box, with its own big-M encoding
+(``milp_epigraph``: float64 network, interval bounds widened outward by 1e-9 relative, scipy's HiGHS). It
+keeps two numbers: ``lo`` = HiGHS's dual bound (the proven lower bound of the optimum) and ``hi`` = ``g`` of the
+MILP's argmin, clipped into the box and evaluated exactly in float64 (a real point attaining it). An
+instance is dropped (``skipped``) when the MILP is not optimal or ``hi - lo > 1e-7 S``. For point boxes
+``lo = hi = g(x)`` evaluated in float64. Then every right-hand side is shifted by one constant:
+``d = d0 + hi + delta`` (label ``sat``: the point attaining ``hi`` reaches the polytope with margin delta) or
+``d = d0 + lo - delta`` (label ``unsat``: every point misses every polytope by at least delta).
+
+Why delta is safe: ``S = 1 + |v| + max_i (|C_i| . M + |d0_i|)`` where ``M`` is the magnitude of the outputs
+(``|W|`` propagated through the network from ``max(|lower|, |upper|)``, plus ``|b|``), i.e. a bound on every
+term a float32 evaluation sums. ``delta = 1e-3 S`` (``clear``) or ``1e-5 S`` (``tight``). A float32 forward
+pass (onnxruntime, the attack) errs by at most ~ depth x width x 6e-8 x M <= 5e-6 M on these networks (far less
+in practice), so it cannot turn an ``unsat`` label into a replayed counterexample; the MILP's error (HiGHS's
+absolute gap 1e-6 on ``lo``, its feasibility and integrality tolerances, which only relax the problem and
+lower ``lo``) is bounded by the ``hi - lo <= 1e-7 S`` acceptance check and the 1e-6 gap, both below
+``1e-5 S``. So ``unsat`` on a ``sat`` label, or ``sat`` on an ``unsat`` label, is a wrong verdict.
+
+Configurations: per instance ``--configs`` (default 3) are drawn from the grid ``attack.enabled`` x
+``bounds.method`` (ibp crown dp0 dp1 alpha beta) x ``bab.branching`` (input relu) x ``general.dtype``
+(float32 float64) x ``bab.input_method`` (crown alpha), with small attack settings.
+
+Commands
+--------
+    python benchmarks/fuzz.py --quick                          # 100 instances, 300 pairs, ~25 s
+    python benchmarks/fuzz.py --n 10000 --seed 1 --jobs 2 --out fuzz.csv --keep fuzz_wrong
+        # 10,000 instances (5,000 draws, 30,000 verify calls): measured ~0.09 s per pair on one core
+        # (MILP included; 600 instances took 164 s), i.e. ~45 min with --jobs 1, ~25 min with --jobs 2
+    python benchmarks/fuzz.py --seed 0 --instance 17 --set bounds.method=crown --set attack.enabled=false
+        # reproduce one instance with one configuration (printed for every wrong/error pair)
+
+Exit code 1 when any verdict is wrong, 0 otherwise (errors are reported but do not change it).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+NET_KINDS = ("dense", "sparse", "conv")
+BOX_KINDS = ("box", "point", "zero_some", "one_free", "ulps", "far", "mixed")
+SPEC_KINDS = ("row", "poly", "disj", "multibox")
+DELTA_REL = {"clear": 1e-3, "tight": 1e-5}
+MILP_ACCEPT = 1e-7  # hi - lo must be below this times S
+GRID = {
+    "attack.enabled": ("true", "false"),
+    "bounds.method": ("ibp", "crown", "dp0", "dp1", "alpha", "beta"),
+    "bab.branching": ("input", "relu"),
+    "general.dtype": ("float32", "float64"),
+    "bab.input_method": ("crown", "alpha"),
+}
+FIXED = ("attack.samples=256", "attack.restarts=8", "attack.steps=20", "general.device=cpu",
+         "general.threads=1")
+
+
+# ------------------------------------------------------------------------------------------- networks
+@dataclass
+class Net:
+    """A ReLU network as float64 dense affine blocks (ReLU between consecutive blocks) plus its ONNX form.
+
+    ``layers``: the ONNX-level description, list of ("conv", W, b, stride, pad) / ("relu",) / ("flatten",) /
+    ("linear", W, b), all arrays holding float32 values. ``blocks``: [(W, b)] float64 dense maps.
+    """
+    kind: str
+    in_shape: tuple
+    layers: list
+    blocks: list = field(default_factory=list)
+
+    @property
+    def n_in(self) -> int:
+        return int(np.prod(self.in_shape))
+
+    @property
+    def n_out(self) -> int:
+        return self.blocks[-1][0].shape[0]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Exact-as-float64 outputs ``(N, n_out)`` for flat inputs ``(N, n_in)``."""
+        h = np.atleast_2d(np.asarray(x, np.float64))
+        for i, (W, b) in enumerate(self.blocks):
+            h = h @ W.T + b
+            if i < len(self.blocks) - 1:
+                h = np.maximum(h, 0.0)
+        return h
+
+
+def _f32(a):
+    return np.asarray(a, np.float32).astype(np.float64)
+
+
+def _conv_dense(W, b, in_shape, stride, pad):
+    """The dense (float64) matrix of a 2-D convolution on flat NCHW inputs."""
+    import torch
+    n = int(np.prod(in_shape))
+    eye = torch.eye(n, dtype=torch.float64).reshape(n, *in_shape)
+    out = torch.nn.functional.conv2d(eye, torch.from_numpy(W), None, stride=stride, padding=pad)
+    out_shape = tuple(out.shape[1:])
+    M = out.reshape(n, -1).T.numpy().copy()
+    bias = np.repeat(b, out_shape[1] * out_shape[2])
+    return M, bias, out_shape
+
+
+def _make_blocks(layers, in_shape):
+    blocks, W, b = [], np.eye(int(np.prod(in_shape))), np.zeros(int(np.prod(in_shape)))
+    shape = tuple(in_shape)
+    for layer in layers:
+        if layer[0] == "linear":
+            W, b = layer[1] @ W, layer[1] @ b + layer[2]
+            shape = (layer[1].shape[0],)
+        elif layer[0] == "conv":
+            M, cb, shape = _conv_dense(layer[1], layer[2], shape, layer[3], layer[4])
+            W, b = M @ W, M @ b + cb
+        elif layer[0] == "relu":
+            blocks.append((W, b))
+            n = W.shape[0]
+            W, b = np.eye(n), np.zeros(n)
+        elif layer[0] == "flatten":
+            shape = (int(np.prod(shape)),)
+    blocks.append((W, b))
+    return blocks
+
+
+def _weights(rng, n_out, n_in, scale, sparse):
+    W = rng.normal(0, scale / np.sqrt(n_in), (n_out, n_in))
+    if sparse:
+        W[rng.random(W.shape) < rng.uniform(0.6, 0.9)] = 0.0
+    return W
+
+
+def _bias(rng, n, scale, big, sparse, W, reach):
+    b = rng.normal(0, scale * (rng.uniform(5, 50) if big else 0.3), n)
+    if sparse:  # some neurons dead (large negative bias) or always active (large positive bias)
+        mag = np.abs(W).sum(axis=1) * reach + 1.0
+        pick = rng.random(n)
+        b = np.where(pick < 0.15, -3 * mag, np.where(pick > 0.85, 3 * mag, b))
+    return b
+
+
+def random_net(rng, kind=None) -> Net:
+    kind = kind or rng.choice(NET_KINDS)
+    scale = float(10 ** rng.uniform(-1, 1))
+    big = rng.random() < 0.25
+    sparse = kind == "sparse"
+    layers = []
+    if kind == "conv":
+        in_shape = (1, 4, 4) if rng.random() < 0.5 else (2, 5, 5)
+        c_out = int(rng.integers(1, 4))
+        k = int(rng.integers(2, 4))
+        stride, pad = int(rng.integers(1, 3)), int(rng.integers(0, 2))
+        W = _f32(rng.normal(0, scale / np.sqrt(in_shape[0] * k * k), (c_out, in_shape[0], k, k)))
+        b = _f32(rng.normal(0, scale * (rng.uniform(5, 50) if big else 0.3), c_out))
+        layers += [("conv", W, b, stride, pad), ("relu",), ("flatten",)]
+        _, _, shape = _conv_dense(W, b, in_shape, stride, pad)
+        width = int(np.prod(shape))
+        hidden = [int(rng.integers(2, 11))] if rng.random() < 0.5 else []
+    else:
+        in_shape = (int(rng.integers(1, 13)),)
+        width = in_shape[0]
+        hidden = [int(rng.integers(2, 21)) for _ in range(int(rng.integers(1, 5)))]
+    n_out = int(rng.integers(1, 5))
+    for h in hidden:
+        W = _weights(rng, h, width, scale, sparse)
+        layers += [("linear", _f32(W), _f32(_bias(rng, h, scale, big, sparse, W, 1.0))), ("relu",)]
+        width = h
+    W = _weights(rng, n_out, width, scale, sparse)
+    layers.append(("linear", _f32(W), _f32(rng.normal(0, scale * (rng.uniform(5, 50) if big else 0.3), n_out))))
+    net = Net(str(kind), tuple(in_shape), layers)
+    net.blocks = _make_blocks(layers, in_shape)
+    return net
+
+
+def write_onnx(net: Net, path) -> Path:
+    """The network as a float32 ONNX model (Conv / Relu / Flatten / Gemm nodes, opset 13)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    nodes, inits = [], []
+    cur, shape = "input", net.in_shape
+    for i, layer in enumerate(net.layers):
+        out = f"t{i}"
+        if layer[0] == "linear":
+            if len(shape) != 1:
+                raise ValueError("linear layer on an unflattened tensor")
+            inits += [numpy_helper.from_array(layer[1].astype(np.float32), f"W{i}"),
+                      numpy_helper.from_array(layer[2].astype(np.float32), f"b{i}")]
+            nodes.append(helper.make_node("Gemm", [cur, f"W{i}", f"b{i}"], [out], transB=1))
+            shape = (layer[1].shape[0],)
+        elif layer[0] == "conv":
+            W = layer[1]
+            inits += [numpy_helper.from_array(W.astype(np.float32), f"W{i}"),
+                      numpy_helper.from_array(layer[2].astype(np.float32), f"b{i}")]
+            p, s = layer[4], layer[3]
+            nodes.append(helper.make_node("Conv", [cur, f"W{i}", f"b{i}"], [out], kernel_shape=list(W.shape[2:]),
+                                          strides=[s, s], pads=[p, p, p, p]))
+            _, _, shape = _conv_dense(W, layer[2], shape, s, p)
+        elif layer[0] == "relu":
+            nodes.append(helper.make_node("Relu", [cur], [out]))
+        elif layer[0] == "flatten":
+            nodes.append(helper.make_node("Flatten", [cur], [out], axis=1))
+            shape = (int(np.prod(shape)),)
+        cur = out
+    nodes.append(helper.make_node("Identity", [cur], ["output"]))
+    graph = helper.make_graph(nodes, "fuzz", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                            [1, *net.in_shape])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, net.n_out])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------- boxes
+def _ulps_up(x32, k):
+    out = np.asarray(x32, np.float32).copy()
+    for _ in range(int(k)):
+        out = np.nextafter(out, np.float32(np.inf))
+    return out
+
+
+def random_box(rng, n, kind=None):
+    """``(lower, upper, kind)`` float64 arrays of length n."""
+    kind = kind or str(rng.choice(BOX_KINDS))
+
+    def one(kind, m):
+        c = rng.normal(0, 1, m).astype(np.float32)
+        if kind == "box":
+            w = (10 ** rng.uniform(-2, 0.3, m)).astype(np.float32)
+            lo = (c - w / 2).astype(np.float32)
+            return _f32(lo), _f32(np.maximum(lo, (c + w / 2).astype(np.float32)))
+        if kind == "point":
+            return _f32(c), _f32(c)
+        if kind == "ulps":
+            return _f32(c), _f32(_ulps_up(c, rng.integers(1, 5)))
+        if kind == "far":
+            cf = (rng.choice([-1, 1], m) * 10 ** rng.uniform(3, 5, m)).astype(np.float32)
+            w = np.abs(cf) * 10 ** rng.uniform(-6, -2, m)
+            lo = (cf - w / 2).astype(np.float32)
+            return _f32(lo), _f32(np.maximum(lo, (cf + w / 2).astype(np.float32)))
+        raise AssertionError(kind)
+
+    if kind in ("box", "point", "ulps", "far"):
+        lo, hi = one(kind, n)
+    elif kind == "zero_some":
+        lo, hi = one("box", n)
+        fixed = rng.random(n) < rng.uniform(0.3, 0.9)
+        hi = np.where(fixed, lo, hi)
+    elif kind == "one_free":
+        lo, _ = one("point", n)
+        hi = lo.copy()
+        hi[int(rng.integers(n))] += 1e-7
+    elif kind == "mixed":
+        lo, hi = np.empty(n), np.empty(n)
+        for i in range(n):
+            k = str(rng.choice(["box", "point", "ulps", "far", "tiny"]))
+            if k == "tiny":
+                lo[i] = _f32(rng.normal(0, 1, 1))[0]
+                hi[i] = lo[i] + 1e-7
+            else:
+                lo[i], hi[i] = (a[0] for a in one(k, 1))
+    else:
+        raise ValueError(f"unknown box kind {kind!r}")
+    return lo, hi, kind
+
+
+# ---------------------------------------------------------------------------------------------- specs
+def _row(rng, n_out):
+    r = rng.random()
+    c = np.zeros(n_out)
+    if r < 0.4 or n_out == 1:
+        c = np.round(rng.normal(0, 1, n_out), 6) if r < 0.4 else np.array([rng.choice([-1.0, 1.0])])
+    elif r < 0.7:
+        c[int(rng.integers(n_out))] = rng.choice([-1.0, 1.0])
+    else:
+        i, j = rng.choice(n_out, 2, replace=False)
+        c[i], c[j] = 1.0, -1.0
+    if not np.any(c):
+        c[0] = 1.0
+    return c
+
+
+def random_spec(rng, net: Net, box, kind=None):
+    """``(boxes, polys, kind)``: boxes [(lo, hi)], polys[b] = [(C, d0)] for box b (before the shift)."""
+    kind = kind or str(rng.choice(SPEC_KINDS))
+    boxes = [box]
+    if kind == "multibox":
+        lo, hi, _ = box
+        shift = (hi - lo) + np.abs(lo) * 1e-3 + 0.1
+        lo2 = _f32(lo + shift * rng.uniform(-1, 1, lo.size))
+        boxes.append((lo2, np.maximum(lo2, _f32(lo2 + (hi - lo))), box[2]))
+    n_poly = int(rng.integers(2, 4)) if kind == "disj" else 1
+    polys = []
+    for lo, hi, _ in boxes:
+        y0 = net.forward(lo + (hi - lo) * rng.random(lo.size))[0]
+        ps = []
+        for _ in range(n_poly):
+            rows = int(rng.integers(2, 4)) if kind == "poly" else int(rng.integers(1, 3)) if kind == "disj" else 1
+            C = np.stack([_row(rng, net.n_out) for _ in range(rows)])
+            spread = np.abs(C) @ (np.abs(y0) + 1.0)
+            d0 = C @ y0 + spread * rng.normal(0, 0.1, rows)
+            ps.append((C, d0))
+        polys.append(ps)
+    return [(lo, hi) for lo, hi, _ in boxes], polys, kind
+
+
+def write_vnnlib(path, boxes, polys, n_out) -> Path:
+    """VNN-LIB: one box with a disjunction of polytopes, or a disjunction over several boxes."""
+    n_in = boxes[0][0].size
+    lines = [f"(declare-const X_{i} Real)" for i in range(n_in)]
+    lines += [f"(declare-const Y_{j} Real)" for j in range(n_out)]
+
+    def row(c, d):
+        terms = [f"(* {float(cj)!r} Y_{j})" for j, cj in enumerate(c) if cj != 0.0]
+        lhs = terms[0] if len(terms) == 1 else "(+ " + " ".join(terms) + ")"
+        return f"(<= {lhs} {float(d)!r})"
+
+    def poly(C, d):
+        rows = [row(c, di) for c, di in zip(C, d)]
+        return rows[0] if len(rows) == 1 else "(and " + " ".join(rows) + ")"
+
+    def box_atoms(lo, hi):
+        return [atom for i, (a, b) in enumerate(zip(lo, hi))
+                for atom in (f"(>= X_{i} {float(a)!r})", f"(<= X_{i} {float(b)!r})")]
+
+    if len(boxes) == 1:
+        lo, hi = boxes[0]
+        lines += [f"(assert {a})" for a in box_atoms(lo, hi)]
+        ps = [poly(C, d) for C, d in polys[0]]
+        lines.append(f"(assert {ps[0]})" if len(ps) == 1 else "(assert (or " + " ".join(ps) + "))")
+    else:
+        parts = []
+        for (lo, hi), ps in zip(boxes, polys):
+            for C, d in ps:
+                parts.append("(and " + " ".join(box_atoms(lo, hi)) + " " + poly(C, d) + ")")
+        lines.append("(assert (or " + " ".join(parts) + "))")
+    Path(path).write_text("\n".join(lines) + "\n")
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------------------- ground truth
+def magnitude(net: Net, boxes) -> np.ndarray:
+    """``(n_out,)``: |W| propagated from max(|lower|, |upper|) plus |b|, a bound on every summed term."""
+    a = np.max([np.maximum(np.abs(lo), np.abs(hi)) for lo, hi in boxes], axis=0)
+    for W, b in net.blocks:
+        a = np.abs(W) @ a + np.abs(b)
+    return a
+
+
+def interval_bounds(net: Net, lo, hi):
+    """Pre-activation bounds [(l, u)] of every hidden block (float64, widened outward by 1e-9 relative)."""
+    out = []
+    l, u = lo.astype(np.float64), hi.astype(np.float64)
+    for W, b in net.blocks[:-1]:
+        Wp, Wm = np.maximum(W, 0), np.minimum(W, 0)
+        zl, zu = Wp @ l + Wm @ u + b, Wp @ u + Wm @ l + b
+        mag = np.abs(W) @ np.maximum(np.abs(l), np.abs(u)) + np.abs(b)
+        zl, zu = zl - 1e-9 * (mag + 1e-30), zu + 1e-9 * (mag + 1e-30)
+        out.append((zl, zu))
+        l, u = np.maximum(zl, 0), np.maximum(zu, 0)
+    return out
+
+
+class MILPFailed(RuntimeError):
+    pass
+
+
+def margin(net: Net, x, C, d) -> float:
+    """``max_i (C f(x) - d)_i`` in float64."""
+    return float(np.max(C @ net.forward(x)[0] - d))
+
+
+def milp_epigraph(net: Net, lo, hi, C, d, time_limit=20.0):
+    """``(lower bound, argmin)`` of ``min_x max_i (C f(x) - d)_i`` over the box, by a big-M MILP.
+
+    Variables: x, then per hidden layer the post-activations y and one binary per unstable neuron, then t.
+    ``y = relu(z)`` with ``z = W h + b``, ``l <= z <= u``: inactive neurons ``y = 0``; active ``y = z``; unstable
+    ``y >= 0, y >= z, y <= z - l (1 - a), y <= u a``. Objective ``t`` with ``t >= C_i (W_L h + b_L) - d_i``.
+    """
+    import scipy.sparse as sp
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    pre = interval_bounds(net, lo, hi)
+    n_in = lo.size
+    sizes = [W.shape[0] for W, _ in net.blocks[:-1]]
+    n_bin = [int(np.sum((l < 0) & (u > 0))) for l, u in pre]
+    n_var = n_in + sum(sizes) + sum(n_bin) + 1
+    lb = np.full(n_var, -np.inf)
+    ub = np.full(n_var, np.inf)
+    lb[:n_in], ub[:n_in] = lo, hi
+    integ = np.zeros(n_var)
+    rows, lo_c, hi_c = [], [], []
+
+    def add(coefs: dict, low, high):
+        """coefs: {var offset start: array of coefficients (n_rows, len)} -> rows of the constraint matrix."""
+        M = sp.lil_matrix((next(iter(coefs.values())).shape[0], n_var))
+        for start, A in coefs.items():
+            M[:, start:start + A.shape[1]] = A
+        rows.append(M.tocsr())
+        lo_c.append(np.broadcast_to(low, M.shape[0]))
+        hi_c.append(np.broadcast_to(high, M.shape[0]))
+
+    h_start, h_size = 0, n_in
+    pos = n_in
+    bin_pos = n_in + sum(sizes)
+    for (W, b), (l, u) in zip(net.blocks[:-1], pre):
+        n = W.shape[0]
+        y0 = pos
+        lb[y0:y0 + n], ub[y0:y0 + n] = 0.0, np.maximum(u, 0.0)
+        act, ina, uns = l >= 0, u <= 0, (l < 0) & (u > 0)
+        I = np.eye(n)
+        if act.any():  # y - W h = b
+            add({y0: I[act], h_start: -W[act]}, b[act], b[act])
+        if ina.any():
+            ub[y0:y0 + n][ina] = 0.0
+        if uns.any():
+            k = int(uns.sum())
+            Wu, bu, lu, uu, Iu = W[uns], b[uns], l[uns], u[uns], I[uns]
+            Ik = np.eye(k)
+            bins = bin_pos
+            lb[bins:bins + k], ub[bins:bins + k], integ[bins:bins + k] = 0.0, 1.0, 1.0
+            add({y0: Iu, h_start: -Wu}, bu, np.inf)                           # y >= z
+            add({y0: Iu, h_start: -Wu, bins: -np.diag(lu)}, -np.inf, bu - lu)   # y <= z - l + l a
+            add({y0: Iu, bins: -np.diag(uu)}, -np.inf, 0.0)                   # y <= u a
+            bin_pos += k
+        h_start, h_size = y0, n
+        pos += n
+    W, b = net.blocks[-1]
+    t = n_var - 1
+    CW, Cb = C @ W, C @ b - d
+    add({t: np.ones((C.shape[0], 1)), h_start: -CW}, Cb, np.inf)            # t - C W h >= C b - d
+    cost = np.zeros(n_var)
+    cost[t] = 1.0
+    A = sp.vstack(rows).tocsr()
+    cons = LinearConstraint(A, np.concatenate(lo_c), np.concatenate(hi_c))
+    for presolve in (True, False):  # HiGHS's presolve can call boxes a few ulps wide infeasible; retry without
+        res = milp(cost, integrality=integ, bounds=Bounds(lb, ub), constraints=cons,
+                   options=dict(time_limit=time_limit, mip_rel_gap=1e-9, presolve=presolve))
+        if res.status == 0 and res.x is not None:
+            break
+    if res.status != 0 or res.x is None:
+        raise MILPFailed(f"MILP ended with status {res.status}: {res.message}")
+    dual = getattr(res, "mip_dual_bound", None)
+    lower = float(res.fun if dual is None or not np.isfinite(dual) else min(dual, res.fun))
+    return lower, np.clip(res.x[:n_in], lo, hi)
+
+
+@dataclass
+class Instance:
+    seed: int
+    index: int
+    net: Net
+    boxes: list
+    polys: list          # per box: [(C, d)] with d already shifted to the label
+    label: str           # "sat" | "unsat"
+    delta_kind: str
+    box_kind: str
+    spec_kind: str
+    value: float         # min_x g(x) after the shift (sat: -delta, unsat: >= +delta)
+    milp_time: float = 0.0
+
+    @property
+    def kind(self) -> str:
+        return f"{self.net.kind}/{self.box_kind}/{self.spec_kind}/{self.delta_kind}"
+
+
+def ground_truth(net: Net, boxes, polys):
+    """``(lo, hi, S)`` of ``min_x g(x)`` (see the module docstring); raises MILPFailed."""
+    lows, highs = [], []
+    for (lo, hi), ps in zip(boxes, polys):
+        for C, d in ps:
+            if np.all(lo == hi):
+                v = margin(net, lo, C, d)
+                lows.append(v)
+                highs.append(v)
+            else:
+                low, x = milp_epigraph(net, lo, hi, C, d)
+                lows.append(low)
+                highs.append(margin(net, x, C, d))
+    M = magnitude(net, boxes)
+    v_lo, v_hi = min(lows), min(highs)
+    S = 1.0 + abs(v_hi) + max(float(np.max(np.abs(C) @ M + np.abs(d))) for ps in polys for C, d in ps)
+    if v_hi - v_lo > MILP_ACCEPT * S:
+        raise MILPFailed(f"MILP inexact: argmin value {v_hi!r} vs lower bound {v_lo!r} (S {S:.3g})")
+    return v_lo, v_hi, S
+
+
+def make_instances(seed: int, index: int, kinds=None):
+    """Both labelled instances (sat, unsat) of one random (network, boxes, polytopes) draw.
+
+    Deterministic in ``(seed, index)``. Returns ``([Instance, Instance], None)`` or ``([], reason)``.
+    ``kinds``: optional dict with net / box / spec / delta to force a family.
+    """
+    kinds = kinds or {}
+    rng = np.random.default_rng([seed, index])
+    net = random_net(rng, kinds.get("net"))
+    box = random_box(rng, net.n_in, kinds.get("box"))
+    boxes, polys0, spec_kind = random_spec(rng, net, box, kinds.get("spec"))
+    delta_kind = kinds.get("delta") or str(rng.choice(list(DELTA_REL)))
+    t0 = time.monotonic()
+    try:
+        v_lo, v_hi, S = ground_truth(net, boxes, polys0)
+    except MILPFailed as e:
+        return [], str(e)
+    elapsed = time.monotonic() - t0
+    delta = DELTA_REL[delta_kind] * S
+    out = []
+    for label, shift in (("sat", v_hi + delta), ("unsat", v_lo - delta)):
+        polys = [[(C, d + shift) for C, d in ps] for ps in polys0]
+        out.append(Instance(seed, index, net, boxes, polys, label, delta_kind, box[2], spec_kind,
+                            -delta if label == "sat" else v_lo - shift, elapsed / 2))
+    return out, None
+
+
+def check_onnx(net: Net, onnx_path, boxes, polys):
+    """The ONNX file agrees with the float64 network at the box centres (far inside the deltas)."""
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    M = magnitude(net, boxes)
+    for lo, hi in boxes:
+        x = ((lo + hi) / 2).astype(np.float32)
+        y = sess.run(None, {"input": x.reshape(1, *net.in_shape)})[0].reshape(-1).astype(np.float64)
+        ref = net.forward(x.astype(np.float64))[0]
+        if not np.all(np.abs(y - ref) <= 1e-5 * (1 + M)):
+            raise AssertionError(f"ONNX file disagrees with the ground-truth network: {y} vs {ref}")
+
+
+def write_instance(inst: Instance, folder, stem) -> tuple[Path, Path]:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx_path = write_onnx(inst.net, folder / f"{stem}.onnx")
+    vnn_path = write_vnnlib(folder / f"{stem}.vnnlib", inst.boxes, inst.polys, inst.net.n_out)
+    return onnx_path, vnn_path
+
+
+# ------------------------------------------------------------------------------------------- running
+def sample_configs(rng, k: int) -> list[tuple[str, ...]]:
+    """``k`` distinct override tuples drawn from GRID (the attack is off more often: it hides bound bugs)."""
+    seen, out = set(), []
+    for _ in range(50 * k):
+        if len(out) == k:
+            break
+        c = tuple(f"{key}={rng.choice(vals, p=[0.4, 0.6]) if key == 'attack.enabled' else rng.choice(vals)}"
+                  for key, vals in GRID.items())
+        if c not in seen:
+            seen.add(c)
+            out.append(c)
+    return out
+
+
+def judge(label: str, verdict: str) -> str:
+    """"wrong" | "error" | "ok"."""
+    if verdict == "error":
+        return "error"
+    if (label == "sat" and verdict == "unsat") or (label == "unsat" and verdict == "sat"):
+        return "wrong"
+    return "ok"
+
+
+def run_verify(onnx_path, vnn_path, overrides, timeout):
+    """``(verdict, seconds, message)``; bad-input exceptions count as errors."""
+    from bnb.config import load_config
+    from bnb.errors import BnbError
+    from bnb.verify import verify
+    cfg = load_config([], list(FIXED) + list(overrides))
+    t0 = time.monotonic()
+    try:
+        r = verify(str(onnx_path), str(vnn_path), cfg, timeout=timeout)
+        return r.verdict.value, time.monotonic() - t0, r.message
+    except BnbError as e:
+        return "error", time.monotonic() - t0, f"bad input: {e}"
+    except Exception as e:  # noqa: BLE001 - a crash is reported, not propagated
+        return "error", time.monotonic() - t0, f"crash: {type(e).__name__}: {e}"
+
+
+def run_index(seed, index, n_configs=3, timeout=5.0, forced=None, keep=None, kinds=None, workdir=None):
+    """Generate instance ``index`` (both labels) and verify each under sampled (or ``forced``) configs.
+
+    Returns ``(rows, skipped_reason)``; each row is a dict (one verify call).
+    """
+    import torch
+    torch.set_num_threads(1)
+    try:
+        insts, why = make_instances(seed, index, kinds)
+    except Exception as e:  # noqa: BLE001 - a harness failure skips the draw, loudly, instead of ending the run
+        return [], f"harness failure: {type(e).__name__}: {e}"
+    if why:
+        return [], why
+    rows = []
+    crng = np.random.default_rng([seed, index, 1])
+    tmp = Path(tempfile.mkdtemp(prefix="fuzz_", dir=workdir))
+    try:
+        files = []
+        for inst in insts:
+            stem = f"s{seed}_i{index}_{inst.label}"
+            try:
+                onnx_path, vnn_path = write_instance(inst, tmp, stem)
+                check_onnx(inst.net, onnx_path, inst.boxes, inst.polys)
+            except Exception as e:  # noqa: BLE001
+                return [], f"harness failure: {type(e).__name__}: {e}"
+            files.append((inst, stem, onnx_path, vnn_path))
+        for inst, stem, onnx_path, vnn_path in files:
+            configs = [tuple(forced)] if forced is not None else sample_configs(crng, n_configs)
+            for ov in configs:
+                verdict, secs, msg = run_verify(onnx_path, vnn_path, ov, timeout)
+                status = judge(inst.label, verdict)
+                rows.append(dict(seed=seed, index=index, kind=inst.kind, label=inst.label, verdict=verdict,
+                                 status=status, time=round(secs, 3), milp_time=round(inst.milp_time, 3),
+                                 n_in=inst.net.n_in, overrides=" ".join(ov), message=msg))
+                if status != "ok" and keep:
+                    dest = Path(keep)
+                    dest.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(onnx_path, dest / onnx_path.name)
+                    shutil.copy(vnn_path, dest / vnn_path.name)
+                    rows[-1]["kept"] = str(dest / stem)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows, None
+
+
+def repro_line(row, timeout) -> str:
+    sets = " ".join(f"--set {o}" for o in row["overrides"].split())
+    line = (f"python benchmarks/fuzz.py --seed {row['seed']} --instance {row['index']} --timeout {timeout:g} "
+            f"{sets}")
+    if row.get("kept"):
+        fixed = " ".join(f"--set {o}" for o in FIXED)
+        line += (f"\n    bnb verify {row['kept']}.onnx {row['kept']}.vnnlib --timeout {timeout:g} {fixed} {sets}")
+    return line
+
+
+def _worker(args):
+    return args[1], run_index(*args)
+
+
+def fuzz(draws, seed=0, n_configs=3, timeout=5.0, jobs=1, keep=None, out=None, indices=None, forced=None,
+         kinds=None, log=print, start=0):
+    """Run ``draws`` draw indices from ``start`` (or exactly ``indices``); each draw gives a sat and an unsat
+    instance, each verified under ``n_configs`` sampled configurations (or ``forced``). Returns the summary."""
+    t0 = time.monotonic()
+    indices = list(indices) if indices is not None else list(range(start, start + draws))
+    tasks = [(seed, i, n_configs, timeout, forced, keep, kinds) for i in indices]
+    verdicts, statuses, skipped, all_rows = Counter(), Counter(), [], []
+    writer = f = None
+    if out:
+        f = open(out, "w", newline="")
+        fields = ["seed", "index", "kind", "label", "verdict", "status", "time", "milp_time", "n_in",
+                  "overrides", "message", "kept"]
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+
+    def results():
+        if jobs > 1:
+            import multiprocessing as mp
+            with mp.get_context("fork").Pool(jobs) as pool:
+                yield from pool.imap_unordered(_worker, tasks)
+        else:
+            for t in tasks:
+                yield _worker(t)
+
+    try:
+        for done, (index, (rows, why)) in enumerate(results(), 1):
+            if why:
+                skipped.append((index, why))
+            for r in rows:
+                verdicts[r["verdict"]] += 1
+                statuses[r["status"]] += 1
+                all_rows.append(r)
+                if writer:
+                    writer.writerow(r)
+                if r["status"] != "ok":
+                    log(f"{r['status'].upper()}: seed {r['seed']} instance {r['index']} {r['kind']} label "
+                        f"{r['label']} -> {r['verdict']} [{r['overrides']}] {r['message'][:200]}\n"
+                        f"    repro: {repro_line(r, timeout)}")
+            if f:
+                f.flush()
+            if done % 50 == 0:
+                log(f"... {done}/{len(tasks)} draws, {len(all_rows)} verify calls, {statuses['wrong']} wrong, "
+                    f"{time.monotonic() - t0:.0f}s")
+    finally:
+        if f:
+            f.close()
+    elapsed = time.monotonic() - t0
+    summary = dict(draws=len(tasks), instances=2 * (len(tasks) - len(skipped)), pairs=len(all_rows),
+                   verdicts=dict(verdicts), wrong=statuses["wrong"], errors=statuses["error"],
+                   skipped=len(skipped), time=elapsed, rows=all_rows, skipped_reasons=skipped)
+    return summary
+
+
+def print_summary(s, log=print):
+    rows = s["rows"]
+    log("")
+    log(f"{'instances':>10} {'pairs':>6} " + " ".join(f"{v:>7}" for v in ("sat", "unsat", "unknown", "timeout",
+                                                                          "error"))
+        + f" {'wrong':>6} {'skipped':>8} {'time':>8}")
+    log(f"{s['instances']:>10} {s['pairs']:>6} " + " ".join(f"{s['verdicts'].get(v, 0):>7}" for v in
+                                                         ("sat", "unsat", "unknown", "timeout", "error"))
+        + f" {s['wrong']:>6} {s['skipped']:>8} {s['time']:>7.1f}s")
+    if rows:
+        per = s["time"] / len(rows)
+        verify_t = np.mean([r["time"] for r in rows])
+        log(f"{per:.3f} s per pair overall ({verify_t:.3f} s in verify); skipped draws: {s['skipped']} "
+            f"(MILP not optimal or inexact)")
+    bad = [r for r in rows if r["status"] == "wrong"]
+    if bad:
+        by = Counter()
+        for r in bad:
+            net, box, spec, delta = r["kind"].split("/")
+            ov = dict(o.split("=", 1) for o in r["overrides"].split())
+            by[("box", box)] += 1
+            by[("label", r["label"])] += 1
+            by[("method", ov["bounds.method"])] += 1
+            by[("dtype", ov["general.dtype"])] += 1
+            by[("attack", ov["attack.enabled"])] += 1
+            by[("branching", ov["bab.branching"])] += 1
+        log("wrong verdicts by " + ", ".join(f"{k}={v}: {n}" for (k, v), n in sorted(by.items())))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=600, help="instances (each random draw gives a sat and an unsat one)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--start", type=int, default=0, help="first draw index")
+    ap.add_argument("--quick", action="store_true", help="100 instances (50 draws, ~300 pairs), 3 s timeout")
+    ap.add_argument("--configs", type=int, default=3, help="configurations sampled per instance")
+    ap.add_argument("--timeout", type=float, default=5.0, help="verify time limit per pair in seconds")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes (one torch thread each)")
+    ap.add_argument("--out", help="CSV file with one row per verify call")
+    ap.add_argument("--keep", help="folder receiving the ONNX/VNN-LIB files of wrong and error pairs")
+    ap.add_argument("--instance", type=int, action="append", help="only these draw indices (repeatable)")
+    ap.add_argument("--set", dest="sets", action="append", help="run only this configuration (section.key=value, "
+                    "repeatable; unspecified grid keys take the verifier's defaults)")
+    for k, choices in (("net", NET_KINDS), ("box", BOX_KINDS), ("spec", SPEC_KINDS), ("delta", tuple(DELTA_REL))):
+        ap.add_argument(f"--{k}", choices=choices, help=f"force the {k} family")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.n = min(a.n, 100)
+        a.timeout = min(a.timeout, 3.0)
+    import torch
+    torch.set_num_threads(1)
+    kinds = {k: getattr(a, k) for k in ("net", "box", "spec", "delta") if getattr(a, k)}
+    s = fuzz((a.n + 1) // 2, a.seed, a.configs, a.timeout, a.jobs, a.keep, a.out, a.instance, a.sets, kinds or None,
+             start=a.start)
+    print_summary(s)
+    harness = [(i, w) for i, w in s["skipped_reasons"] if w.startswith("harness")]
+    for index, why in harness + [(i, w) for i, w in s["skipped_reasons"] if (i, w) not in harness][:5]:
+        print(f"skipped draw {index}: {why}")
+    return 1 if s["wrong"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
