@@ -207,6 +207,12 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
     if mode == "input":
         A_row = coef[0, worst] if coef is not None else torch.zeros_like(lo)
         return _input_bab(net, rows, r, gv, A_row, lo, hi, cfg, deadline, validate, stats, log)
+    if r.relu_coeffs is None:
+        # IBP and the LP methods give no coefficients to branch on: start ReLU splitting from a CROWN bound
+        c = _bound(net, root, rows, "crown", cfg, 0, False, stats, deadline)
+        c.lb = torch.maximum(c.lb, r.lb)
+        r = c
+        score = rows.score(r.lb)[0]
     row = rows.score(r.lb)[1]
     return _relu_bab(net, rows, r, score, row, lo, hi, cfg, deadline, validate, stats, log)
 

@@ -48,10 +48,12 @@ def err_coeff(n: int, dtype: torch.dtype, rep: float = 0.0) -> float:
 
 
 def _step(x: torch.Tensor, toward: float) -> torch.Tensor:
-    if x.requires_grad:  # nextafter has no derivative: step the value, keep the gradient of x
-        xd = x.detach()
-        return x + (torch.nextafter(xd, torch.full_like(xd, toward)) - xd)  # the sum is exact
-    return torch.nextafter(x, torch.full_like(x, toward))
+    """The neighbouring float of ``x`` toward ``toward``; infinities and NaN stay as they are (stepping +inf down
+    would give the largest finite float, a number that no computation produced)."""
+    xd = x.detach()
+    step = torch.where(torch.isfinite(xd), torch.nextafter(xd, torch.full_like(xd, toward)) - xd,
+                       torch.zeros_like(xd))
+    return x + step  # exact: the sum is the neighbouring float; keeps the gradient of x (nextafter has none)
 
 
 def down(x: torch.Tensor) -> torch.Tensor:
