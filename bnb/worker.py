@@ -14,8 +14,8 @@ parent's is copied into a worker) and the parent
 - optionally caps each worker's address space (``memory_mb``, ``RLIMIT_AS``, set after the warm-up
   imports), so that running out of memory is a ``MemoryError`` in that worker: an ``error`` row.
 
-A healthy worker is reused: the warm-up (importing torch and onnxruntime, and ``torch._dynamo``, which
-the first optimiser step would import lazily, ~1 s) is paid once per suite by the fork server, then a
+A healthy worker is reused: the warm-up (importing torch, onnx and onnxruntime, and ``torch._dynamo``,
+which the first optimiser step would import lazily, ~1 s) is paid once per suite by the fork server, then a
 few milliseconds per worker; it is measured and reported (:attr:`WorkerPool.warmups`). A cooperative timeout is an ordinary return of
 :func:`bnb.verify.verify` (the deadline never raises asynchronously), so that worker is reused too.
 """
@@ -31,7 +31,9 @@ from multiprocessing.connection import wait
 WARMUP_LIMIT = 300.0  # seconds a fresh worker may take to import everything before it counts as failed
 
 
-PRELOAD = ["bnb.worker", "bnb.verify", "torch._dynamo"]  # imported once by the fork server
+# imported once by the fork server: the pipeline, and what it imports lazily on first use (the ONNX
+# loader's onnx and onnxruntime, the first optimiser step's torch._dynamo), seconds each otherwise
+PRELOAD = ["bnb.worker", "bnb.verify", "onnx", "onnxruntime", "torch._dynamo"]
 
 
 def _context():
@@ -71,7 +73,10 @@ def _warm_up(cfg) -> dict:
     t0 = time.monotonic()
     import torch
 
-    import bnb.verify  # noqa: F401  (torch, onnxruntime, the whole pipeline)
+    import onnx  # noqa: F401  (the ONNX loader imports it lazily: ~1.5 s)
+    import onnxruntime  # noqa: F401
+
+    import bnb.verify  # noqa: F401  (torch, the whole pipeline)
     t_import = time.monotonic() - t0
     p = torch.zeros(2, requires_grad=True)
     opt = torch.optim.Adam([p], lr=0.1)

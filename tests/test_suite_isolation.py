@@ -48,7 +48,8 @@ def fault_hook(task):
     elif name.startswith("exit"):
         os._exit(3)
     elif name.startswith("oom"):
-        np.ones(64 * 2 ** 30 // 8)  # 64 GiB: beyond the worker's memory limit
+        # 8 GiB of address space, never touched: granted without a limit (overcommit), refused with it
+        np.empty(8 * 2 ** 30, dtype=np.uint8)
 
 
 # ------------------------------------------------------------------ tiny instances with known answers
@@ -129,7 +130,7 @@ def test_faults_stay_on_their_own_rows(instances):
     path = _suite(folder, rows)
     out = folder / "out.csv"
     log = []
-    res = run_suite(path, _cfg(), out, log.append, workers=2, grace=1.0, memory_mb=6144, hook=fault_hook)
+    res = run_suite(path, _cfg(), out, log.append, workers=2, grace=1.0, memory_mb=4096, hook=fault_hook)
     assert len(res) == len(rows)
     by_name = {}
     for r in res:
