@@ -178,9 +178,13 @@ class WorkerPool:
         self.ctx = _context()
         self.workers: list[_Worker] = []
         self.warmups: list[float] = []   # seconds from start to ready, per worker started
-        self.replaced = 0
+        self.replaced = 0  # fresh workers started in place of killed or failed ones
+        self.retired = 0   # killed or failed workers not replaced yet
 
     def _spawn(self) -> _Worker:
+        if self.retired:
+            self.retired -= 1
+            self.replaced += 1
         w = _Worker(self.ctx, self.cfg, self.memory_mb)
         self.workers.append(w)
         return w
@@ -189,7 +193,7 @@ class WorkerPool:
         """Kill ``w`` and forget it; :meth:`run` starts a fresh worker when one is needed."""
         w.kill()
         self.workers.remove(w)
-        self.replaced += 1
+        self.retired += 1
 
     def close(self):
         for w in list(self.workers):
