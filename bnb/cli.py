@@ -180,6 +180,9 @@ def run_cmd(instances, configs, sets, out, timeout, limit, select, workers, grac
     except KeyboardInterrupt:
         click.echo("bnb: interrupted (the rows written so far are complete; continue with --resume)", err=True)
         sys.exit(130)
+    except RuntimeError as e:  # a worker process that cannot start: the environment, not one instance
+        click.echo(f"bnb: error: {e}", err=True)
+        sys.exit(1)
     click.echo(summary_table(results))
     sys.exit(1 if any(r["wrong"] for r in results) else 0)
 

@@ -279,3 +279,20 @@ def test_rows_are_single_lines(instances):
     assert (folder / "lines.csv").read_text().count("\n") == 2
     (r,) = read_results(folder / "lines.csv")
     assert r["message"] == 'internal error: Traceback, "quoted" x'
+
+
+def test_cli_run_with_workers_and_resume(instances):
+    folder, _ = instances
+    rows = [("unsat_a.vnnlib", 20, "unsat"), ("sat_a.vnnlib", 20, "sat")]
+    path = _suite(folder, rows, "cli.csv")
+    out = folder / "cli_out.csv"
+    cmd = [sys.executable, "-m", "bnb.cli", "run", str(path), "--out", str(out), "--set", "general.threads=1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd + ["--workers", "1"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "worker warm-up:" in proc.stdout and "| instances |" in proc.stdout
+    assert [r["verdict"] for r in read_results(out)] == ["unsat", "sat"]
+    proc = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert proc.returncode == 0 and "2 instance(s) already done, 0 to run" in proc.stdout
+    proc = subprocess.run(cmd[:5] + ["--resume"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert proc.returncode == 2 and "--resume needs --out" in proc.stderr
