@@ -15,6 +15,7 @@ from bnb.spec import Property
 from bnb.timing import Deadline
 
 _PAD = 1e30  # right-hand side of padding rows: never the maximum
+_EVAL_POINTS = 8192  # sampled points evaluated per forward pass between two reads of the deadline
 
 
 def stack_polytopes(polys, n_out: int, dtype=torch.float64, device="cpu"):
@@ -90,8 +91,14 @@ def _best_samples(net, lo, hi, C, d, keep: int, samples: int, gen, deadline=None
         u = u.to(lo.device)
         x = l[:, None] + (h - l)[:, None] * u
         x[:, 0] = (l + h) / 2
-        with torch.no_grad():
-            y = net(x.reshape(-1, n)).reshape(len(l), samples, -1)
+        with torch.no_grad():  # in slices, with the deadline read between them (one slice: < 1 s)
+            flat = x.reshape(-1, n)
+            ys = []
+            for s0 in range(0, flat.shape[0], _EVAL_POINTS):
+                if deadline is not None and s0:
+                    deadline.check()
+                ys.append(net(flat[s0:s0 + _EVAL_POINTS]))
+            y = torch.cat(ys).reshape(len(l), samples, -1)
             m = (torch.einsum("pkn,psn->psk", C[s:s + chunk], y) - d[s:s + chunk, None]).amax(dim=2)
         idx = torch.argsort(m, dim=1)[:, :keep]
         starts.append(torch.gather(x, 1, idx[..., None].expand(-1, -1, n)))

@@ -59,7 +59,12 @@ def verify(network, spec, configs, sets, timeout, results_file, verbose):
         cfg = _config(configs, sets, timeout)
         verbose = verbose or cfg.general.verbose
         log = (lambda m: click.echo(f"[bnb] {m}", err=True)) if verbose else None
-        result = run_verify(network, spec, cfg, log=log)
+        watchdog = _watchdog(cfg.general.timeout, network, spec, results_file)
+        try:
+            result = run_verify(network, spec, cfg, log=log)
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
     except BnbError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -74,6 +79,33 @@ def verify(network, spec, configs, sets, timeout, results_file, verbose):
     if result.verdict is Verdict.ERROR:
         click.echo(f"bnb: error: {result.message}", err=True)
     sys.exit(EXIT_CODES[result.verdict])
+
+
+WATCHDOG_GRACE = 10.0  # seconds past the limit before `bnb verify` gives up on a run that ignores it
+
+
+def _watchdog(limit, network, spec, results_file):
+    """Backstop of the cooperative deadline in ``bnb verify``: if the run is still going ``WATCHDOG_GRACE``
+    seconds after the limit, answer ``timeout`` and end the process (``os._exit``). It raises nothing
+    in the running code, so no library is left half-way through anything that outlives the process."""
+    import math
+    import threading
+    if limit is None or limit <= 0 or not math.isfinite(limit):
+        return None
+
+    def fire():
+        try:
+            if results_file:
+                write_atomic(results_file, "timeout\n")
+            print(f"{os.path.basename(network)} / {os.path.basename(spec)}: timeout in {limit + WATCHDOG_GRACE:.2f}s "
+                  f"(limit {limit:g}s reached; the run did not stop, ended by the watchdog)", flush=True)
+        finally:
+            os._exit(EXIT_CODES[Verdict.TIMEOUT])
+
+    timer = threading.Timer(limit + WATCHDOG_GRACE, fire)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _fmt(v):
@@ -119,7 +151,17 @@ def bounds(network, spec, method, as_json, configs, sets):
 @click.option("--timeout", type=float, default=None, help="Override every instance's timeout (seconds).")
 @click.option("--limit", type=int, default=None, help="Only the first N instances.")
 @click.option("--select", default=None, help="Only instances whose 'onnx,vnnlib' contains this text.")
-def run_cmd(instances, configs, sets, out, timeout, limit, select):
+@click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Instances run at a time, each in a worker process that is killed and replaced when it "
+                   "overruns or dies (0: in this process, no isolation; for debugging).")
+@click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Seconds past an instance's timeout before its worker is killed (row: timeout).")
+@click.option("--memory-limit", "memory_mb", type=click.FloatRange(min=0), default=None,
+              help="Cap each worker's address space at this many MiB (RLIMIT_AS, after the warm-up imports, "
+                   "which take ~1 GiB); running out of memory is an error row, the suite goes on.")
+@click.option("--resume", is_flag=True,
+              help="Keep the complete rows already in --out and run only the missing instances.")
+def run_cmd(instances, configs, sets, out, timeout, limit, select, workers, grace, memory_mb, resume):
     """Run a VNN-COMP INSTANCES.csv suite (onnx,vnnlib,timeout rows) and print a summary table.
 
     Verdicts are compared with an expected.csv beside the instances file when there is one.
@@ -127,11 +169,20 @@ def run_cmd(instances, configs, sets, out, timeout, limit, select):
     from pathlib import Path
 
     from bnb.suite import run_suite, summary_table
+    if resume and not out:
+        _fail(BnbError("--resume needs --out (the results file to continue)"))
     try:
         cfg = _config(configs, sets)
-        results = run_suite(Path(instances), cfg, Path(out) if out else None, click.echo, timeout, limit, select)
+        results = run_suite(Path(instances), cfg, Path(out) if out else None, click.echo, timeout, limit, select,
+                            workers=workers, grace=grace, memory_mb=memory_mb or None, resume=resume)
     except BnbError as e:
         _fail(e)
+    except KeyboardInterrupt:
+        click.echo("bnb: interrupted (the rows written so far are complete; continue with --resume)", err=True)
+        sys.exit(130)
+    except RuntimeError as e:  # a worker process that cannot start: the environment, not one instance
+        click.echo(f"bnb: error: {e}", err=True)
+        sys.exit(1)
     click.echo(summary_table(results))
     sys.exit(1 if any(r["wrong"] for r in results) else 0)
 

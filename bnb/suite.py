@@ -2,17 +2,23 @@
 
 Rows are ``onnx,vnnlib,timeout`` relative to the CSV's folder. When an ``expected.csv`` lies beside it,
 every verdict is compared: ``sat`` against an expected ``unsat`` (or the reverse) is *wrong*.
+
+Each instance runs in a worker process (:mod:`bnb.worker`), so that nothing one instance does (a
+timeout, a crash, running out of memory) changes another's answer. The results CSV is appended one
+complete row (one line) at a time, flushed and fsynced; ``resume`` continues a killed suite from it.
 """
 from __future__ import annotations
 
 import csv
+import io
+import os
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from bnb.errors import BnbError
-from bnb.results import Verdict
+from bnb.results import Verdict, write_atomic
 
 FIELDS = ["onnx", "vnnlib", "verdict", "time", "expected", "wrong", "branches", "domains", "message"]
 
@@ -55,9 +61,113 @@ def is_wrong(verdict: str, expected: str | None) -> bool:
     return (verdict, expected) in (("sat", "unsat"), ("unsat", "sat"))
 
 
-def run_suite(instances: Path, cfg, out: Path | None, echo, timeout=None, limit=None, select=None):
-    """Run every instance; returns the list of result dicts (also written to ``out`` as they finish)."""
-    from bnb.verify import verify
+def _clean(text) -> str:
+    """One line: a row of the results CSV never spans lines (so a truncated last line is detectable)."""
+    return " ".join(str(text).split())
+
+
+def _typed(rec: dict) -> dict:
+    out = dict(rec)
+    out["time"] = float(out["time"])
+    out["wrong"] = int(out["wrong"])
+    for k in ("branches", "domains"):
+        try:
+            out[k] = int(float(out[k]))
+        except ValueError:
+            out[k] = 0
+    return out
+
+
+def read_results(path: Path) -> list[dict]:
+    """The complete rows of a results CSV written by :class:`ResultsFile` (typed as :func:`run_suite`'s).
+
+    A row is complete when its line ends with a newline, has every field and a known verdict; anything
+    else (a suite killed in the middle of a write) is dropped, so that instance is run again.
+    """
+    return _read(path)[0]
+
+
+def _read(path: Path):
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return [], True
+    lines = text.split("\n")
+    complete = lines[:-1]  # the last element is "" after a final newline, else a truncated row
+    clean = lines[-1] == ""
+    if not complete or complete[0].split(",") != FIELDS:
+        if text.strip():
+            raise BnbError(f"not a results file of 'bnb run' (header {','.join(FIELDS)} expected)", path)
+        return [], False
+    verdicts = {v.value for v in Verdict}
+    rows = []
+    for line in complete[1:]:
+        recs = list(csv.reader([line]))
+        if len(recs) != 1 or len(recs[0]) != len(FIELDS) or recs[0][2] not in verdicts:
+            clean = False
+            continue
+        try:
+            rows.append(_typed(dict(zip(FIELDS, recs[0]))))
+        except ValueError:
+            clean = False
+    return rows, clean
+
+
+class ResultsFile:
+    """The suite CSV: a header, then one complete row per instance, each flushed and fsynced.
+
+    ``resume``: keep the complete rows of an existing file (a truncated or malformed last row is dropped,
+    the file rewritten atomically without it) and append after them; otherwise start a new file.
+    """
+
+    def __init__(self, path: Path, resume: bool = False):
+        self.path = path
+        self.previous: list[dict] = []
+        if resume and path.exists():
+            self.previous, clean = _read(path)
+            if not clean:
+                write_atomic(path, self._format_header() + "".join(self._format(r) for r in self.previous))
+            self.fh = path.open("a", newline="")
+        else:
+            self.fh = path.open("w", newline="")
+            self.fh.write(self._format_header())
+            self._sync()
+
+    @staticmethod
+    def _format_header() -> str:
+        return ",".join(FIELDS) + "\n"
+
+    @staticmethod
+    def _format(rec: dict) -> str:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow([_clean(rec.get(k, "")) for k in FIELDS])
+        return buf.getvalue()
+
+    def _sync(self):
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+
+    def append(self, rec: dict):
+        self.fh.write(self._format(rec))  # one write of one complete line
+        self._sync()
+
+    def close(self):
+        self.fh.close()
+
+
+def run_suite(instances: Path, cfg, out: Path | None, echo, timeout=None, limit=None, select=None,
+              workers: int = 1, grace: float = 10.0, memory_mb: float | None = None, resume: bool = False,
+              hook=None):
+    """Run every instance; returns the list of result dicts (also appended to ``out`` as they finish).
+
+    ``workers``: instances run at a time, each in its own worker process (:mod:`bnb.worker`), which the
+    parent kills and replaces when it overruns its timeout by ``grace`` seconds (row ``timeout``) or dies
+    (row ``error``, the signal or exit code named); ``memory_mb`` caps each worker's address space.
+    ``workers=0`` runs in this process (no isolation: a crash ends the suite; for debugging).
+    ``resume``: keep the rows already in ``out`` (matched on onnx and vnnlib) and run only the others.
+    ``hook``: tests only, a picklable ``hook(task)`` run before each instance (in the worker).
+    """
+    from bnb.worker import Task, WorkerPool, run_task
     folder = instances.parent
     rows = read_instances(instances)
     if select:
@@ -66,38 +176,53 @@ def run_suite(instances: Path, cfg, out: Path | None, echo, timeout=None, limit=
         rows = rows[:limit]
     expected = read_expected(folder)
     results = []
-    writer = None
-    fh = None
-    if out is not None:
-        fh = out.open("w", newline="")
-        writer = csv.DictWriter(fh, fieldnames=FIELDS)
-        writer.writeheader()
-        fh.flush()
+    sink = ResultsFile(out, resume) if out is not None else None
+    if sink is not None and sink.previous:
+        wanted = {(r.onnx, r.vnnlib) for r in rows}
+        results = [r for r in sink.previous if (r["onnx"], r["vnnlib"]) in wanted]
+        done = {(r["onnx"], r["vnnlib"]) for r in sink.previous}
+        skipped = len(rows)
+        rows = [r for r in rows if (r.onnx, r.vnnlib) not in done]
+        echo(f"resuming {out}: {skipped - len(rows)} instance(s) already done, {len(rows)} to run")
+    total = len(rows)
     t_suite = time.monotonic()
+    tasks = [Task(k, str(folder / row.onnx), str(folder / row.vnnlib), timeout or row.timeout, cfg, hook)
+             for k, row in enumerate(rows)]
+
+    def record(task, res, elapsed, n_done):
+        row = rows[task.key]
+        exp = expected.get((row.onnx, row.vnnlib))
+        verdict, stats = res["verdict"], res["stats"]
+        rec = {"onnx": row.onnx, "vnnlib": row.vnnlib, "verdict": verdict, "time": round(elapsed, 3),
+               "expected": exp or "", "wrong": int(is_wrong(verdict, exp)),
+               "branches": stats.get("branches", 0), "domains": stats.get("domains_bounded", 0),
+               "message": _clean(res["message"])}
+        results.append(rec)
+        if sink is not None:
+            sink.append(rec)
+        flag = "  WRONG" if rec["wrong"] else ""
+        echo(f"[{n_done}/{total}] {Path(row.onnx).stem} {Path(row.vnnlib).stem}: {verdict} in {elapsed:.2f}s"
+             f"{f' (expected {exp})' if exp else ''}{flag}  [total {time.monotonic() - t_suite:.0f}s]")
+
     try:
-        for k, row in enumerate(rows, start=1):
-            exp = expected.get((row.onnx, row.vnnlib))
-            t0 = time.monotonic()
-            try:
-                res = verify(folder / row.onnx, folder / row.vnnlib, cfg, timeout=timeout or row.timeout)
-                verdict, msg, stats = res.verdict.value, res.message, res.stats
-            except BnbError as e:
-                verdict, msg, stats = Verdict.ERROR.value, str(e), {}
-            elapsed = time.monotonic() - t0
-            rec = {"onnx": row.onnx, "vnnlib": row.vnnlib, "verdict": verdict, "time": round(elapsed, 3),
-                   "expected": exp or "", "wrong": int(is_wrong(verdict, exp)),
-                   "branches": stats.get("branches", 0), "domains": stats.get("domains_bounded", 0),
-                   "message": msg}
-            results.append(rec)
-            if writer:
-                writer.writerow(rec)
-                fh.flush()
-            flag = "  WRONG" if rec["wrong"] else ""
-            echo(f"[{k}/{len(rows)}] {Path(row.onnx).stem} {Path(row.vnnlib).stem}: {verdict} in {elapsed:.2f}s"
-                 f"{f' (expected {exp})' if exp else ''}{flag}  [total {time.monotonic() - t_suite:.0f}s]")
+        if workers <= 0:
+            for n_done, task in enumerate(tasks, start=1):
+                t0 = time.monotonic()
+                res = run_task(task)
+                record(task, res, time.monotonic() - t0, n_done)
+        elif tasks:
+            with WorkerPool(workers, cfg, memory_mb, grace, echo) as pool:
+                for n_done, (task, res, wall) in enumerate(pool.run(tasks), start=1):
+                    record(task, res, wall, n_done)
+                if pool.warmups:
+                    echo(f"worker warm-up: {pool.warmups[0]:.2f}s for the first worker (starting the fork "
+                         f"server and importing torch)"
+                         + (f", median {statistics.median(pool.warmups[1:]):.3f}s for the {len(pool.warmups) - 1} "
+                            f"later one(s)" if len(pool.warmups) > 1 else "")
+                         + f"; {pool.replaced} replaced")
     finally:
-        if fh:
-            fh.close()
+        if sink is not None:
+            sink.close()
     return results
 
 

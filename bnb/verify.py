@@ -9,12 +9,8 @@ Stages, each honouring the deadline:
 """
 from __future__ import annotations
 
-import signal
-import threading
 import time
-from contextlib import contextmanager
 
-import numpy as np
 import torch
 
 from bnb.attack import attack_property
@@ -36,33 +32,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-@contextmanager
-def _hard_limit(seconds: float):
-    """Backstop for the cooperative deadline: raise in the main thread shortly after the limit."""
-    usable = (threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGALRM")
-              and np.isfinite(seconds) and seconds > 0)
-    if not usable:
-        yield
-        return
-
-    def _raise(signum, frame):
-        raise VerificationTimeout()
-
-    old = signal.signal(signal.SIGALRM, _raise)
-    signal.setitimer(signal.ITIMER_REAL, seconds + 1.0)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
-
 def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | None = None,
-           log=None) -> Result:
-    """Verify one instance. Bad input raises :class:`BnbError`; everything else becomes a Result."""
+           log=None, deadline: Deadline | None = None) -> Result:
+    """Verify one instance. Bad input raises :class:`BnbError`; everything else becomes a Result.
+
+    The limit is cooperative: every long loop reads ``deadline`` and a :class:`VerificationTimeout` raised
+    by ``deadline.check()`` (always in our own code, never asynchronously) becomes ``timeout``. ``deadline``
+    replaces the one built from ``timeout`` (tests inject deadlines that expire at chosen points).
+    """
     cfg = cfg or Config()
     limit = cfg.general.timeout if timeout is None else timeout
-    deadline = Deadline(limit)
+    deadline = deadline if deadline is not None else Deadline(limit)
     log = log or (lambda msg: None)
     stats: dict = {}
     if cfg.general.threads > 0:
@@ -82,19 +62,18 @@ def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | N
         return Result(verdict, deadline.elapsed(), ce, message, stats)
 
     try:
-        with _hard_limit(deadline.remaining()):
-            net = net0.to(device=device, dtype=dtype)
-            if cfg.attack.enabled:
-                t0 = time.monotonic()
-                validate = lambda xs, boxes: replay(model, prop, xs, boxes)  # noqa: E731
-                ce, best = attack_property(net, prop, cfg.attack, validate, deadline, cfg.general.seed)
-                stats["time_attack"] = time.monotonic() - t0
-                stats["attack_best_margin"] = best
-                if ce is not None:
-                    return finish(Verdict.SAT, ce, "counterexample found by PGD, replayed on the ONNX model")
-                deadline.check()
-            verdict, ce, message = prove(model, net, prop, cfg, deadline, stats, log)
-            return finish(verdict, ce, message)
+        net = net0.to(device=device, dtype=dtype)
+        if cfg.attack.enabled:
+            t0 = time.monotonic()
+            validate = lambda xs, boxes: replay(model, prop, xs, boxes)  # noqa: E731
+            ce, best = attack_property(net, prop, cfg.attack, validate, deadline, cfg.general.seed)
+            stats["time_attack"] = time.monotonic() - t0
+            stats["attack_best_margin"] = best
+            if ce is not None:
+                return finish(Verdict.SAT, ce, "counterexample found by PGD, replayed on the ONNX model")
+            deadline.check()
+        verdict, ce, message = prove(model, net, prop, cfg, deadline, stats, log)
+        return finish(verdict, ce, message)
     except VerificationTimeout:
         return finish(Verdict.TIMEOUT, message=f"limit {limit:g}s reached")
     except BnbError:
