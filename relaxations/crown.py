@@ -62,22 +62,33 @@ class ReluRelaxation:
         return torch.where(self.unstable[:, None], alpha, self.low_slope[:, None])
 
 
-def layer_reaches(net, lower, upper, relax, end: int):
+class ReachCache:
+    """:func:`layer_reaches` computed once per set of relaxations and extended as more ReLU layers get theirs."""
+
+    def __init__(self, net, lower, upper):
+        self.net, self.out, self.k = net, [], 0
+        self.r = reach(lower, upper).reshape(lower.shape[0], *net.in_shape)
+
+    def upto(self, relax, end: int):
+        N = self.r.shape[0]
+        for layer in self.net.layers[len(self.out):end]:
+            if layer.affine:
+                self.out.append(self.r)
+                self.r = layer.reach_out(self.r)
+            else:
+                self.out.append(None)
+                self.r = relax[self.k].u.clamp(min=0).reshape(N, *layer.out_shape)
+                self.k += 1
+        return self.out[:end]
+
+
+def layer_reaches(net, lower, upper, relax, end: int, cache: ReachCache | None = None):
     """Per layer of ``net.layers[:end]``, a rigorous bound ``(N, *in_shape)`` on ``|input|`` over the domains:
     the box's ``max(|l|, |u|)`` pushed through ``Layer.reach_out``, restarted after every ReLU from its
-    relaxation's upper bound (``0 <= relu(z) <= max(u, 0)``). Entries of ReLU layers are unused (None)."""
-    N = lower.shape[0]
-    r = reach(lower, upper).reshape(N, *net.in_shape)
-    out, k = [], 0
-    for layer in net.layers[:end]:
-        if layer.affine:
-            out.append(r)
-            r = layer.reach_out(r)
-        else:
-            out.append(None)
-            r = relax[k].u.clamp(min=0).reshape(N, *layer.out_shape)
-            k += 1
-    return out
+    relaxation's upper bound (``0 <= relu(z) <= max(u, 0)``). Entries of ReLU layers are unused (None).
+    ``cache``: reuse (and extend) the reaches of earlier calls with the same ``relax``."""
+    cache = cache if cache is not None else ReachCache(net, lower, upper)
+    return cache.upto(relax, end)
 
 
 def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=None, collect=False,
@@ -96,14 +107,21 @@ def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=Non
     bias = torch.zeros(N, m, dtype=dt, device=A.device)
     err = torch.zeros(N, m, dtype=dt, device=A.device)
     acc = err_coeff(0, dt)  # rounding of one addition to the running constant
+    pending = None  # error weights on |A| not yet applied: (N, *shape of A), one product when A changes
     k = sum(1 for layer in net.layers[:end] if not layer.affine)
     coeffs = [None] * k
     for idx in range(end - 1, -1, -1):
         layer = net.layers[idx]
         if layer.affine:
             if reaches is not None:
-                err = err + layer.backward_err(A, reaches[idx])
+                w, under = layer.err_weight(reaches[idx])
+                if w is not None:
+                    w = w if pending is None else pending + w
+                    err = err + dot_abs(A, w) + under
+                    pending = None
             A, c = layer.backward(A)
+            if pending is not None:  # an exact reshape: the weights follow the coefficients
+                pending = pending.reshape(N, *layer.in_shape)
             if c is not None:
                 bias = bias + c
                 if reaches is not None:
@@ -112,6 +130,9 @@ def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=Non
         k -= 1
         r = relax[k]
         Af = A.reshape(N, m, -1)
+        if pending is not None:
+            err = err + dot_abs(Af, pending.reshape(N, -1))
+            pending = None
         if collect:
             coeffs[k] = Af
         neg = Af.clamp(max=0)
@@ -120,17 +141,24 @@ def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=Non
         c = torch.bmm(neg, r.up_int[..., None]).squeeze(-1)            # every term <= 0
         bias = bias + c
         Az = P
+        beta_term = None
         if betas is not None and r.split is not None:
-            Az = P - betas[k] * r.split[:, None]
+            beta_term = betas[k] * r.split[:, None]                     # exact: split is +-1 or 0
+            Az = P - beta_term
         if reaches is not None:
             n = Af.shape[-1]
             rz = r.reach
-            e = dot_abs(P, rz)
-            if Az is not P:
-                e = e + dot_abs(Az, rz)
+            g2 = err_coeff(2, dt)
+            # product and subtraction round once each: <= u (|P| + |Az|) <= u (2 |Az| + |beta s|) per entry
+            pending = (2 * g2 if beta_term is not None else g2) * rz
+            if beta_term is not None:
+                err = err + g2 * dot_abs(beta_term, rz)
             under = (n + 4) * tiny(dt) * (1 + rz.sum(-1, keepdim=True))
-            err = err + err_coeff(2, dt) * e + err_coeff(n, dt) * c.abs() + acc * bias.abs() + under
+            err = err + err_coeff(n, dt) * c.abs() + acc * bias.abs() + under
+            pending = pending.reshape(N, *layer.in_shape)
         A = Az.reshape(N, m, *layer.in_shape)
+    if pending is not None:
+        err = err + dot_abs(A, pending)
     return A.reshape(N, m, -1), bias, coeffs, err
 
 
@@ -240,14 +268,19 @@ def _forward_linear(net, state, lower_slope, rigorous=True):
     return out
 
 
-def _bound_rows_at(net, idx, A0, relax, state, alphas=None, rigorous=True):
+class Relaxations(list):
+    """The ReluRelaxation of every ReLU layer, with the :class:`ReachCache` built while computing them."""
+    reach_cache = None
+
+
+def _bound_rows_at(net, idx, A0, relax, state, alphas=None, rigorous=True, cache=None):
     """Lower bounds ``(N, m)`` of ``A0 . h`` for ``h`` the input of ``net.layers[idx]``, over each domain."""
-    reaches = layer_reaches(net, state.lower, state.upper, relax, idx) if rigorous else None
+    reaches = layer_reaches(net, state.lower, state.upper, relax, idx, cache) if rigorous else None
     A_in, bias, _, err = backward(net, idx, A0, relax, alphas, reaches=reaches)
     return concretize(A_in, bias, state.lower, state.upper, err if rigorous else None)
 
 
-def _crown_unstable_only(net, idx, l, u, relax, state, rigorous=True):
+def _crown_unstable_only(net, idx, l, u, relax, state, rigorous=True, cache=None):
     """CROWN bounds for the neurons that ``(l, u)`` leaves unstable; stable ones keep their bounds.
 
     Back-substitutes ``2 k`` one-hot rows per domain, ``k`` the largest number of unstable neurons in
@@ -262,7 +295,7 @@ def _crown_unstable_only(net, idx, l, u, relax, state, rigorous=True):
     rows = torch.zeros(N, k, n, dtype=l.dtype, device=l.device)
     rows.scatter_(2, sel[..., None], 1.0)
     A0 = torch.cat([rows, -rows], dim=1).reshape(N, 2 * k, *net.layers[idx].in_shape)
-    b = _bound_rows_at(net, idx, A0, relax, state, rigorous=rigorous)
+    b = _bound_rows_at(net, idx, A0, relax, state, rigorous=rigorous, cache=cache)
     l = l.scatter_reduce(1, sel, b[:, :k], reduce="amax")
     u = u.scatter_reduce(1, sel, -b[:, k:], reduce="amin")
     return l, u
@@ -284,7 +317,8 @@ def intermediate_bounds(net, state: DomainState, lower_slope="adaptive", mode="c
         state = DomainState(state.lower, state.upper, state.splits,
                             _forward_linear(net, state, lower_slope, rigorous))
     _, _, ibp_pre = ibp(net, state.lower, state.upper) if state.pre_bounds is None else (None, None, None)
-    relax = []
+    relax = Relaxations()
+    relax.reach_cache = ReachCache(net, state.lower, state.upper) if rigorous else None
     for j, idx in enumerate(relus):
         split = None if state.splits is None else state.splits[j]
         if state.pre_bounds is not None:
@@ -294,12 +328,12 @@ def intermediate_bounds(net, state: DomainState, lower_slope="adaptive", mode="c
             if state.ref_bounds is not None:
                 l, u = torch.maximum(l, state.ref_bounds[j][0]), torch.minimum(u, state.ref_bounds[j][1])
             if mode == "crown" and j > 0 and alphas is None:
-                l, u = _crown_unstable_only(net, idx, l, u, relax, state, rigorous)
+                l, u = _crown_unstable_only(net, idx, l, u, relax, state, rigorous, relax.reach_cache)
             elif mode == "crown" and j > 0:
                 shape = net.layers[idx].in_shape
                 n = l.shape[1]
                 A0 = _eye_both(N, n, shape, l.dtype, l.device)
-                b = _bound_rows_at(net, idx, A0, relax, state, alphas[j], rigorous)
+                b = _bound_rows_at(net, idx, A0, relax, state, alphas[j], rigorous, relax.reach_cache)
                 l, u = torch.maximum(l, b[:, :n]), torch.minimum(u, -b[:, n:])
             if reference is not None:
                 l, u = torch.maximum(l, reference[j][0]), torch.minimum(u, reference[j][1])
@@ -314,7 +348,8 @@ def _final(net, state, C, relax, alphas=None, betas=None, collect=False, rigorou
     A0 = C.expand(N, *C.shape[-2:]) if C.dim() == 2 else C
     m = A0.shape[1]
     end = len(net.layers)
-    reaches = layer_reaches(net, state.lower, state.upper, relax, end) if rigorous else None
+    reaches = layer_reaches(net, state.lower, state.upper, relax, end, getattr(relax, "reach_cache", None)) \
+        if rigorous else None
     A_in, bias, coeffs, err = backward(net, end, A0.reshape(N, m, *net.out_shape), relax, alphas, betas,
                                        collect, reaches)
     lb = concretize(A_in, bias, state.lower, state.upper, err if rigorous else None)

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from relaxations.fp import dot_abs, err_coeff, tiny, unit_roundoff
+from relaxations.fp import err_coeff, tiny, unit_roundoff
 
 
 class Layer:
@@ -18,12 +18,14 @@ class Layer:
       arithmetic for any input in the box, the rounding of their own computation included.
     - ``backward(A)`` (affine layers only): for ``A`` of shape ``(N, m, *out)`` return ``(A', c)`` with
       ``A'`` of shape ``(N, m, *in)`` and ``c`` of shape ``(N, m)`` (or ``None`` for no constant), such
-      that ``A . layer(x) = A' . x + c`` for every ``x`` (up to the rounding that ``backward_err`` bounds).
+      that ``A . layer(x) = A' . x + c`` for every ``x`` (up to the rounding that ``err_weight`` bounds).
     - ``linear(x)``, ``abs_linear(r)``, ``offset()`` (affine layers): ``W x``, ``|W| r`` and ``b``.
     - ``magnitude(r)`` (affine layers): ``|W| r + |b|`` ``(N, *in) -> (N, *out)`` for ``r >= 0``, the size of
       the terms the layer sums when ``|x| <= r``; ``reach_out(r)``: a rigorous bound on ``|layer(x)|``.
-    - ``backward_err(A, r)`` (affine layers): ``(N, m)``, a bound on ``|A . layer(x) - (A' . x + c)|`` for the
-      computed ``A'``, ``c`` and every ``|x| <= r`` (``r``: ``(N, *in)``).
+    - ``err_weight(r)`` (affine layers): ``(w (N, *out) or None, under (N, 1))`` such that
+      ``<|A|, w> + under`` bounds ``|A . layer(x) - (A' . x + c)|`` for the computed ``A'``, ``c`` and every
+      ``|x| <= r`` (``r``: ``(N, *in)``); a weight rather than a value, so that back-substitution can add it to
+      the other weights on the same ``|A|`` and take one product.
 
     ``rep_err`` is the relative error with which the layer's tensors represent the network's real parameters:
     0 unless :meth:`to` cast them to a dtype that could not hold them exactly.
@@ -87,12 +89,11 @@ class Layer:
         n = self.n_forward
         return self.magnitude(r) * (1 + err_coeff(n, r.dtype, self.rep_err)) + (n + 4) * tiny(r.dtype)
 
-    def backward_err(self, A: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    def err_weight(self, r: torch.Tensor):
         n = self.n_backward
-        dt = A.dtype
-        mag = dot_abs(A, self.magnitude(r))
+        dt = r.dtype
         under = (n + 4) * tiny(dt) * (1 + r.reshape(r.shape[0], -1).sum(-1, keepdim=True))
-        return err_coeff(n, dt, self.rep_err) * mag + under
+        return err_coeff(n, dt, self.rep_err) * self.magnitude(r), under
 
     def to(self, device=None, dtype=None) -> "Layer":
         """Move every tensor attribute; returns self. A cast that changes a value sets ``rep_err``."""

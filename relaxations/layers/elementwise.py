@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from relaxations.fp import dot_abs, err_coeff, tiny
+from relaxations.fp import err_coeff, tiny
 from relaxations.layers.base import Layer
 
 
@@ -40,11 +40,10 @@ class ElementwiseAffine(Layer):
         dims = tuple(range(2, A.dim()))
         return A * self.scale, (A * self.shift).sum(dim=dims)
 
-    def backward_err(self, A, r):
+    def err_weight(self, r):
         """The coefficients ``A * scale`` round once each; only the constant is a long sum."""
-        dt = A.dtype
+        dt = r.dtype
         n = self.n_backward
-        coef = dot_abs(A, r * self.scale.abs()[None])
-        const = dot_abs(A, self.shift.abs().expand_as(r))
+        w = err_coeff(1, dt, self.rep_err) * r * self.scale.abs() + err_coeff(n, dt, self.rep_err) * self.shift.abs()
         under = (n + 4) * tiny(dt) * (1 + r.reshape(r.shape[0], -1).sum(-1, keepdim=True))
-        return err_coeff(1, dt, self.rep_err) * coef + err_coeff(n, dt, self.rep_err) * const + under
+        return w, under

@@ -34,8 +34,8 @@ class Reshape(Layer):
         """``A``: ``(N, m, *out)`` -> ``(N, m, *in)``; no constant."""
         return A.reshape(A.shape[0], A.shape[1], *self.in_shape), None
 
-    def backward_err(self, A, r):
-        return torch.zeros(A.shape[:2], dtype=A.dtype, device=A.device)
+    def err_weight(self, r):
+        return None, None  # exact
 
     def dense(self):
         n = self.in_size
