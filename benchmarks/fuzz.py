@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import shutil
 import sys
 import tempfile
@@ -434,7 +433,7 @@ def milp_epigraph(net: Net, lo, hi, C, d, time_limit=20.0):
         lo_c.append(np.broadcast_to(low, M.shape[0]))
         hi_c.append(np.broadcast_to(high, M.shape[0]))
 
-    h_start, h_size = 0, n_in
+    h_start = 0
     pos = n_in
     bin_pos = n_in + sum(sizes)
     for (W, b), (l, u) in zip(net.blocks[:-1], pre):
@@ -450,14 +449,13 @@ def milp_epigraph(net: Net, lo, hi, C, d, time_limit=20.0):
         if uns.any():
             k = int(uns.sum())
             Wu, bu, lu, uu, Iu = W[uns], b[uns], l[uns], u[uns], I[uns]
-            Ik = np.eye(k)
             bins = bin_pos
             lb[bins:bins + k], ub[bins:bins + k], integ[bins:bins + k] = 0.0, 1.0, 1.0
             add({y0: Iu, h_start: -Wu}, bu, np.inf)                           # y >= z
             add({y0: Iu, h_start: -Wu, bins: -np.diag(lu)}, -np.inf, bu - lu)   # y <= z - l + l a
             add({y0: Iu, bins: -np.diag(uu)}, -np.inf, 0.0)                   # y <= u a
             bin_pos += k
-        h_start, h_size = y0, n
+        h_start = y0
         pos += n
     W, b = net.blocks[-1]
     t = n_var - 1

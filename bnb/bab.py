@@ -19,7 +19,8 @@ import torch
 from bnb.attack import pgd, stack_polytopes
 from bnb.domains import DomainStore
 from heuristics import candidate_dims, lookahead_choice, relu_scores, splittable
-from relaxations.fp import down, finite_or_neg_inf, threshold_up
+from relaxations.fp import down, finite_or_neg_inf, reach, threshold_up
+from relaxations.ibp import ibp
 from relaxations.methods import bound_rows
 from relaxations.polytope import box_min, group_index, mix_rows
 from relaxations.state import DomainState
@@ -32,8 +33,8 @@ class Rows:
 
     ``d`` is the file's right-hand side rounded up in the working dtype, so that ``C y > d`` proves the
     file's ``C y > d``. Coefficients that the dtype cannot hold exactly (rare: VNN-LIB rows are mostly +-1)
-    need ``y_reach`` ``(n_out,)``, a rigorous bound on ``|y|`` over the box: ``d`` is then raised by
-    ``|C_file - C| . y_reach`` (float64, rounded up)."""
+    need ``y_reach()``, called only then, which returns ``(n_out,)``, a rigorous bound on ``|y|`` over the box:
+    ``d`` is then raised by ``|C_file - C| . y_reach()`` (float64, rounded up)."""
 
     def __init__(self, polys, n_out, dtype, device, y_reach=None):
         rows, rhs, groups = [], [], []
@@ -49,7 +50,7 @@ class Rows:
         if bool((dC > 0).any()):
             if y_reach is None:
                 raise ValueError("output coefficients not representable in the working dtype need y_reach")
-            slack = dC @ y_reach.double().cpu().reshape(-1)
+            slack = dC @ y_reach().double().cpu().reshape(-1)
             d64 = d64 + slack * (1 + 1e-12)
         self.y_reach = y_reach
         self.d = threshold_up(d64, dtype, device)
@@ -67,25 +68,29 @@ class Rows:
         coef = torch.gather(res.A_input, 1, best_row[..., None].expand(-1, -1, res.A_input.shape[-1]))
         return value, coef
 
+    def _group_max(self, vals):
+        """``(N, K)``: per polytope, the largest of its rows' values ``vals`` ``(N, M)``."""
+        out = torch.full((vals.shape[0], self.K), -float("inf"), dtype=vals.dtype, device=vals.device)
+        return out.scatter_reduce(1, self.groups.expand_as(vals), vals, reduce="amax")
+
+    def _refutation(self, lb):
+        """``(N, M)``: each row's ``lb - d`` rounded down; NaN and infinities become ``-inf``."""
+        return finite_or_neg_inf(down(lb - self.d))
+
     def group_values(self, lb):
         """``(N, K)``: per polytope, the best row ``max_i (lb_i - d_i)``; > 0 means refuted."""
-        vals = finite_or_neg_inf(down(lb - self.d))
-        out = torch.full((lb.shape[0], self.K), -float("inf"), dtype=lb.dtype, device=lb.device)
-        return out.scatter_reduce(1, self.groups.expand_as(vals), vals, reduce="amax")
+        return self._group_max(self._refutation(lb))
 
     def score(self, lb):
         """Domain score ``(N,)`` (min over polytopes of the best row) and the deciding row ``(N,)``."""
-        gv = self.group_values(lb)
-        score, worst = gv.min(dim=1)
-        vals = finite_or_neg_inf(down(lb - self.d)).masked_fill(self.groups[None] != worst[:, None], -float("inf"))
-        row = vals.argmax(dim=1)
+        vals = self._refutation(lb)
+        score, worst = self._group_max(vals).min(dim=1)
+        row = vals.masked_fill(self.groups[None] != worst[:, None], -float("inf")).argmax(dim=1)
         return score, row, worst
 
     def group_margins(self, y):
         """Violation margin ``(N, K)`` of outputs ``y`` ``(N, n_out)`` per polytope: ``<= 0`` iff inside it."""
-        vals = y @ self.C.T - self.d
-        out = torch.full((y.shape[0], self.K), -float("inf"), dtype=y.dtype, device=y.device)
-        return out.scatter_reduce(1, self.groups.expand_as(vals), vals, reduce="amax")
+        return self._group_max(y @ self.C.T - self.d)
 
     def margins(self, y):
         """Violation margin ``(N,)`` of outputs ``y`` ``(N, n_out)``: ``<= 0`` iff ``y`` is in some polytope."""
@@ -108,8 +113,6 @@ def _bound(net, state, rows, method, cfg, iters, optimize_intermediate, stats, d
     r = bound_rows(net, state, rows.C, method, intermediate=b.intermediate, lower_slope=b.lower_slope,
                    iters=iters, lr=b.alpha_lr, lr_beta=b.beta_lr, optimize_intermediate=optimize_intermediate,
                    should_stop=deadline.expired, rigorous=b.fp_sound)
-    if r.infeasible is None:
-        r.infeasible = torch.zeros(state.size, dtype=torch.bool, device=r.lb.device)
     stats.add("time_bounding", time.monotonic() - t0)
     stats.add("domains_bounded", state.size)
     return r
@@ -158,7 +161,7 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
     if any(len(p.d) == 0 for p in polys):  # an unconstrained polytope: every input violates
         ce = validate(((lower + upper) / 2)[None].double().cpu().numpy())
         return ("sat", ce) if ce is not None else ("unknown", None)
-    rows = _rows(polys, net, lower, upper)
+    rows = Rows(polys, net.out_size, dtype, device, lambda: _output_reach(net, lower, upper))
     lo, hi = lower[None], upper[None]
     root = DomainState(lo, hi)
     method = cfg.bounds.method
@@ -217,15 +220,10 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
     return _relu_bab(net, rows, r, score, row, lo, hi, cfg, deadline, validate, stats, log)
 
 
-def _rows(polys, net, lower, upper):
-    """The box's :class:`Rows`; a rigorous output reach (IBP) only when some coefficient needs it."""
-    try:
-        return Rows(polys, net.out_size, net.dtype, net.device)
-    except ValueError:
-        from relaxations.ibp import ibp
-        from relaxations.fp import reach
-        lb, ub, _ = ibp(net, lower[None], upper[None])
-        return Rows(polys, net.out_size, net.dtype, net.device, reach(lb, ub)[0])
+def _output_reach(net, lower, upper):
+    """``(n_out,)``: a rigorous bound on ``|y|`` over the box (IBP)."""
+    lb, ub, _ = ibp(net, lower[None], upper[None])
+    return reach(lb, ub)[0]
 
 
 def _polytope_values(rows, res, lower, upper, cfg):

@@ -4,19 +4,17 @@ The property holds (``unsat``) iff every box is decided safe; a counterexample i
 """
 from __future__ import annotations
 
-import torch
 
 from bnb.bab import Stats, run_bab
 from bnb.results import Verdict
 from bnb.witness import replay
-from relaxations.fp import ieee_kernels, outward_box
+from relaxations.fp import outward_box
 
 
 def prove(model, net, prop, cfg, deadline, stats, log):
     """Returns ``(verdict, counterexample, message)``."""
     bab_stats = Stats()
     undecided = 0
-    ieee_kernels(net.device)
     for b, spec in enumerate(prop.specs):
         # rounded outward: the working box contains every real point of the file's box
         lo, hi = outward_box(spec.lower, spec.upper, net.dtype, net.device)

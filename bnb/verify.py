@@ -22,13 +22,16 @@ from bnb.results import Result, Verdict
 from bnb.timing import Deadline, VerificationTimeout
 from bnb.vnnlib import parse_vnnlib
 from bnb.witness import replay
+from relaxations.fp import ieee_kernels
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device of ``general.device``; on CUDA, with the IEEE kernels the rounding bounds assume."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise BnbError("general.device is 'cuda' but no CUDA device is available")
+    ieee_kernels(name)
     return torch.device(name)
 
 

@@ -21,6 +21,7 @@ few milliseconds per worker; it is measured and reported (:attr:`WorkerPool.warm
 """
 from __future__ import annotations
 
+import importlib
 import multiprocessing as mp
 import os
 import signal
@@ -71,12 +72,9 @@ def _vm_mb() -> float:
 def _warm_up(cfg) -> dict:
     """Import what an instance needs and take one optimiser step, so that no instance pays for it."""
     t0 = time.monotonic()
+    for name in PRELOAD:  # no-ops where the fork server imported them already
+        importlib.import_module(name)
     import torch
-
-    import onnx  # noqa: F401  (the ONNX loader imports it lazily: ~1.5 s)
-    import onnxruntime  # noqa: F401
-
-    import bnb.verify  # noqa: F401  (torch, the whole pipeline)
     t_import = time.monotonic() - t0
     p = torch.zeros(2, requires_grad=True)
     opt = torch.optim.Adam([p], lr=0.1)

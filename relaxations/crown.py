@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from relaxations.fp import dot_abs, down, err_coeff, reach, tiny, unit_roundoff, up
+from relaxations.fp import dot_abs, down, err_coeff, reach, tiny, unit_roundoff
 from relaxations.ibp import ibp
 from relaxations.layers.relu import default_lower_slope, upper_relaxation
 from relaxations.state import BoundResult, DomainState
@@ -216,18 +216,13 @@ def _forward_linear(net, state, lower_slope, rigorous=True):
     const_mask[-1] = 1.0
     _, _, ibp_pre = ibp(net, state.lower, state.upper)
     out, j = [], 0
-    c, r = (state.upper + state.lower) / 2, (state.upper - state.lower) / 2
     rx = reach(state.lower, state.upper)
 
-    def concretize_fn(T, lower):
-        Tf = T.reshape(N, n_in + 1, -1)
-        lin = torch.einsum("bkn,bk->bn", Tf[:, :n_in], c)
-        rad = torch.einsum("bkn,bk->bn", Tf[:, :n_in].abs(), r)
-        v = (lin - rad if lower else lin + rad) + Tf[:, n_in]
-        if not rigorous:
-            return v
-        slack = e.reshape(N, -1) + err_coeff(n_in + 1, dt) * _magnitude(Tf, rx, n_in) + (n_in + 4) * tiny(dt)
-        return down(v - slack) if lower else up(v + slack)
+    def minimum(T, sign):
+        """Per neuron, ``min over the box of sign * T(x)`` ``(N, n)`` (rigorous: the slack ``e`` included)."""
+        Tf = sign * T.reshape(N, n_in + 1, -1)
+        return concretize(Tf[:, :n_in].transpose(1, 2), Tf[:, n_in], state.lower, state.upper,
+                          e.reshape(N, -1) if rigorous else None)
 
     for layer in net.layers:
         if layer.affine:
@@ -248,8 +243,8 @@ def _forward_linear(net, state, lower_slope, rigorous=True):
                     + (n + 4) * tiny(dt) * (1 + rx.sum(-1)).reshape(N, *([1] * len(layer.out_shape)))
             L, U = yc - yr, yc + yr
             continue
-        l = torch.maximum(concretize_fn(L, True), ibp_pre[j][0].reshape(N, -1))
-        u = torch.minimum(concretize_fn(U, False), ibp_pre[j][1].reshape(N, -1))
+        l = torch.maximum(minimum(L, 1), ibp_pre[j][0].reshape(N, -1))
+        u = torch.minimum(-minimum(U, -1), ibp_pre[j][1].reshape(N, -1))
         out.append((l, u))
         split = None if state.splits is None else state.splits[j]
         rl = ReluRelaxation(l, u, split, lower_slope)
@@ -260,10 +255,12 @@ def _forward_linear(net, state, lower_slope, rigorous=True):
         # y >= a z >= a L (a >= 0);  y <= s z + t <= s U + t (s >= 0)
         L, U = a * L, s * U + cm * t
         if rigorous:
-            n = layer.in_size
+            # one rounded product per slot (and the sum s U_c + t in the constant slot, whose product
+            # |s U_c| <= |U_c'| + t may exceed the result): err_coeff(2) (|L'| + |U'| + t) over |x| <= rx
             magLU = _magnitude(L.reshape(N, n_in + 1, -1), rx, n_in) + _magnitude(U.reshape(N, n_in + 1, -1), rx, n_in)
             e = (torch.maximum(a, s).reshape(N, -1) * e.reshape(N, -1) * (1 + err_coeff(1, dt))
-                 + err_coeff(2, dt) * magLU + 4 * tiny(dt) * (1 + rx.sum(-1, keepdim=True))).reshape(N, *layer.in_shape)
+                 + err_coeff(2, dt) * (magLU + t.reshape(N, -1))
+                 + 4 * tiny(dt) * (1 + rx.sum(-1, keepdim=True))).reshape(N, *layer.in_shape)
         j += 1
     return out
 

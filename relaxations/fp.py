@@ -92,10 +92,16 @@ def ieee_kernels(device) -> None:
 
 
 # ------------------------------------------------------------------ float64 values into the working dtype
+def _f64(values) -> torch.Tensor:
+    """``values`` (numbers, numpy, tensor) as a float64 CPU tensor."""
+    if torch.is_tensor(values):
+        return values.detach().to(device="cpu", dtype=torch.float64)
+    return torch.as_tensor(np.asarray(values, dtype=np.float64))
+
+
 def to_dtype_down(values, dtype: torch.dtype, device=None) -> torch.Tensor:
     """float64 ``values`` (numpy or tensor) as ``dtype``, each entry ``<=`` its float64 value."""
-    v = torch.as_tensor(np.asarray(values, dtype=np.float64) if not torch.is_tensor(values) else values,
-                        dtype=torch.float64)
+    v = _f64(values)
     t = v.to(dtype)
     over = t.double() > v
     if bool(over.any()):
@@ -104,20 +110,16 @@ def to_dtype_down(values, dtype: torch.dtype, device=None) -> torch.Tensor:
 
 
 def to_dtype_up(values, dtype: torch.dtype, device=None) -> torch.Tensor:
-    v = torch.as_tensor(np.asarray(values, dtype=np.float64) if not torch.is_tensor(values) else values,
-                        dtype=torch.float64)
-    return -to_dtype_down(-v, dtype, device)
+    return -to_dtype_down(-_f64(values), dtype, device)
 
 
 def outward_box(lower, upper, dtype: torch.dtype, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """A box of ``dtype`` that contains the real box whose ends were parsed (rounded to nearest) into the
     float64 ``lower``/``upper``: each end moved one float64 step outward, then rounded outward to ``dtype``."""
-    lo = torch.as_tensor(np.asarray(lower, dtype=np.float64))
-    hi = torch.as_tensor(np.asarray(upper, dtype=np.float64))
-    return to_dtype_down(down(lo), dtype, device), to_dtype_up(up(hi), dtype, device)
+    return to_dtype_down(down(_f64(lower)), dtype, device), to_dtype_up(up(_f64(upper)), dtype, device)
 
 
 def threshold_up(d, dtype: torch.dtype, device=None) -> torch.Tensor:
     """A right-hand side ``d`` of ``C y <= d``, parsed into float64, rounded up so that proving ``C y > d'``
     proves ``C y > d`` for the decimal value of the file."""
-    return to_dtype_up(up(torch.as_tensor(np.asarray(d, dtype=np.float64))), dtype, device)
+    return to_dtype_up(up(_f64(d)), dtype, device)

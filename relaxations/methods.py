@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from relaxations.crown import SLOPE_MODES, crown, optimized
-from relaxations.fp import down, err_coeff, finite_or_neg_inf, reach, tiny, to_dtype_down, to_dtype_up
+from relaxations.crown import SLOPE_MODES, concretize, crown, optimized
+from relaxations.fp import finite_or_neg_inf, to_dtype_down, to_dtype_up
 from relaxations.ibp import ibp
 from relaxations.state import BoundResult, DomainState
 
@@ -31,6 +31,8 @@ def bound_rows(net, state: DomainState, C: torch.Tensor, method: str, *, interme
     res = _bound_rows(net, state, C, method, intermediate, lower_slope, iters, lr, lr_beta, optimize_intermediate,
                       want_upper, stop_threshold, should_stop, rigorous)
     res.lb = finite_or_neg_inf(res.lb)
+    if res.infeasible is None:  # IBP and the LP methods prove no domain empty
+        res.infeasible = torch.zeros(state.size, dtype=torch.bool, device=res.lb.device)
     if res.ub is not None:
         res.ub = -finite_or_neg_inf(-res.ub)
     return res
@@ -41,8 +43,9 @@ def _bound_rows(net, state, C, method, intermediate, lower_slope, iters, lr, lr_
     if method == "ibp":
         lb, ub, pre = ibp(net, state.lower, state.upper)
         Cn = C if C.dim() == 3 else C.expand(state.size, *C.shape)
-        lo = _ibp_rows(Cn, lb, ub)
-        hi = -_ibp_rows(-Cn, lb, ub) if want_upper else None
+        zero = torch.zeros(Cn.shape[:2], dtype=lb.dtype, device=lb.device)
+        lo = concretize(Cn, zero, lb, ub, zero)  # C y over the output box, rounding bounded
+        hi = -concretize(-Cn, zero, lb, ub, zero) if want_upper else None
         return BoundResult(lo, hi, [(l.reshape(state.size, -1), u.reshape(state.size, -1)) for l, u in pre])
     if method in SLOPE_MODES:
         slope = lower_slope if method == "crown" else SLOPE_MODES[method]
@@ -55,15 +58,6 @@ def _bound_rows(net, state, C, method, intermediate, lower_slope, iters, lr, lr_
     if method in LP_METHODS:
         return lp_rows(net, state, C, method, want_upper=want_upper)
     raise ValueError(f"unknown bounding method {method!r}; choose from {', '.join(METHODS)}")
-
-
-def _ibp_rows(Cn, lb, ub):
-    """Rigorous ``min C y`` over the output box ``[lb, ub]`` ``(N, n_out)``: ``(N, m)``."""
-    Cp, Cm = Cn.clamp(min=0), Cn.clamp(max=0)
-    lo = torch.einsum("bmn,bn->bm", Cp, lb) + torch.einsum("bmn,bn->bm", Cm, ub)
-    n = Cn.shape[-1]
-    e = err_coeff(n, lo.dtype) * torch.einsum("bmn,bn->bm", Cn.abs(), reach(lb, ub)) + (n + 4) * tiny(lo.dtype)
-    return down(lo - e)
 
 
 def output_bounds(net, lower: torch.Tensor, upper: torch.Tensor, method: str, cfg=None):

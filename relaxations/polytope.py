@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from relaxations.crown import concretize
 from relaxations.fp import down, err_coeff, finite_or_neg_inf, reach, tiny
 
 
@@ -60,9 +61,7 @@ def mix_rows(A: torch.Tensor, bias: torch.Tensor, d: torch.Tensor, lower: torch.
     dt = A.dtype
     rx = reach(lower, upper)
     if row_lb is None:
-        n = A.shape[-1]
-        row_mag = torch.einsum("bmn,bn->bm", A.abs(), rx) + bias.abs()
-        row_lb = down(box_min(A, lower, upper)[0] + bias - err_coeff(n + 1, dt) * row_mag - (n + 4) * tiny(dt))
+        row_lb = concretize(A, bias, lower, upper, torch.zeros_like(bias))
     single = finite_or_neg_inf(down(row_lb - d))[:, index].masked_fill(~valid, -float("inf"))  # (N, K, R)
     best, pick = single.max(dim=-1)                    # start from the best single row
     best_row = index[torch.arange(index.shape[0], device=index.device), pick]

@@ -52,7 +52,7 @@ class BoundResult:
     - ``relu_coeffs``: per ReLU layer ``(N, m, n_i)``, the coefficient of the final lower bound on that
       layer's output (what branching heuristics score); None for IBP.
     - ``alphas``/``betas``: optimised parameters for warm starts.
-    - ``infeasible``: ``(N,)`` bool or None: True where a split phase rigorously contradicts the domain's
+    - ``infeasible``: ``(N,)`` bool (always set by ``bound_rows``): True where a split phase rigorously contradicts the domain's
       bounds, so that the domain holds no point at all (see :class:`relaxations.crown.ReluRelaxation`).
     """
 
