@@ -81,6 +81,14 @@ class Rows:
         """``(N, K)``: per polytope, the best row ``max_i (lb_i - d_i)``; > 0 means refuted."""
         return self._group_max(self._refutation(lb))
 
+    def settled(self, lb, infeasible, margin, floor=None):
+        """``(N, M)``: rows whose polytope is refuted on their domain, by ``lb`` (or by ``floor``, a valid bound
+        known before, e.g. the parent's) row by row, or because the domain is ``infeasible`` ``(N,)``: the
+        optimiser of the bounds need not work on them any more."""
+        if floor is not None:
+            lb = torch.maximum(lb, floor)
+        return proven(self.group_values(lb), margin, infeasible)[:, self.groups]
+
     def score(self, lb):
         """Domain score ``(N,)`` (min over polytopes of the best row) and the deciding row ``(N,)``."""
         vals = self._refutation(lb)
@@ -107,11 +115,15 @@ class Stats(dict):
         self[key] = self.get(key, 0) + value
 
 
-def _bound(net, state, rows, method, cfg, iters, optimize_intermediate, stats, deadline):
+def _bound(net, state, rows, method, cfg, iters, optimize_intermediate, stats, deadline, floor=None):
+    """Bounds of every row on every domain of ``state``; alpha/beta-CROWN stop optimising a domain once its
+    polytopes are refuted (by its bound or by ``floor`` ``(N, M)``, bounds known to hold before)."""
     t0 = time.monotonic()
     b = cfg.bounds
+    margin = cfg.bab.verify_margin
     r = bound_rows(net, state, rows.C, method, intermediate=b.intermediate, lower_slope=b.lower_slope,
                    iters=iters, lr=b.alpha_lr, lr_beta=b.beta_lr, optimize_intermediate=optimize_intermediate,
+                   settled=lambda lb, infeasible: rows.settled(lb, infeasible, margin, floor),
                    should_stop=deadline.expired, rigorous=b.fp_sound)
     stats.add("time_bounding", time.monotonic() - t0)
     stats.add("domains_bounded", state.size)
@@ -439,7 +451,7 @@ def _relu_bab(net, rows, r, score, row, lo, hi, cfg, deadline, validate, stats, 
         stats.add("branches", n)
         stats.add("time_branching", time.monotonic() - t0)
         state = _relu_state(child, lo, hi, L)
-        res = _bound(net, state, rows, "beta", cfg, cfg.bab.beta_iters, False, stats, deadline)
+        res = _bound(net, state, rows, "beta", cfg, cfg.bab.beta_iters, False, stats, deadline, child["lb"])
         # the parent's bound holds on its children: a few warm-started beta steps can end below it
         res.lb = torch.maximum(res.lb, child["lb"])
         if cfg.bab.relu_method == "lp":

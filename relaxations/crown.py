@@ -20,7 +20,6 @@ from relaxations.fp import dot_abs, down, err_coeff, reach, tiny, unit_roundoff
 from relaxations.ibp import ibp
 from relaxations.layers.relu import default_lower_slope, upper_relaxation
 from relaxations.state import BoundResult, DomainState
-from relaxations.verdict import proven
 
 SLOPE_MODES = {"crown": "adaptive", "dp0": "zero", "dp1": "one"}
 
@@ -50,6 +49,14 @@ class ReluRelaxation:
         self.up_slope, self.up_int = upper_relaxation(l, u)
         self.low_slope = default_lower_slope(l, u, lower_slope)
 
+    def select(self, idx: torch.Tensor) -> "ReluRelaxation":
+        """The relaxation of the domains ``idx`` ``(k,)`` only."""
+        out = object.__new__(ReluRelaxation)
+        for name in ("infeasible", "l", "u", "unstable", "up_slope", "up_int", "low_slope"):
+            setattr(out, name, getattr(self, name)[idx])
+        out.split = None if self.split is None else self.split[idx]
+        return out
+
     @property
     def reach(self):
         """``(N, n)``: bound on ``|pre-activation|`` on the domain."""
@@ -62,8 +69,8 @@ class ReluRelaxation:
         return torch.where(self.unstable[:, None], alpha, self.low_slope[:, None])
 
 
-class ReachCache:
-    """:func:`layer_reaches` computed once per set of relaxations and extended as more ReLU layers get theirs."""
+class ErrorCache:
+    """:func:`layer_errors` computed once per set of relaxations and extended as more ReLU layers get theirs."""
 
     def __init__(self, net, lower, upper):
         self.net, self.out, self.k = net, [], 0
@@ -73,7 +80,7 @@ class ReachCache:
         N = self.r.shape[0]
         for layer in self.net.layers[len(self.out):end]:
             if layer.affine:
-                self.out.append(self.r)
+                self.out.append(layer.err_weight(self.r))
                 self.r = layer.reach_out(self.r)
             else:
                 self.out.append(None)
@@ -82,24 +89,26 @@ class ReachCache:
         return self.out[:end]
 
 
-def layer_reaches(net, lower, upper, relax, end: int, cache: ReachCache | None = None):
-    """Per layer of ``net.layers[:end]``, a rigorous bound ``(N, *in_shape)`` on ``|input|`` over the domains:
-    the box's ``max(|l|, |u|)`` pushed through ``Layer.reach_out``, restarted after every ReLU from its
-    relaxation's upper bound (``0 <= relu(z) <= max(u, 0)``). Entries of ReLU layers are unused (None).
-    ``cache``: reuse (and extend) the reaches of earlier calls with the same ``relax``."""
-    cache = cache if cache is not None else ReachCache(net, lower, upper)
+def layer_errors(net, lower, upper, relax, end: int, cache: ErrorCache | None = None):
+    """Per layer of ``net.layers[:end]``, its rounding weights ``Layer.err_weight(r)`` (``(w, under)``, each
+    ``(N, ...)`` or None) for ``r`` a rigorous bound ``(N, *in_shape)`` on ``|input|`` over the domains: the
+    box's ``max(|l|, |u|)`` pushed through ``Layer.reach_out``, restarted after every ReLU from its
+    relaxation's upper bound (``0 <= relu(z) <= max(u, 0)``). Entries of ReLU layers are None.
+    ``cache``: reuse (and extend) the weights of earlier calls with the same ``relax``."""
+    cache = cache if cache is not None else ErrorCache(net, lower, upper)
     return cache.upto(relax, end)
 
 
 def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=None, collect=False,
-             reaches=None):
+             errors=None):
     """Lower-bound coefficients of ``A . h`` where ``h`` is the input of ``net.layers[end]``.
 
     ``A``: ``(N, m, *shape of h)``; ``relax``: ReluRelaxation of every ReLU before ``end``; ``alphas``:
-    per ReLU ``(N, m, n_i)`` or None; ``betas``: per ReLU ``(N, m, n_i)`` or None; ``reaches``: from
-    :func:`layer_reaches`, to bound the rounding (None: no error bound, ``err`` is zero).
+    per ReLU ``(N, m, n_i)`` or None; ``betas``: per ReLU ``(N, m, n_i)`` or None; ``errors``: from
+    :func:`layer_errors`, to bound the rounding (None: no error bound, ``err`` is zero).
     Returns ``(A_in (N, m, n_in), bias (N, m), coeffs, err (N, m))``: for every point of the domain,
-    ``A . h >= A_in . x + bias - err`` in real arithmetic, for the computed (float) ``A_in`` and ``bias``.
+    ``A . h >= A_in . x + bias - err`` in real arithmetic, for the computed (float) ``A_in`` and ``bias``;
+    ``err`` is computed from detached coefficients: optimisers see it as a constant.
     ``coeffs`` (if ``collect``) holds the coefficient on every ReLU output, ``(N, m, n_i)``.
     """
     N, m = A.shape[:2]
@@ -113,25 +122,25 @@ def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=Non
     for idx in range(end - 1, -1, -1):
         layer = net.layers[idx]
         if layer.affine:
-            if reaches is not None:
-                w, under = layer.err_weight(reaches[idx])
+            if errors is not None:
+                w, under = errors[idx]
                 if w is not None:
                     w = w if pending is None else pending + w
-                    err = err + dot_abs(A, w) + under
+                    err = err + dot_abs(A.detach(), w) + under
                     pending = None
             A, c = layer.backward(A)
             if pending is not None:  # an exact reshape: the weights follow the coefficients
                 pending = pending.reshape(N, *layer.in_shape)
             if c is not None:
                 bias = bias + c
-                if reaches is not None:
-                    err = err + acc * bias.abs()
+                if errors is not None:
+                    err = err + acc * bias.detach().abs()
             continue
         k -= 1
         r = relax[k]
         Af = A.reshape(N, m, -1)
         if pending is not None:
-            err = err + dot_abs(Af, pending.reshape(N, -1))
+            err = err + dot_abs(Af.detach(), pending.reshape(N, -1))
             pending = None
         if collect:
             coeffs[k] = Af
@@ -145,20 +154,20 @@ def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=Non
         if betas is not None and r.split is not None:
             beta_term = betas[k] * r.split[:, None]                     # exact: split is +-1 or 0
             Az = P - beta_term
-        if reaches is not None:
+        if errors is not None:
             n = Af.shape[-1]
             rz = r.reach
             g2 = err_coeff(2, dt)
             # product and subtraction round once each: <= u (|P| + |Az|) <= u (2 |Az| + |beta s|) per entry
             pending = (2 * g2 if beta_term is not None else g2) * rz
             if beta_term is not None:
-                err = err + g2 * dot_abs(beta_term, rz)
+                err = err + g2 * dot_abs(beta_term.detach(), rz)
             under = (n + 4) * tiny(dt) * (1 + rz.sum(-1, keepdim=True))
-            err = err + err_coeff(n, dt) * c.abs() + acc * bias.abs() + under
+            err = err + err_coeff(n, dt) * c.detach().abs() + acc * bias.detach().abs() + under
             pending = pending.reshape(N, *layer.in_shape)
         A = Az.reshape(N, m, *layer.in_shape)
     if pending is not None:
-        err = err + dot_abs(A, pending)
+        err = err + dot_abs(A.detach(), pending)
     return A.reshape(N, m, -1), bias, coeffs, err
 
 
@@ -175,8 +184,9 @@ def concretize(A_in, bias, lower, upper, err=None):
         return lb
     dt = lb.dtype
     n = A_in.shape[-1]
-    mag = torch.einsum("bmn,bn->bm", absA, c.abs()) + rad + bias.abs()
-    e = err + err_coeff(n + 1, dt) * mag + (n + 4) * tiny(dt)
+    with torch.no_grad():  # the rounding bound is a constant to the optimisers: no gradient through it
+        mag = torch.einsum("bmn,bn->bm", absA, c.abs()) + rad + bias.abs()
+        e = err + err_coeff(n + 1, dt) * mag + (n + 4) * tiny(dt)
     return down(lb - e)
 
 
@@ -266,14 +276,14 @@ def _forward_linear(net, state, lower_slope, rigorous=True):
 
 
 class Relaxations(list):
-    """The ReluRelaxation of every ReLU layer, with the :class:`ReachCache` built while computing them."""
-    reach_cache = None
+    """The ReluRelaxation of every ReLU layer, with the :class:`ErrorCache` built while computing them."""
+    error_cache = None
 
 
 def _bound_rows_at(net, idx, A0, relax, state, alphas=None, rigorous=True, cache=None):
     """Lower bounds ``(N, m)`` of ``A0 . h`` for ``h`` the input of ``net.layers[idx]``, over each domain."""
-    reaches = layer_reaches(net, state.lower, state.upper, relax, idx, cache) if rigorous else None
-    A_in, bias, _, err = backward(net, idx, A0, relax, alphas, reaches=reaches)
+    errors = layer_errors(net, state.lower, state.upper, relax, idx, cache) if rigorous else None
+    A_in, bias, _, err = backward(net, idx, A0, relax, alphas, errors=errors)
     return concretize(A_in, bias, state.lower, state.upper, err if rigorous else None)
 
 
@@ -315,7 +325,7 @@ def intermediate_bounds(net, state: DomainState, lower_slope="adaptive", mode="c
                             _forward_linear(net, state, lower_slope, rigorous))
     _, _, ibp_pre = ibp(net, state.lower, state.upper) if state.pre_bounds is None else (None, None, None)
     relax = Relaxations()
-    relax.reach_cache = ReachCache(net, state.lower, state.upper) if rigorous else None
+    relax.error_cache = ErrorCache(net, state.lower, state.upper) if rigorous else None
     for j, idx in enumerate(relus):
         split = None if state.splits is None else state.splits[j]
         if state.pre_bounds is not None:
@@ -325,12 +335,12 @@ def intermediate_bounds(net, state: DomainState, lower_slope="adaptive", mode="c
             if state.ref_bounds is not None:
                 l, u = torch.maximum(l, state.ref_bounds[j][0]), torch.minimum(u, state.ref_bounds[j][1])
             if mode == "crown" and j > 0 and alphas is None:
-                l, u = _crown_unstable_only(net, idx, l, u, relax, state, rigorous, relax.reach_cache)
+                l, u = _crown_unstable_only(net, idx, l, u, relax, state, rigorous, relax.error_cache)
             elif mode == "crown" and j > 0:
                 shape = net.layers[idx].in_shape
                 n = l.shape[1]
                 A0 = _eye_both(N, n, shape, l.dtype, l.device)
-                b = _bound_rows_at(net, idx, A0, relax, state, alphas[j], rigorous, relax.reach_cache)
+                b = _bound_rows_at(net, idx, A0, relax, state, alphas[j], rigorous, relax.error_cache)
                 l, u = torch.maximum(l, b[:, :n]), torch.minimum(u, -b[:, n:])
             if reference is not None:
                 l, u = torch.maximum(l, reference[j][0]), torch.minimum(u, reference[j][1])
@@ -338,17 +348,25 @@ def intermediate_bounds(net, state: DomainState, lower_slope="adaptive", mode="c
     return relax
 
 
-def _final(net, state, C, relax, alphas=None, betas=None, collect=False, rigorous=True):
+def output_errors(net, state, relax):
+    """:func:`layer_errors` of every layer (what :func:`_final` needs), reusing ``relax``'s cache."""
+    return layer_errors(net, state.lower, state.upper, relax, len(net.layers), getattr(relax, "error_cache", None))
+
+
+def _final(net, state, C, relax, alphas=None, betas=None, collect=False, rigorous=True, errors=None):
     """Bounds of ``C y``: ``lb`` ``(N, m)``, ``A_in`` ``(N, m, n_in)``, ``bias`` ``(N, m)`` (rigorous:
-    ``C y >= A_in x + bias`` on the domain in real arithmetic), coefficients, ``infeasible`` ``(N,)``."""
+    ``C y >= A_in x + bias`` on the domain in real arithmetic), coefficients, ``infeasible`` ``(N,)``.
+    ``errors``: :func:`output_errors` of these domains, when already known."""
     N = state.size
     A0 = C.expand(N, *C.shape[-2:]) if C.dim() == 2 else C
     m = A0.shape[1]
     end = len(net.layers)
-    reaches = layer_reaches(net, state.lower, state.upper, relax, end, getattr(relax, "reach_cache", None)) \
-        if rigorous else None
+    if not rigorous:
+        errors = None
+    elif errors is None:
+        errors = output_errors(net, state, relax)
     A_in, bias, coeffs, err = backward(net, end, A0.reshape(N, m, *net.out_shape), relax, alphas, betas,
-                                       collect, reaches)
+                                       collect, errors)
     lb = concretize(A_in, bias, state.lower, state.upper, err if rigorous else None)
     if rigorous:
         bias = rigorous_bias(bias, err)
@@ -366,114 +384,3 @@ def crown(net, state: DomainState, C, lower_slope="adaptive", intermediate="crow
         lb, A_in, bias, coeffs, infeasible = _final(net, state, C, relax, collect=True, rigorous=rigorous)
         ub = -_final(net, state, -C, relax, rigorous=rigorous)[0] if want_upper else None
     return BoundResult(lb, ub, [(r.l, r.u) for r in relax], A_in, bias, coeffs, infeasible=infeasible)
-
-
-def optimized(net, state: DomainState, C, iters=20, lr=0.1, lr_beta=0.05, use_beta=True,
-              optimize_intermediate=True, want_upper=False, lower_slope="adaptive", stop_threshold=None,
-              should_stop=None, rigorous=True):
-    """alpha-CROWN (and beta-CROWN when ``use_beta`` and the domains carry splits).
-
-    Slopes are optimised per domain, per bounded row and per neuron, for the final bound and (with
-    ``optimize_intermediate`` and no fixed ``state.pre_bounds``) for every intermediate layer. Returns
-    the best bound found over the iterations (every iterate is sound). ``stop_threshold``: stop early once
-    every domain has a row with ``lb > threshold`` (the domain is verified); ``should_stop()``: stop early
-    (e.g. at a deadline) with the best bound so far, which is still sound.
-    """
-    if want_upper:
-        lo = optimized(net, state, C, iters, lr, lr_beta, use_beta, optimize_intermediate, False, lower_slope,
-                       stop_threshold, should_stop, rigorous)
-        hi = optimized(net, state, -C, iters, lr, lr_beta, use_beta, optimize_intermediate, False, lower_slope,
-                       None, should_stop, rigorous)
-        lo.ub = -hi.lb
-        return lo
-    N = state.size
-    Cn = C.expand(N, *C.shape[-2:]) if C.dim() == 2 else C
-    m = Cn.shape[1]
-    with torch.no_grad():
-        ref_relax = intermediate_bounds(net, state, lower_slope, "crown", rigorous=rigorous)
-    reference = [(r.l, r.u) for r in ref_relax] if state.pre_bounds is None else None
-    opt_inter = optimize_intermediate and state.pre_bounds is None
-    relus = net.relu_indices()
-    sizes = [r.l.shape[1] for r in ref_relax]
-    params = []
-
-    def init_alpha(rows, upto, key):
-        warm = None if state.alphas is None else state.alphas.get(key)
-        out = []
-        for i in range(upto):
-            if warm is not None and warm[i].shape == (N, rows, sizes[i]):
-                a = warm[i].detach().clone()
-            else:
-                a = ref_relax[i].low_slope[:, None].expand(N, rows, sizes[i]).clone()
-            a.requires_grad_(True)
-            out.append(a)
-        params.extend(out)
-        return out
-
-    alphas = {"final": init_alpha(m, len(relus), "final")}
-    if opt_inter:
-        for j in range(1, len(relus)):
-            alphas[j] = init_alpha(2 * sizes[j], j, j)
-    betas = None
-    has_splits = state.splits is not None and any(bool((s != 0).any()) for s in state.splits)
-    if use_beta and has_splits:
-        betas = []
-        for i, n in enumerate(sizes):
-            warm = None if state.betas is None else state.betas[i]
-            b = warm.detach().clone() if warm is not None and warm.shape == (N, m, n) else \
-                torch.zeros(N, m, n, dtype=Cn.dtype, device=Cn.device)
-            b.requires_grad_(True)
-            betas.append(b)
-    groups = [{"params": params, "lr": lr}]
-    if betas:
-        groups.append({"params": betas, "lr": lr_beta})
-    opt = torch.optim.Adam(groups)
-
-    best_lb = torch.full((N, m), -float("inf"), dtype=Cn.dtype, device=Cn.device)
-    best_A = best_bias = None
-    best_pre = reference if reference is not None else [(r.l, r.u) for r in ref_relax]
-    best_coeffs = None
-    best_infeasible = None
-    for it in range(iters + 1):
-        if opt_inter:
-            relax = intermediate_bounds(net, state, lower_slope, "crown", alphas, reference, rigorous)
-        else:
-            relax = ref_relax
-        lb, A_in, bias, coeffs, infeasible = _final(net, state, Cn, relax, alphas["final"], betas, collect=True,
-                                                    rigorous=rigorous)
-        with torch.no_grad():
-            # a rigorous split contradiction at any iterate proves the domain empty
-            best_infeasible = infeasible if best_infeasible is None else best_infeasible | infeasible
-            improved = lb > best_lb
-            best_lb = torch.where(improved, lb, best_lb)
-            if best_A is None:
-                best_A, best_bias = A_in.detach().clone(), bias.detach().clone()
-                best_coeffs = [c.detach().clone() for c in coeffs]
-            else:
-                best_A = torch.where(improved[..., None], A_in.detach(), best_A)
-                best_bias = torch.where(improved, bias.detach(), best_bias)
-                best_coeffs = [torch.where(improved[..., None], c.detach(), b) for c, b in zip(coeffs, best_coeffs)]
-            if opt_inter:
-                best_pre = [(torch.maximum(bl, r.l.detach()), torch.minimum(bu, r.u.detach()))
-                            for (bl, bu), r in zip(best_pre, relax)]
-            done = stop_threshold is not None and bool(proven(best_lb, stop_threshold, best_infeasible).any(1).all())
-        if it == iters or done or (should_stop is not None and should_stop()) or not lb.requires_grad:
-            break  # (nothing to optimise: a network without ReLUs is bounded exactly in one pass)
-        loss = -torch.where(torch.isfinite(lb), lb, torch.zeros_like(lb)).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            for a in params:
-                a.clamp_(0.0, 1.0)
-            for b in betas or []:
-                b.clamp_(min=0.0)
-    detach = lambda ts: [t.detach() for t in ts]  # noqa: E731
-    # split phases are reflected in the returned pre-activation bounds
-    pre = best_pre
-    if state.splits is not None:
-        pre = [(torch.where(s > 0, l.clamp(min=0), l), torch.where(s < 0, u.clamp(max=0), u))
-               for (l, u), s in zip(best_pre, state.splits)]
-    return BoundResult(best_lb, None, [(l.detach(), u.detach()) for l, u in pre], best_A, best_bias, best_coeffs,
-                       {k: detach(v) for k, v in alphas.items()}, None if betas is None else detach(betas),
-                       best_infeasible)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import torch
 
-from relaxations.crown import SLOPE_MODES, concretize, crown, optimized
+from relaxations.crown import SLOPE_MODES, concretize, crown
 from relaxations.fp import finite_or_neg_inf, to_dtype_down, to_dtype_up
 from relaxations.ibp import ibp
+from relaxations.optimize import optimized
 from relaxations.state import BoundResult, DomainState
 
 SINGLE_NEURON_METHODS = ("ibp", "crown", "dp0", "dp1", "alpha", "beta")
@@ -22,14 +23,15 @@ LP_DEFAULTS = {"anderson": {"max_rounds": 4}}
 
 def bound_rows(net, state: DomainState, C: torch.Tensor, method: str, *, intermediate="crown",
                lower_slope="adaptive", iters=30, lr=0.1, lr_beta=0.05, optimize_intermediate=True,
-               want_upper=False, stop_threshold=None, should_stop=None, rigorous=True) -> BoundResult:
+               want_upper=False, settled=None, should_stop=None, rigorous=True) -> BoundResult:
     """Bounds of ``C y`` (``C``: ``(m, n_out)`` or ``(N, m, n_out)``) over each domain of ``state``.
 
     With ``rigorous`` (the default) every single-neuron bound carries its floating-point error bound
     (:mod:`relaxations.fp`); the LP methods' bounds are dual certificates. Bounds that are NaN or infinite
-    come back as ``-inf``: they prove nothing."""
+    come back as ``-inf``: they prove nothing. ``settled(lb, infeasible) -> (N, m) bool``: rows that need no
+    more work, so that alpha/beta-CROWN stop when all are (:func:`relaxations.optimize.optimized`)."""
     res = _bound_rows(net, state, C, method, intermediate, lower_slope, iters, lr, lr_beta, optimize_intermediate,
-                      want_upper, stop_threshold, should_stop, rigorous)
+                      want_upper, settled, should_stop, rigorous)
     res.lb = finite_or_neg_inf(res.lb)
     if res.infeasible is None:  # IBP and the LP methods prove no domain empty
         res.infeasible = torch.zeros(state.size, dtype=torch.bool, device=res.lb.device)
@@ -39,7 +41,7 @@ def bound_rows(net, state: DomainState, C: torch.Tensor, method: str, *, interme
 
 
 def _bound_rows(net, state, C, method, intermediate, lower_slope, iters, lr, lr_beta, optimize_intermediate,
-                want_upper, stop_threshold, should_stop, rigorous):
+                want_upper, settled, should_stop, rigorous):
     if method == "ibp":
         lb, ub, pre = ibp(net, state.lower, state.upper)
         Cn = C if C.dim() == 3 else C.expand(state.size, *C.shape)
@@ -53,7 +55,7 @@ def _bound_rows(net, state, C, method, intermediate, lower_slope, iters, lr, lr_
     if method in ("alpha", "beta"):
         return optimized(net, state, C, iters, lr, lr_beta, use_beta=(method == "beta"),
                          optimize_intermediate=optimize_intermediate, want_upper=want_upper,
-                         lower_slope=lower_slope, stop_threshold=stop_threshold, should_stop=should_stop,
+                         lower_slope=lower_slope, settled=settled, should_stop=should_stop,
                          rigorous=rigorous)
     if method in LP_METHODS:
         return lp_rows(net, state, C, method, want_upper=want_upper)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from relaxations.crown import crown, optimized
+from relaxations.crown import crown
+from relaxations.optimize import optimized
 from relaxations.ibp import ibp
 from relaxations.methods import SINGLE_NEURON_METHODS, bound_rows
 from relaxations.milp import milp_bounds
@@ -259,3 +260,46 @@ def test_benchmark_networks_sampled_outputs_inside_bounds(bench, onnx, vnnlib, m
         r = bound_rows(net, DomainState(lo, hi), C, method, iters=5, want_upper=True)
         assert torch.all(y >= r.lb - 1e-4), method
         assert torch.all(y <= r.ub + 1e-4), method
+
+
+def test_optimisation_stops_when_settled():
+    """With every row settled after the first bound, alpha-CROWN takes no step: the result is the
+    zero-iteration bound, and ``settled`` is asked once."""
+    net = random_fc([3, 10, 10, 2], 12)
+    lo, hi = _boxes(3, 3, seed=8, width=0.5)
+    C = torch.eye(2, dtype=D)
+    calls = []
+
+    def all_settled(lb, infeasible):
+        calls.append(1)
+        return torch.ones_like(lb, dtype=torch.bool)
+
+    stopped = optimized(net, DomainState(lo, hi), C, iters=40, settled=all_settled)
+    assert len(calls) == 1
+    assert torch.equal(stopped.lb, optimized(net, DomainState(lo, hi), C, iters=0).lb)
+    assert torch.all(optimized(net, DomainState(lo, hi), C, iters=40).lb >= stopped.lb)
+
+
+def test_settled_domains_leave_the_batch_without_changing_the_others():
+    """beta-CROWN children (fixed intermediate bounds): when half the domains are settled at once, the
+    others are optimised on a smaller batch and reach the same bounds as in the full batch; every bound
+    still contains the sampled outputs."""
+    net = random_fc([2, 6, 6, 2], 9)
+    lo, hi = _boxes(2, 8, seed=5)
+    splits, pre = _split_batch(net, lo, hi, seed=4)
+    C = torch.eye(2, dtype=D)
+    done = torch.arange(8) % 2 == 0
+
+    def half(lb, infeasible):
+        return done[:, None].expand_as(lb)
+
+    state = DomainState(lo, hi, splits, pre)
+    full = optimized(net, state, C, iters=30, lr=0.2, lr_beta=0.2)
+    part = optimized(net, state, C, iters=30, lr=0.2, lr_beta=0.2, settled=half)
+    assert torch.allclose(part.lb[~done], full.lb[~done], rtol=0, atol=1e-9)
+    assert torch.equal(part.lb[done], optimized(net, state, C, iters=0).lb[done])
+    x = _samples(lo, hi, 2000, 3)
+    for k in range(8):
+        ok = _consistent(net, x[k], [s[k:k + 1] for s in splits])
+        if ok.any():
+            assert torch.all(net(x[k][ok]).min(0).values >= part.lb[k] - 1e-9)
