@@ -23,7 +23,7 @@ from relaxations.fp import down, finite_or_neg_inf, reach, threshold_up
 from relaxations.ibp import ibp
 from relaxations.methods import bound_rows
 from relaxations.polytope import box_min, group_index, mix_rows
-from relaxations.state import DomainState
+from relaxations.state import BoundResult, DomainState
 from relaxations.verdict import proven
 
 
@@ -115,18 +115,28 @@ class Stats(dict):
         self[key] = self.get(key, 0) + value
 
 
-def _bound(net, state, rows, method, cfg, iters, optimize_intermediate, stats, deadline, floor=None):
+def _bound(net, state, rows, method, cfg, iters, optimize_intermediate, stats, deadline, floor=None, units=None):
     """Bounds of every row on every domain of ``state``; alpha/beta-CROWN stop optimising a domain once its
-    polytopes are refuted (by its bound or by ``floor`` ``(N, M)``, bounds known to hold before)."""
+    polytopes are refuted (by its bound or by ``floor`` ``(N, M)``, bounds known to hold before).
+
+    ``units``: ``(U,)`` row numbers: domain ``u`` of ``state`` bounds only row ``units[u]`` (``floor`` is then
+    ``(U, 1)``) and is settled when that row is refuted."""
     t0 = time.monotonic()
     b = cfg.bounds
     margin = cfg.bab.verify_margin
-    r = bound_rows(net, state, rows.C, method, intermediate=b.intermediate, lower_slope=b.lower_slope,
+    if units is None:
+        C = rows.C
+        settled = lambda lb, infeasible: rows.settled(lb, infeasible, margin, floor)  # noqa: E731
+    else:
+        C, d = rows.C[units][:, None], rows.d[units][:, None]
+        settled = lambda lb, infeasible: proven(  # noqa: E731
+            finite_or_neg_inf(down(torch.maximum(lb, floor) - d)), margin, infeasible)
+    r = bound_rows(net, state, C, method, intermediate=b.intermediate, lower_slope=b.lower_slope,
                    iters=iters, lr=b.alpha_lr, lr_beta=b.beta_lr, optimize_intermediate=optimize_intermediate,
-                   settled=lambda lb, infeasible: rows.settled(lb, infeasible, margin, floor),
-                   should_stop=deadline.expired, rigorous=b.fp_sound)
+                   settled=settled, should_stop=deadline.expired, rigorous=b.fp_sound)
     stats.add("time_bounding", time.monotonic() - t0)
-    stats.add("domains_bounded", state.size)
+    if units is None:  # (with units, the caller counts its domains)
+        stats.add("domains_bounded", state.size)
     return r
 
 
@@ -401,6 +411,48 @@ def _relu_state(child, lo, hi, L):
                        {"final": [child[f"alpha_{i}"] for i in range(L)]}, [child[f"beta_{i}"] for i in range(L)])
 
 
+def _bound_open_rows(net, child, rows, lo, hi, L, cfg, stats, deadline):
+    """beta-CROWN bounds of ``N`` children (fields as in :func:`_relu_children`), only of the rows whose polytope
+    the parent's bound ``child["lb"]`` ``(N, M)`` left open. With the intermediate bounds fixed, each row is a
+    problem of its own (its own slopes and multipliers), so every open (child, row) pair is one unit of the
+    batch and rows already refuted cost nothing. Returns a BoundResult over all ``N x M`` rows: ``lb`` is the
+    better of the parent's and the new bound (a few warm-started steps can end below the parent's, which holds
+    on its children too); ``A_input``/``relu_coeffs`` are zero and alphas/betas the parent's on rows not
+    bounded; ``infeasible`` ``(N,)``."""
+    N, M = child["lb"].shape
+    ci, ri = torch.nonzero(~rows.settled(child["lb"], None, cfg.bab.verify_margin), as_tuple=True)
+    U = ci.numel()
+    floor = child["lb"][ci, ri][:, None]
+    state = DomainState(lo.expand(U, -1), hi.expand(U, -1), [child[f"split_{i}"][ci] for i in range(L)],
+                        [(child[f"pl_{i}"][ci], child[f"pu_{i}"][ci]) for i in range(L)],
+                        {"final": [child[f"alpha_{i}"][ci, ri][:, None] for i in range(L)]},
+                        [child[f"beta_{i}"][ci, ri][:, None] for i in range(L)])
+    r = _bound(net, state, rows, "beta", cfg, cfg.bab.beta_iters, False, stats, deadline, floor, ri)
+    stats.add("domains_bounded", N)
+    stats.add("rows_bounded", U)
+    lb = child["lb"].clone()
+    lb[ci, ri] = torch.maximum(r.lb[:, 0], floor[:, 0])
+    infeasible = torch.zeros(N, dtype=torch.int32, device=lb.device).index_add_(0, ci, r.infeasible.int()) > 0
+    A = torch.zeros(N, M, r.A_input.shape[-1], dtype=lb.dtype, device=lb.device)
+    A[ci, ri] = r.A_input[:, 0]
+    coeffs, alphas, betas, pre = [], [], [], []
+    for i in range(L):
+        c = torch.zeros_like(child[f"alpha_{i}"])
+        c[ci, ri] = r.relu_coeffs[i][:, 0]
+        coeffs.append(c)
+        a = child[f"alpha_{i}"].clone()
+        a[ci, ri] = r.alphas["final"][i][:, 0]
+        alphas.append(a)
+        b = child[f"beta_{i}"].clone()
+        if r.betas is not None:
+            b[ci, ri] = r.betas[i][:, 0]
+        betas.append(b)
+        pl, pu = child[f"pl_{i}"].clone(), child[f"pu_{i}"].clone()
+        pl[ci], pu[ci] = r.pre_bounds[i]  # the same on every unit of a child: its split phases applied
+        pre.append((pl, pu))
+    return BoundResult(lb, None, pre, A, None, coeffs, {"final": alphas}, betas, infeasible)
+
+
 def _relu_bab(net, rows, r, score, row, lo, hi, cfg, deadline, validate, stats, log):
     L = len(r.pre_bounds)
     dev = lo.device
@@ -450,13 +502,11 @@ def _relu_bab(net, rows, r, score, row, lo, hi, cfg, deadline, validate, stats, 
         child = _relu_children(dom, pos, scores, L)
         stats.add("branches", n)
         stats.add("time_branching", time.monotonic() - t0)
-        state = _relu_state(child, lo, hi, L)
-        res = _bound(net, state, rows, "beta", cfg, cfg.bab.beta_iters, False, stats, deadline, child["lb"])
-        # the parent's bound holds on its children: a few warm-started beta steps can end below it
-        res.lb = torch.maximum(res.lb, child["lb"])
+        res = _bound_open_rows(net, child, rows, lo, hi, L, cfg, stats, deadline)
         if cfg.bab.relu_method == "lp":
             from bnb.lp_hooks import lp_tighten
             t0 = time.monotonic()
+            state = _relu_state(child, lo, hi, L)
             res.lb = torch.maximum(res.lb, lp_tighten(net, state, rows.C, res.lb, cfg, deadline, d=rows.d))
             stats.add("time_lp", time.monotonic() - t0)
         sc, rw, wr = rows.score(res.lb)
@@ -482,7 +532,7 @@ def _relu_bab(net, rows, r, score, row, lo, hi, cfg, deadline, validate, stats, 
                 keep[f"pl_{i}"], keep[f"pu_{i}"] = (t[open_] for t in res.pre_bounds[i])
                 keep[f"coef_{i}"] = res.relu_coeffs[i][open_][arn, rw[open_]]
                 keep[f"alpha_{i}"] = res.alphas["final"][i][open_]
-                keep[f"beta_{i}"] = res.betas[i][open_] if res.betas is not None else child[f"beta_{i}"][open_]
+                keep[f"beta_{i}"] = res.betas[i][open_]
             store.push(keep)
         t_last = _progress(log, stats, store, t_last, deadline)
     _progress(log, stats, store, t_last, deadline, force=True)

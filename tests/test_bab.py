@@ -141,3 +141,41 @@ def test_input_bab_answers_unknown_when_boxes_reach_resolution():
     assert status == "unknown" and stats["undecided_domains"] >= 1
     assert run_bab(net, lo, hi, [Polytope(np.array([[1.0]]), np.array([-1e-13]))], cfg, Deadline(60),
                    lambda xs: None, Stats())[0] == "unsat"
+
+
+def test_children_bound_only_their_open_rows():
+    """Children of a ReLU split bound only the rows whose polytope the parent left open, each (child, row) as
+    its own unit: the open rows get the bounds that bounding every row of the children gives, the refuted
+    ones keep the parent's bound, and no row is bounded twice."""
+    from bnb.bab import Rows, _bound, _bound_open_rows, _relu_children, _relu_state
+    from relaxations.methods import bound_rows
+    from relaxations.state import DomainState
+
+    net = random_fc([3, 10, 10, 3], 4)
+    lo, hi = -torch.ones(1, 3, dtype=D), torch.ones(1, 3, dtype=D)
+    exact_lo, _ = milp_bounds(net, -np.ones(3), np.ones(3))
+    # row 0 refuted far below its minimum; rows 1 and 2 open, just below theirs
+    polys = [Polytope(np.eye(3)[j:j + 1], np.array([exact_lo[j] - (5.0 if j == 0 else 0.01)])) for j in range(3)]
+    cfg = _cfg("relu")
+    rows = Rows(polys, 3, D, lo.device)
+    r = bound_rows(net, DomainState(lo, hi), rows.C, "crown")
+    assert bool(rows.settled(r.lb, None, 0.0)[0, 0]) and not bool(rows.settled(r.lb, None, 0.0)[0, 1:].any())
+    L = len(r.pre_bounds)
+    dom = {"score": torch.zeros(1, dtype=D), "depth": torch.zeros(1), "row": torch.zeros(1, dtype=torch.long),
+           "lb": r.lb}
+    for i, (l, u) in enumerate(r.pre_bounds):
+        dom[f"split_{i}"] = torch.zeros_like(l, dtype=torch.int8)
+        dom[f"pl_{i}"], dom[f"pu_{i}"] = l, u
+        dom[f"alpha_{i}"] = r.relu_coeffs[i].new_full((1, 3, l.shape[1]), 0.5)
+        dom[f"beta_{i}"] = torch.zeros(1, 3, l.shape[1], dtype=D)
+    l0, u0 = r.pre_bounds[0]
+    pos = torch.nonzero((l0[0] < 0) & (u0[0] > 0)).flatten()[:1]
+    child = _relu_children(dom, pos, [torch.zeros_like(l) for l, _ in r.pre_bounds], L)
+    stats = Stats()
+    units = _bound_open_rows(net, child, rows, lo[0], hi[0], L, cfg, stats, Deadline(60))
+    full = _bound(net, _relu_state(child, lo[0], hi[0], L), rows, "beta", cfg, cfg.bab.beta_iters, False, Stats(),
+                  Deadline(60), child["lb"])
+    assert stats["rows_bounded"] == 4 and stats["domains_bounded"] == 2
+    assert torch.equal(units.lb[:, 0], child["lb"][:, 0])
+    assert torch.allclose(units.lb[:, 1:], torch.maximum(full.lb, child["lb"])[:, 1:], rtol=0, atol=1e-9)
+    assert torch.equal(units.infeasible, full.infeasible)
