@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 import click
 
@@ -54,7 +55,9 @@ def main():
 @click.option("-v", "--verbose", is_flag=True, help="Progress and statistics on stderr.")
 def verify(network, spec, configs, sets, timeout, results_file, verbose):
     """Verify the property SPEC (VNN-LIB) on the network NETWORK (ONNX)."""
+    from bnb.timing import process_age
     from bnb.verify import verify as run_verify
+    t_startup = process_age()
     try:
         cfg = _config(configs, sets, timeout)
         verbose = verbose or cfg.general.verbose
@@ -70,8 +73,11 @@ def verify(network, spec, configs, sets, timeout, results_file, verbose):
     except KeyboardInterrupt:
         click.echo("bnb: interrupted", err=True)
         sys.exit(130)
+    t0 = time.monotonic()
     if results_file and result.verdict is not Verdict.ERROR:
         write_atomic(results_file, result.to_vnncomp())
+    result.stats["time_write"] = time.monotonic() - t0
+    result.stats["time_startup"] = t_startup
     name = f"{os.path.basename(network)} / {os.path.basename(spec)}"
     click.echo(result.summary(name))
     if verbose and result.stats:

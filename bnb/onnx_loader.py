@@ -66,6 +66,12 @@ class LoadedModel:
                 r = layer.magnitude(r) if layer.affine else r  # |relu(z)| <= |z|
         return r.reshape(len(x), -1).numpy()
 
+    def check_load(self):
+        """The load check: inputs near the usual ranges of normalised data, ``[-1, 1]`` (a spec-specific check
+        runs in verify)."""
+        lo = -np.ones(self.network.in_size)
+        self.check(lo, -lo)
+
     def check(self, lower: np.ndarray, upper: np.ndarray, n_random: int = 64, seed: int = 0,
               rtol: float = 1e-4, atol: float = 1e-4):
         """Compare the converted network with onnxruntime on random points and corners of a box.
@@ -113,9 +119,7 @@ def load_onnx(path, check: bool = True) -> LoadedModel:
     net, in_shape, in_name, batchable = _convert(model, path)
     loaded = LoadedModel(path, net, in_shape, in_name, batchable, data)
     if check:
-        # inputs near the usual ranges of normalised data; a spec-specific check runs in verify
-        lo = -np.ones(net.in_size)
-        loaded.check(lo, -lo)
+        loaded.check_load()
     return loaded
 
 

@@ -51,11 +51,18 @@ def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | N
     if cfg.general.threads > 0:
         torch.set_num_threads(cfg.general.threads)
 
-    model = load_onnx(onnx_path)
+    t0 = time.monotonic()
+    model = load_onnx(onnx_path, check=False)
     net0 = model.network
+    stats["time_load"] = time.monotonic() - t0
+    t0 = time.monotonic()
     prop = parse_vnnlib(vnnlib_path, net0.in_size, net0.out_size)
+    stats["time_parse"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    model.check_load()
     for spec in prop.specs:
         model.check(spec.lower, spec.upper, seed=cfg.general.seed)
+    stats["time_check"] = time.monotonic() - t0
     log(f"network: {net0.describe()}; property: {prop.describe()}")
     device = resolve_device(cfg.general.device)
     dtype = torch.float64 if cfg.general.dtype == "float64" else torch.float32
@@ -70,12 +77,16 @@ def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | N
             t0 = time.monotonic()
             validate = lambda xs, boxes: replay(model, prop, xs, boxes)  # noqa: E731
             ce, best = attack_property(net, prop, cfg.attack, validate, deadline, cfg.general.seed)
-            stats["time_attack"] = time.monotonic() - t0
+            stats["time_attack"] = stats["time_attack_stage"] = time.monotonic() - t0
             stats["attack_best_margin"] = best
             if ce is not None:
                 return finish(Verdict.SAT, ce, "counterexample found by PGD, replayed on the ONNX model")
             deadline.check()
-        verdict, ce, message = prove(model, net, prop, cfg, deadline, stats, log)
+        t0 = time.monotonic()
+        try:
+            verdict, ce, message = prove(model, net, prop, cfg, deadline, stats, log)
+        finally:
+            stats["time_prove"] = time.monotonic() - t0
         return finish(verdict, ce, message)
     except VerificationTimeout:
         return finish(Verdict.TIMEOUT, message=f"limit {limit:g}s reached")
