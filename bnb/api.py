@@ -17,7 +17,7 @@ from bnb.results import Result
 
 
 class Verifier:
-    def __init__(self, cfg: Config | None = None, max_models: int = 32):
+    def __init__(self, cfg: Config | None = None, max_models: int = 64):
         self.cfg = cfg or Config()
         self.models = ModelCache(max_models)
 

@@ -18,7 +18,7 @@ from bnb.onnx_loader import LoadedModel, load_onnx
 class ModelCache:
     """At most ``max_models`` loaded models (least recently used dropped first)."""
 
-    def __init__(self, max_models: int = 32):
+    def __init__(self, max_models: int = 64):
         self.max_models = max_models
         self._models: OrderedDict[tuple, LoadedModel] = OrderedDict()
         self.hits = 0
