@@ -68,27 +68,35 @@ def pgd(net, lower: torch.Tensor, upper: torch.Tensor, C: torch.Tensor, d: torch
     return best_x.detach(), best_m.detach()
 
 
-def _best_samples(net, lo, hi, C, d, keep: int, samples: int, gen, deadline=None) -> torch.Tensor:
+def _best_samples(net, lo, hi, C, d, keep: int, samples: int, gen, deadline=None, active=None) -> torch.Tensor:
     """Uniform random sampling in each box; the ``keep`` points of lowest margin of each problem.
 
-    Returns starting points ``(P * keep, n_in)``, grouped by problem. The box centre is always a candidate.
+    Returns starting points ``(P' * keep, n_in)``, grouped by problem, for the ``P'`` problems of the boolean
+    mask ``active`` ``(P,)`` (default: all). The random numbers are drawn for all ``P`` problems, so that each
+    problem's samples do not depend on which others are active. The box centre is always a candidate.
     """
     P, n = lo.shape
     samples = max(samples, keep)
     chunk = max(1, 65536 // max(1, samples))
+    active = torch.ones(P, dtype=torch.bool) if active is None else active.cpu()
     starts = []
     for s in range(0, P, chunk):
         if deadline is not None:
             deadline.check()
-        l, h = lo[s:s + chunk], hi[s:s + chunk]
-        u = torch.rand((len(l), samples, n), generator=gen, dtype=lo.dtype)
+        sel = active[s:s + chunk]
+        u = torch.rand((len(sel), samples, n), generator=gen, dtype=lo.dtype)
         # half the samples lie on faces of the box: each coordinate at a bound with probability 1/4
         # (piecewise-linear networks take their extremes on faces; ACAS Xu 1_9/prop_7's only known
         # counterexamples lie 1e-4 from a face, where uniform sampling needs ~1M points to land)
         half = samples // 2
-        snap = torch.rand((len(l), samples - half, n), generator=gen, dtype=lo.dtype) < 0.25
+        snap = torch.rand((len(sel), samples - half, n), generator=gen, dtype=lo.dtype) < 0.25
+        if not bool(sel.any()):
+            continue
+        u, snap = u[sel], snap[sel]
         u[:, half:] = torch.where(snap, u[:, half:].round(), u[:, half:])
         u = u.to(lo.device)
+        idx_p = s + torch.nonzero(sel).flatten().to(lo.device)
+        l, h = lo[idx_p], hi[idx_p]
         x = l[:, None] + (h - l)[:, None] * u
         x[:, 0] = (l + h) / 2
         with torch.no_grad():  # in slices, with the deadline read between them (one slice: < 1 s)
@@ -99,16 +107,20 @@ def _best_samples(net, lo, hi, C, d, keep: int, samples: int, gen, deadline=None
                     deadline.check()
                 ys.append(net(flat[s0:s0 + _EVAL_POINTS]))
             y = torch.cat(ys).reshape(len(l), samples, -1)
-            m = (torch.einsum("pkn,psn->psk", C[s:s + chunk], y) - d[s:s + chunk, None]).amax(dim=2)
+            m = (torch.einsum("pkn,psn->psk", C[idx_p], y) - d[idx_p, None]).amax(dim=2)
         idx = torch.argsort(m, dim=1)[:, :keep]
         starts.append(torch.gather(x, 1, idx[..., None].expand(-1, -1, n)))
-    return torch.cat(starts).reshape(P * keep, n)
+    return torch.cat(starts).reshape(-1, n)
 
 
-def attack_property(net, prop: Property, cfg, validate, deadline: Deadline | None = None, seed: int = 0):
+def attack_property(net, prop: Property, cfg, validate, deadline: Deadline | None = None, seed: int = 0,
+                    refuted=None):
     """PGD over every box and polytope of ``prop``; candidates with margin ``<= 0`` go to ``validate``.
 
-    ``validate(xs (K, n_in) numpy, boxes (K,) numpy)`` returns a counterexample or None.
+    ``validate(xs (K, n_in) numpy, boxes (K,) numpy)`` returns a counterexample or None. ``refuted``: optional
+    booleans, one per (box, polytope) pair in the property's order, for pairs already proven unreachable; only
+    the others are attacked, each exactly as it would be among all pairs (the same random samples and starts),
+    so the work is proportional to what is left and no counterexample of today's attack is lost.
     Returns ``(counterexample or None, best margin found)``.
     """
     dtype, device = net.dtype, net.device
@@ -120,14 +132,18 @@ def attack_property(net, prop: Property, cfg, validate, deadline: Deadline | Non
     if not polys:
         return None, math.inf
     restarts = max(1, min(cfg.restarts, cfg.max_batch // len(polys)))
+    active = torch.ones(len(polys), dtype=torch.bool) if refuted is None else ~torch.as_tensor(refuted).bool()
+    if not bool(active.any()):
+        return None, math.inf
     C, d = stack_polytopes(polys, prop.n_outputs, dtype, device)
     lo = torch.tensor(np.stack([prop.specs[b].lower for b in box_of]), dtype=dtype, device=device)
     hi = torch.tensor(np.stack([prop.specs[b].upper for b in box_of]), dtype=dtype, device=device)
-    rep = lambda t: t.repeat_interleave(restarts, dim=0)  # noqa: E731
-    lo_r, hi_r, C_r, d_r = rep(lo), rep(hi), rep(C), rep(d)
-    box_r = np.repeat(np.array(box_of), restarts)
     gen = torch.Generator().manual_seed(seed)
-    x0 = _best_samples(net, lo, hi, C, d, restarts, cfg.samples, gen, deadline)
+    x0 = _best_samples(net, lo, hi, C, d, restarts, cfg.samples, gen, deadline, active)
+    act = active.to(device)
+    rep = lambda t: t[act].repeat_interleave(restarts, dim=0)  # noqa: E731
+    lo_r, hi_r, C_r, d_r = rep(lo), rep(hi), rep(C), rep(d)
+    box_r = np.repeat(np.array(box_of)[active.numpy()], restarts)
     x, m = pgd(net, lo_r, hi_r, C_r, d_r, cfg.steps, cfg.step_size, gen, deadline, x0)
     hits = torch.nonzero(m <= 0).flatten()
     if hits.numel():

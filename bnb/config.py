@@ -41,6 +41,9 @@ class AttackConfig:
     steps: int = opt(100, "PGD steps per run")
     step_size: float = opt(0.1, "initial step as a fraction of each input's box width (decays to 1/1000)")
     max_batch: int = opt(8192, "largest number of points attacked at once")
+    bound_first: int = opt(500, "on networks with at most this many ReLU neurons, bound every (box, polytope) pair "
+                           "with CROWN first (milliseconds there) and attack only the pairs it does not refute "
+                           "(0: always attack first)")
 
 
 @dataclass

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from bnb.errors import ModelError
+from bnb.onnx_proto import attribute_value, parse_model, to_array
 from relaxations.layers import Conv2d, ElementwiseAffine, Linear, ReLU, Reshape
 from relaxations.network import Network
 
@@ -35,6 +36,7 @@ class LoadedModel:
         self.batchable = batchable
         self._bytes = model_bytes
         self._session = None
+        self.load_checked = False  # set by the first check that passes (every check batch holds the load box)
 
     @property
     def session(self):
@@ -66,23 +68,46 @@ class LoadedModel:
                 r = layer.magnitude(r) if layer.affine else r  # |relu(z)| <= |z|
         return r.reshape(len(x), -1).numpy()
 
+    def load_box(self):
+        """The box of the load check: inputs near the usual ranges of normalised data, ``[-1, 1]``."""
+        lo = -np.ones(self.network.in_size)
+        return lo, -lo
+
+    def check_load(self):
+        """The check every load gets (verify folds it into :meth:`check_property`'s batch)."""
+        self.check_boxes([self.load_box()])
+        self.load_checked = True
+
+    def check_property(self, boxes, seed: int = 0):
+        """Check the property's ``boxes``, with the load box too on this model's first check: one batch."""
+        first = [] if self.load_checked else [self.load_box()]
+        self.check_boxes(first + list(boxes), seed=seed)
+        self.load_checked = True
+
     def check(self, lower: np.ndarray, upper: np.ndarray, n_random: int = 64, seed: int = 0,
               rtol: float = 1e-4, atol: float = 1e-4):
-        """Compare the converted network with onnxruntime on random points and corners of a box.
+        """:meth:`check_boxes` on one box."""
+        self.check_boxes([(lower, upper)], n_random, seed, rtol, atol)
+
+    def check_boxes(self, boxes, n_random: int = 64, seed: int = 0, rtol: float = 1e-4, atol: float = 1e-4):
+        """Compare the converted network with onnxruntime on random points, the centre and corners of each box
+        ``(lower, upper)``: one batch of points, one forward pass and one onnxruntime run (one session per model).
 
         Raises :class:`ModelError` on a mismatch beyond ``atol + rtol * max(|onnx|, M)``, where ``M`` bounds the
         terms a float32 evaluation sums (``|W|`` propagated from ``|x|``, plus ``|b|``): far from the origin
         float32 rounding follows the terms, not the result, while a misread model errs by about ``M`` itself.
         """
         rng = np.random.default_rng(seed)
-        lower, upper = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
-        n = lower.size
-        pts = [lower + (upper - lower) * rng.random((n_random, n)), ((lower + upper) / 2)[None]]
-        if n <= 8:  # every corner
-            bits = (np.arange(2 ** n)[:, None] >> np.arange(n)[None]) & 1
-        else:  # a sample of corners
-            bits = rng.integers(0, 2, size=(32, n))
-        pts.append(np.where(bits == 1, upper, lower))
+        pts = []
+        for lower, upper in boxes:
+            lower, upper = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
+            n = lower.size
+            pts += [lower + (upper - lower) * rng.random((n_random, n)), ((lower + upper) / 2)[None]]
+            if n <= 8:  # every corner
+                bits = (np.arange(2 ** n)[:, None] >> np.arange(n)[None]) & 1
+            else:  # a sample of corners
+                bits = rng.integers(0, 2, size=(32, n))
+            pts.append(np.where(bits == 1, upper, lower))
         x = np.concatenate(pts).astype(np.float32)
         ours = self.network.forward(torch.from_numpy(x.astype(np.float64))).numpy()
         ref = self.run_onnx(x)
@@ -104,8 +129,7 @@ def load_onnx(path, check: bool = True) -> LoadedModel:
     except OSError as e:
         raise ModelError(f"cannot read: {e.strerror}", path) from None
     try:
-        import onnx
-        model = onnx.load_from_string(data)
+        model = parse_model(data)
     except Exception as e:  # protobuf raises several types
         raise ModelError(f"not a readable ONNX model ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'parse error'})", path) from None
     if len(model.graph.node) == 0:
@@ -113,20 +137,15 @@ def load_onnx(path, check: bool = True) -> LoadedModel:
     net, in_shape, in_name, batchable = _convert(model, path)
     loaded = LoadedModel(path, net, in_shape, in_name, batchable, data)
     if check:
-        # inputs near the usual ranges of normalised data; a spec-specific check runs in verify
-        lo = -np.ones(net.in_size)
-        loaded.check(lo, -lo)
+        loaded.check_load()
     return loaded
 
 
 # ---------------------------------------------------------------------------------------- conversion
 class _Graph:
     def __init__(self, model, path):
-        from onnx import numpy_helper
         self.path = path
-        self.consts: dict[str, np.ndarray] = {
-            t.name: numpy_helper.to_array(t).astype(np.float64) if numpy_helper.to_array(t).dtype.kind == "f"
-            else numpy_helper.to_array(t) for t in model.graph.initializer}
+        self.consts: dict[str, np.ndarray] = {t.name: _tensor(t, path) for t in model.graph.initializer}
         self.act_name: str | None = None
         self.act_shape: tuple | None = None  # ONNX shape (1, *per_sample)
         self.layers = []
@@ -159,9 +178,21 @@ class _Graph:
         return np.broadcast_to(arr, self.act_shape)[0].copy()
 
 
-def _attrs(node):
-    from onnx import helper
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+def _tensor(t, path, node=None) -> np.ndarray:
+    """A constant tensor, floats as float64."""
+    try:
+        v = to_array(t)
+    except ValueError as e:
+        where = f"node {node.name or '(unnamed)'} ({node.op_type}): " if node is not None else ""
+        raise ModelError(f"{where}{e}", path) from None
+    return v.astype(np.float64) if v.dtype.kind == "f" else v
+
+
+def _attrs(node, path=None):
+    try:
+        return {a.name: attribute_value(a) for a in node.attribute}
+    except ValueError as e:
+        raise ModelError(f"node {node.name or '(unnamed)'} ({node.op_type}): {e}", path) from None
 
 
 def _t(a):
@@ -169,7 +200,6 @@ def _t(a):
 
 
 def _convert(model, path):
-    from onnx import numpy_helper
     g = _Graph(model, path)
     inputs = [i for i in model.graph.input if i.name not in g.consts]
     if len(inputs) != 1:
@@ -194,11 +224,10 @@ def _convert(model, path):
         out = node.output[0] if node.output else None
         uses_act = any(g.is_act(i) for i in ins if i)
         if op == "Constant":
-            a = _attrs(node)
+            a = _attrs(node, path)
             if "value" not in a:
                 raise g.err(node, "only tensor-valued Constant nodes are supported")
-            v = numpy_helper.to_array(a["value"])
-            g.consts[out] = v.astype(np.float64) if v.dtype.kind == "f" else v
+            g.consts[out] = _tensor(a["value"], path, node)
             continue
         if not uses_act:
             if all((not i) or i in g.consts for i in ins):
@@ -225,7 +254,7 @@ def _convert(model, path):
 
 def _fold_constant(g: _Graph, node):
     """Evaluate a node whose inputs are all constants (shape arithmetic in exported graphs)."""
-    op, a = node.op_type, _attrs(node)
+    op, a = node.op_type, _attrs(node, g.path)
     vals = [g.consts[i] if i else None for i in node.input]
     try:
         if op in ("Identity", "Dropout"):
@@ -273,7 +302,7 @@ def _reshape_to(g: _Graph, node, new_shape, out):
 
 
 def _convert_node(g: _Graph, node, op, ins, out):
-    a = _attrs(node)
+    a = _attrs(node, g.path)
     shape = g.act_shape
     if op in ("Identity", "Dropout"):
         g.act_name = out

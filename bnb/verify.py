@@ -1,11 +1,13 @@
 """The verify pipeline: load, parse, check, falsify, bound (and, later, branch), answer.
 
 Stages, each honouring the deadline:
-1. load the ONNX model (checked against onnxruntime on random points) and parse the VNN-LIB file;
-2. check the converted network against onnxruntime inside every input box of the property;
-3. PGD falsification; a hit replayed on the ONNX model is ``sat``;
-4. bounding: every (box, polytope) pair whose polytope is provably unreachable is refuted; when all
-   are, ``unsat``. The branch-and-bound engine plugs in here (``prove``).
+1. load the ONNX model and parse the VNN-LIB file;
+2. check the converted network against onnxruntime on random points and corners of ``[-1, 1]`` and of
+   every input box of the property, in one batch;
+3. on small networks (:mod:`bnb.screen`), a root CROWN bound of every (box, polytope) pair; the refuted
+   ones are done, and when all are, ``unsat``;
+4. PGD falsification of the pairs left; a hit replayed on the ONNX model is ``sat``;
+5. branch and bound (``prove``) on the pairs left: every polytope provably unreachable from its box, ``unsat``.
 """
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ import time
 
 import torch
 
+from bnb import screen
 from bnb.attack import attack_property
 from bnb.config import Config
 from bnb.errors import BnbError
+from bnb.models import ModelCache
 from bnb.onnx_loader import load_onnx
 from bnb.prove import prove
 from bnb.results import Result, Verdict
@@ -36,12 +40,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | None = None,
-           log=None, deadline: Deadline | None = None) -> Result:
+           log=None, deadline: Deadline | None = None, models: ModelCache | None = None) -> Result:
     """Verify one instance. Bad input raises :class:`BnbError`; everything else becomes a Result.
 
     The limit is cooperative: every long loop reads ``deadline`` and a :class:`VerificationTimeout` raised
     by ``deadline.check()`` (always in our own code, never asynchronously) becomes ``timeout``. ``deadline``
     replaces the one built from ``timeout`` (tests inject deadlines that expire at chosen points).
+    ``models``: reuse the network of an earlier call on the same, unchanged file (it is checked against
+    onnxruntime inside this property's boxes all the same).
     """
     cfg = cfg or Config()
     limit = cfg.general.timeout if timeout is None else timeout
@@ -51,11 +57,16 @@ def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | N
     if cfg.general.threads > 0:
         torch.set_num_threads(cfg.general.threads)
 
-    model = load_onnx(onnx_path)
+    t0 = time.monotonic()
+    model = models.get(onnx_path) if models is not None else load_onnx(onnx_path, check=False)
     net0 = model.network
+    stats["time_load"] = time.monotonic() - t0
+    t0 = time.monotonic()
     prop = parse_vnnlib(vnnlib_path, net0.in_size, net0.out_size)
-    for spec in prop.specs:
-        model.check(spec.lower, spec.upper, seed=cfg.general.seed)
+    stats["time_parse"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    model.check_property([(spec.lower, spec.upper) for spec in prop.specs], seed=cfg.general.seed)
+    stats["time_check"] = time.monotonic() - t0
     log(f"network: {net0.describe()}; property: {prop.describe()}")
     device = resolve_device(cfg.general.device)
     dtype = torch.float64 if cfg.general.dtype == "float64" else torch.float32
@@ -66,16 +77,34 @@ def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | N
 
     try:
         net = net0.to(device=device, dtype=dtype)
+        refuted, restricted = None, (prop, None, None)
+        if cfg.attack.enabled and screen.worthwhile(net, cfg):
+            t0 = time.monotonic()
+            refuted = screen.refuted_pairs(net, prop, cfg, deadline)
+            stats["time_screen"] = time.monotonic() - t0
+            stats["screen_refuted"] = sum(refuted)
+            log(f"root CROWN bound before the attack: {sum(refuted)} of {len(refuted)} (box, polytope) pair(s) "
+                "refuted")
+            if refuted and all(refuted):
+                return finish(Verdict.UNSAT, message="every output polytope is unreachable (root CROWN bound)")
+            restricted = screen.remaining(prop, refuted)
         if cfg.attack.enabled:
             t0 = time.monotonic()
             validate = lambda xs, boxes: replay(model, prop, xs, boxes)  # noqa: E731
-            ce, best = attack_property(net, prop, cfg.attack, validate, deadline, cfg.general.seed)
-            stats["time_attack"] = time.monotonic() - t0
+            ce, best = attack_property(net, prop, cfg.attack, validate, deadline, cfg.general.seed, refuted)
+            stats["time_attack"] = stats["time_attack_stage"] = time.monotonic() - t0
             stats["attack_best_margin"] = best
             if ce is not None:
                 return finish(Verdict.SAT, ce, "counterexample found by PGD, replayed on the ONNX model")
             deadline.check()
-        verdict, ce, message = prove(model, net, prop, cfg, deadline, stats, log)
+        t0 = time.monotonic()
+        left, box_map, poly_map = restricted
+        try:
+            verdict, ce, message = prove(model, net, left, cfg, deadline, stats, log)
+        finally:
+            stats["time_prove"] = time.monotonic() - t0
+        if box_map is not None:
+            ce = screen.to_original(ce, box_map, poly_map)
         return finish(verdict, ce, message)
     except VerificationTimeout:
         return finish(Verdict.TIMEOUT, message=f"limit {limit:g}s reached")

@@ -34,7 +34,7 @@ WARMUP_LIMIT = 300.0  # seconds a fresh worker may take to import everything bef
 
 # imported once by the fork server: the pipeline, and what it imports lazily on first use (the ONNX
 # loader's onnx and onnxruntime, the first optimiser step's torch._dynamo), seconds each otherwise
-PRELOAD = ["bnb.worker", "bnb.verify", "onnx", "onnxruntime", "torch._dynamo"]
+PRELOAD = ["bnb.worker", "bnb.verify", "onnxruntime", "torch._dynamo"]
 
 
 def _context():
@@ -85,15 +85,22 @@ def _warm_up(cfg) -> dict:
     return {"import_s": t_import, "warmup_s": time.monotonic() - t0}
 
 
+_MODELS = None  # this process's bnb.models.ModelCache: later properties of a network reuse it, loaded
+
+
 def run_task(task: Task) -> dict:
     """Verify one instance in this process; always a complete dict ``verdict, message, stats``."""
     from bnb.errors import BnbError
+    from bnb.models import ModelCache
     from bnb.results import Verdict
     from bnb.verify import verify
+    global _MODELS
+    if _MODELS is None:
+        _MODELS = ModelCache()
     try:
         if task.hook is not None:
             task.hook(task)
-        res = verify(task.onnx, task.vnnlib, task.cfg, timeout=task.timeout)
+        res = verify(task.onnx, task.vnnlib, task.cfg, timeout=task.timeout, models=_MODELS)
         verdict, msg, stats = res.verdict.value, res.message, res.stats
     except BnbError as e:
         verdict, msg, stats = Verdict.ERROR.value, str(e), {}

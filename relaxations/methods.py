@@ -9,13 +9,10 @@ import torch
 from relaxations.crown import SLOPE_MODES, concretize, crown
 from relaxations.fp import finite_or_neg_inf, to_dtype_down, to_dtype_up
 from relaxations.ibp import ibp
+from relaxations.names import LP_METHODS, METHODS, SINGLE_NEURON_METHODS  # noqa: F401 (re-exported)
 from relaxations.optimize import optimized
 from relaxations.state import BoundResult, DomainState
 
-SINGLE_NEURON_METHODS = ("ibp", "crown", "dp0", "dp1", "alpha", "beta")
-# LP-based methods (relaxations.lp): one LP model per box, solved domain by domain (small networks)
-LP_METHODS = ("lp", "mn", "p1", "anderson", "milp")
-METHODS = SINGLE_NEURON_METHODS + LP_METHODS
 # defaults of the LP methods' options where the library's are too slow for interactive use
 # (Anderson cuts: <= 4 separation rounds, as measured in docs/lp.md; ~10 s on ACAS Xu, 5 outputs)
 LP_DEFAULTS = {"anderson": {"max_rounds": 4}}

@@ -1,0 +1,94 @@
+"""Reading ONNX files without importing the ``onnx`` package (its import costs ~0.7 s, mostly ``ml_dtypes``).
+
+Only the generated protobuf classes (``onnx/onnx_ml_pb2.py``, which needs nothing but ``google.protobuf``) are
+loaded, under their own module name, so that a later ``import onnx`` in the same process reuses them instead of
+registering the schema twice. Tensors and attributes are decoded here for the few types a network uses; what
+the loader builds from them is compared with onnxruntime on every load (:meth:`LoadedModel.check`).
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import numpy as np
+
+_PB2 = "onnx.onnx_ml_pb2"
+
+# TensorProto.DataType -> (numpy dtype of raw_data, the typed field holding the values otherwise)
+_TENSOR_TYPES = {
+    1: (np.float32, "float_data"), 2: (np.uint8, "int32_data"), 3: (np.int8, "int32_data"),
+    4: (np.uint16, "int32_data"), 5: (np.int16, "int32_data"), 6: (np.int32, "int32_data"),
+    7: (np.int64, "int64_data"), 9: (np.bool_, "int32_data"), 10: (np.float16, "int32_data"),
+    11: (np.float64, "double_data"), 12: (np.uint32, "uint64_data"), 13: (np.uint64, "uint64_data"),
+}
+
+
+def _pb2():
+    if _PB2 in sys.modules:
+        return sys.modules[_PB2]
+    if "onnx" in sys.modules:  # the package is there anyway: use its classes
+        import onnx.onnx_ml_pb2 as pb2
+        return pb2
+    pkg = importlib.util.find_spec("onnx")  # locates the package without running its __init__
+    if pkg is None or not pkg.submodule_search_locations:
+        raise ImportError("the onnx package is not installed")
+    for folder in pkg.submodule_search_locations:
+        spec = importlib.util.spec_from_file_location(_PB2, f"{folder}/onnx_ml_pb2.py")
+        if spec is not None:
+            break
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[_PB2] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[_PB2]
+        raise
+    return module
+
+
+def parse_model(data: bytes):
+    """A ``ModelProto`` from the bytes of an ONNX file (protobuf's own errors on a malformed file)."""
+    model = _pb2().ModelProto()
+    model.ParseFromString(data)
+    return model
+
+
+def to_array(t) -> np.ndarray:
+    """The value of a ``TensorProto``; ``ValueError`` for types and storage the loader does not handle."""
+    if t.data_location == 1:
+        raise ValueError(f"tensor {t.name!r} keeps its data in an external file; not supported")
+    if t.data_type not in _TENSOR_TYPES:
+        raise ValueError(f"tensor {t.name!r} has data type {t.data_type}; not supported")
+    dtype, field = _TENSOR_TYPES[t.data_type]
+    shape = tuple(int(d) for d in t.dims)
+    if t.raw_data:
+        arr = np.frombuffer(t.raw_data, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
+    elif t.data_type == 10:  # float16 values travel as their bit patterns in int32_data
+        arr = np.asarray(t.int32_data, dtype=np.uint16).view(np.float16)
+    else:
+        arr = np.asarray(getattr(t, field), dtype=dtype)
+    if arr.size != int(np.prod(shape)):
+        raise ValueError(f"tensor {t.name!r} holds {arr.size} values for shape {shape}")
+    return arr.reshape(shape)
+
+
+def attribute_value(a):
+    """The Python value of an ``AttributeProto`` (numbers, bytes, tensors and lists of them)."""
+    kind = a.type
+    if kind == 1:
+        return a.f
+    if kind == 2:
+        return a.i
+    if kind == 3:
+        return a.s
+    if kind == 4:
+        return a.t
+    if kind == 6:
+        return list(a.floats)
+    if kind == 7:
+        return list(a.ints)
+    if kind == 8:
+        return list(a.strings)
+    if kind == 9:
+        return list(a.tensors)
+    raise ValueError(f"attribute {a.name!r} of type {kind} is not supported")

@@ -1,0 +1,5 @@
+"""The names of the bounding methods (no imports: the command line's help text reads them without torch)."""
+SINGLE_NEURON_METHODS = ("ibp", "crown", "dp0", "dp1", "alpha", "beta")
+# LP-based methods (relaxations.lp): one LP model per box, solved domain by domain (small networks)
+LP_METHODS = ("lp", "mn", "p1", "anderson", "milp")
+METHODS = SINGLE_NEURON_METHODS + LP_METHODS
