@@ -236,8 +236,11 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
         # IBP and the LP methods give no coefficients to branch on: start ReLU splitting from a CROWN bound
         c = _bound(net, root, rows, "crown", cfg, 0, False, stats, deadline)
         c.lb = torch.maximum(c.lb, r.lb)
+        c.infeasible = c.infeasible | r.infeasible
         r = c
         score = rows.score(r.lb)[0]
+        if bool(proven(score, margin, r.infeasible)[0]):
+            return "unsat", None
     row = rows.score(r.lb)[1]
     return _relu_bab(net, rows, r, score, row, lo, hi, cfg, deadline, validate, stats, log)
 
@@ -422,6 +425,9 @@ def _bound_open_rows(net, child, rows, lo, hi, L, cfg, stats, deadline):
     N, M = child["lb"].shape
     ci, ri = torch.nonzero(~rows.settled(child["lb"], None, cfg.bab.verify_margin), as_tuple=True)
     U = ci.numel()
+    if U == 0:  # (a parent pushed although refuted: its children are too)
+        ci, ri = torch.zeros(1, dtype=torch.long, device=lo.device), torch.zeros(1, dtype=torch.long, device=lo.device)
+        U = 1
     floor = child["lb"][ci, ri][:, None]
     state = DomainState(lo.expand(U, -1), hi.expand(U, -1), [child[f"split_{i}"][ci] for i in range(L)],
                         [(child[f"pl_{i}"][ci], child[f"pu_{i}"][ci]) for i in range(L)],

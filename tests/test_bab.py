@@ -179,3 +179,23 @@ def test_children_bound_only_their_open_rows():
     assert torch.equal(units.lb[:, 0], child["lb"][:, 0])
     assert torch.allclose(units.lb[:, 1:], torch.maximum(full.lb, child["lb"])[:, 1:], rtol=0, atol=1e-9)
     assert torch.equal(units.infeasible, full.infeasible)
+
+
+def test_ibp_root_proven_by_the_crown_start_of_relu_splitting():
+    """With IBP at the root, ReLU splitting starts from a CROWN bound; when that bound already refutes every
+    polytope the box is decided there (it used to be pushed as an open domain whose children had no open row
+    left, an internal error)."""
+    from relaxations.crown import crown
+    from relaxations.ibp import ibp
+    from relaxations.state import DomainState
+    net = random_fc([3, 10, 10, 2], 5)
+    lo, hi = -torch.ones(3, dtype=D), torch.ones(3, dtype=D)
+    c = crown(net, DomainState(lo[None], hi[None]), torch.eye(2, dtype=D)).lb[0]
+    i = ibp(net, lo[None], hi[None])[0][0]
+    polys = [Polytope(np.eye(2)[j:j + 1], np.array([float(c[j]) - 1e-3])) for j in range(2)]
+    assert float(i[0]) < float(c[0]) - 1e-3 or float(i[1]) < float(c[1]) - 1e-3  # IBP alone does not prove it
+    cfg = _cfg("relu")
+    cfg.bounds.method = "ibp"
+    stats = Stats()
+    status, _ = run_bab(net, lo, hi, polys, cfg, Deadline(60), lambda xs: None, stats)
+    assert status == "unsat" and stats.get("branches", 0) == 0

@@ -215,3 +215,32 @@ def test_from_torch_conv_flatten_linear():
         ref = seq(x)
     torch.testing.assert_close(net.forward(x.reshape(16, -1)), ref)
     torch.testing.assert_close(net.forward(x), ref)
+
+
+@pytest.mark.parametrize("layer_no,misread", [(2, "sign"), (4, "scale")])
+def test_misread_acas_weight_is_caught(monkeypatch, layer_no, misread):
+    """On a real network whose inputs are far from normalised (ACAS Xu: up to ~60,000), a middle layer's largest
+    weight read with the wrong sign, or the whole layer read 1% too large, is caught by the load check: its
+    tolerance (~3e-4 here) follows the rounding the network really shows at the checked points (~3e-7), not a
+    worst-case bound of the term sizes (which allowed errors of ~900 on outputs of ~0.3)."""
+    import bnb.onnx_loader as loader
+    from conftest import acas
+    onnx_path, spec = acas("4_1", "prop_4")
+    load_onnx(onnx_path).check_property([(s.lower, s.upper) for s in parse_vnnlib(
+        spec, 5, 5).specs])  # the faithful conversion passes
+    convert = loader._convert
+
+    def misread_convert(model, path):
+        net, *rest = convert(model, path)
+        lin = [layer for layer in net.layers if hasattr(layer, "weight")][layer_no]
+        if misread == "sign":
+            i, j = divmod(int(lin.weight.abs().argmax()), lin.weight.shape[1])
+            lin.weight[i, j] = -lin.weight[i, j]
+        else:
+            lin.weight.mul_(1.01)
+        return (net, *rest)
+
+    monkeypatch.setattr(loader, "_convert", misread_convert)
+    model = load_onnx(onnx_path, check=False)
+    with pytest.raises(ModelError, match="disagrees with onnxruntime"):
+        model.check_property([(s.lower, s.upper) for s in parse_vnnlib(spec, 5, 5).specs])
