@@ -243,6 +243,16 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
         score = rows.score(r.lb)[0]
         if bool(proven(score, margin, r.infeasible)[0]):
             return "unsat", None
+    if cfg.bab.relu_method == "mn-crown" and r.constraints is None:
+        # children with multi-neuron constraints although the root had none: compute them on the root's bounds
+        from relaxations.multineuron import group_hull_constraints
+        b = cfg.bounds
+        t0 = time.monotonic()
+        r.constraints, _ = group_hull_constraints(net, lo, hi, r.pre_bounds, b.mn_k, b.mn_max_groups, b.mn_time,
+                                                  b.mn_iters)
+        stats.add("time_constraints", time.monotonic() - t0)
+        if all(c is None for c in r.constraints):
+            r.constraints = None
     row = rows.score(r.lb)[1]
     return _relu_bab(net, rows, r, score, row, lo, hi, cfg, deadline, validate, stats, log)
 

@@ -93,8 +93,10 @@ class BabConfig:
     input_alpha_iters: int = opt(5, "alpha iterations per child under input splitting (input_method alpha)")
     input_alpha_intermediate: bool = opt(False, "with input_method alpha, also optimise the slopes of intermediate "
                                          "layers (tighter, but ~20x slower per child on ACAS Xu)")
-    relu_method: str = opt("beta", "bounding of children under ReLU splitting: beta-CROWN, or beta-CROWN "
-                           "tightened by the triangle LP per domain (small networks)", ("beta", "lp"))
+    relu_method: str = opt("beta", "bounding of children under ReLU splitting: beta-CROWN, beta-CROWN "
+                           "tightened by the triangle LP per domain (small networks), or beta-CROWN with the "
+                           "root's multi-neuron constraints (computed there if bounds.method is not mn-crown; "
+                           "with mn-crown at the root children always keep them)", ("beta", "lp", "mn-crown"))
     beta_iters: int = opt(10, "beta-CROWN iterations per child under ReLU splitting (warm-started)")
     attack_every: int = opt(10, "run PGD inside the most promising domains every this many iterations")
     attack_domains: int = opt(64, "domains attacked by each such PGD run")

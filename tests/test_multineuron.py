@@ -105,9 +105,11 @@ def _cfg(**bab):
     return cfg
 
 
-@pytest.mark.parametrize("heuristic", ["babsr", "acs"])
+@pytest.mark.parametrize("heuristic,where", [("babsr", "root"), ("acs", "root"), ("babsr", "children")])
 @pytest.mark.parametrize("widths,seed", [([3, 10, 10, 1], 1), ([4, 8, 8, 8, 1], 3)])
-def test_relu_bab_with_constraints_matches_milp(widths, seed, heuristic):
+def test_relu_bab_with_constraints_matches_milp(widths, seed, heuristic, where):
+    """mn-crown at the root (children keep its constraints), or alpha at the root and the constraints computed
+    for the children only (``bab.relu_method: mn-crown``): the verdicts of the exact MILP."""
     net = random_fc(widths, seed)
     n_in = widths[0]
     lo, hi = -np.ones(n_in), np.ones(n_in)
@@ -121,6 +123,8 @@ def test_relu_bab_with_constraints_matches_milp(widths, seed, heuristic):
             i = int(np.argmin(y[:, 0]))
             return Counterexample(xs[i], y[i], 0, 0, float(y[i, 0] - t)) if y[i, 0] <= t else None
 
-        status, _ = run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], _cfg(relu_heuristic=heuristic),
-                            Deadline(60), validate, Stats())
+        cfg = _cfg(relu_heuristic=heuristic)
+        if where == "children":
+            cfg.bounds.method, cfg.bab.relu_method = "alpha", "mn-crown"
+        status, _ = run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], cfg, Deadline(60), validate, Stats())
         assert status == label, (t, label, status)
