@@ -40,7 +40,7 @@ lower ``lo``) is bounded by the ``hi - lo <= 1e-7 S`` acceptance check and the 1
 ``1e-5 S``. So ``unsat`` on a ``sat`` label, or ``sat`` on an ``unsat`` label, is a wrong verdict.
 
 Configurations: per instance ``--configs`` (default 3) are drawn from the grid ``attack.enabled`` x
-``bounds.method`` (ibp crown dp0 dp1 alpha beta) x ``bab.branching`` (input relu) x ``general.dtype``
+``bounds.method`` (ibp crown dp0 dp1 alpha beta mn-crown) x ``bab.branching`` (input relu) x ``general.dtype``
 (float32 float64) x ``bab.input_method`` (crown alpha), with small attack settings.
 
 Commands
@@ -79,7 +79,7 @@ DELTA_REL = {"clear": 1e-3, "tight": 1e-5}
 MILP_ACCEPT = 1e-7  # hi - lo must be below this times S
 GRID = {
     "attack.enabled": ("true", "false"),
-    "bounds.method": ("ibp", "crown", "dp0", "dp1", "alpha", "beta"),
+    "bounds.method": ("ibp", "crown", "dp0", "dp1", "alpha", "beta", "mn-crown"),
     "bab.branching": ("input", "relu"),
     "general.dtype": ("float32", "float64"),
     "bab.input_method": ("crown", "alpha"),

@@ -21,7 +21,7 @@ from bnb.domains import DomainStore
 from heuristics import candidate_dims, lookahead_choice, relu_scores, splittable
 from relaxations.fp import down, finite_or_neg_inf, reach, threshold_up
 from relaxations.ibp import ibp
-from relaxations.methods import bound_rows
+from relaxations.methods import bound_rows, mn_options
 from relaxations.polytope import box_min, group_index, mix_rows
 from relaxations.state import BoundResult, DomainState
 from relaxations.verdict import proven
@@ -133,7 +133,7 @@ def _bound(net, state, rows, method, cfg, iters, optimize_intermediate, stats, d
             finite_or_neg_inf(down(torch.maximum(lb, floor) - d)), margin, infeasible)
     r = bound_rows(net, state, C, method, intermediate=b.intermediate, lower_slope=b.lower_slope,
                    iters=iters, lr=b.alpha_lr, lr_beta=b.beta_lr, optimize_intermediate=optimize_intermediate,
-                   settled=settled, should_stop=deadline.expired, rigorous=b.fp_sound)
+                   settled=settled, should_stop=deadline.expired, rigorous=b.fp_sound, mn=mn_options(b))
     stats.add("time_bounding", time.monotonic() - t0)
     if units is None:  # (with units, the caller counts its domains)
         stats.add("domains_bounded", state.size)
@@ -222,6 +222,8 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
             r.relu_coeffs = [c[:, keep[rows.groups]] for c in r.relu_coeffs]
         if r.alphas is not None:
             r.alphas = {"final": [a[:, keep[rows.groups]] for a in r.alphas["final"]]}
+        if r.gammas is not None:
+            r.gammas = [None if g is None else g[:, keep[rows.groups]] for g in r.gammas]
         rows = rows.restrict(keep)
         score, worst = gv.min(dim=1)
         log(f"{int(refuted.sum())} polytope(s) refuted at the root, {rows.K} left")
@@ -241,6 +243,16 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
         score = rows.score(r.lb)[0]
         if bool(proven(score, margin, r.infeasible)[0]):
             return "unsat", None
+    if cfg.bab.relu_method == "mn-crown" and r.constraints is None:
+        # children with multi-neuron constraints although the root had none: compute them on the root's bounds
+        from relaxations.multineuron import group_hull_constraints
+        b = cfg.bounds
+        t0 = time.monotonic()
+        r.constraints, _ = group_hull_constraints(net, lo, hi, r.pre_bounds, b.mn_k, b.mn_max_groups, b.mn_time,
+                                                  b.mn_iters)
+        stats.add("time_constraints", time.monotonic() - t0)
+        if all(c is None for c in r.constraints):
+            r.constraints = None
     row = rows.score(r.lb)[1]
     return _relu_bab(net, rows, r, score, row, lo, hi, cfg, deadline, validate, stats, log)
 
@@ -407,21 +419,31 @@ def _relu_children(dom, pos, scores, L):
     return child
 
 
-def _relu_state(child, lo, hi, L):
+def _relu_state(child, lo, hi, L, cons=None):
     N = child["score"].shape[0]
     return DomainState(lo.expand(N, -1), hi.expand(N, -1), [child[f"split_{i}"] for i in range(L)],
                        [(child[f"pl_{i}"], child[f"pu_{i}"]) for i in range(L)],
-                       {"final": [child[f"alpha_{i}"] for i in range(L)]}, [child[f"beta_{i}"] for i in range(L)])
+                       {"final": [child[f"alpha_{i}"] for i in range(L)]}, [child[f"beta_{i}"] for i in range(L)],
+                       constraints=cons, gammas=_gammas(child, L, cons))
 
 
-def _bound_open_rows(net, child, rows, lo, hi, L, cfg, stats, deadline):
+def _gammas(child, L, cons, ci=None, ri=None):
+    """Per ReLU layer the children's constraint multipliers (None where a layer has no constraints); with
+    ``ci``/``ri`` ``(U,)``, those of the (child, row) units, ``(U, 1, c_i)``."""
+    if cons is None:
+        return None
+    pick = (lambda t: t) if ci is None else (lambda t: t[ci, ri][:, None])  # noqa: E731
+    return [None if cons[i] is None else pick(child[f"gamma_{i}"]) for i in range(L)]
+
+
+def _bound_open_rows(net, child, rows, lo, hi, L, cfg, stats, deadline, cons=None):
     """beta-CROWN bounds of ``N`` children (fields as in :func:`_relu_children`), only of the rows whose polytope
     the parent's bound ``child["lb"]`` ``(N, M)`` left open. With the intermediate bounds fixed, each row is a
     problem of its own (its own slopes and multipliers), so every open (child, row) pair is one unit of the
     batch and rows already refuted cost nothing. Returns a BoundResult over all ``N x M`` rows: ``lb`` is the
     better of the parent's and the new bound (a few warm-started steps can end below the parent's, which holds
-    on its children too); ``A_input``/``relu_coeffs`` are zero and alphas/betas the parent's on rows not
-    bounded; ``infeasible`` ``(N,)``."""
+    on its children too); ``A_input``/``relu_coeffs`` are zero and alphas/betas/gammas the parent's on rows not
+    bounded; ``infeasible`` ``(N,)``. ``cons``: the root's multi-neuron constraints (``mn-crown``), or None."""
     N, M = child["lb"].shape
     ci, ri = torch.nonzero(~rows.settled(child["lb"], None, cfg.bab.verify_margin), as_tuple=True)
     U = ci.numel()
@@ -432,8 +454,10 @@ def _bound_open_rows(net, child, rows, lo, hi, L, cfg, stats, deadline):
     state = DomainState(lo.expand(U, -1), hi.expand(U, -1), [child[f"split_{i}"][ci] for i in range(L)],
                         [(child[f"pl_{i}"][ci], child[f"pu_{i}"][ci]) for i in range(L)],
                         {"final": [child[f"alpha_{i}"][ci, ri][:, None] for i in range(L)]},
-                        [child[f"beta_{i}"][ci, ri][:, None] for i in range(L)])
-    r = _bound(net, state, rows, "beta", cfg, cfg.bab.beta_iters, False, stats, deadline, floor, ri)
+                        [child[f"beta_{i}"][ci, ri][:, None] for i in range(L)],
+                        constraints=cons, gammas=_gammas(child, L, cons, ci, ri))
+    method = "beta" if cons is None else "mn-crown"
+    r = _bound(net, state, rows, method, cfg, cfg.bab.beta_iters, False, stats, deadline, floor, ri)
     stats.add("domains_bounded", N)
     stats.add("rows_bounded", U)
     lb = child["lb"].clone()
@@ -456,7 +480,15 @@ def _bound_open_rows(net, child, rows, lo, hi, L, cfg, stats, deadline):
         pl, pu = child[f"pl_{i}"].clone(), child[f"pu_{i}"].clone()
         pl[ci], pu[ci] = r.pre_bounds[i]  # the same on every unit of a child: its split phases applied
         pre.append((pl, pu))
-    return BoundResult(lb, None, pre, A, None, coeffs, {"final": alphas}, betas, infeasible)
+    gammas = None
+    if cons is not None:
+        gammas = [None] * L
+        for i in range(L):
+            if cons[i] is not None:
+                gammas[i] = child[f"gamma_{i}"].clone()
+                if r.gammas is not None and r.gammas[i] is not None:
+                    gammas[i][ci, ri] = r.gammas[i][:, 0]
+    return BoundResult(lb, None, pre, A, None, coeffs, {"final": alphas}, betas, infeasible, gammas)
 
 
 def _relu_bab(net, rows, r, score, row, lo, hi, cfg, deadline, validate, stats, log):
@@ -470,6 +502,12 @@ def _relu_bab(net, rows, r, score, row, lo, hi, cfg, deadline, validate, stats, 
         fields[f"alpha_{i}"] = r.alphas["final"][i] if r.alphas is not None else \
             torch.zeros(1, rows.C.shape[0], l.shape[1], dtype=l.dtype, device=dev)
         fields[f"beta_{i}"] = torch.zeros(1, rows.C.shape[0], l.shape[1], dtype=l.dtype, device=dev)
+    cons = r.constraints
+    for i, c in enumerate(cons or []):
+        if c is not None:
+            g = r.gammas[i] if r.gammas is not None and r.gammas[i] is not None else None
+            fields[f"gamma_{i}"] = g if g is not None else torch.zeros(1, rows.C.shape[0], c.count, dtype=c.p.dtype,
+                                                                        device=dev)
     store = DomainStore()
     store.push(fields)
     gen = torch.Generator().manual_seed(cfg.general.seed)
@@ -482,7 +520,11 @@ def _relu_bab(net, rows, r, score, row, lo, hi, cfg, deadline, validate, stats, 
         n = dom["score"].shape[0]
         pre = [(dom[f"pl_{i}"], dom[f"pu_{i}"]) for i in range(L)]
         splits = [dom[f"split_{i}"] for i in range(L)]
-        scores = relu_scores(cfg.bab.relu_heuristic, pre, [dom[f"coef_{i}"] for i in range(L)], splits)
+        gam = None
+        if cons is not None:
+            arn = torch.arange(n, device=dev)
+            gam = [None if c is None else dom[f"gamma_{i}"][arn, dom["row"]] for i, c in enumerate(cons)]
+        scores = relu_scores(cfg.bab.relu_heuristic, pre, [dom[f"coef_{i}"] for i in range(L)], splits, gam, cons)
         flat = torch.cat(scores, dim=1)
         best, pos = flat.max(dim=1)
         can = torch.isfinite(best)
@@ -501,18 +543,19 @@ def _relu_bab(net, rows, r, score, row, lo, hi, cfg, deadline, validate, stats, 
             top = torch.topk(flat, k, dim=1)
             cands = torch.where(torch.isfinite(top.values), top.indices, pos[:, None])  # (n, k)
             trial = _relu_children(dom, cands.T.reshape(-1), scores, L)
-            t_res = _bound(net, _relu_state(trial, lo, hi, L), rows, "beta", cfg, 0, False, stats, deadline)
+            t_res = _bound(net, _relu_state(trial, lo, hi, L, cons), rows, "beta" if cons is None else "mn-crown",
+                           cfg, 0, False, stats, deadline)
             t_sc = rows.score(torch.maximum(t_res.lb, trial["lb"]))[0]  # (2 k n): active halves, then inactive
             pick = lookahead_choice(t_sc.reshape(2, k, n))
             pos = cands[torch.arange(n, device=dev), pick]
         child = _relu_children(dom, pos, scores, L)
         stats.add("branches", n)
         stats.add("time_branching", time.monotonic() - t0)
-        res = _bound_open_rows(net, child, rows, lo, hi, L, cfg, stats, deadline)
+        res = _bound_open_rows(net, child, rows, lo, hi, L, cfg, stats, deadline, cons)
         if cfg.bab.relu_method == "lp":
             from bnb.lp_hooks import lp_tighten
             t0 = time.monotonic()
-            state = _relu_state(child, lo, hi, L)
+            state = _relu_state(child, lo, hi, L, cons)
             res.lb = torch.maximum(res.lb, lp_tighten(net, state, rows.C, res.lb, cfg, deadline, d=rows.d))
             stats.add("time_lp", time.monotonic() - t0)
         sc, rw, wr = rows.score(res.lb)
@@ -539,6 +582,8 @@ def _relu_bab(net, rows, r, score, row, lo, hi, cfg, deadline, validate, stats, 
                 keep[f"coef_{i}"] = res.relu_coeffs[i][open_][arn, rw[open_]]
                 keep[f"alpha_{i}"] = res.alphas["final"][i][open_]
                 keep[f"beta_{i}"] = res.betas[i][open_]
+                if cons is not None and cons[i] is not None:
+                    keep[f"gamma_{i}"] = res.gammas[i][open_]
             store.push(keep)
         t_last = _progress(log, stats, store, t_last, deadline)
     _progress(log, stats, store, t_last, deadline, force=True)

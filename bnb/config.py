@@ -48,8 +48,9 @@ class AttackConfig:
 
 @dataclass
 class BoundsConfig:
-    method: str = opt("alpha", "bounding method of the root domain",
-                      ("ibp", "crown", "dp0", "dp1", "alpha", "beta"))
+    method: str = opt("alpha", "bounding method of the root domain (mn-crown: alpha-CROWN, then k-neuron group "
+                      "hull constraints taken with optimised multipliers; ReLU-split children keep them)",
+                      ("ibp", "crown", "dp0", "dp1", "alpha", "beta", "mn-crown"))
     intermediate: str = opt("crown", "how intermediate (pre-ReLU) bounds are computed: backward CROWN, forward linear bounds "
                             "(cheap for few inputs) or IBP", ("crown", "forward", "ibp"))
     lower_slope: str = opt("adaptive", "CROWN lower slope of unstable ReLUs", ("adaptive", "zero", "one"))
@@ -58,6 +59,11 @@ class BoundsConfig:
     beta_lr: float = opt(0.05, "Adam step size of the split multipliers")
     fp_sound: bool = opt(True, "bound the floating-point rounding of every CROWN/alpha/beta/forward bound rigorously "
                          "(docs/soundness.md; IBP always is); off only to measure its cost: proofs then ignore rounding")
+    mn_k: int = opt(2, "mn-crown: neurons per group hull (2 or 3; 3 gives ~10x more constraints)")
+    mn_max_groups: int = opt(64, "mn-crown: groups per ReLU layer (the widest unstable neurons first)")
+    mn_time: float = opt(10.0, "mn-crown: time budget in seconds for computing the constraints at the root")
+    mn_iters: int = opt(20, "mn-crown: alpha-CROWN steps of each group's octahedral bounds")
+    gamma_lr: float = opt(0.05, "Adam step size of the multi-neuron constraint multipliers")
     mix_iters: int = opt(20, "ascent steps mixing the rows of a multi-row output polytope into one bound (0: row by row)")
     lp_refine: bool = opt(False, "tighten the root's intermediate bounds neuron by neuron by LP before branching")
     lp_refine_time: float = opt(30.0, "time budget of the LP refinement in seconds")
@@ -73,7 +79,8 @@ class BabConfig:
                                "and the widest dimension)", ("widest", "smart", "mixed"))
     input_lookahead: int = opt(1, "bound both halves for this many best-scored input dimensions and keep the "
                                "split whose worse child is best (1: no look-ahead)")
-    relu_heuristic: str = opt("babsr", "ReLU neuron to split", ("babsr", "width"))
+    relu_heuristic: str = opt("babsr", "ReLU neuron to split (acs: by the multipliers of the multi-neuron "
+                              "constraints involving it, with bounds.method mn-crown)", ("babsr", "width", "acs"))
     relu_lookahead: int = opt(1, "bound both children of this many best-scored neurons (with the parent's slopes "
                               "and multipliers, no optimisation) and split the one that leaves the least "
                               "unverified margin (1: no look-ahead)")
@@ -86,8 +93,10 @@ class BabConfig:
     input_alpha_iters: int = opt(5, "alpha iterations per child under input splitting (input_method alpha)")
     input_alpha_intermediate: bool = opt(False, "with input_method alpha, also optimise the slopes of intermediate "
                                          "layers (tighter, but ~20x slower per child on ACAS Xu)")
-    relu_method: str = opt("beta", "bounding of children under ReLU splitting: beta-CROWN, or beta-CROWN "
-                           "tightened by the triangle LP per domain (small networks)", ("beta", "lp"))
+    relu_method: str = opt("beta", "bounding of children under ReLU splitting: beta-CROWN, beta-CROWN "
+                           "tightened by the triangle LP per domain (small networks), or beta-CROWN with the "
+                           "root's multi-neuron constraints (computed there if bounds.method is not mn-crown; "
+                           "with mn-crown at the root children always keep them)", ("beta", "lp", "mn-crown"))
     beta_iters: int = opt(10, "beta-CROWN iterations per child under ReLU splitting (warm-started)")
     attack_every: int = opt(10, "run PGD inside the most promising domains every this many iterations")
     attack_domains: int = opt(64, "domains attacked by each such PGD run")

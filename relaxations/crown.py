@@ -100,7 +100,7 @@ def layer_errors(net, lower, upper, relax, end: int, cache: ErrorCache | None = 
 
 
 def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=None, collect=False,
-             errors=None):
+             errors=None, gammas=None, constraints=None):
     """Lower-bound coefficients of ``A . h`` where ``h`` is the input of ``net.layers[end]``.
 
     ``A``: ``(N, m, *shape of h)``; ``relax``: ReluRelaxation of every ReLU before ``end``; ``alphas``:
@@ -110,6 +110,8 @@ def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=Non
     ``A . h >= A_in . x + bias - err`` in real arithmetic, for the computed (float) ``A_in`` and ``bias``;
     ``err`` is computed from detached coefficients: optimisers see it as a constant.
     ``coeffs`` (if ``collect``) holds the coefficient on every ReLU output, ``(N, m, n_i)``.
+    ``constraints``: per ReLU, :class:`relaxations.multineuron.LayerConstraints` or None, taken with
+    multipliers ``gammas``: per ReLU ``(N, m, c_i)`` (``>= 0``) or None.
     """
     N, m = A.shape[:2]
     dt = A.dtype
@@ -142,6 +144,20 @@ def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=Non
         if pending is not None:
             err = err + dot_abs(Af.detach(), pending.reshape(N, -1))
             pending = None
+        cons = constraints[k] if constraints is not None and gammas is not None else None
+        G = gammas[k] if cons is not None else None
+        if G is not None:
+            # gamma . (Pz y + Px z + p) <= 0 joins the bound: y's coefficient becomes A + gamma Pz
+            Af0 = Af
+            Af = Af0 + G @ cons.Pz                                      # (N, m, c) @ (c, n)
+            bias = bias + G @ cons.p
+            if errors is not None:
+                nc, Gd = cons.count, G.detach().abs()
+                ry = r.u.clamp(min=0)                                   # |y| <= max(u, 0)
+                pz = (ry @ cons.Pz.abs().T) * (1 + err_coeff(ry.shape[-1], dt))   # (N, c) >= |Pz| ry
+                # |fl(A + fl(G Pz)) - (A + G Pz)| <= g (|A| + |G| |Pz|), times |y| <= ry; G . p likewise
+                err = err + err_coeff(nc + 1, dt) * (dot_abs(Af0.detach(), ry) + dot_abs(Gd, pz)) \
+                    + err_coeff(nc + 1, dt) * (Gd @ cons.p.abs()) + acc * bias.detach().abs()
         if collect:
             coeffs[k] = Af
         neg = Af.clamp(max=0)
@@ -149,12 +165,22 @@ def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=Non
         P = torch.where(Af >= 0, Af * low, Af * r.up_slope[:, None])  # one rounding per entry
         c = torch.bmm(neg, r.up_int[..., None]).squeeze(-1)            # every term <= 0
         bias = bias + c
-        Az = P
+        Az = P if G is None else P + G @ cons.Px
         beta_term = None
         if betas is not None and r.split is not None:
             beta_term = betas[k] * r.split[:, None]                     # exact: split is +-1 or 0
-            Az = P - beta_term
-        if errors is not None:
+            Az = Az - beta_term
+        if errors is not None and G is not None:
+            n, nc, rz = Af.shape[-1], cons.count, r.reach
+            px = (rz @ cons.Px.abs().T) * (1 + err_coeff(n, dt))        # (N, c) >= |Px| rz
+            # the products of P, the sum P + G Px and the subtraction of beta s: <= g (|P| + |G||Px| + |beta s|)
+            e = dot_abs(P.detach(), rz) + dot_abs(G.detach().abs(), px)
+            if beta_term is not None:
+                e = e + dot_abs(beta_term.detach(), rz)
+            under = (n + nc + 4) * tiny(dt) * (1 + rz.sum(-1, keepdim=True))
+            err = err + err_coeff(nc + 3, dt) * e + err_coeff(n, dt) * c.detach().abs() + acc * bias.detach().abs() \
+                + under
+        elif errors is not None:
             n = Af.shape[-1]
             rz = r.reach
             g2 = err_coeff(2, dt)
@@ -353,10 +379,11 @@ def output_errors(net, state, relax):
     return layer_errors(net, state.lower, state.upper, relax, len(net.layers), getattr(relax, "error_cache", None))
 
 
-def _final(net, state, C, relax, alphas=None, betas=None, collect=False, rigorous=True, errors=None):
+def _final(net, state, C, relax, alphas=None, betas=None, collect=False, rigorous=True, errors=None, gammas=None):
     """Bounds of ``C y``: ``lb`` ``(N, m)``, ``A_in`` ``(N, m, n_in)``, ``bias`` ``(N, m)`` (rigorous:
     ``C y >= A_in x + bias`` on the domain in real arithmetic), coefficients, ``infeasible`` ``(N,)``.
-    ``errors``: :func:`output_errors` of these domains, when already known."""
+    ``errors``: :func:`output_errors` of these domains, when already known; ``gammas``: multipliers of
+    ``state.constraints`` (see :func:`backward`)."""
     N = state.size
     A0 = C.expand(N, *C.shape[-2:]) if C.dim() == 2 else C
     m = A0.shape[1]
@@ -366,7 +393,7 @@ def _final(net, state, C, relax, alphas=None, betas=None, collect=False, rigorou
     elif errors is None:
         errors = output_errors(net, state, relax)
     A_in, bias, coeffs, err = backward(net, end, A0.reshape(N, m, *net.out_shape), relax, alphas, betas,
-                                       collect, errors)
+                                       collect, errors, gammas, state.constraints)
     lb = concretize(A_in, bias, state.lower, state.upper, err if rigorous else None)
     if rigorous:
         bias = rigorous_bias(bias, err)

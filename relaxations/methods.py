@@ -20,15 +20,21 @@ LP_DEFAULTS = {"anderson": {"max_rounds": 4}}
 
 def bound_rows(net, state: DomainState, C: torch.Tensor, method: str, *, intermediate="crown",
                lower_slope="adaptive", iters=30, lr=0.1, lr_beta=0.05, optimize_intermediate=True,
-               want_upper=False, settled=None, should_stop=None, rigorous=True) -> BoundResult:
+               want_upper=False, settled=None, should_stop=None, rigorous=True, mn=None) -> BoundResult:
     """Bounds of ``C y`` (``C``: ``(m, n_out)`` or ``(N, m, n_out)``) over each domain of ``state``.
 
     With ``rigorous`` (the default) every single-neuron bound carries its floating-point error bound
     (:mod:`relaxations.fp`); the LP methods' bounds are dual certificates. Bounds that are NaN or infinite
     come back as ``-inf``: they prove nothing. ``settled(lb, infeasible) -> (N, m) bool``: rows that need no
-    more work, so that alpha/beta-CROWN stop when all are (:func:`relaxations.optimize.optimized`)."""
-    res = _bound_rows(net, state, C, method, intermediate, lower_slope, iters, lr, lr_beta, optimize_intermediate,
-                      want_upper, settled, should_stop, rigorous)
+    more work, so that alpha/beta-CROWN stop when all are (:func:`relaxations.optimize.optimized`). ``mn``:
+    options of ``mn-crown`` (:func:`mn_crown`: ``k``, ``max_groups``, ``time_budget``, ``octa_iters``,
+    ``lr_gamma``)."""
+    if method == "mn-crown":
+        res = mn_crown(net, state, C, iters, lr, lr_beta, want_upper, lower_slope, settled, should_stop, rigorous,
+                       **(mn or {}))
+    else:
+        res = _bound_rows(net, state, C, method, intermediate, lower_slope, iters, lr, lr_beta,
+                          optimize_intermediate, want_upper, settled, should_stop, rigorous)
     res.lb = finite_or_neg_inf(res.lb)
     if res.infeasible is None:  # IBP and the LP methods prove no domain empty
         res.infeasible = torch.zeros(state.size, dtype=torch.bool, device=res.lb.device)
@@ -59,6 +65,65 @@ def _bound_rows(net, state, C, method, intermediate, lower_slope, iters, lr, lr_
     raise ValueError(f"unknown bounding method {method!r}; choose from {', '.join(METHODS)}")
 
 
+def mn_crown(net, state: DomainState, C, iters=30, lr=0.1, lr_beta=0.05, want_upper=False, lower_slope="adaptive",
+             settled=None, should_stop=None, rigorous=True, k=2, max_groups=64, time_budget=10.0, octa_iters=20,
+             lr_gamma=0.05) -> BoundResult:
+    """alpha-CROWN, then the k-neuron group hull constraints of every ReLU layer
+    (:func:`relaxations.multineuron.group_hull_constraints`, on each domain's box and alpha bounds) taken with
+    multipliers optimised jointly with the slopes (``iters`` steps each; beta too where the domains carry
+    splits). Domains that already carry ``state.constraints`` (children of a split) skip the first two steps.
+    The result keeps the constraints (``constraints``) and multipliers (``gammas``) for the children."""
+    from relaxations.multineuron import group_hull_constraints
+    kw = dict(lower_slope=lower_slope, should_stop=should_stop, rigorous=rigorous, lr_gamma=lr_gamma)
+    if state.constraints is not None:
+        res = optimized(net, state, C, iters, lr, lr_beta, use_beta=True, optimize_intermediate=False,
+                        want_upper=want_upper, settled=settled, **kw)
+        res.constraints = state.constraints
+        return res
+    if state.size > 1:  # constraints are shared by the domains of a batch: one domain at a time
+        parts = [mn_crown(net, _select_state(state, i), C if C.dim() == 2 else C[i:i + 1], iters, lr, lr_beta,
+                          want_upper, lower_slope, settled, should_stop, rigorous, k, max_groups, time_budget,
+                          octa_iters, lr_gamma) for i in range(state.size)]
+        lb = torch.cat([p.lb for p in parts])
+        ub = torch.cat([p.ub for p in parts]) if want_upper else None
+        pre = [(torch.cat([p.pre_bounds[j][0] for p in parts]), torch.cat([p.pre_bounds[j][1] for p in parts]))
+               for j in range(len(parts[0].pre_bounds))]
+        return BoundResult(lb, ub, pre, infeasible=torch.cat([p.infeasible for p in parts]))
+    first = optimized(net, state, C, iters, lr, lr_beta, use_beta=True, want_upper=want_upper, settled=settled,
+                      **kw)
+    if settled is not None and bool(settled(first.lb, first.infeasible).all()):
+        return first  # proven without the constraints
+    cons, _ = group_hull_constraints(net, state.lower, state.upper, first.pre_bounds, k, max_groups, time_budget,
+                                     octa_iters)
+    if all(c is None for c in cons):
+        return first
+    warm = {"final": first.alphas["final"]} if first.alphas is not None else None
+    mn_state = DomainState(state.lower, state.upper, state.splits, first.pre_bounds, warm, state.betas,
+                           constraints=cons)
+    res = optimized(net, mn_state, C, iters, lr, lr_beta, use_beta=True, optimize_intermediate=False,
+                    want_upper=want_upper, settled=settled, **kw)
+    res.lb = torch.maximum(res.lb, first.lb)  # both are valid bounds
+    if want_upper:
+        res.ub = torch.minimum(res.ub, first.ub)
+    res.infeasible = res.infeasible | first.infeasible
+    res.constraints = cons
+    return res
+
+
+def mn_options(b) -> dict:
+    """:func:`mn_crown`'s options from a ``bounds`` config section."""
+    return dict(k=b.mn_k, max_groups=b.mn_max_groups, time_budget=b.mn_time, octa_iters=b.mn_iters,
+                lr_gamma=b.gamma_lr)
+
+
+def _select_state(state: DomainState, i: int) -> DomainState:
+    """Domain ``i`` of ``state`` alone (for methods that work one domain at a time)."""
+    pick = lambda ts: None if ts is None else [t[i:i + 1] for t in ts]  # noqa: E731
+    return DomainState(state.lower[i:i + 1], state.upper[i:i + 1], pick(state.splits),
+                       None if state.pre_bounds is None else [(l[i:i + 1], u[i:i + 1]) for l, u in state.pre_bounds],
+                       None, pick(state.betas))
+
+
 def output_bounds(net, lower: torch.Tensor, upper: torch.Tensor, method: str, cfg=None):
     """Elementwise bounds ``(N, out_size)`` of the outputs over boxes ``(N, in_size)``."""
     C = torch.eye(net.out_size, dtype=lower.dtype, device=lower.device)
@@ -66,7 +131,7 @@ def output_bounds(net, lower: torch.Tensor, upper: torch.Tensor, method: str, cf
     if cfg is not None:
         b = cfg.bounds
         kw = dict(intermediate=b.intermediate, lower_slope=b.lower_slope, iters=b.alpha_iters, lr=b.alpha_lr,
-                  lr_beta=b.beta_lr)
+                  lr_beta=b.beta_lr, mn=mn_options(b))
     if method in LP_METHODS:
         solver = cfg.bounds.lp_solver if cfg is not None else "HIGHS"
         r = lp_rows(net, DomainState(lower, upper), C, method, want_upper=True, solver=solver)

@@ -2,4 +2,6 @@
 SINGLE_NEURON_METHODS = ("ibp", "crown", "dp0", "dp1", "alpha", "beta")
 # LP-based methods (relaxations.lp): one LP model per box, solved domain by domain (small networks)
 LP_METHODS = ("lp", "mn", "p1", "anderson", "milp")
-METHODS = SINGLE_NEURON_METHODS + LP_METHODS
+# batched back-substitution with multi-neuron constraints (relaxations.multineuron)
+MULTI_NEURON_METHODS = ("mn-crown",)
+METHODS = SINGLE_NEURON_METHODS + MULTI_NEURON_METHODS + LP_METHODS

@@ -53,7 +53,7 @@ class _Adam:
 
 def optimized(net, state: DomainState, C, iters=20, lr=0.1, lr_beta=0.05, use_beta=True,
               optimize_intermediate=True, want_upper=False, lower_slope="adaptive", settled=None,
-              should_stop=None, rigorous=True):
+              should_stop=None, rigorous=True, lr_gamma=0.05):
     """alpha-CROWN (and beta-CROWN when ``use_beta`` and the domains carry splits) bounds of ``C y``
     (``C``: ``(m, n_out)`` or ``(N, m, n_out)``).
 
@@ -64,12 +64,15 @@ def optimized(net, state: DomainState, C, iters=20, lr=0.1, lr_beta=0.05, use_be
     ``settled(lb (N, m), infeasible (N,)) -> (N, m) bool``: rows that need no more work (e.g. their
     polytope is refuted); the optimisation stops when all are. ``should_stop()``: stop early (e.g. at a
     deadline) with the best bound so far, which is still sound.
+
+    With ``state.constraints`` (multi-neuron constraints, :mod:`relaxations.multineuron`) their multipliers
+    ``gamma >= 0`` are optimised too (step ``lr_gamma``), warm-started from ``state.gammas``.
     """
     if want_upper:
         lo = optimized(net, state, C, iters, lr, lr_beta, use_beta, optimize_intermediate, False, lower_slope,
-                       settled, should_stop, rigorous)
+                       settled, should_stop, rigorous, lr_gamma)
         hi = optimized(net, state, -C, iters, lr, lr_beta, use_beta, optimize_intermediate, False, lower_slope,
-                       None, should_stop, rigorous)
+                       None, should_stop, rigorous, lr_gamma)
         lo.ub = -hi.lb
         return lo
     N = state.size
@@ -113,11 +116,27 @@ def optimized(net, state: DomainState, C, iters=20, lr=0.1, lr_beta=0.05, use_be
             betas.append(warm.detach().clone() if warm is not None and warm.shape == (N, m, n) else
                          torch.zeros(N, m, n, dtype=dt, device=dev))
         add("beta", betas, lr_beta)
+    cons = state.constraints
+    gamma_layers = [] if cons is None else [i for i, c in enumerate(cons) if c is not None]
+    if gamma_layers:
+        gammas = []
+        for i in gamma_layers:
+            warm = None if state.gammas is None else state.gammas[i]
+            shape = (N, m, cons[i].count)
+            gammas.append(warm.detach().clone() if warm is not None and warm.shape == shape else
+                          torch.zeros(shape, dtype=dt, device=dev))
+        add("gamma", gammas, lr_gamma)
     adam = _Adam(params, lrs)
 
     def views(ts):
-        alphas = {k: [ts[i] for i in pos] for k, pos in layout.items() if k != "beta"}
-        return alphas, ([ts[i] for i in layout["beta"]] if "beta" in layout else None)
+        alphas = {k: [ts[i] for i in pos] for k, pos in layout.items() if k not in ("beta", "gamma")}
+        betas = [ts[i] for i in layout["beta"]] if "beta" in layout else None
+        gammas = None
+        if "gamma" in layout:
+            gammas = [None] * len(relus)
+            for i, pos in zip(gamma_layers, layout["gamma"]):
+                gammas[i] = ts[pos]
+        return alphas, betas, gammas
 
     # with fixed intermediate bounds, the batch can shrink to the open domains: their rounding weights are fixed too
     errors = output_errors(net, state, ref_relax) if rigorous and not opt_inter else None
@@ -135,16 +154,16 @@ def optimized(net, state: DomainState, C, iters=20, lr=0.1, lr_beta=0.05, use_be
             st, Cs, rs, relax = state, Cn, errors, None
         else:
             leaves = [p[sub].detach().requires_grad_(True) for p in params]
-            st = DomainState(state.lower[sub], state.upper[sub])
+            st = DomainState(state.lower[sub], state.upper[sub], constraints=state.constraints)
             Cs, rs = Cn[sub], None if errors is None else [_select(r, sub) for r in errors]
             relax = Relaxations(r.select(sub) for r in ref_relax)
-        alphas, betas = views(leaves)
+        alphas, betas, gammas = views(leaves)
         if opt_inter:
             relax = intermediate_bounds(net, state, lower_slope, "crown", alphas, reference, rigorous)
         elif relax is None:
             relax = ref_relax
         lb, A_in, bias, coeffs, infeasible = _final(net, st, Cs, relax, alphas["final"], betas, collect=True,
-                                                    rigorous=rigorous, errors=rs)
+                                                    rigorous=rigorous, errors=rs, gammas=gammas)
         with torch.no_grad():
             at = slice(None) if sub is None else sub
             # a rigorous split contradiction at any iterate proves the domain empty
@@ -173,7 +192,7 @@ def optimized(net, state: DomainState, C, iters=20, lr=0.1, lr_beta=0.05, use_be
             adam.step(grads, sub)
             for key, pos in layout.items():
                 for i in pos:
-                    if key == "beta":
+                    if key in ("beta", "gamma"):
                         params[i].clamp_(min=0.0)
                     else:
                         params[i].clamp_(0.0, 1.0)
@@ -183,11 +202,11 @@ def optimized(net, state: DomainState, C, iters=20, lr=0.1, lr_beta=0.05, use_be
                     sub = torch.nonzero(live).flatten()  # the settled domains leave the batch
     for p in params:
         p.requires_grad_(False)
-    alphas, betas = views([p.detach() for p in params])
+    alphas, betas, gammas = views([p.detach() for p in params])
     # split phases are reflected in the returned pre-activation bounds
     pre = best_pre
     if state.splits is not None:
         pre = [(torch.where(s > 0, l.clamp(min=0), l), torch.where(s < 0, u.clamp(max=0), u))
                for (l, u), s in zip(best_pre, state.splits)]
     return BoundResult(best_lb, None, [(l.detach(), u.detach()) for l, u in pre], best_A, best_bias, best_coeffs,
-                       alphas, betas, best_infeasible)
+                       alphas, betas, best_infeasible, gammas)

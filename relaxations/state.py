@@ -24,6 +24,8 @@ class DomainState:
     - ``alphas``/``betas``: optimised parameters to warm-start alpha/beta-CROWN (from the parent).
     - ``ref_bounds``: pre-activation bounds known to hold on the domain (e.g. the parent's, since a child's
       box lies inside its parent's); computed bounds are intersected with them.
+    - ``constraints``: per ReLU layer, :class:`relaxations.multineuron.LayerConstraints` (shared by all
+      domains: computed on a box that contains them) or None; ``gammas``: their multipliers.
     """
 
     lower: torch.Tensor
@@ -33,6 +35,8 @@ class DomainState:
     alphas: dict | None = None
     betas: list[torch.Tensor] | None = None
     ref_bounds: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # valid bounds to intersect with
+    constraints: list | None = None  # per ReLU layer, multi-neuron constraints valid on every domain (or None)
+    gammas: list[torch.Tensor] | None = None  # per ReLU layer, their multipliers (N, m, c_i) to warm-start
 
     @property
     def size(self) -> int:
@@ -51,7 +55,8 @@ class BoundResult:
       floating point must bound that rounding too (:mod:`relaxations.polytope`).
     - ``relu_coeffs``: per ReLU layer ``(N, m, n_i)``, the coefficient of the final lower bound on that
       layer's output (what branching heuristics score); None for IBP.
-    - ``alphas``/``betas``: optimised parameters for warm starts.
+    - ``alphas``/``betas``/``gammas``: optimised parameters for warm starts; ``constraints``: the multi-neuron
+      constraints the bound used (``mn-crown``), for the children of these domains.
     - ``infeasible``: ``(N,)`` bool (always set by ``bound_rows``): True where a split phase rigorously contradicts the domain's
       bounds, so that the domain holds no point at all (see :class:`relaxations.crown.ReluRelaxation`).
     """
@@ -65,3 +70,5 @@ class BoundResult:
     alphas: dict | None = None
     betas: list | None = None
     infeasible: torch.Tensor | None = None
+    gammas: list | None = None
+    constraints: list | None = None

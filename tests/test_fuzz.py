@@ -19,7 +19,7 @@ from benchmarks import fuzz as F  # noqa: E402
 from bnb.vnnlib import parse_vnnlib  # noqa: E402
 
 torch.set_num_threads(1)
-METHODS = ("ibp", "crown", "dp0", "dp1", "alpha", "beta")
+METHODS = ("ibp", "crown", "dp0", "dp1", "alpha", "beta", "mn-crown")
 DTYPES = ("float32", "float64")
 
 

@@ -179,7 +179,7 @@ def test_nan_or_inf_bounds_never_verify(monkeypatch, bad, branching):
     assert status != "unsat"
 
 
-@pytest.mark.parametrize("method", ["ibp", "crown", "alpha", "beta"])
+@pytest.mark.parametrize("method", ["ibp", "crown", "alpha", "beta", "mn-crown"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_point_box_just_above_the_value_is_never_unsat(method, dtype):
     """The issue's reproduction: every input fixed, threshold just above f(x) (violated), no attack."""
