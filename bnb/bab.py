@@ -253,6 +253,13 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
         stats.add("time_constraints", time.monotonic() - t0)
         if all(c is None for c in r.constraints):
             r.constraints = None
+    if r.constraints is not None and r.gammas is not None:
+        from relaxations.multineuron import active_only
+        r.constraints, r.gammas = active_only(r.constraints, r.gammas)
+        if all(c is None for c in r.constraints):
+            r.constraints = r.gammas = None
+        else:
+            stats["constraints"] = sum(c.count for c in r.constraints if c is not None)
     row = rows.score(r.lb)[1]
     return _relu_bab(net, rows, r, score, row, lo, hi, cfg, deadline, validate, stats, log)
 

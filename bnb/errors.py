@@ -28,3 +28,10 @@ class SpecError(BnbError):
 
 class ConfigError(BnbError):
     """An unknown key, an ill-typed value or an unreadable configuration file."""
+
+
+def unreadable(exc: OSError, path) -> "ModelError":
+    """The one-line ModelError for a model file that cannot be opened (missing, or another OS error)."""
+    if isinstance(exc, FileNotFoundError):
+        return ModelError("no such file", path)
+    return ModelError(f"cannot read: {exc.strerror}", path)

@@ -11,7 +11,7 @@ import os
 from collections import OrderedDict
 from pathlib import Path
 
-from bnb.errors import ModelError
+from bnb.errors import unreadable
 from bnb.onnx_loader import LoadedModel, load_onnx
 
 
@@ -29,10 +29,8 @@ class ModelCache:
         p = Path(path)
         try:
             st = p.stat()
-        except FileNotFoundError:
-            raise ModelError("no such file", p) from None
         except OSError as e:
-            raise ModelError(f"cannot read: {e.strerror}", p) from None
+            raise unreadable(e, p) from None
         return os.path.realpath(p), st.st_mtime_ns, st.st_size
 
     def get(self, path) -> LoadedModel:

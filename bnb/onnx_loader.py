@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bnb.errors import ModelError
+from bnb.errors import ModelError, unreadable
 from bnb.onnx_proto import attribute_value, parse_model, to_array
 from relaxations.layers import Conv2d, ElementwiseAffine, Linear, ReLU, Reshape
 from relaxations.network import Network
@@ -136,10 +136,8 @@ def load_onnx(path, check: bool = True) -> LoadedModel:
     path = Path(path)
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise ModelError("no such file", path) from None
     except OSError as e:
-        raise ModelError(f"cannot read: {e.strerror}", path) from None
+        raise unreadable(e, path) from None
     try:
         model = parse_model(data)
     except Exception as e:  # protobuf raises several types

@@ -136,3 +136,23 @@ def group_hull_constraints(net, lower, upper, pre_bounds, k=2, max_groups=64, ti
         cons64.append(LayerConstraints(Pz64, Px64, -torch.as_tensor(np.nextafter(b64.numpy(), np.inf))))
     return out, time.monotonic() - t0
 
+
+def active_only(constraints, gammas, tol=0.0):
+    """The constraints whose multiplier is above ``tol`` for some domain and row, with their multipliers:
+    ``(constraints, gammas)`` per layer (None where a layer keeps none). Children of a split need only these:
+    a constraint the optimised parent bound does not lean on rarely matters below it, and every one costs two
+    products per layer and step."""
+    out_c, out_g = [], []
+    for c, g in zip(constraints, gammas if gammas is not None else [None] * len(constraints)):
+        if c is None or g is None:
+            out_c.append(None)
+            out_g.append(None)
+            continue
+        keep = (g > tol).flatten(0, -2).any(dim=0)
+        if not bool(keep.any()):
+            out_c.append(None)
+            out_g.append(None)
+            continue
+        out_c.append(LayerConstraints(c.Pz[keep], c.Px[keep], c.p[keep]))
+        out_g.append(g[..., keep])
+    return out_c, out_g
