@@ -128,3 +128,14 @@ def test_relu_bab_with_constraints_matches_milp(widths, seed, heuristic, where):
             cfg.bounds.method, cfg.bab.relu_method = "alpha", "mn-crown"
         status, _ = run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], cfg, Deadline(60), validate, Stats())
         assert status == label, (t, label, status)
+
+
+def test_active_only_keeps_the_constraints_with_a_positive_multiplier():
+    from relaxations.multineuron import LayerConstraints, active_only
+    c = LayerConstraints(torch.eye(4, dtype=D), -torch.eye(4, dtype=D), torch.zeros(4, dtype=D))
+    g = torch.zeros(1, 3, 4, dtype=D)
+    g[0, 1, 2], g[0, 2, 0] = 0.5, 0.1  # constraints 0 and 2 are used by some row
+    cons, gams = active_only([c, None, c], [g, None, torch.zeros_like(g)])
+    assert cons[1] is None and gams[1] is None and cons[2] is None and gams[2] is None
+    assert cons[0].count == 2 and torch.equal(cons[0].Pz, torch.eye(4, dtype=D)[[0, 2]])
+    assert torch.equal(gams[0], g[..., [0, 2]])
