@@ -14,9 +14,8 @@ parent's is copied into a worker) and the parent
 - optionally caps each worker's address space (``memory_mb``, ``RLIMIT_AS``, set after the warm-up
   imports), so that running out of memory is a ``MemoryError`` in that worker: an ``error`` row.
 
-A healthy worker is reused: the warm-up (importing torch, onnx and onnxruntime, and ``torch._dynamo``,
-which the first optimiser step would import lazily, ~1 s) is paid once per suite by the fork server, then a
-few milliseconds per worker; it is measured and reported (:attr:`WorkerPool.warmups`). A cooperative timeout is an ordinary return of
+A healthy worker is reused: the warm-up (importing torch, the pipeline and onnxruntime, and one autograd
+step) is paid once per suite by the fork server, then a few milliseconds per worker; it is measured and reported (:attr:`WorkerPool.warmups`). A cooperative timeout is an ordinary return of
 :func:`bnb.verify.verify` (the deadline never raises asynchronously), so that worker is reused too.
 """
 from __future__ import annotations
@@ -33,8 +32,9 @@ WARMUP_LIMIT = 300.0  # seconds a fresh worker may take to import everything bef
 
 
 # imported once by the fork server: the pipeline, and what it imports lazily on first use (the ONNX
-# loader's onnx and onnxruntime, the first optimiser step's torch._dynamo), seconds each otherwise
-PRELOAD = ["bnb.worker", "bnb.verify", "onnxruntime", "torch._dynamo"]
+# loader's onnxruntime). The optimisers are bnb's own (relaxations/optimize.py): torch.optim's step, which
+# imports torch._dynamo (~1.7 s), is never taken.
+PRELOAD = ["bnb.worker", "bnb.verify", "onnxruntime"]
 
 
 def _context():
@@ -70,16 +70,14 @@ def _vm_mb() -> float:
 
 
 def _warm_up(cfg) -> dict:
-    """Import what an instance needs and take one optimiser step, so that no instance pays for it."""
+    """Import what an instance needs and take one autograd step, so that no instance pays for it."""
     t0 = time.monotonic()
     for name in PRELOAD:  # no-ops where the fork server imported them already
         importlib.import_module(name)
     import torch
     t_import = time.monotonic() - t0
     p = torch.zeros(2, requires_grad=True)
-    opt = torch.optim.Adam([p], lr=0.1)
-    (p * p).sum().backward()
-    opt.step()
+    torch.autograd.grad((p * p).sum(), [p])
     if cfg is not None and (cfg.bounds.lp_refine or cfg.bab.relu_method == "lp"):
         import cvxpy  # noqa: F401
     return {"import_s": t_import, "warmup_s": time.monotonic() - t0}
