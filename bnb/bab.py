@@ -73,20 +73,25 @@ class Rows:
         out = torch.full((vals.shape[0], self.K), -float("inf"), dtype=vals.dtype, device=vals.device)
         return out.scatter_reduce(1, self.groups.expand_as(vals), vals, reduce="amax")
 
-    def _refutation(self, lb):
-        """``(N, M)``: each row's ``lb - d`` rounded down; NaN and infinities become ``-inf``."""
-        return finite_or_neg_inf(down(lb - self.d))
+    def _refutation(self, lb, units=None):
+        """``(N, M)``: each row's ``lb - d`` rounded down; NaN and infinities become ``-inf``. With ``units``
+        ``(U,)``: ``lb`` is ``(U, 1)``, unit ``u`` a bound of row ``units[u]``."""
+        d = self.d if units is None else self.d[units][:, None]
+        return finite_or_neg_inf(down(lb - d))
 
     def group_values(self, lb):
         """``(N, K)``: per polytope, the best row ``max_i (lb_i - d_i)``; > 0 means refuted."""
         return self._group_max(self._refutation(lb))
 
-    def settled(self, lb, infeasible, margin, floor=None):
+    def settled(self, lb, infeasible, margin, floor=None, units=None):
         """``(N, M)``: rows whose polytope is refuted on their domain, by ``lb`` (or by ``floor``, a valid bound
         known before, e.g. the parent's) row by row, or because the domain is ``infeasible`` ``(N,)``: the
-        optimiser of the bounds need not work on them any more."""
+        optimiser of the bounds need not work on them any more. With ``units`` (see :meth:`_refutation`):
+        ``(U, 1)``, each unit settled when its own row is refuted."""
         if floor is not None:
             lb = torch.maximum(lb, floor)
+        if units is not None:
+            return proven(self._refutation(lb, units), margin, infeasible)
         return proven(self.group_values(lb), margin, infeasible)[:, self.groups]
 
     def score(self, lb):
@@ -124,13 +129,8 @@ def _bound(net, state, rows, method, cfg, iters, optimize_intermediate, stats, d
     t0 = time.monotonic()
     b = cfg.bounds
     margin = cfg.bab.verify_margin
-    if units is None:
-        C = rows.C
-        settled = lambda lb, infeasible: rows.settled(lb, infeasible, margin, floor)  # noqa: E731
-    else:
-        C, d = rows.C[units][:, None], rows.d[units][:, None]
-        settled = lambda lb, infeasible: proven(  # noqa: E731
-            finite_or_neg_inf(down(torch.maximum(lb, floor) - d)), margin, infeasible)
+    C = rows.C if units is None else rows.C[units][:, None]
+    settled = lambda lb, infeasible: rows.settled(lb, infeasible, margin, floor, units)  # noqa: E731
     r = bound_rows(net, state, C, method, intermediate=b.intermediate, lower_slope=b.lower_slope,
                    iters=iters, lr=b.alpha_lr, lr_beta=b.beta_lr, optimize_intermediate=optimize_intermediate,
                    settled=settled, should_stop=deadline.expired, rigorous=b.fp_sound, mn=mn_options(b))
@@ -183,7 +183,7 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
     if any(len(p.d) == 0 for p in polys):  # an unconstrained polytope: every input violates
         ce = validate(((lower + upper) / 2)[None].double().cpu().numpy())
         return ("sat", ce) if ce is not None else ("unknown", None)
-    rows = Rows(polys, net.out_size, dtype, device, lambda: _output_reach(net, lower, upper))
+    rows = Rows(polys, net.out_size, dtype, device, lambda: output_reach(net, lower, upper))
     lo, hi = lower[None], upper[None]
     root = DomainState(lo, hi)
     method = cfg.bounds.method
@@ -198,7 +198,7 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
         refined.lb = torch.maximum(refined.lb, r.lb)
         refined.infeasible = refined.infeasible | r.infeasible
         r = refined
-    gv, coef = _polytope_values(rows, r, lo, hi, cfg)
+    gv, coef = polytope_values(rows, r, lo, hi, cfg)
     score, worst = gv.min(dim=1)
     stats["root_score"] = float(score[0])
     log(f"root bound ({method}): worst polytope margin {float(score[0]):.6g}")
@@ -264,13 +264,13 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
     return _relu_bab(net, rows, r, score, row, lo, hi, cfg, deadline, validate, stats, log)
 
 
-def _output_reach(net, lower, upper):
+def output_reach(net, lower, upper):
     """``(n_out,)``: a rigorous bound on ``|y|`` over the box (IBP)."""
     lb, ub, _ = ibp(net, lower[None], upper[None])
     return reach(lb, ub)[0]
 
 
-def _polytope_values(rows, res, lower, upper, cfg):
+def polytope_values(rows, res, lower, upper, cfg):
     """Per domain and polytope, the refutation value ``(N, K)`` (> 0: refuted) and the input coefficients
     ``(N, K, n_in)`` of the bound behind it (None without linear bounds, e.g. IBP or the LP methods)."""
     if res.A_input is None or res.bias is None:
@@ -358,7 +358,7 @@ def _input_bab(net, rows, r, gv, A_row, lo, hi, cfg, deadline, validate, stats, 
             log(f"children are bounded with alpha-CROWN from now on ({stats['branches']} branches)")
         res = _bound(net, DomainState(c_lo, c_hi, ref_bounds=ref), rows, method, cfg, iters,
                      cfg.bab.input_alpha_intermediate, stats, deadline)
-        gv, coef = _polytope_values(rows, res, c_lo, c_hi, cfg)
+        gv, coef = polytope_values(rows, res, c_lo, c_hi, cfg)
         # the parent's bound holds on its children too (CROWN is not monotone under bisection)
         gv = torch.maximum(gv, dom["gv"].repeat(2 * k, 1))
         if k > 1:
@@ -512,7 +512,7 @@ def _relu_bab(net, rows, r, score, row, lo, hi, cfg, deadline, validate, stats, 
     cons = r.constraints
     for i, c in enumerate(cons or []):
         if c is not None:
-            g = r.gammas[i] if r.gammas is not None and r.gammas[i] is not None else None
+            g = r.gammas[i] if r.gammas is not None else None
             fields[f"gamma_{i}"] = g if g is not None else torch.zeros(1, rows.C.shape[0], c.count, dtype=c.p.dtype,
                                                                         device=dev)
     store = DomainStore()

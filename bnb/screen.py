@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from bnb.bab import Rows, _output_reach
+from bnb.bab import Rows, output_reach, polytope_values
 from bnb.spec import Property
 from relaxations.fp import outward_box
 from relaxations.methods import bound_rows
@@ -36,13 +36,10 @@ def refuted_pairs(net, prop: Property, cfg, deadline) -> list[bool]:
             out += [False] * len(spec.disjuncts)
             continue
         lo, hi = outward_box(spec.lower, spec.upper, net.dtype, net.device)
-        rows = Rows(spec.disjuncts, net.out_size, net.dtype, net.device, lambda lo=lo, hi=hi: _output_reach(net, lo, hi))
+        rows = Rows(spec.disjuncts, net.out_size, net.dtype, net.device, lambda lo=lo, hi=hi: output_reach(net, lo, hi))
         res = bound_rows(net, DomainState(lo[None], hi[None]), rows.C, "crown", intermediate=b.intermediate,
                          lower_slope=b.lower_slope, rigorous=b.fp_sound)
-        if res.A_input is not None and res.bias is not None:
-            values, _ = rows.mixed(res, lo[None], hi[None], b.mix_iters)
-        else:
-            values = rows.group_values(res.lb)
+        values, _ = polytope_values(rows, res, lo[None], hi[None], cfg)
         out += proven(values, cfg.bab.verify_margin, res.infeasible)[0].tolist()
     return out
 

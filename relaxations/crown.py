@@ -177,7 +177,9 @@ def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=Non
             e = dot_abs(P.detach(), rz) + dot_abs(G.detach().abs(), px)
             if beta_term is not None:
                 e = e + dot_abs(beta_term.detach(), rz)
-            under = (n + nc + 4) * tiny(dt) * (1 + rz.sum(-1, keepdim=True))
+            # one tiny per product that may underflow: nc in each entry of G Pz and of G Px, one in P, n in c,
+            # nc in G . p (|y| <= ry <= rz)
+            under = (2 * nc + n + 4) * tiny(dt) * (1 + rz.sum(-1, keepdim=True))
             err = err + err_coeff(nc + 3, dt) * e + err_coeff(n, dt) * c.detach().abs() + acc * bias.detach().abs() \
                 + under
         elif errors is not None:

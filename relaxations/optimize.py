@@ -109,23 +109,17 @@ def optimized(net, state: DomainState, C, iters=20, lr=0.1, lr_beta=0.05, use_be
         for j in range(1, len(relus)):
             init_alpha(2 * sizes[j], j, j)
     has_splits = state.splits is not None and any(bool((s != 0).any()) for s in state.splits)
+    def warm_or_zeros(warm, i, shape):
+        """Multipliers of ReLU layer ``i``: the warm start ``warm[i]`` where it fits ``shape``, else zeros."""
+        w = None if warm is None else warm[i]
+        return w.detach().clone() if w is not None and w.shape == shape else torch.zeros(shape, dtype=dt, device=dev)
+
     if use_beta and has_splits:
-        betas = []
-        for i, n in enumerate(sizes):
-            warm = None if state.betas is None else state.betas[i]
-            betas.append(warm.detach().clone() if warm is not None and warm.shape == (N, m, n) else
-                         torch.zeros(N, m, n, dtype=dt, device=dev))
-        add("beta", betas, lr_beta)
+        add("beta", [warm_or_zeros(state.betas, i, (N, m, n)) for i, n in enumerate(sizes)], lr_beta)
     cons = state.constraints
     gamma_layers = [] if cons is None else [i for i, c in enumerate(cons) if c is not None]
     if gamma_layers:
-        gammas = []
-        for i in gamma_layers:
-            warm = None if state.gammas is None else state.gammas[i]
-            shape = (N, m, cons[i].count)
-            gammas.append(warm.detach().clone() if warm is not None and warm.shape == shape else
-                          torch.zeros(shape, dtype=dt, device=dev))
-        add("gamma", gammas, lr_gamma)
+        add("gamma", [warm_or_zeros(state.gammas, i, (N, m, cons[i].count)) for i in gamma_layers], lr_gamma)
     adam = _Adam(params, lrs)
 
     def views(ts):
