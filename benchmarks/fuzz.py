@@ -41,7 +41,8 @@ lower ``lo``) is bounded by the ``hi - lo <= 1e-7 S`` acceptance check and the 1
 
 Configurations: per instance ``--configs`` (default 3) are drawn from the grid ``attack.enabled`` x
 ``bounds.method`` (ibp crown dp0 dp1 alpha beta mn-crown) x ``bab.branching`` (input relu) x ``general.dtype``
-(float32 float64) x ``bab.input_method`` (crown alpha), with small attack settings.
+(float32 float64) x ``bab.input_method`` (crown alpha) x ``bounds.mn_cuts`` (hull anderson both: where mn-crown's
+constraints come from), with small attack settings.
 
 Commands
 --------
@@ -83,6 +84,7 @@ GRID = {
     "bab.branching": ("input", "relu"),
     "general.dtype": ("float32", "float64"),
     "bab.input_method": ("crown", "alpha"),
+    "bounds.mn_cuts": ("hull", "anderson", "both"),
 }
 FIXED = ("attack.samples=256", "attack.restarts=8", "attack.steps=20", "general.device=cpu",
          "general.threads=1")

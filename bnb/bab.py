@@ -245,11 +245,11 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
             return "unsat", None
     if cfg.bab.relu_method == "mn-crown" and r.constraints is None:
         # children with multi-neuron constraints although the root had none: compute them on the root's bounds
-        from relaxations.multineuron import group_hull_constraints
-        b = cfg.bounds
+        from relaxations.methods import mn_constraints, mn_options
         t0 = time.monotonic()
-        r.constraints, _ = group_hull_constraints(net, lo, hi, r.pre_bounds, b.mn_k, b.mn_max_groups, b.mn_time,
-                                                  b.mn_iters)
+        margin_rows = r.lb[0] - rows.d
+        order = [int(j) for j in torch.argsort(margin_rows) if bool(margin_rows[j] <= 0)]
+        r.constraints = mn_constraints(net, lo, hi, r.pre_bounds, rows.C[order], **mn_options(cfg.bounds, True))
         stats.add("time_constraints", time.monotonic() - t0)
         if all(c is None for c in r.constraints):
             r.constraints = None

@@ -63,6 +63,10 @@ class BoundsConfig:
     mn_max_groups: int = opt(64, "mn-crown: groups per ReLU layer (the widest unstable neurons first)")
     mn_time: float = opt(10.0, "mn-crown: time budget in seconds for computing the constraints at the root")
     mn_iters: int = opt(20, "mn-crown: alpha-CROWN steps of each group's octahedral bounds")
+    mn_cuts: str = opt("hull", "mn-crown: where the constraints come from: k-neuron group hulls, Anderson cuts "
+                       "(separated at the root's triangle-LP optima of the open rows), or both",
+                       ("hull", "anderson", "both"))
+    mn_rounds: int = opt(4, "mn-crown: Anderson separation rounds per output row (each one LP solve)")
     gamma_lr: float = opt(0.05, "Adam step size of the multi-neuron constraint multipliers")
     mix_iters: int = opt(20, "ascent steps mixing the rows of a multi-row output polytope into one bound (0: row by row)")
     lp_refine: bool = opt(False, "tighten the root's intermediate bounds neuron by neuron by LP before branching")

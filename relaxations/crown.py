@@ -121,6 +121,7 @@ def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=Non
     pending = None  # error weights on |A| not yet applied: (N, *shape of A), one product when A changes
     k = sum(1 for layer in net.layers[:end] if not layer.affine)
     coeffs = [None] * k
+    carry = None  # (gamma, constraints) of a ReLU whose constraints act on h, its affine layers' input
     for idx in range(end - 1, -1, -1):
         layer = net.layers[idx]
         if layer.affine:
@@ -144,6 +145,9 @@ def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=Non
         if pending is not None:
             err = err + dot_abs(Af.detach(), pending.reshape(N, -1))
             pending = None
+        if carry is not None:
+            Af, err = _add_carry(Af, carry, err, errors is not None)
+            carry = None
         cons = constraints[k] if constraints is not None and gammas is not None else None
         G = gammas[k] if cons is not None else None
         if G is not None:
@@ -158,6 +162,8 @@ def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=Non
                 # |fl(A + fl(G Pz)) - (A + G Pz)| <= g (|A| + |G| |Pz|), times |y| <= ry; G . p likewise
                 err = err + err_coeff(nc + 1, dt) * (dot_abs(Af0.detach(), ry) + dot_abs(Gd, pz)) \
                     + err_coeff(nc + 1, dt) * (Gd @ cons.p.abs()) + acc * bias.detach().abs()
+            if cons.Ph is not None:
+                carry = (G, cons)
         if collect:
             coeffs[k] = Af
         neg = Af.clamp(max=0)
@@ -196,7 +202,25 @@ def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=Non
         A = Az.reshape(N, m, *layer.in_shape)
     if pending is not None:
         err = err + dot_abs(A.detach(), pending)
-    return A.reshape(N, m, -1), bias, coeffs, err
+    A = A.reshape(N, m, -1)
+    if carry is not None:
+        A, err = _add_carry(A, carry, err, errors is not None)
+    return A, bias, coeffs, err
+
+
+def _add_carry(Af, carry, err, rigorous):
+    """``Af + gamma Ph`` ``(N, m, n_h)``: the part of the constraints ``gamma . (Pz y + Px z + Ph h + p)`` on
+    ``h``, joined when the back-substitution reaches ``h``; with ``rigorous``, ``err`` grows by the rounding
+    of the product and the sum times ``|h| <= rh``."""
+    G, cons = carry
+    out = Af + G @ cons.Ph                                              # (N, m, c) @ (c, n_h)
+    if rigorous:
+        dt, nc, rh = Af.dtype, cons.count, cons.rh
+        ph = (cons.Ph.abs() @ rh) * (1 + err_coeff(rh.shape[-1], dt))   # (c,) >= |Ph| rh
+        # |fl(A + fl(G Ph)) - (A + G Ph)| <= g (|A| + |G| |Ph|) per entry, times |h| <= rh; nc products may underflow
+        err = err + err_coeff(nc + 1, dt) * (dot_abs(Af.detach(), rh.expand(Af.shape[0], -1)) + G.detach().abs() @ ph) \
+            + nc * tiny(dt) * (1 + rh.sum())
+    return out, err
 
 
 def concretize(A_in, bias, lower, upper, err=None):

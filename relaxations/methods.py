@@ -28,7 +28,7 @@ def bound_rows(net, state: DomainState, C: torch.Tensor, method: str, *, interme
     come back as ``-inf``: they prove nothing. ``settled(lb, infeasible) -> (N, m) bool``: rows that need no
     more work, so that alpha/beta-CROWN stop when all are (:func:`relaxations.optimize.optimized`). ``mn``:
     options of ``mn-crown`` (:func:`mn_crown`: ``k``, ``max_groups``, ``time_budget``, ``octa_iters``,
-    ``lr_gamma``)."""
+    ``lr_gamma``, ``cuts``, ``rounds``)."""
     if method == "mn-crown":
         res = mn_crown(net, state, C, iters, lr, lr_beta, want_upper, lower_slope, settled, should_stop, rigorous,
                        **(mn or {}))
@@ -67,13 +67,15 @@ def _bound_rows(net, state, C, method, intermediate, lower_slope, iters, lr, lr_
 
 def mn_crown(net, state: DomainState, C, iters=30, lr=0.1, lr_beta=0.05, want_upper=False, lower_slope="adaptive",
              settled=None, should_stop=None, rigorous=True, k=2, max_groups=64, time_budget=10.0, octa_iters=20,
-             lr_gamma=0.05) -> BoundResult:
-    """alpha-CROWN, then the k-neuron group hull constraints of every ReLU layer
-    (:func:`relaxations.multineuron.group_hull_constraints`, on each domain's box and alpha bounds) taken with
-    multipliers optimised jointly with the slopes (``iters`` steps each; beta too where the domains carry
-    splits). Domains that already carry ``state.constraints`` (children of a split) skip the first two steps.
-    The result keeps the constraints (``constraints``) and multipliers (``gammas``) for the children."""
-    from relaxations.multineuron import group_hull_constraints
+             lr_gamma=0.05, cuts="hull", rounds=4) -> BoundResult:
+    """alpha-CROWN, then multi-neuron constraints of every ReLU layer taken with multipliers optimised jointly
+    with the slopes (``iters`` steps each; beta too where the domains carry splits). ``cuts``: ``hull`` (the
+    k-neuron group hulls of :func:`relaxations.multineuron.group_hull_constraints`), ``anderson`` (the
+    Anderson cuts of :func:`relaxations.multineuron.anderson_constraints`, at most ``rounds`` separation rounds
+    per open row, worst first) or ``both``; each source within ``time_budget`` seconds, on each domain's box
+    and alpha bounds. Domains that already carry ``state.constraints`` (children of a split) skip the first
+    two steps. The result keeps the constraints (``constraints``) and multipliers (``gammas``) for the
+    children."""
     kw = dict(lower_slope=lower_slope, should_stop=should_stop, rigorous=rigorous, lr_gamma=lr_gamma)
     if state.constraints is not None:
         res = optimized(net, state, C, iters, lr, lr_beta, use_beta=True, optimize_intermediate=False,
@@ -83,7 +85,7 @@ def mn_crown(net, state: DomainState, C, iters=30, lr=0.1, lr_beta=0.05, want_up
     if state.size > 1:  # constraints are shared by the domains of a batch: one domain at a time
         parts = [mn_crown(net, _select_state(state, i), C if C.dim() == 2 else C[i:i + 1], iters, lr, lr_beta,
                           want_upper, lower_slope, settled, should_stop, rigorous, k, max_groups, time_budget,
-                          octa_iters, lr_gamma) for i in range(state.size)]
+                          octa_iters, lr_gamma, cuts, rounds) for i in range(state.size)]
         lb = torch.cat([p.lb for p in parts])
         ub = torch.cat([p.ub for p in parts]) if want_upper else None
         pre = [(torch.cat([p.pre_bounds[j][0] for p in parts]), torch.cat([p.pre_bounds[j][1] for p in parts]))
@@ -93,8 +95,7 @@ def mn_crown(net, state: DomainState, C, iters=30, lr=0.1, lr_beta=0.05, want_up
                       **kw)
     if settled is not None and bool(settled(first.lb, first.infeasible).all()):
         return first  # proven without the constraints
-    cons, _ = group_hull_constraints(net, state.lower, state.upper, first.pre_bounds, k, max_groups, time_budget,
-                                     octa_iters)
+    cons = _mn_constraints(net, state, C, first, settled, cuts, k, max_groups, time_budget, octa_iters, rounds)
     if all(c is None for c in cons):
         return first
     warm = {"final": first.alphas["final"]} if first.alphas is not None else None
@@ -110,10 +111,38 @@ def mn_crown(net, state: DomainState, C, iters=30, lr=0.1, lr_beta=0.05, want_up
     return res
 
 
-def mn_options(b) -> dict:
-    """:func:`mn_crown`'s options from a ``bounds`` config section."""
-    return dict(k=b.mn_k, max_groups=b.mn_max_groups, time_budget=b.mn_time, octa_iters=b.mn_iters,
-                lr_gamma=b.gamma_lr)
+def _mn_constraints(net, state, C, first, settled, cuts, k, max_groups, time_budget, octa_iters, rounds):
+    """:func:`mn_constraints` of one domain (``state.size == 1``) for :func:`mn_crown`: Anderson cuts for its
+    open rows, the worst-bounded first."""
+    rows = C[0] if C.dim() == 3 else C
+    lb = first.lb[0]
+    open_rows = ~settled(first.lb, first.infeasible)[0] if settled is not None else torch.ones_like(lb, dtype=bool)
+    order = [int(j) for j in torch.argsort(lb) if bool(open_rows[j])]
+    return mn_constraints(net, state.lower, state.upper, first.pre_bounds, rows[order], cuts, k, max_groups,
+                          time_budget, octa_iters, rounds)
+
+
+def mn_constraints(net, lower, upper, pre_bounds, rows, cuts="hull", k=2, max_groups=64, time_budget=10.0,
+                   octa_iters=20, rounds=4):
+    """Multi-neuron constraints per ReLU layer (None where a layer has none) valid on the box ``lower``/
+    ``upper`` ``(1, n_in)`` with rigorous bounds ``pre_bounds``: k-neuron group hulls (``cuts`` ``hull`` or
+    ``both``) and Anderson cuts separated for the output ``rows`` ``(m, n_out)`` in that order (``anderson``
+    or ``both``), each source within ``time_budget`` seconds."""
+    from relaxations.multineuron import anderson_constraints, group_hull_constraints, join
+    hull = anderson = [None] * len(pre_bounds)
+    if cuts in ("hull", "both"):
+        hull, _ = group_hull_constraints(net, lower, upper, pre_bounds, k, max_groups, time_budget, octa_iters)
+    if cuts in ("anderson", "both") and rows.shape[0]:
+        anderson, _ = anderson_constraints(net, lower, upper, pre_bounds, rows, rounds, time_budget)
+    return [join(a, b) for a, b in zip(hull, anderson)]
+
+
+def mn_options(b, constraints_only=False) -> dict:
+    """:func:`mn_crown`'s options from a ``bounds`` config section (with ``constraints_only``: those of
+    :func:`mn_constraints`)."""
+    kw = dict(k=b.mn_k, max_groups=b.mn_max_groups, time_budget=b.mn_time, octa_iters=b.mn_iters, cuts=b.mn_cuts,
+              rounds=b.mn_rounds)
+    return kw if constraints_only else dict(kw, lr_gamma=b.gamma_lr)
 
 
 def _select_state(state: DomainState, i: int) -> DomainState:

@@ -31,20 +31,43 @@ from relaxations.fp import reach, to_dtype_up
 
 @dataclass
 class LayerConstraints:
-    """``Pz y + Px z + p <= 0`` for one ReLU layer: ``Pz``, ``Px`` ``(c, n)``, ``p`` ``(c,)``, valid in real
-    arithmetic for the working-dtype values of all three."""
+    """``Pz y + Px z + Ph h + p <= 0`` for one ReLU layer: ``Pz``, ``Px`` ``(c, n)``, ``p`` ``(c,)``, valid in
+    real arithmetic for the working-dtype values of all of them. ``Ph`` ``(c, n_h)`` or None: coefficients on
+    ``h``, the flattened input of the affine layers that compute ``z`` (the previous ReLU's output, or the
+    network's input), as in the Anderson cuts; ``rh`` ``(n_h,)``: a bound on ``|h|`` valid wherever the
+    constraints are (their box), which the rounding bound of the back-substitution needs."""
 
     Pz: torch.Tensor
     Px: torch.Tensor
     p: torch.Tensor
+    Ph: torch.Tensor | None = None
+    rh: torch.Tensor | None = None
 
     @property
     def count(self) -> int:
         return self.p.shape[0]
 
     def to(self, device=None, dtype=None) -> "LayerConstraints":
-        return LayerConstraints(self.Pz.to(device=device, dtype=dtype), self.Px.to(device=device, dtype=dtype),
-                                self.p.to(device=device, dtype=dtype))
+        mv = lambda t: None if t is None else t.to(device=device, dtype=dtype)  # noqa: E731
+        return LayerConstraints(mv(self.Pz), mv(self.Px), mv(self.p), mv(self.Ph), mv(self.rh))
+
+    def rows(self, keep: torch.Tensor) -> "LayerConstraints":
+        """The constraints selected by ``keep`` (a boolean or index tensor over the ``c`` constraints)."""
+        return LayerConstraints(self.Pz[keep], self.Px[keep], self.p[keep],
+                                None if self.Ph is None else self.Ph[keep], self.rh)
+
+
+def join(a: LayerConstraints | None, b: LayerConstraints | None) -> LayerConstraints | None:
+    """Both constraint sets of one layer as one (zero ``Ph`` rows where one of them has none)."""
+    if a is None or b is None:
+        return a if b is None else b
+    if a.Ph is None and b.Ph is None:
+        return LayerConstraints(torch.cat([a.Pz, b.Pz]), torch.cat([a.Px, b.Px]), torch.cat([a.p, b.p]))
+    ref = a if a.Ph is not None else b
+    ph = lambda c: c.Ph if c.Ph is not None else ref.Ph.new_zeros(c.count, ref.Ph.shape[1])  # noqa: E731
+    rh = ref.rh if a.rh is None or b.rh is None else torch.maximum(a.rh, b.rh)
+    return LayerConstraints(torch.cat([a.Pz, b.Pz]), torch.cat([a.Px, b.Px]), torch.cat([a.p, b.p]),
+                            torch.cat([ph(a), ph(b)]), rh)
 
 
 def _octahedral_bounds(net64, idx, l64, u64, pre64, cons64, lower64, upper64, groups, D, iters):
@@ -125,15 +148,84 @@ def group_hull_constraints(net, lower, upper, pre_bounds, k=2, max_groups=64, ti
             cons64.append(None)
             continue
         Px64, Pz64, b64 = (torch.as_tensor(np.array(v)) for v in (rows_z, rows_y, rhs))
-        Px, Pz = Px64.to(dt), Pz64.to(dt)
-        # the working-dtype coefficients move each facet by at most |a' - a| . max(|l|, |u|) on the box
-        r = reach(l, u)[0]
-        shift = ((Px.double() - Px64).abs() + (Pz.double() - Pz64).abs()) @ r
-        slack = 4 * np.finfo(np.float64).eps * ((Px64.abs() + Pz64.abs()) @ r + b64.abs())
-        b_work = torch.as_tensor(np.nextafter((b64 + shift + slack).numpy(), np.inf))
-        p = -to_dtype_up(b_work, dt, dev)
-        out.append(LayerConstraints(Pz.to(dev), Px.to(dev), p))
-        cons64.append(LayerConstraints(Pz64, Px64, -torch.as_tensor(np.nextafter(b64.numpy(), np.inf))))
+        work, exact = _working(Pz64, Px64, None, b64, reach(l, u)[0], None, dt, dev)
+        out.append(work)
+        cons64.append(exact)
+    return out, time.monotonic() - t0
+
+
+def _working(Pz64, Px64, Ph64, b64, r, rh, dt, dev):
+    """``Pz y + Px z + Ph h <= b`` (float64, valid in real arithmetic; ``|y|, |z| <= r``, ``|h| <= rh``) as
+    :class:`LayerConstraints` of the working dtype ``dt`` and of float64: ``(work, exact)``. The working-dtype
+    coefficients move each constraint by at most ``|a' - a| . r`` on the box, so the right-hand side is raised
+    by that (and by the float64 rounding of computing it), then rounded up."""
+    Pz, Px = Pz64.to(dt), Px64.to(dt)
+    shift = ((Px.double() - Px64).abs() + (Pz.double() - Pz64).abs()) @ r
+    mag = (Px64.abs() + Pz64.abs()) @ r + b64.abs()
+    Ph = None
+    if Ph64 is not None:
+        Ph = Ph64.to(dt)
+        shift = shift + (Ph.double() - Ph64).abs() @ rh
+        mag = mag + Ph64.abs() @ rh
+    slack = 4 * (Pz64.shape[1] + (0 if Ph64 is None else Ph64.shape[1]) + 2) * np.finfo(np.float64).eps * mag
+    b_work = torch.as_tensor(np.nextafter((b64 + shift + slack).numpy(), np.inf))
+    mv = lambda t: None if t is None else t.to(dev)  # noqa: E731
+    rh_work = None if rh is None else to_dtype_up(rh, dt, dev)
+    work = LayerConstraints(Pz.to(dev), Px.to(dev), -to_dtype_up(b_work, dt, dev), mv(Ph), rh_work)
+    exact = LayerConstraints(Pz64, Px64, -torch.as_tensor(np.nextafter(b64.numpy(), np.inf)), Ph64, rh)
+    return work, exact
+
+
+def anderson_constraints(net, lower, upper, pre_bounds, C, max_rounds=4, time_budget=10.0, solver="HIGHS"):
+    """Anderson cuts (:mod:`relaxations.lp.anderson`) of every ReLU layer as constraints over ``y`` and the
+    layer's input ``h`` (a list, None where a layer gets none), valid on the box ``lower``/``upper``
+    ``(1, n_in)`` with rigorous pre-activation bounds ``pre_bounds`` (per layer ``(l, u)`` ``(1, n_i)``).
+
+    The cuts are those most violated at the optimum of the triangle LP of each row of ``C`` ``(m, n_out)``
+    (in the given order: put the worst-bounded rows first), ``max_rounds`` separation rounds per row, until
+    ``time_budget`` seconds have passed. Each cut ``y_j <= a . h + c0`` (float64, its intercept rounded
+    outward) becomes ``Pz = e_j``, ``Ph = -a``, ``p = -c0``. Returns ``(constraints, seconds)``."""
+    from relaxations.lp.anderson import separate
+    from relaxations.lp.triangle import fresh_domain
+    t0 = time.monotonic()
+    dt, dev = lower.dtype, lower.device
+    net64 = net.to(device="cpu", dtype=torch.float64)
+    lo64, hi64 = lower.detach().double().cpu(), upper.detach().double().cpu()
+    pre64 = [(l.detach().double().cpu(), u.detach().double().cpu()) for l, u in pre_bounds]
+    n_layers = len(pre64)
+    model, dom = fresh_domain(net64, lo64[0].numpy(), hi64[0].numpy(), [(l.numpy(), u.numpy()) for l, u in pre64],
+                              None, False, solver)
+    if dom.empty:
+        return [None] * n_layers, time.monotonic() - t0
+    C64 = np.atleast_2d(C.detach().double().cpu().numpy())
+    for row in C64:
+        c, c0 = model.output_objective(row)
+        cc = np.zeros(model.n_total)
+        cc[:c.size] = c
+        for _ in range(max_rounds):
+            if time.monotonic() - t0 > time_budget:
+                break
+            _, status = model.minimize(cc, c0)
+            if status != "optimal" or separate(model, model.primal()) == 0:
+                break
+        if time.monotonic() - t0 > time_budget:
+            break
+    out = []
+    for i in range(n_layers):
+        cuts = [(A, b) for layer, A, b, eq in model.cuts if layer == i and not eq]
+        if not cuts:
+            out.append(None)
+            continue
+        A = np.vstack([a.toarray() for a, _ in cuts])
+        b64 = torch.as_tensor(np.concatenate([b for _, b in cuts]))
+        ys, hs = model.post_slice(i), model.post_slice(i - 1)
+        Pz64 = torch.as_tensor(A[:, ys])
+        Ph64 = torch.as_tensor(A[:, hs])
+        Px64 = torch.zeros_like(Pz64)
+        l, u = pre64[i]
+        rh = reach(lo64, hi64)[0] if i == 0 else pre64[i - 1][1][0].clamp(min=0)
+        work, _ = _working(Pz64, Px64, Ph64, b64, reach(l, u)[0], rh, dt, dev)
+        out.append(work)
     return out, time.monotonic() - t0
 
 
@@ -153,6 +245,6 @@ def active_only(constraints, gammas, tol=0.0):
             out_c.append(None)
             out_g.append(None)
             continue
-        out_c.append(LayerConstraints(c.Pz[keep], c.Px[keep], c.p[keep]))
+        out_c.append(c.rows(keep))
         out_g.append(g[..., keep])
     return out_c, out_g

@@ -12,7 +12,7 @@ from bnb.bab import Stats, run_bab
 from bnb.config import Config
 from bnb.spec import Polytope
 from bnb.timing import Deadline
-from relaxations.methods import bound_rows
+from relaxations.methods import bound_rows, mn_constraints
 from relaxations.milp import milp_bounds
 from relaxations.multineuron import group_hull_constraints
 from relaxations.optimize import optimized
@@ -32,35 +32,53 @@ def _root(widths, seed, dtype=D):
     return net, lo, hi, C, alpha
 
 
+def _constraints(source, net, lo, hi, C, alpha):
+    if source == "hull":
+        return group_hull_constraints(net, lo, hi, alpha.pre_bounds, k=2)[0]
+    return mn_constraints(net, lo, hi, alpha.pre_bounds, C, cuts="anderson")
+
+
+@pytest.mark.parametrize("source", ["hull", "anderson"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("widths,seed", NETS)
-def test_constraints_hold_on_sampled_points(widths, seed, dtype):
+def test_constraints_hold_on_sampled_points(widths, seed, dtype, source):
+    """Every constraint ``Pz y + Px z + Ph h + p <= 0`` (``h``: the input of the layer's affine part) holds in
+    float64 at 20,000 random points of the box, for the working-dtype coefficients."""
     net, lo, hi, C, alpha = _root(widths, seed, dtype)
-    cons, _ = group_hull_constraints(net, lo, hi, alpha.pre_bounds, k=2)
+    cons = _constraints(source, net, lo, hi, C, alpha)
     assert any(c is not None for c in cons)
     g = torch.Generator().manual_seed(seed)
     x = (lo + (hi - lo) * torch.rand(20000, lo.shape[1], generator=g, dtype=dtype)).double()
     net64 = net.to(dtype=torch.float64)
-    h, j = x, 0
+    h, j, h_in = x, 0, x
     for layer in net64.layers:
         if not layer.affine:
             c = cons[j]
             if c is not None:
                 z, y = h.reshape(len(h), -1), torch.relu(h).reshape(len(h), -1)
                 viol = y @ c.Pz.double().T + z @ c.Px.double().T + c.p.double()
+                if c.Ph is not None:
+                    hf = h_in.reshape(len(h), -1)
+                    assert bool((hf.abs() <= c.rh.double()).all())
+                    viol = viol + hf @ c.Ph.double().T
+                else:
+                    assert source == "hull"
                 assert float(viol.max()) <= 1e-12, (j, float(viol.max()))
             j += 1
+            h_in = torch.relu(h)
         h = layer.forward(h)
 
 
-@pytest.mark.parametrize("widths,seed", NETS)
-def test_mn_crown_is_sound_and_not_worse_than_alpha(widths, seed):
+@pytest.mark.parametrize("widths,seed,cuts", [(w, s, "hull") for w, s in NETS] + [(*NETS[0], "anderson"),
+                                                                                  (*NETS[2], "both")])
+def test_mn_crown_is_sound_and_not_worse_than_alpha(widths, seed, cuts):
     net, lo, hi, C, alpha = _root(widths, seed)
-    mn = bound_rows(net, DomainState(lo, hi), C, "mn-crown", iters=100)
+    mn = bound_rows(net, DomainState(lo, hi), C, "mn-crown", iters=100, mn=dict(cuts=cuts))
     exact, _ = milp_bounds(net, lo[0].numpy(), hi[0].numpy())
     assert np.all(mn.lb[0].numpy() <= exact + 1e-9)
     assert torch.all(mn.lb >= alpha.lb - 1e-12)
-    if seed == 0:  # a regression check on precision (measured: alpha -0.371, mn-crown -0.29 on row 0)
+    if seed == 0:  # a regression check on precision (measured on row 0: alpha -0.371, hull -0.307,
+        # anderson -0.337, both -0.293)
         assert float(mn.lb[0, 0]) > float(alpha.lb[0, 0]) + 0.03
 
 
@@ -75,22 +93,26 @@ def _lp_with(net, lo, hi, pre, cons, C):
         rows = sp.lil_matrix((c.count, model.n_total))
         rows[:, model.z_off[i]:model.z_off[i] + c.Px.shape[1]] = c.Px.numpy()
         rows[:, model.y_off[i]:model.y_off[i] + c.Pz.shape[1]] = c.Pz.numpy()
+        if c.Ph is not None:
+            rows[:, model.post_slice(i - 1)] = c.Ph.numpy()
         model.add_cuts(i, rows.tocsr(), -c.p.numpy())
     return model.output_bounds(C.numpy())[0]
 
 
-@pytest.mark.parametrize("widths,seed", NETS[:2])
-def test_mn_crown_approaches_the_lp_with_the_same_constraints(widths, seed):
+@pytest.mark.parametrize("widths,seed,source", [(*NETS[0], "hull"), (*NETS[1], "hull"), (*NETS[0], "anderson")])
+def test_mn_crown_approaches_the_lp_with_the_same_constraints(widths, seed, source):
     """With fixed intermediate bounds and the same constraints, the optimised multipliers reach the LP optimum
-    (the bound is that LP's Lagrangian dual) up to 20% of the gap alpha-CROWN leaves to it, and never pass it."""
+    (the bound is that LP's Lagrangian dual) up to 20% (group hulls) or 30% (Anderson cuts: measured 14-25%
+    on these networks in 400 steps) of the gap alpha-CROWN leaves to it, and never pass it."""
     net, lo, hi, C, alpha = _root(widths, seed)
-    cons, _ = group_hull_constraints(net, lo, hi, alpha.pre_bounds, k=2)
+    cons = _constraints(source, net, lo, hi, C, alpha)
     st = DomainState(lo, hi, pre_bounds=alpha.pre_bounds, alphas={"final": alpha.alphas["final"]}, constraints=cons)
     mn = optimized(net, st, C, iters=400, lr=0.05, lr_gamma=0.05).lb[0].numpy()
     lp = _lp_with(net, lo, hi, alpha.pre_bounds, cons, C)
     a = alpha.lb[0].numpy()
     assert np.all(mn <= lp + 1e-7)
-    assert np.all(lp - mn <= 0.2 * (lp - a) + 1e-6), (mn, lp, a)
+    tol = 0.2 if source == "hull" else 0.3
+    assert np.all(lp - mn <= tol * (lp - a) + 1e-6), (mn, lp, a)
 
 
 def _cfg(**bab):
@@ -105,7 +127,8 @@ def _cfg(**bab):
     return cfg
 
 
-@pytest.mark.parametrize("heuristic,where", [("babsr", "root"), ("acs", "root"), ("babsr", "children")])
+@pytest.mark.parametrize("heuristic,where", [("babsr", "root"), ("acs", "root"), ("babsr", "children"),
+                                             ("acs", "root-both")])
 @pytest.mark.parametrize("widths,seed", [([3, 10, 10, 1], 1), ([4, 8, 8, 8, 1], 3)])
 def test_relu_bab_with_constraints_matches_milp(widths, seed, heuristic, where):
     """mn-crown at the root (children keep its constraints), or alpha at the root and the constraints computed
@@ -126,6 +149,8 @@ def test_relu_bab_with_constraints_matches_milp(widths, seed, heuristic, where):
         cfg = _cfg(relu_heuristic=heuristic)
         if where == "children":
             cfg.bounds.method, cfg.bab.relu_method = "alpha", "mn-crown"
+        if where == "root-both":  # group hulls and Anderson cuts
+            cfg.bounds.mn_cuts = "both"
         status, _ = run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], cfg, Deadline(60), validate, Stats())
         assert status == label, (t, label, status)
 
