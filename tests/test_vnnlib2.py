@@ -420,3 +420,14 @@ def test_sat_output_matches_the_reference_solver(tmp_path, tiny):
     _, a = parse_answer(out)
     config = _reference_config(tmp_path / "sat.toml", {name: v[2] for name, v in a.items()})
     assert out == _reference(["verify", q, "--network", f"N={tiny}"], config)
+
+
+def test_bad_query_as_a_process_gives_one_line(tmp_path, tiny):
+    """The parser is native code: nothing of its own may reach the process's stderr or stdout."""
+    q = tmp_path / "q.vnnlib"
+    q.write_text(header((1, 2), (1, 1)) + "(assert (<= Y[0,0] 3))\n")
+    proc = subprocess.run([sys.executable, "-m", "bnb.vnnlib_cli", "verify", str(q), "--network", f"N={tiny}"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120, env=_env())
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr.splitlines() == [f"{PROG}{q}:6: Type mismatch in arithmetic expression (Expected type 'Real' "
+                                        "(from 'Y'), but found a PositiveIntConstant constant '3'.)"]
