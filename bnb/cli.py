@@ -104,8 +104,20 @@ WATCHDOG_GRACE = 10.0  # seconds past the limit before `bnb verify` gives up on 
 
 def _watchdog(limit, network, spec, results_file):
     """Backstop of the cooperative deadline in ``bnb verify``: if the run is still going ``WATCHDOG_GRACE``
-    seconds after the limit, answer ``timeout`` and end the process (``os._exit``). It raises nothing
-    in the running code, so no library is left half-way through anything that outlives the process."""
+    seconds after the limit, answer ``timeout`` and end the process (``os._exit``)."""
+    def announce():
+        if results_file:
+            write_atomic(results_file, "timeout\n")
+        print(f"{os.path.basename(network)} / {os.path.basename(spec)}: timeout in {limit + WATCHDOG_GRACE:.2f}s "
+              f"(limit {limit:g}s reached; the run did not stop, ended by the watchdog)", flush=True)
+    return start_watchdog(limit, announce, EXIT_CODES[Verdict.TIMEOUT])
+
+
+def start_watchdog(limit, announce, code: int):
+    """If the process is still running ``WATCHDOG_GRACE`` seconds after ``limit``, call ``announce`` (say
+    ``timeout``) and end the process with ``code``. It raises nothing in the running code, so no library is
+    left half-way through anything that outlives the process. Returns the timer (``cancel()`` it), or None
+    without a finite limit."""
     import math
     import threading
     if limit is None or limit <= 0 or not math.isfinite(limit):
@@ -113,12 +125,9 @@ def _watchdog(limit, network, spec, results_file):
 
     def fire():
         try:
-            if results_file:
-                write_atomic(results_file, "timeout\n")
-            print(f"{os.path.basename(network)} / {os.path.basename(spec)}: timeout in {limit + WATCHDOG_GRACE:.2f}s "
-                  f"(limit {limit:g}s reached; the run did not stop, ended by the watchdog)", flush=True)
+            announce()
         finally:
-            os._exit(EXIT_CODES[Verdict.TIMEOUT])
+            os._exit(code)
 
     timer = threading.Timer(limit + WATCHDOG_GRACE, fire)
     timer.daemon = True

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bnb.errors import SpecError
+
 
 @dataclass
 class Polytope:
@@ -49,7 +51,20 @@ class Property:
     def n_disjuncts(self) -> int:
         return sum(len(s.disjuncts) for s in self.specs)
 
+    def check_sizes(self, n_inputs: int, n_outputs: int) -> None:
+        """Refuse a property whose variables do not fit a network with these input and output sizes."""
+        check_sizes(self.n_inputs, self.n_outputs, n_inputs, n_outputs, self.path)
+
     def describe(self) -> str:
         rows = sum(len(p.d) for s in self.specs for p in s.disjuncts)
         return (f"{len(self.specs)} input box(es), {self.n_disjuncts} output polytope(s), "
                 f"{rows} output constraint(s)")
+
+
+def check_sizes(nx: int, ny: int, n_inputs: int | None, n_outputs: int | None, path) -> None:
+    """Refuse ``nx`` inputs and ``ny`` outputs declared by the property file ``path`` for a network with
+    ``n_inputs`` and ``n_outputs`` (None: not checked)."""
+    if n_inputs is not None and nx != n_inputs:
+        raise SpecError(f"declares {nx} inputs but the network has {n_inputs}", path)
+    if n_outputs is not None and ny != n_outputs:
+        raise SpecError(f"declares {ny} outputs but the network has {n_outputs}", path)

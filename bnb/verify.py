@@ -23,6 +23,7 @@ from bnb.models import ModelCache
 from bnb.onnx_loader import load_onnx
 from bnb.prove import prove
 from bnb.results import Result, Verdict
+from bnb.spec import Property
 from bnb.timing import Deadline, VerificationTimeout
 from bnb.vnnlib import parse_vnnlib
 from bnb.witness import replay
@@ -43,6 +44,8 @@ def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | N
            log=None, deadline: Deadline | None = None, models: ModelCache | None = None) -> Result:
     """Verify one instance. Bad input raises :class:`BnbError`; everything else becomes a Result.
 
+    ``vnnlib_path``: a VNN-LIB 1.0 file, or a :class:`~bnb.spec.Property` already read from another format.
+
     The limit is cooperative: every long loop reads ``deadline`` and a :class:`VerificationTimeout` raised
     by ``deadline.check()`` (always in our own code, never asynchronously) becomes ``timeout``. ``deadline``
     replaces the one built from ``timeout`` (tests inject deadlines that expire at chosen points).
@@ -62,7 +65,11 @@ def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | N
     net0 = model.network
     stats["time_load"] = time.monotonic() - t0
     t0 = time.monotonic()
-    prop = parse_vnnlib(vnnlib_path, net0.in_size, net0.out_size)
+    if isinstance(vnnlib_path, Property):  # already read (a VNN-LIB 2.0 query, bnb.vnnlib2)
+        prop = vnnlib_path
+        prop.check_sizes(net0.in_size, net0.out_size)
+    else:
+        prop = parse_vnnlib(vnnlib_path, net0.in_size, net0.out_size)
     stats["time_parse"] = time.monotonic() - t0
     t0 = time.monotonic()
     model.check_property([(spec.lower, spec.upper) for spec in prop.specs], seed=cfg.general.seed)

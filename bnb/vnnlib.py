@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bnb.errors import SpecError
-from bnb.spec import InputSpec, Polytope, Property
+from bnb.spec import InputSpec, Polytope, Property, check_sizes
 
 MAX_DISJUNCTS = 100_000
 _TOKEN = re.compile(r"\(|\)|;[^\n]*|[^\s();]+")
@@ -71,13 +71,22 @@ def _pos(e):
 def parse_vnnlib(path, n_inputs: int | None = None, n_outputs: int | None = None) -> Property:
     """Parse a VNN-LIB file; with ``n_inputs``/``n_outputs`` check it against the network."""
     path = Path(path)
+    return parse_vnnlib_text(read_spec_text(path), str(path), n_inputs, n_outputs)
+
+
+def read_spec_text(path) -> str:
+    """The text of a property file; ``*.gz`` is decompressed (VNN-COMP ships ``.vnnlib.gz``)."""
+    path = Path(path)
     try:
-        text = path.read_text()
+        if path.suffix == ".gz":
+            import gzip
+            with gzip.open(path, "rt", encoding="utf-8") as f:
+                return f.read()
+        return path.read_text()
     except FileNotFoundError:
         raise SpecError("no such file", path) from None
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, UnicodeDecodeError, EOFError) as e:
         raise SpecError(f"cannot read: {e}", path) from None
-    return parse_vnnlib_text(text, str(path), n_inputs, n_outputs)
 
 
 def parse_vnnlib_text(text: str, path: str = "<string>", n_inputs=None, n_outputs=None) -> Property:
@@ -124,10 +133,7 @@ def parse_vnnlib_text(text: str, path: str = "<string>", n_inputs=None, n_output
     nx, ny = len(declared["X"]), len(declared["Y"])
     if nx == 0:
         raise SpecError("no input variables X_i declared", path)
-    if n_inputs is not None and nx != n_inputs:
-        raise SpecError(f"declares {nx} inputs but the network has {n_inputs}", path)
-    if n_outputs is not None and ny != n_outputs:
-        raise SpecError(f"declares {ny} outputs but the network has {n_outputs}", path)
+    check_sizes(nx, ny, n_inputs, n_outputs, path)
     return _build(p, atoms, dnf, nx, ny)
 
 
@@ -230,6 +236,20 @@ def _term(p: _Parser, e, declared):
 
 
 def _build(p: _Parser, atoms, dnf, nx, ny) -> Property:
+    return build_property(atoms, dnf, nx, ny, p.path, lambda pos, msg: p.err(pos, msg))
+
+
+def _flat_name(kind: str, i: int) -> str:
+    return f"{kind}_{i}"
+
+
+def build_property(atoms, dnf, nx: int, ny: int, path: str, err, name=_flat_name) -> Property:
+    """The :class:`Property` of a formula in disjunctive normal form, grouped by input box.
+
+    ``atoms``: ``(kind, {(kind, index): coefficient}, constant, pos)`` meaning ``sum c v + constant <= 0``,
+    ``kind`` one of ``"X"`` (one input element), ``"Y"`` (outputs) or ``"const"``; ``dnf``: conjunctions
+    of atom indices. ``err(pos, message)`` makes the error of an atom at ``pos``; ``name(kind, index)``
+    names a flat input or output element in messages (shared by the VNN-LIB 1.0 and 2.0 readers)."""
     groups: dict[bytes, InputSpec] = {}
     for conj in dnf:
         lo, hi = np.full(nx, -np.inf), np.full(nx, np.inf)
@@ -250,7 +270,7 @@ def _build(p: _Parser, atoms, dnf, nx, ny) -> Property:
                 row = np.zeros(ny)
                 for (_, j), c in coefs.items():
                     if j >= ny:
-                        raise p.err(pos, f"Y_{j} is out of range ({ny} outputs)")
+                        raise err(pos, f"{name('Y', j)} is out of range ({ny} outputs)")
                     row[j] = c
                 rows.append(row)
                 rhs.append(-const)
@@ -260,15 +280,15 @@ def _build(p: _Parser, atoms, dnf, nx, ny) -> Property:
         if free.size:
             i = int(free[0])
             side = "lower" if not np.isfinite(lo[i]) else "upper"
-            raise SpecError(f"input X_{i} has no {side} bound (input sets must be bounded boxes)", p.path)
+            raise SpecError(f"input {name('X', i)} has no {side} bound (input sets must be bounded boxes)", path)
         empty = np.flatnonzero(lo > hi)
         if empty.size:
             i = int(empty[0])
-            raise SpecError(f"empty input box: X_{i} has lower bound {lo[i]} > upper bound {hi[i]}", p.path)
+            raise SpecError(f"empty input box: {name('X', i)} has lower bound {lo[i]} > upper bound {hi[i]}", path)
         key = lo.tobytes() + hi.tobytes()
         spec = groups.setdefault(key, InputSpec(lo, hi, []))
         C = np.array(rows).reshape(len(rows), ny)
         spec.disjuncts.append(Polytope(C, np.array(rhs, dtype=np.float64)))
     if not groups:
-        raise SpecError("the assertions are unsatisfiable on their own (no input box remains)", p.path)
-    return Property(list(groups.values()), nx, ny, p.path)
+        raise SpecError("the assertions are unsatisfiable on their own (no input box remains)", path)
+    return Property(list(groups.values()), nx, ny, path)

@@ -208,3 +208,19 @@ def test_every_benchmark_property_parses(bench_name):
             assert np.all(spec.lower <= spec.upper)
             for p in spec.disjuncts:
                 assert p.C.shape == (len(p.d), prop.n_outputs)
+
+
+def test_gzipped_file_reads_as_the_plain_one(tmp_path):
+    """VNN-COMP ships ``.vnnlib.gz``: the parser decompresses it (and names the file when it is not gzip)."""
+    import gzip
+
+    _, spec = acas("2_1", "prop_2")
+    gz = tmp_path / "prop_2.vnnlib.gz"
+    gz.write_bytes(gzip.compress(spec.read_bytes()))
+    a, b = parse_vnnlib(gz, 5, 5), parse_vnnlib(spec, 5, 5)
+    np.testing.assert_array_equal(a.specs[0].lower, b.specs[0].lower)
+    np.testing.assert_array_equal(a.specs[0].disjuncts[0].C, b.specs[0].disjuncts[0].C)
+    fake = tmp_path / "plain.vnnlib.gz"
+    fake.write_bytes(spec.read_bytes())
+    with pytest.raises(SpecError, match="plain.vnnlib.gz: cannot read"):
+        parse_vnnlib(fake)
