@@ -1,10 +1,11 @@
 """Root bound of mn-crown against alpha-CROWN, instance by instance, on a benchmark's instances.csv.
 
 For every (network, property) row: the worst polytope margin ``min_i (lb_i - d_i)`` of the root box with
-alpha-CROWN and with mn-crown (alpha-CROWN, then k-neuron group hull constraints with optimised multipliers),
-their times, and the number of constraints. Prints a markdown table and the median gain; one thread.
+alpha-CROWN and with mn-crown (alpha-CROWN, then multi-neuron constraints with optimised multipliers: k-neuron
+group hulls, Anderson cuts or both, ``--cuts``), their times, the number of constraints, and the share of a negative
+alpha margin that mn-crown closes. Prints a markdown table and the median gain; one thread.
 
-    python benchmarks/mn_root_gain.py ../shared/benchmarks/mnist_fc [--every 3] [--iters 50] [--k 2]
+    python benchmarks/mn_root_gain.py ../shared/benchmarks/mnist_fc [--every 3] [--iters 50] [--k 2] [--cuts both]
 """
 from __future__ import annotations
 
@@ -34,12 +35,14 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=50, help="alpha (and mn) iterations")
     ap.add_argument("--k", type=int, default=2, help="neurons per group hull")
     ap.add_argument("--groups", type=int, default=64, help="groups per layer")
+    ap.add_argument("--cuts", default="hull", choices=("hull", "anderson", "both"), help="constraint sources")
+    ap.add_argument("--time", type=float, default=60.0, help="time budget per constraint source, seconds")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     rows_csv = list(csv.reader(open(args.benchmark / "instances.csv")))[::args.every]
-    print("| network | property | alpha margin | mn-crown margin | gain | alpha s | mn-crown s | constraints |")
-    print("|---|---|---|---|---|---|---|---|")
-    gains, models = [], {}
+    print("| network | property | alpha margin | mn-crown margin | gain | closed | alpha s | mn-crown s | constraints |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    gains, closed, models = [], [], {}
     for onnx, vnnlib, *_ in rows_csv:
         model = models.get(onnx) or models.setdefault(onnx, load_onnx(args.benchmark / onnx))
         net = model.network.to(dtype=torch.float32)
@@ -52,16 +55,20 @@ def main(argv=None):
         ta = time.perf_counter() - t0
         t0 = time.perf_counter()
         m = bound_rows(net, state, rows.C, "mn-crown", iters=args.iters,
-                       mn=dict(k=args.k, max_groups=args.groups, time_budget=60.0))
+                       mn=dict(k=args.k, max_groups=args.groups, time_budget=args.time, cuts=args.cuts))
         tm = time.perf_counter() - t0
         va, vm = float(rows.group_values(a.lb).min()), float(rows.group_values(m.lb).min())
         n_cons = sum(c.count for c in (m.constraints or []) if c is not None)
         gains.append(vm - va)
-        print(f"| {Path(onnx).stem} | {Path(vnnlib).stem} | {va:.4f} | {vm:.4f} | {vm - va:+.4f} | {ta:.1f} | "
-              f"{tm:.1f} | {n_cons} |", flush=True)
+        share = "" if va >= 0 else f"{min(vm - va, -va) / -va:.0%}"
+        if va < 0:
+            closed.append(min(vm - va, -va) / -va)
+        print(f"| {Path(onnx).stem} | {Path(vnnlib).stem} | {va:.4f} | {vm:.4f} | {vm - va:+.4f} | {share} | "
+              f"{ta:.1f} | {tm:.1f} | {n_cons} |", flush=True)
     print(f"\n{len(gains)} instances; median gain {statistics.median(gains):+.4f}, "
           f"mean {statistics.mean(gains):+.4f}, min {min(gains):+.4f}, max {max(gains):+.4f}")
-
+    if closed:
+        print(f"{len(closed)} with a negative alpha margin: median share closed {statistics.median(closed):.0%}")
 
 if __name__ == "__main__":
     main()
