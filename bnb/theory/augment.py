@@ -31,8 +31,6 @@ from bnb.theory.networks import blocks_of, difference, evaluate, from_blocks, sa
 from bnb.theory.regions import Regions
 
 COMPARE = ("crown", "lp", "p1")
-# tighter than HiGHS's defaults (1e-7 feasibility times big-M coefficients showed errors of 1e-6)
-MILP_OPTS = {"mip_feasibility_tolerance": 1e-10, "primal_feasibility_tolerance": 1e-10}
 
 
 def affine_pieces(blocks, lower, upper, limit=20_000):
@@ -123,7 +121,7 @@ def augment(model, lower, upper, out_path, samples=20_000, methods=COMPARE) -> d
 def equivalence(model, fresh, lower, upper, samples=20_000, seed=0) -> dict:
     """Max ``|old - new|`` over ``samples`` uniform points (onnxruntime, both files) and by the MILP of the
     difference of the two loaded networks; ``equivalent`` when both are within ``1e-5 (1 + |f|_max)``."""
-    from relaxations.milp import milp_bounds
+    from bnb.theory.exact import exact_bounds
     rng = np.random.default_rng(seed)
     x = (lower + (upper - lower) * rng.random((samples, lower.size))).astype(np.float32)
     x = np.vstack([x, lower.astype(np.float32)[None], upper.astype(np.float32)[None]])
@@ -131,7 +129,7 @@ def equivalence(model, fresh, lower, upper, samples=20_000, seed=0) -> dict:
     sampled = float(np.abs(ya - yb).max())
     diff = from_blocks(difference(blocks_of(model.network.to(dtype=torch.float64)),
                                   blocks_of(fresh.network.to(dtype=torch.float64)), (lower, upper)))
-    lo, hi = milp_bounds(diff, lower, upper, solver_opts=MILP_OPTS)
+    lo, hi = exact_bounds(diff, lower, upper)
     exact = float(max(-lo[0], hi[0]))
     scale = 1e-5 * (1 + float(np.abs(ya).max()))
     return {"max_diff_sampled": sampled, "max_diff_milp": exact, "equivalent": bool(max(sampled, exact) <= scale)}
@@ -140,11 +138,11 @@ def equivalence(model, fresh, lower, upper, samples=20_000, seed=0) -> dict:
 def compare_bounds(net, lower, upper, methods=COMPARE) -> dict:
     """``{method: [lb, ub] or None}`` of the single output, and ``"exact"`` (MILP)."""
     from bnb.theory.precision import method_bounds
-    from relaxations.milp import milp_bounds
+    from bnb.theory.exact import exact_bounds
     out = {}
     for m in methods:
         b = method_bounds(net, lower, upper, m)
         out[m] = None if b is None else [float(b[0][0]), float(b[1][0])]
-    lo, hi = milp_bounds(net, lower, upper, solver_opts=MILP_OPTS)
+    lo, hi = exact_bounds(net, lower, upper)
     out["exact"] = [float(lo[0]), float(hi[0])]
     return out

@@ -44,7 +44,7 @@ def max_affine(A, c, lower) -> list:
     if K == 1:  # affine: one layer of carried inputs
         return [(I, -lo), (A, A @ lo + c)]
     # the state after layer k is (r_k, x - lower); l_k(x) = A_k (x - lower) + A_k lower + c_k
-    blocks = [(np.vstack([A[0] - A[1], I]), np.concatenate([[c[0] - c[1] + (A[0] - A[1]) @ lo], -lo]))]
+    blocks = [(np.vstack([A[0] - A[1], I]), np.concatenate([[c[0] - c[1]], -lo]))]
     for k in range(2, K):
         row = np.concatenate([[1.0], A[k - 1] - A[k]])  # m_{k-1} - l_{k+1} = r + l_k - l_{k+1}
         W = np.vstack([row, np.hstack([np.zeros((d, 1)), I])])

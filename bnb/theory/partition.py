@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from bnb.theory.exact import exact_solve
 from bnb.theory.networks import blocks_of, evaluate
 from bnb.theory.regions import Regions
-from relaxations.milp import milp_solve
 from relaxations.names import LP_METHODS
 from relaxations.state import DomainState
 
@@ -45,16 +45,46 @@ class Piece:
 
 
 def relaxation_bounds(net, lower, upper, splits, method):
-    """Certified ``(lb, ub)`` numpy ``(n_out,)`` of every output on one piece."""
+    """Certified ``(lb, ub)`` numpy ``(n_out,)`` of every output on one piece.
+
+    The piece's intermediate bounds are first tightened by :func:`piece_pre_bounds`, so that a neuron the
+    piece makes stable is stable for every method."""
     from relaxations.methods import bound_rows, lp_rows
     t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))[None]  # noqa: E731
-    st = DomainState(t(lower), t(upper), [torch.as_tensor(s)[None] for s in splits])
+    pre = piece_pre_bounds(net, lower, upper, splits)
+    st = DomainState(t(lower), t(upper), [torch.as_tensor(s)[None] for s in splits],
+                     [(torch.as_tensor(l), torch.as_tensor(u)) for l, u in pre])
     C = torch.eye(net.out_size, dtype=torch.float64)
     if method in LP_METHODS:
         r = lp_rows(net, st, C, method, want_upper=True)
     else:
         r = bound_rows(net, st, C, method, want_upper=True)
     return r.lb[0].double().numpy(), r.ub[0].double().numpy()
+
+
+def piece_pre_bounds(net, lower, upper, splits):
+    """Certified intermediate bounds ``[(l (1, n_i), u (1, n_i))]`` of a piece: layer by layer, every neuron
+    not yet stable is bounded by the triangle LP of the layers before it
+    (:func:`relaxations.lp.triangle.refine_model`), then by the LP that includes its own layer, whose split
+    constraints can decide it. Exact up to the current layer (its predecessors are fixed by the splits);
+    every value is a dual certificate (:mod:`relaxations.lp.sound`)."""
+    from relaxations.lp.model import NetworkLP
+    from relaxations.lp.triangle import refine_model
+    model = NetworkLP(net)
+    dom = model.set_box(lower, upper, None, splits)
+    for i in range(model.n_layers):
+        if dom.empty:
+            break
+        dom = refine_model(model, dom, layers=[i])
+        l, u = dom.pre[i]
+        for j in np.flatnonzero(dom.phases(i) == 0):
+            c = np.zeros(model.n_total)
+            c[model.z_off[i] + j] = 1.0
+            lo, _ = model.minimize(c, 0.0, depth=i + 1, fallback=l[j])
+            hi, _ = model.minimize(-c, 0.0, depth=i + 1, fallback=-u[j])
+            l[j], u[j] = max(l[j], lo), min(u[j], -hi)
+        model.set_domain(dom)
+    return [(l.reshape(1, -1), u.reshape(1, -1)) for l, u in dom.pre]
 
 
 class PhasePartition:
@@ -112,7 +142,7 @@ class PhasePartition:
                     p.exact_lb, p.exact_ub = smin, smax  # lb <= min <= smin: the bound meets the optimum
                     continue
             self.milp_calls += 1
-            res = milp_solve(self.net, self.lower, self.upper, splits=p.splits)
+            res = exact_solve(self.net, self.lower, self.upper, p.splits)
             if res.status == "infeasible":
                 p.empty = True
                 continue

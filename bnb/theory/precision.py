@@ -13,7 +13,7 @@ import torch
 
 from relaxations.lp.layer_hull import P1TooLarge
 from relaxations.methods import output_bounds
-from relaxations.milp import milp_bounds
+from bnb.theory.exact import exact_bounds
 
 METHODS = ("ibp", "dp0", "dp1", "crown", "alpha", "lp", "mn", "p1", "anderson")
 LABELS = {"ibp": "IBP", "dp0": "DeepPoly-0", "dp1": "DeepPoly-1", "crown": "CROWN", "alpha": "alpha-CROWN",
@@ -52,7 +52,7 @@ def precision(net, lower, upper, samples=20, methods=METHODS, tol=1e-6, seed=0) 
     gaps None for a method that refuses the network (P1 on too many unstable neurons)."""
     net = net.to(dtype=torch.float64)
     boxes = sub_boxes(lower, upper, samples, seed)
-    exact = [milp_bounds(net, lo, hi) for lo, hi in boxes]
+    exact = [exact_bounds(net, lo, hi) for lo, hi in boxes]
     out = {}
     for m in methods:
         gaps = []

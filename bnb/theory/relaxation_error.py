@@ -80,7 +80,7 @@ def error_bounds(blocks, center, radius, relax=None, samples=2000, seed=0, bound
     """``{"lower", "upper", "unstable"}``: the bracket of ``max_B |f - g|_inf`` and the number of unstable
     neurons of ``f`` over the ball (IBP)."""
     from relaxations.methods import output_bounds
-    from relaxations.milp import milp_bounds
+    from bnb.theory.exact import exact_bounds
     center = np.asarray(center, float)
     lower, upper = center - radius, center + radius
     unstable = sum(int(np.sum((l < 0) & (u > 0))) for l, u in ibp_pre(blocks, lower, upper))
@@ -97,7 +97,7 @@ def error_bounds(blocks, center, radius, relax=None, samples=2000, seed=0, bound
     top = torch.argsort(d.abs().max(dim=1).values, descending=True)[:16]
     lo_val = max(lo_val, _pgd(net, lower, upper, x[top]))
     if bound == "milp":
-        lb, ub = milp_bounds(net, lower, upper)
+        lb, ub = exact_bounds(net, lower, upper)
         up_val = float(np.max(np.maximum(ub, -lb)))
     else:
         t = lambda a: torch.tensor(a)[None]  # noqa: E731
