@@ -317,12 +317,14 @@ def recover():
               help="Relaxation that must become exact on every piece (lp, mn, p1, anderson, beta, ...).")
 @click.option("--max-pieces", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Stop refining at this many pieces.")
+@click.option("--count-patterns/--no-count-patterns", default=True, show_default=True,
+              help="Enumerate the activation patterns of the network on the box (one LP per neuron and region).")
 @json_option
-def recover_partition(network, spec, method, max_pieces, as_json):
+def recover_partition(network, spec, method, max_pieces, count_patterns, as_json):
     """Split the input box of SPEC along ReLU phases until METHOD is exact on every piece; count pieces
     against the activation patterns of the network on the box."""
     from bnb.theory.commands import partition_cmd
-    _theory(partition_cmd, as_json, network, spec, method, max_pieces)
+    _theory(partition_cmd, as_json, network, spec, method, max_pieces, count_patterns)
 
 
 @recover.command("augment")

@@ -42,7 +42,7 @@ def precision_cmd(network, box, samples, methods):
     return res, table(res)
 
 
-def partition_cmd(network, spec, method, max_pieces):
+def partition_cmd(network, spec, method, max_pieces, count_patterns=True):
     from bnb.theory.partition import PARTITION_METHODS, partition
     from bnb.vnnlib import parse_vnnlib
     if method not in PARTITION_METHODS:
@@ -54,11 +54,13 @@ def partition_cmd(network, spec, method, max_pieces):
     s = prop.specs[0]
     model.check(s.lower, s.upper)
     try:
-        res = partition(model.network, s.lower, s.upper, method, max_pieces=max_pieces)
+        res = partition(model.network, s.lower, s.upper, method, max_pieces=max_pieces,
+                        count_patterns=count_patterns)
     except ValueError as e:  # P1 refusing a layer, and the like
         raise BnbError(f"method {method}: {e}", network) from None
+    pats = res["activation_patterns"]
     lines = [f"{method}: {res['pieces']} piece(s) ({res['splits']} split(s)), the network has "
-             f"{res['activation_patterns']} activation pattern(s) on the box; "
+             f"{'(not counted)' if pats is None else pats} activation pattern(s) on the box; "
              f"{'exact on every piece' if res['exact'] else 'NOT exact on every piece'}"]
     for j, (l, u, el, eu) in enumerate(zip(res["lower"], res["upper"], res["exact_lower"], res["exact_upper"])):
         lines.append(f"  Y_{j}: [{l: .6g}, {u: .6g}]   exact [{el: .6g}, {eu: .6g}]")

@@ -130,9 +130,10 @@ class PhasePartition:
     def bound(self, pieces):
         """Relaxation bounds and exact range of every non-empty piece of ``pieces``."""
         for p in pieces:
+            # bounded even when an LP calls the piece empty: only certified values enter the final bounds
+            p.lb, p.ub = relaxation_bounds(self.net, self.lower, self.upper, p.splits, self.method)
             if p.empty:
                 continue
-            p.lb, p.ub = relaxation_bounds(self.net, self.lower, self.upper, p.splits, self.method)
             x = self.points[self._in_piece(self.points, p.splits)][:self.samples]
             if len(x):
                 y = evaluate(self.blocks, x)
@@ -170,7 +171,7 @@ def partition(net, lower, upper, method="p1", tol=1e-6, max_pieces=4096, count_p
     """Refine until every piece is finished (or ``max_pieces`` open ones); the keys of
     ``bnb recover partition --json``: ``pieces`` (non-empty finished pieces), ``activation_patterns``
     (activation regions of the network on the box; None when not counted), ``lower``/``upper`` (min / max
-    over the pieces of the certified bounds: the relaxation's bounds of each output over the whole box),
+    over all pieces of their certified bounds: sound bounds of each output over the whole box),
     ``exact_lower``/``exact_upper`` (the exact range), ``exact`` (every piece exact), ``not_exact_regions``
     (activation regions on which the relaxation is still not exact), ``splits``, ``milp_calls``, ``time``."""
     t0 = time.perf_counter()
@@ -190,8 +191,10 @@ def partition(net, lower, upper, method="p1", tol=1e-6, max_pieces=4096, count_p
         strat.bound(children)
         open_.extend(children)
     live = [p for p in finished if not p.empty]
-    lower_b = np.min([p.lb for p in live], axis=0)
-    upper_b = np.max([p.ub for p in live], axis=0)
+    # the pieces cover the box (every split keeps both children) and every piece's bounds are certified;
+    # pieces the LP or the MILP call empty keep their certified bounds too (+-inf when the relaxation agrees)
+    lower_b = np.min([p.lb for p in finished], axis=0)
+    upper_b = np.max([p.ub for p in finished], axis=0)
     exact = [strat.is_exact(p) for p in live]
     out = {"method": method, "pieces": len(live),
            "activation_patterns": strat.regions.patterns() if count_patterns else None,

@@ -158,7 +158,9 @@ def plot(rows, path, title="full relaxation error"):
         ax[1].plot(radii, [med(d, r, "upper") for r in radii], "--", color=line.get_color())
     ax[0].set(xlabel="depth (ReLU layers)", ylabel="max |f - g| over the ball", yscale="log", title=title)
     ax[1].set(xlabel="radius", ylabel="max |f - g| over the ball", xscale="log", yscale="log",
-              title="solid: attained (lower), dashed: CROWN (upper)")
+              title="solid: attained (lower), dashed: upper bound")
+    ax[1].set_xticks(radii, [f"{r:g}" for r in radii])
+    ax[1].minorticks_off()
     ax[0].legend(fontsize=8)
     ax[1].legend(fontsize=8)
     fig.tight_layout()
