@@ -287,5 +287,88 @@ def config_show(configs, sets, no_help):
     click.echo(render_yaml(cfg, with_help=not no_help), nl=False)
 
 
+# ------------------------------------------------------------------ theory (docs/theory.md; logic in bnb/theory)
+def _theory(fn, as_json, *args):
+    try:
+        res, text = fn(*args)
+    except BnbError as e:
+        _fail(e)
+    click.echo(json.dumps(res) if as_json else text)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+box_option = click.option("--box", default=None, metavar="LO:HI,...",
+                          help="Input box: one LO:HI per input, or one for all (write --box=-1:1 for negative LO).")
+
+
+@main.command()
+@click.argument("network", type=click.Path(dir_okay=False))
+@box_option
+@click.option("--samples", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Random sub-boxes of the box to measure on, besides the box itself.")
+@click.option("--methods", default=None, help="Comma-separated subset of the relaxations (default: all).")
+@json_option
+def precision(network, box, samples, methods, as_json):
+    """Gap between each relaxation's output bounds and the exact range (MILP) on a box and its sub-boxes."""
+    from bnb.theory.commands import precision_cmd
+    _theory(precision_cmd, as_json, network, box, samples, methods)
+
+
+@main.group()
+def recover():
+    """The two ways to recover completeness (Mao et al.): partitioning and augmentation."""
+
+
+@recover.command("partition")
+@click.argument("network", type=click.Path(dir_okay=False))
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--method", "-m", default="p1", show_default=True,
+              help="Relaxation that must become exact on every piece (lp, mn, p1, anderson, beta, ...).")
+@click.option("--max-pieces", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="Stop refining at this many pieces.")
+@click.option("--count-patterns/--no-count-patterns", default=True, show_default=True,
+              help="Enumerate the activation patterns of the network on the box (one LP per neuron and region).")
+@json_option
+def recover_partition(network, spec, method, max_pieces, count_patterns, as_json):
+    """Split the input box of SPEC along ReLU phases until METHOD is exact on every piece; count pieces
+    against the activation patterns of the network on the box."""
+    from bnb.theory.commands import partition_cmd
+    _theory(partition_cmd, as_json, network, spec, method, max_pieces, count_patterns)
+
+
+@recover.command("augment")
+@click.argument("network", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The re-encoded ONNX model.")
+@box_option
+@json_option
+def recover_augment(network, out, box, as_json):
+    """Re-encode NETWORK into an equivalent network on which P1 is exact (univariate, convex or concave
+    functions), check the equivalence and print the bounds before and after."""
+    from bnb.theory.commands import augment_cmd
+    _theory(augment_cmd, as_json, network, out, box)
+
+
+@main.command("relaxation-error")
+@click.argument("network", required=False, type=click.Path(dir_okay=False))
+@click.option("--center", default=None, help="Centre of the input balls (with NETWORK; default 0).")
+@click.option("--radii", default="0.05,0.1,0.2", show_default=True, help="Radii of the l-inf input balls.")
+@click.option("--depths", default="1,2,3,4,6", show_default=True, help="Depths of the random networks.")
+@click.option("--width", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--inputs", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--relax", default=None, help="Relax only these ReLU layers (comma-separated, from 0).")
+@click.option("--lattice", "lattice_flag", is_flag=True,
+              help="With NETWORK: every subset of layers relaxed, at the first radius.")
+@click.option("--bound", default="crown", show_default=True, help="Upper bound of the error: crown, alpha or milp.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write a PNG plot.")
+@json_option
+def relaxation_error(network, center, radii, depths, width, inputs, seeds, relax, lattice_flag, bound, plot, as_json):
+    """Distance between a network and its linear relaxation over input balls, against depth and radius
+    (random networks, or NETWORK)."""
+    from bnb.theory.commands import relaxation_error_cmd
+    _theory(relaxation_error_cmd, as_json, network, center, radii, depths, width, inputs, seeds, relax,
+            lattice_flag, bound, plot)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
