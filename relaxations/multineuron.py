@@ -183,7 +183,7 @@ def anderson_constraints(net, lower, upper, pre_bounds, C, max_rounds=4, time_bu
 
     The cuts are those most violated at the optimum of the triangle LP of each row of ``C`` ``(m, n_out)``
     (in the given order: put the worst-bounded rows first), ``max_rounds`` separation rounds per row, until
-    ``time_budget`` seconds have passed. Each cut ``y_j <= a . h + c0`` (float64, its intercept rounded
+    ``time_budget`` seconds have passed (a HiGHS solve is stopped at the budget; building the LP is not). Each cut ``y_j <= a . h + c0`` (float64, its intercept rounded
     outward) becomes ``Pz = e_j``, ``Ph = -a``, ``p = -c0``. Returns ``(constraints, seconds)``."""
     from relaxations.lp.anderson import separate
     from relaxations.lp.triangle import fresh_domain
@@ -203,8 +203,11 @@ def anderson_constraints(net, lower, upper, pre_bounds, C, max_rounds=4, time_bu
         cc = np.zeros(model.n_total)
         cc[:c.size] = c
         for _ in range(max_rounds):
-            if time.monotonic() - t0 > time_budget:
+            left = time_budget - (time.monotonic() - t0)
+            if left <= 0:
                 break
+            if str(solver).upper() == "HIGHS":  # one solve must not outlast the budget (large conv networks)
+                model.solver_opts["time_limit"] = max(left, 0.1)
             _, status = model.minimize(cc, c0)
             if status != "optimal" or separate(model, model.primal()) == 0:
                 break
