@@ -209,9 +209,13 @@ def _t(a):
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
 
 
-def _convert(model, path):
-    g = _Graph(model, path)
-    inputs = [i for i in model.graph.input if i.name not in g.consts]
+class _GraphNeeded(ModelError):
+    """The sequential converter cannot read this model as a chain; :mod:`bnb.onnx_graph` may."""
+
+
+def _network_input(model, consts, path):
+    """``(input ValueInfo, ONNX input shape (1, *per_sample), batchable)``; the one network input, checked."""
+    inputs = [i for i in model.graph.input if i.name not in consts]
     if len(inputs) != 1:
         raise ModelError(f"expected exactly one network input, found {len(inputs)}", path)
     inp = inputs[0]
@@ -225,6 +229,21 @@ def _convert(model, path):
     if len(shape) < 2:
         raise ModelError(f"input {inp.name!r} of shape {shape} has no batch dimension", path)
     onnx_in_shape = (1, *shape[1:])
+    return inp, onnx_in_shape, batchable
+
+
+def _convert(model, path):
+    """The sequential converter first; a model that is not a chain of supported ops goes to the graph one."""
+    try:
+        return _convert_chain(model, path)
+    except _GraphNeeded:
+        from bnb.onnx_graph import convert_graph
+        return convert_graph(model, path)
+
+
+def _convert_chain(model, path):
+    g = _Graph(model, path)
+    inp, onnx_in_shape, batchable = _network_input(model, g.consts, path)
     g.act_name, g.act_shape = inp.name, onnx_in_shape
     per_sample_in = onnx_in_shape[1:]
 
@@ -243,18 +262,20 @@ def _convert(model, path):
             if all((not i) or i in g.consts for i in ins):
                 _fold_constant(g, node)
                 continue
-            raise g.err(node, "does not act on the network's data path (only sequential networks are supported)")
+            raise _GraphNeeded("does not act on the network's data path", path)
         if op not in SUPPORTED_OPS:
-            raise g.err(node, f"unsupported operator {op!r}; supported: {', '.join(SUPPORTED_OPS)}")
-        if op == "Add" and all(g.is_act(i) for i in ins):
-            raise g.err(node, "Add of two activations (residual connections) is not supported yet")
+            raise _GraphNeeded(f"operator {op!r}", path)
+        if any(i and not g.is_act(i) and i not in g.consts for i in ins):
+            raise _GraphNeeded("an input computed earlier on the data path", path)
+        if op in ("Add", "Sub", "Mul", "MatMul", "Gemm") and all(g.is_act(i) for i in ins if i):
+            raise _GraphNeeded("two tensors on the data path", path)
         _convert_node(g, node, op, ins, out)
 
     outs = [o.name for o in model.graph.output]
     if len(outs) != 1:
         raise ModelError(f"expected exactly one network output, found {len(outs)}", path)
     if outs[0] != g.act_name:
-        raise ModelError(f"graph output {outs[0]!r} is not computed from the input by supported ops", path)
+        raise _GraphNeeded(f"graph output {outs[0]!r} is not computed from the input by supported ops", path)
     try:
         net = Network(g.layers, per_sample_in).simplified()
     except ValueError as e:
@@ -307,7 +328,7 @@ def _reshape_to(g: _Graph, node, new_shape, out):
     if math.prod(new_shape) != math.prod(g.act_shape):
         raise g.err(node, f"cannot reshape {g.act_shape} to {new_shape}")
     if len(new_shape) < 2 or new_shape[0] != 1:
-        raise g.err(node, f"result shape {new_shape} loses the batch dimension")
+        raise _GraphNeeded(g.err(node, f"result shape {new_shape} loses the batch dimension").message, g.path)
     g.push(Reshape(g.act_shape[1:], new_shape[1:]), out)
 
 
@@ -322,7 +343,7 @@ def _convert_node(g: _Graph, node, op, ins, out):
         axis = a.get("axis", 1)
         axis = axis + len(shape) if axis < 0 else axis
         if axis > 1:
-            raise g.err(node, f"Flatten with axis {axis} keeps per-sample dimensions apart; only axis 0/1")
+            raise _GraphNeeded(g.err(node, f"Flatten with axis {axis} keeps per-sample dimensions apart; only axis 0/1").message, g.path)
         _reshape_to(g, node, (1, math.prod(shape[1:])), out)
     elif op == "Reshape":
         target = [int(s) for s in g.const(node, ins[1])]
@@ -336,7 +357,7 @@ def _convert_node(g: _Graph, node, op, ins, out):
         perm = list(a.get("perm", reversed(range(len(shape)))))
         moved = [p for p in perm if shape[p] != 1]
         if moved != sorted(moved):
-            raise g.err(node, f"Transpose with perm {perm} on shape {shape} reorders data; unsupported")
+            raise _GraphNeeded(g.err(node, f"Transpose with perm {perm} on shape {shape} reorders data; unsupported").message, g.path)
         _reshape_to(g, node, [shape[p] for p in perm], out)
     elif op in ("Squeeze", "Unsqueeze"):
         axes = a.get("axes") if len(ins) < 2 else [int(x) for x in g.const(node, ins[1])]
@@ -358,16 +379,16 @@ def _convert_node(g: _Graph, node, op, ins, out):
         _elementwise(g, node, op, ins, out)
     elif op == "MatMul":
         if not g.is_act(ins[0]):
-            raise g.err(node, "MatMul with the activation as second operand is not supported")
+            raise _GraphNeeded(g.err(node, "MatMul with the activation as second operand is not supported").message, g.path)
         w = g.const(node, ins[1])
         if len(shape) != 2 or w.ndim != 2 or w.shape[0] != shape[1]:
-            raise g.err(node, f"MatMul of activation {shape} with weight {w.shape} is not a supported dense layer")
+            raise _GraphNeeded(g.err(node, f"MatMul of activation {shape} with weight {w.shape} is not a supported dense layer").message, g.path)
         g.push(Linear(_t(w.T), None), out)
     elif op == "Gemm":
         if not g.is_act(ins[0]):
-            raise g.err(node, "Gemm with the activation as B is not supported")
+            raise _GraphNeeded(g.err(node, "Gemm with the activation as B is not supported").message, g.path)
         if a.get("transA", 0):
-            raise g.err(node, "Gemm with transA=1 on the activation is not supported")
+            raise _GraphNeeded(g.err(node, "Gemm with transA=1 on the activation is not supported").message, g.path)
         w = g.const(node, ins[1])
         w = w.T if a.get("transB", 0) else w  # now (in, out)
         alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
@@ -420,14 +441,14 @@ def _elementwise(g: _Graph, node, op, ins, out):
 def _conv(g: _Graph, node, a, ins, out):
     shape = g.act_shape
     if len(shape) != 4:
-        raise g.err(node, f"only 2-D convolutions are supported (input shape {shape})")
+        raise _GraphNeeded(g.err(node, f"only 2-D convolutions are supported (input shape {shape})").message, g.path)
     w = g.const(node, ins[1])
     b = g.const(node, ins[2]) if len(ins) > 2 and ins[2] else None
     if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
         raise g.err(node, f"auto_pad={a['auto_pad']!r} is not supported")
     pads = list(a.get("pads", [0, 0, 0, 0]))
     if pads[0] != pads[2] or pads[1] != pads[3]:
-        raise g.err(node, f"asymmetric padding {pads} is not supported")
+        raise _GraphNeeded(g.err(node, f"asymmetric padding {pads} is not supported").message, g.path)
     groups = int(a.get("group", 1))
     if w.shape[1] * groups != shape[1]:
         raise g.err(node, f"weight {w.shape} with group {groups} does not fit input channels {shape[1]}")

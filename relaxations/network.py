@@ -38,7 +38,7 @@ class Network:
     def dtype(self):
         for layer in self.layers:
             for v in vars(layer).values():
-                if isinstance(v, torch.Tensor):
+                if isinstance(v, torch.Tensor) and v.is_floating_point():  # not an index tensor
                     return v.dtype
         return torch.float64
 

@@ -185,10 +185,10 @@ def test_unsupported_op_names_op_and_file(tmp_path, op):
     assert op in str(e.value) and str(path) in str(e.value)
 
 
-def test_residual_add_is_rejected(tmp_path):
+def test_residual_add_is_read_as_a_graph(tmp_path):
+    """Once refused ("residual connections not supported"); now lowered by bnb.onnx_graph (tests/test_graph.py)."""
     nodes = [helper.make_node("Gemm", ["x", "W"], ["h"], transB=1), helper.make_node("Add", ["h", "x"], ["y"])]
-    with pytest.raises(ModelError, match="residual"):
-        load_onnx(make_model(tmp_path / "res.onnx", nodes, {"W": r(4, 4)}, (1, 4), (1, 4)))
+    load_and_compare(make_model(tmp_path / "res.onnx", nodes, {"W": r(4, 4)}, (1, 4), (1, 4)), 4)
 
 
 def test_missing_and_garbage_files(tmp_path):

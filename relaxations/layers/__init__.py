@@ -9,5 +9,6 @@ from relaxations.layers.conv import Conv2d
 from relaxations.layers.elementwise import ElementwiseAffine
 from relaxations.layers.reshape import Reshape
 from relaxations.layers.relu import ReLU
+from relaxations.layers.graph import ConvTranspose2d, Gather, MatMul, Stage
 
-__all__ = ["Layer", "Linear", "Conv2d", "ElementwiseAffine", "Reshape", "ReLU"]
+__all__ = ["Layer", "Linear", "Conv2d", "ElementwiseAffine", "Reshape", "ReLU", "Gather", "MatMul", "ConvTranspose2d", "Stage"]
