@@ -6,7 +6,10 @@ Instance families
   ``sparse`` MLPs (60-90 % zero weights, some neurons made dead or always active through their bias);
   ``conv`` nets (Conv2d + ReLU [+ Linear + ReLU] + Flatten + Linear on 1x4x4 or 2x5x5 inputs); weight
   scales vary over 0.1-10 and a quarter of the networks get large biases (outputs far from 0). Weights are
-  rounded to float32 once; the ONNX file (float32, written with the onnx helper API) and the float64
+  rounded to float32 once; ``residual`` and ``concat`` graphs (DAGs: residual ``Add`` onto the input and onto a
+  ReLU output, ``Concat`` of hidden tensors with the input, ``Slice`` of the input; 1-6 inputs, widths 2-10), whose
+  float64 ground truth is this harness's own chain form (``_dag_blocks``: every tensor carried past a ReLU as the
+  pair ``relu(t), relu(-t)``, exact in the MILP). The ONNX file (float32, written with the onnx helper API) and the float64
   ground-truth network hold exactly the same values, and each instance checks its ONNX file against the
   float64 network on onnxruntime before it is used.
 - input boxes (``BOX_KINDS``): ``box`` (ordinary), ``point`` (lower == upper everywhere), ``zero_some``
@@ -73,7 +76,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-NET_KINDS = ("dense", "sparse", "conv")
+NET_KINDS = ("dense", "sparse", "conv", "residual", "concat")
 BOX_KINDS = ("box", "point", "zero_some", "one_free", "ulps", "far", "mixed")
 SPEC_KINDS = ("row", "poly", "disj", "multibox")
 DELTA_REL = {"clear": 1e-3, "tight": 1e-5}
@@ -102,6 +105,7 @@ class Net:
     in_shape: tuple
     layers: list
     blocks: list = field(default_factory=list)
+    graph: list | None = None  # DAG kinds: [(op, out, ins, *params)] on named 1-D tensors ("input" first)
 
     @property
     def n_in(self) -> int:
@@ -175,6 +179,8 @@ def _bias(rng, n, scale, big, sparse, W, reach):
 
 def random_net(rng, kind=None) -> Net:
     kind = kind or rng.choice(NET_KINDS)
+    if kind in ("residual", "concat"):
+        return random_dag(rng, str(kind))
     scale = float(10 ** rng.uniform(-1, 1))
     big = rng.random() < 0.25
     sparse = kind == "sparse"
@@ -206,11 +212,142 @@ def random_net(rng, kind=None) -> Net:
     return net
 
 
+def random_dag(rng, kind) -> Net:
+    """A small residual or concatenating DAG (see NET_KINDS) with float32 weights; ``blocks`` from :func:`_dag_blocks`."""
+    scale = float(10 ** rng.uniform(-1, 1))
+    big = rng.random() < 0.25
+    n = int(rng.integers(1, 7))
+    graph, widths = [], {"input": n}
+
+    def linear(out, inp, m):
+        W = _f32(_weights(rng, m, widths[inp], scale, False))
+        graph.append(("linear", out, [inp], W, _f32(rng.normal(0, scale * (rng.uniform(5, 50) if big else 0.3), m))))
+        widths[out] = m
+
+    def relu(out, inp):
+        graph.append(("relu", out, [inp]))
+        widths[out] = widths[inp]
+
+    w = int(rng.integers(2, 11))
+    linear("a", "input", w)
+    relu("h", "a")
+    if kind == "residual":
+        linear("b", "h", n)
+        graph.append(("add", "s", ["b", "input"]))      # residual onto the input
+        widths["s"] = n
+        relu("t", "s")
+        linear("c", "t", n)
+        relu("cr", "c")
+        graph.append(("add", "u", ["cr", "t"]))         # residual onto a ReLU output
+        widths["u"] = n
+        last = "u"
+    else:
+        k0 = int(rng.integers(0, n))
+        k1 = int(rng.integers(k0 + 1, n + 1))
+        graph.append(("slice", "xs", ["input"], k0, k1))
+        widths["xs"] = k1 - k0
+        linear("g", "xs", int(rng.integers(2, 6)))
+        relu("gr", "g")
+        graph.append(("concat", "cat", ["h", "gr", "input"]))
+        widths["cat"] = widths["h"] + widths["gr"] + n
+        linear("m", "cat", int(rng.integers(2, 8)))
+        relu("mr", "m")
+        last = "mr"
+    linear("out", last, int(rng.integers(1, 5)))
+    net = Net(kind, (n,), [], graph=graph)
+    net.blocks = _dag_blocks(graph, n, "out")
+    x = rng.normal(0, 2, (16, n))  # the chain form computes the graph (a harness self-check)
+    ref = dag_forward(graph, x)["out"]
+    if not np.allclose(net.forward(x), ref, rtol=1e-9, atol=1e-9 * (1 + np.abs(ref).max())):
+        raise AssertionError("the DAG's chain form disagrees with the graph")
+    return net
+
+
+def dag_forward(graph, x) -> dict:
+    """Every tensor of ``graph`` at the points ``x`` ``(N, n_in)``, float64, evaluated node by node."""
+    v = {"input": np.atleast_2d(np.asarray(x, np.float64))}
+    for op, out, ins, *p in graph:
+        a = [v[i] for i in ins]
+        if op == "linear":
+            v[out] = a[0] @ p[0].T + p[1]
+        elif op == "relu":
+            v[out] = np.maximum(a[0], 0.0)
+        elif op == "add":
+            v[out] = a[0] + a[1]
+        elif op == "concat":
+            v[out] = np.concatenate(a, axis=1)
+        elif op == "slice":
+            v[out] = a[0][:, p[0]:p[1]]
+    return v
+
+
+def _dag_blocks(graph, n_in, out):
+    """The DAG as dense blocks with a ReLU between consecutive blocks: each tensor is an affine map
+    ``(E, e)`` of the last ReLU layer's output; at a ReLU node the next layer holds the node's input and, for
+    every other tensor still needed, ``t`` and ``-t``, so that afterwards ``t = relu(t) - relu(-t)``."""
+    uses = Counter(i for _, _, ins, *_ in graph for i in ins)
+    uses[out] += 1
+    expr = {"input": (np.eye(n_in), np.zeros(n_in))}
+    blocks = []
+    for op, name, ins, *p in graph:
+        for i in ins:
+            uses[i] -= 1
+        E = [expr[i] for i in ins]
+        if op == "linear":
+            expr[name] = (p[0] @ E[0][0], p[0] @ E[0][1] + p[1])
+        elif op == "add":
+            expr[name] = (E[0][0] + E[1][0], E[0][1] + E[1][1])
+        elif op == "concat":
+            expr[name] = (np.vstack([e[0] for e in E]), np.concatenate([e[1] for e in E]))
+        elif op == "slice":
+            expr[name] = (E[0][0][p[0]:p[1]], E[0][1][p[0]:p[1]])
+        elif op == "relu":
+            kept = [k for k in expr if uses[k] > 0]
+            rows = [E[0]] + [(sg * expr[k][0], sg * expr[k][1]) for k in kept for sg in (1.0, -1.0)]
+            blocks.append((np.vstack([r[0] for r in rows]), np.concatenate([r[1] for r in rows])))
+            total = blocks[-1][0].shape[0]
+            I = np.eye(total)
+            m = E[0][0].shape[0]
+            new = {name: (I[:m], np.zeros(m))}
+            pos = m
+            for k in kept:
+                w = expr[k][0].shape[0]
+                new[k] = (I[pos:pos + w] - I[pos + w:pos + 2 * w], np.zeros(w))
+                pos += 2 * w
+            expr = new
+        expr = {k: e for k, e in expr.items() if uses[k] > 0 or k == name}
+    blocks.append(expr[out])
+    return blocks
+
+
+def _write_dag_onnx(net: Net):
+    """ONNX nodes and initialisers of a DAG net (Gemm / Relu / Add / Concat / Slice)."""
+    from onnx import helper, numpy_helper
+    nodes, inits = [], []
+    for i, (op, out, ins, *p) in enumerate(net.graph):
+        if op == "linear":
+            inits += [numpy_helper.from_array(p[0].astype(np.float32), f"W{i}"),
+                      numpy_helper.from_array(p[1].astype(np.float32), f"b{i}")]
+            nodes.append(helper.make_node("Gemm", [ins[0], f"W{i}", f"b{i}"], [out], transB=1))
+        elif op == "relu":
+            nodes.append(helper.make_node("Relu", ins, [out]))
+        elif op == "add":
+            nodes.append(helper.make_node("Add", ins, [out]))
+        elif op == "concat":
+            nodes.append(helper.make_node("Concat", ins, [out], axis=1))
+        elif op == "slice":
+            for nm, v in (("st", p[0]), ("en", p[1]), ("ax", 1)):
+                inits.append(numpy_helper.from_array(np.array([v], np.int64), f"{nm}{i}"))
+            nodes.append(helper.make_node("Slice", [ins[0], f"st{i}", f"en{i}", f"ax{i}"], [out]))
+    nodes.append(helper.make_node("Identity", ["out"], ["output"]))
+    return nodes, inits
+
+
 def write_onnx(net: Net, path) -> Path:
     """The network as a float32 ONNX model (Conv / Relu / Flatten / Gemm nodes, opset 13)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    nodes, inits = [], []
+    nodes, inits = _write_dag_onnx(net) if net.graph is not None else ([], [])
     cur, shape = "input", net.in_shape
     for i, layer in enumerate(net.layers):
         out = f"t{i}"
@@ -235,7 +372,8 @@ def write_onnx(net: Net, path) -> Path:
             nodes.append(helper.make_node("Flatten", [cur], [out], axis=1))
             shape = (int(np.prod(shape)),)
         cur = out
-    nodes.append(helper.make_node("Identity", [cur], ["output"]))
+    if net.graph is None:
+        nodes.append(helper.make_node("Identity", [cur], ["output"]))
     graph = helper.make_graph(nodes, "fuzz", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
                                                                             [1, *net.in_shape])],
                               [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, net.n_out])], inits)

@@ -87,10 +87,10 @@ def test_fuzz_no_wrong_verdicts():
 
 
 # ------------------------------------------------------------------------------------- awkward boxes
-def _awkward(tmp_path, box_kind, label, seed=7):
-    """A random dense MLP, a point or one-free box, one row ``c.y <= d`` just above/below the exact minimum."""
+def _awkward(tmp_path, box_kind, label, seed=7, net="dense"):
+    """A random dense MLP (or DAG), a point or one-free box, one row ``c.y <= d`` just above/below the exact minimum."""
     for index in range(50):
-        insts, why = F.make_instances(seed, index, {"net": "dense", "box": box_kind, "spec": "row",
+        insts, why = F.make_instances(seed, index, {"net": net, "box": box_kind, "spec": "row",
                                                     "delta": "tight"})
         if why is None:
             inst = insts[0] if label == "sat" else insts[1]
@@ -122,3 +122,13 @@ def test_awkward_boxes_never_contradict_the_label(tmp_path, method, dtype, box, 
     onnx_path, vnn_path = _awkward(tmp_path, box, label)
     for branching, (verdict, msg) in _verdicts(onnx_path, vnn_path, method, dtype).items():
         assert verdict in allowed, f"{branching}: {verdict} ({msg})"
+
+
+@pytest.mark.parametrize("net", ["residual", "concat"])
+@pytest.mark.parametrize("box,label,allowed", AWKWARD, ids=["point-violated", "one_free-violated", "point-holds"])
+def test_awkward_boxes_on_graph_networks(tmp_path, net, box, label, allowed):
+    """The same awkward boxes on computation graphs (residual Add, Concat, Slice; tests/test_graph.py)."""
+    onnx_path, vnn_path = _awkward(tmp_path, box, label, seed=11, net=net)
+    for method in ("crown", "alpha", "beta"):
+        for branching, (verdict, msg) in _verdicts(onnx_path, vnn_path, method, "float32").items():
+            assert verdict in allowed, f"{method} {branching}: {verdict} ({msg})"
