@@ -339,35 +339,60 @@ def _bound_rows_at(net, idx, A0, relax, state, alphas=None, rigorous=True, cache
     return concretize(A_in, bias, state.lower, state.upper, err if rigorous else None)
 
 
-def _crown_unstable_only(net, idx, l, u, relax, state, rigorous=True, cache=None):
-    """CROWN bounds for the neurons that ``(l, u)`` leaves unstable; stable ones keep their bounds.
+# bytes the coefficient tensors of one intermediate back-substitution may take (rows are bounded in chunks above it)
+ROW_BUDGET_BYTES = 512 * 2 ** 20
 
-    Back-substitutes ``2 k`` one-hot rows per domain, ``k`` the largest number of unstable neurons in
-    the batch (domains with fewer pad with neurons whose refined bounds are just as valid).
-    """
-    N, n = l.shape
+
+def unstable_rows(l, u):
+    """``(N, k)`` indices of the neurons that ``(l, u)`` leaves unstable (``k`` the largest count in the batch;
+    domains with fewer pad with stable neurons, whose refined bounds are just as valid), or None when none is."""
     unstable = (l < 0) & (u > 0)
-    k = int(unstable.sum(dim=1).max())
-    if k == 0:
-        return l, u
-    sel = torch.topk(unstable.to(torch.int8), k, dim=1).indices  # (N, k), unstable neurons first
+    k = int(unstable.sum(dim=1).max()) if unstable.numel() else 0
+    return None if k == 0 else torch.topk(unstable.to(torch.int8), k, dim=1).indices
+
+
+def _bound_selected(net, idx, l, u, sel, relax, state, alphas=None, rigorous=True, cache=None):
+    """``(l, u)`` with the neurons ``sel`` ``(N, k)`` of ReLU layer ``net.layers[idx]`` re-bounded by back-substitution
+    (``2 k`` one-hot rows per domain; ``alphas``: slopes for exactly these rows, ``(N, 2 k, n_i)`` per earlier ReLU)."""
+    N, n = l.shape
+    k = sel.shape[1]
     rows = torch.zeros(N, k, n, dtype=l.dtype, device=l.device)
     rows.scatter_(2, sel[..., None], 1.0)
     A0 = torch.cat([rows, -rows], dim=1).reshape(N, 2 * k, *net.layers[idx].in_shape)
-    b = _bound_rows_at(net, idx, A0, relax, state, rigorous=rigorous, cache=cache)
+    b = _bound_rows_at(net, idx, A0, relax, state, alphas, rigorous, cache)
     l = l.scatter_reduce(1, sel, b[:, :k], reduce="amax")
     u = u.scatter_reduce(1, sel, -b[:, k:], reduce="amin")
     return l, u
 
 
+def _crown_unstable_only(net, idx, l, u, relax, state, rigorous=True, cache=None):
+    """CROWN bounds for the neurons that ``(l, u)`` leaves unstable; stable ones keep their bounds.
+
+    The rows go in chunks whose coefficient tensors (``N x 2 chunk x`` the widest earlier layer) stay within
+    ``ROW_BUDGET_BYTES``: a convolutional layer with thousands of unstable neurons is bounded without holding
+    every row's coefficients at once."""
+    sel = unstable_rows(l, u)
+    if sel is None:
+        return l, u
+    N, k = sel.shape
+    width = max([net.in_size] + [layer.in_size for layer in net.layers[:idx]])
+    chunk = max(1, ROW_BUDGET_BYTES // (2 * N * width * l.element_size() * 2))  # x2: a layer's input and output
+    for c in range(0, k, chunk):
+        l, u = _bound_selected(net, idx, l, u, sel[:, c:c + chunk], relax, state, None, rigorous, cache)
+    return l, u
+
+
 def intermediate_bounds(net, state: DomainState, lower_slope="adaptive", mode="crown", alphas=None,
-                        reference=None, rigorous=True):
+                        reference=None, rigorous=True, alpha_rows=None):
     """ReluRelaxation of every ReLU layer.
 
     ``mode``: ``crown`` (back-substitution to the input, intersected with IBP), ``forward`` (forward-mode
     linear bounds, for low input dimension) or ``ibp``. Known
     ``state.pre_bounds`` are used as they are. ``alphas``: ``{j: [per-ReLU (N, 2 n_j, n_i)]}`` for the
-    start node of ReLU layer ``j``; ``reference``: bounds to intersect with (e.g. best found so far).
+    start node of ReLU layer ``j``; with ``alpha_rows`` ``{j: (N, k_j)}`` only those neurons of layer ``j`` are
+    re-bounded, with ``alphas[j]`` of shape ``(N, 2 k_j, n_i)`` (a layer without an entry keeps its bounds:
+    alpha-CROWN bounds only the neurons the reference leaves unstable); ``reference``: bounds to intersect with
+    (e.g. best found so far).
     Every bound is rigorous (rounding included) unless ``rigorous`` is False; IBP always is.
     """
     N = state.size
@@ -388,6 +413,10 @@ def intermediate_bounds(net, state: DomainState, lower_slope="adaptive", mode="c
                 l, u = torch.maximum(l, state.ref_bounds[j][0]), torch.minimum(u, state.ref_bounds[j][1])
             if mode == "crown" and j > 0 and alphas is None:
                 l, u = _crown_unstable_only(net, idx, l, u, relax, state, rigorous, relax.error_cache)
+            elif mode == "crown" and j > 0 and alpha_rows is not None:
+                if j in alpha_rows:
+                    l, u = _bound_selected(net, idx, l, u, alpha_rows[j], relax, state, alphas[j], rigorous,
+                                           relax.error_cache)
             elif mode == "crown" and j > 0:
                 shape = net.layers[idx].in_shape
                 n = l.shape[1]

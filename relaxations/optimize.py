@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from relaxations.crown import Relaxations, _final, intermediate_bounds, output_errors
+from relaxations.crown import Relaxations, _final, intermediate_bounds, output_errors, unstable_rows
 from relaxations.state import BoundResult, DomainState
 
 
@@ -105,9 +105,13 @@ def optimized(net, state: DomainState, C, iters=20, lr=0.1, lr_beta=0.05, use_be
         add(key, out, lr)
 
     init_alpha(m, len(relus), "final")
+    alpha_rows = {}  # intermediate slopes only for the neurons the reference leaves unstable (stable ones stay)
     if opt_inter:
         for j in range(1, len(relus)):
-            init_alpha(2 * sizes[j], j, j)
+            sel = unstable_rows(ref_relax[j].l, ref_relax[j].u)
+            if sel is not None:
+                alpha_rows[j] = sel
+                init_alpha(2 * sel.shape[1], j, j)
     has_splits = state.splits is not None and any(bool((s != 0).any()) for s in state.splits)
     def warm_or_zeros(warm, i, shape):
         """Multipliers of ReLU layer ``i``: the warm start ``warm[i]`` where it fits ``shape``, else zeros."""
@@ -153,7 +157,7 @@ def optimized(net, state: DomainState, C, iters=20, lr=0.1, lr_beta=0.05, use_be
             relax = Relaxations(r.select(sub) for r in ref_relax)
         alphas, betas, gammas = views(leaves)
         if opt_inter:
-            relax = intermediate_bounds(net, state, lower_slope, "crown", alphas, reference, rigorous)
+            relax = intermediate_bounds(net, state, lower_slope, "crown", alphas, reference, rigorous, alpha_rows)
         elif relax is None:
             relax = ref_relax
         lb, A_in, bias, coeffs, infeasible = _final(net, st, Cs, relax, alphas["final"], betas, collect=True,

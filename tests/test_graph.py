@@ -265,3 +265,38 @@ def test_residual_and_concat_networks_verified_end_to_end(tmp_path, branching):
                                 f"(<= Y_0 {thr!r})")
             res = verify(path, spec, cfg, timeout=60)
             assert res.verdict.value == label, (path.name, branching, label, res)
+
+
+# ------------------------------------------------------------------------------------ convolutions at speed
+def test_rows_in_chunks_give_the_same_bounds(tmp_path, monkeypatch):
+    """CROWN's intermediate rows bounded in memory-sized chunks: the same bounds as all at once."""
+    import relaxations.crown as crown_mod
+    seq = torch.nn.Sequential(torch.nn.Conv1d(2, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv1d(4, 4, 3),
+                              torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 10, 3))
+    net = load_onnx(export_onnx(seq, (2, 12), tmp_path / "c1d.onnx")).network
+    g = np.random.default_rng(0)
+    c = g.normal(0, 1, net.in_size)
+    state = DomainState(torch.from_numpy(c - 0.3)[None].repeat(3, 1), torch.from_numpy(c + 0.3)[None].repeat(3, 1))
+    C = torch.eye(3, dtype=torch.float64)
+    whole = bound_rows(net, state, C, "crown")
+    monkeypatch.setattr(crown_mod, "ROW_BUDGET_BYTES", 1)  # one neuron per chunk
+    chunked = bound_rows(net, state, C, "crown")
+    assert torch.equal(whole.lb, chunked.lb)
+    for (l0, u0), (l1, u1) in zip(whole.pre_bounds, chunked.pre_bounds):
+        assert torch.equal(l0, l1) and torch.equal(u0, u1)
+
+
+def test_alpha_optimises_intermediate_slopes_of_unstable_neurons_only(tmp_path):
+    path, n = dag_models(tmp_path)[3]  # the convolutional residual network
+    net = load_onnx(path).network
+    state = DomainState(-0.5 * torch.ones(1, n, dtype=torch.float64), 0.5 * torch.ones(1, n, dtype=torch.float64))
+    C = torch.eye(net.out_size, dtype=torch.float64)
+    cr = bound_rows(net, state, C, "crown")
+    al = bound_rows(net, state, C, "alpha", iters=5)
+    for j, (l, u) in enumerate(cr.pre_bounds):
+        k = int(((l < 0) & (u > 0)).sum())
+        if j == 0 or k == 0:
+            assert j not in al.alphas
+        else:
+            assert all(a.shape[:2] == (1, 2 * k) for a in al.alphas[j])
+    assert torch.all(al.lb >= cr.lb - 1e-9)
