@@ -226,8 +226,8 @@ def test_bounds_contain_sampled_outputs_on_dag_networks(tmp_path, dtype):
 
 
 def test_crown_bounds_below_the_exact_milp_optimum(tmp_path):
-    """On the lowered graph, every method's lower bound is at most the exact MILP minimum, which itself is at
-    most every sampled output; alpha-CROWN is at least as tight as IBP there."""
+    """On the lowered graph, every method's lower bound (single-neuron and LP) is at most the exact MILP minimum,
+    which itself is at most every sampled output; alpha-CROWN is at least as tight as IBP there."""
     for path, n in dag_models(tmp_path)[:3]:
         model = load_onnx(path)
         net = model.network
@@ -238,7 +238,7 @@ def test_crown_bounds_below_the_exact_milp_optimum(tmp_path):
         state = DomainState(torch.from_numpy(lo)[None], torch.from_numpy(hi)[None])
         C = torch.eye(net.out_size, dtype=torch.float64)
         got = {}
-        for method in ("ibp", "crown", "alpha"):
+        for method in ("ibp", "crown", "alpha", "lp"):  # lp: the triangle LP over the Stages' dense maps
             lb = bound_rows(net, state, C, method, iters=30).lb.numpy()[0]
             assert np.all(lb <= e_lb + 1e-6), (method, lb, e_lb)
             got[method] = lb
