@@ -214,7 +214,7 @@ def test_bounds_contain_sampled_outputs_on_dag_networks(tmp_path, dtype):
         x = random_points(c - w, c + w, 4000, seed=2)
         y = model.run_onnx(x)  # onnxruntime's outputs, the reference
         C = torch.eye(net.out_size, dtype=dtype)
-        for method in METHODS:
+        for method in METHODS if dtype == torch.float32 else ("crown", "alpha"):  # (keeps the suite fast)
             res = bound_rows(net, DomainState(lo, hi), C, method, iters=10, want_upper=True)
             lb, ub = res.lb.double().numpy()[0], res.ub.double().numpy()[0]
             tol = 1e-4 * (1 + np.abs(y).max())
@@ -228,7 +228,7 @@ def test_bounds_contain_sampled_outputs_on_dag_networks(tmp_path, dtype):
 def test_crown_bounds_below_the_exact_milp_optimum(tmp_path):
     """On the lowered graph, every method's lower bound (single-neuron and LP) is at most the exact MILP minimum,
     which itself is at most every sampled output; alpha-CROWN is at least as tight as IBP there."""
-    for path, n in dag_models(tmp_path)[:3]:
+    for path, n in dag_models(tmp_path)[:2]:
         model = load_onnx(path)
         net = model.network
         lo, hi = -0.5 * np.ones(n), 0.5 * np.ones(n)
@@ -253,7 +253,7 @@ def test_residual_and_concat_networks_verified_end_to_end(tmp_path, branching):
     cfg = Config()
     cfg.bab.branching = branching
     cfg.general.threads = 1
-    for path, n in dag_models(tmp_path)[:2 if branching == "relu" else 1]:
+    for path, n in dag_models(tmp_path)[:1]:  # residual blocks and a concat with a slice, in one network
         model = load_onnx(path)
         lo, hi = -0.4 * np.ones(n), 0.4 * np.ones(n)
         C = np.zeros((1, model.network.out_size))
