@@ -18,7 +18,8 @@ import torch
 
 from bnb.attack import pgd, stack_polytopes
 from bnb.domains import DomainStore
-from heuristics import candidate_dims, lookahead_choice, relu_scores, splittable
+from bnb.errors import ConfigError
+from heuristics import InputBatch, ReluBatch, UnknownHeuristic, resolve, splittable
 from relaxations.fp import down, finite_or_neg_inf, reach, threshold_up
 from relaxations.ibp import ibp
 from relaxations.methods import bound_rows, mn_options
@@ -232,8 +233,7 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
         mode = "input" if net.in_size <= 16 else "relu"
     stats["branching"] = mode
     if mode == "input":
-        A_row = coef[0, worst] if coef is not None else torch.zeros_like(lo)
-        return _input_bab(net, rows, r, gv, A_row, lo, hi, cfg, deadline, validate, stats, log)
+        return _input_bab(net, rows, r, gv, coef, lo, hi, cfg, deadline, validate, stats, log)
     if r.relu_coeffs is None:
         # IBP and the LP methods give no coefficients to branch on: start ReLU splitting from a CROWN bound
         c = _bound(net, root, rows, "crown", cfg, 0, False, stats, deadline)
@@ -262,6 +262,39 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
             stats["constraints"] = sum(c.count for c in r.constraints if c is not None)
     row = rows.score(r.lb)[1]
     return _relu_bab(net, rows, r, score, row, lo, hi, cfg, deadline, validate, stats, log)
+
+
+def heuristic(kind, name):
+    """The branching heuristic ``name`` of strategy ``kind`` (:mod:`heuristics.registry`); a bad name is bad input."""
+    try:
+        return resolve(kind, name)
+    except UnknownHeuristic as e:
+        raise ConfigError(str(e), f"bab.{kind}_heuristic") from None
+
+
+def check_heuristics(cfg):
+    """Resolve the configured heuristics (loading plug-ins) before any work: a bad name is bad input."""
+    heuristic("input", cfg.bab.input_heuristic)
+    heuristic("relu", cfg.bab.relu_heuristic)
+
+
+def relu_biases(net, L):
+    """Per ReLU layer the bias ``(n_i,)`` of the affine layer that feeds it (None where there is none); what
+    ``babsr-bias`` scores. Only for a plain sequence of layers; otherwise None."""
+    layers = getattr(net, "layers", None)
+    relus = net.relu_indices() if hasattr(net, "relu_indices") else []
+    if layers is None or len(relus) != L:
+        return None
+    out = []
+    with torch.no_grad():
+        for idx in relus:
+            prev = layers[idx - 1] if idx > 0 else None
+            if prev is None or not prev.affine:
+                out.append(None)
+                continue
+            zero = torch.zeros((1, *prev.in_shape), dtype=net.dtype, device=net.device)
+            out.append(prev.forward(zero).reshape(-1))
+    return out
 
 
 def output_reach(net, lower, upper):
@@ -301,23 +334,39 @@ def _order(cfg, store, stats):
     return "score"
 
 
-def _bisect(lower, upper, dims):
-    """Children of bisecting each domain along ``dims``: ``lower``/``upper`` ``(n, n_in)`` are tiled to
-    match ``dims`` ``(k n,)``; returns ``(2 k n, n_in)`` boxes: all left halves, then all right halves."""
+def split_boxes(lower, upper, dims, parts=2):
+    """Children of splitting each domain along ``dims`` into ``parts`` equal parts: ``lower``/``upper``
+    ``(n, n_in)`` are tiled to match ``dims`` ``(k n,)``; returns ``(parts k n, n_in)`` boxes, all first
+    parts, then all second parts, ... Neighbouring parts share their cut exactly (the cuts are clamped to
+    be non-decreasing), so the children cover the parent whatever the rounding."""
     reps = dims.shape[0] // lower.shape[0]
     lo, hi = lower.repeat(reps, 1), upper.repeat(reps, 1)
     ar = torch.arange(lo.shape[0], device=lo.device)
-    mid = (lo[ar, dims] + hi[ar, dims]) / 2
-    left_hi, right_lo = hi.clone(), lo.clone()
-    left_hi[ar, dims] = mid
-    right_lo[ar, dims] = mid
-    return torch.cat([lo, right_lo]), torch.cat([left_hi, hi])
+    a, b = lo[ar, dims], hi[ar, dims]
+    if parts == 2:
+        cuts = [a, (a + b) / 2, b]
+    else:
+        cuts = [a]
+        for j in range(1, parts):
+            cuts.append(torch.minimum(torch.maximum(a + (b - a) * (j / parts), cuts[-1]), b))
+        cuts.append(b)
+    los, his = [], []
+    for j in range(parts):
+        c_lo, c_hi = lo.clone(), hi.clone()
+        c_lo[ar, dims], c_hi[ar, dims] = cuts[j], cuts[j + 1]
+        los.append(c_lo)
+        his.append(c_hi)
+    return torch.cat(los), torch.cat(his)
 
 
-def _input_bab(net, rows, r, gv, A_row, lo, hi, cfg, deadline, validate, stats, log):
+def _input_bab(net, rows, r, gv, coef, lo, hi, cfg, deadline, validate, stats, log):
+    chooser = heuristic("input", cfg.bab.input_heuristic)
+    parts = max(2, cfg.bab.input_split_parts)
     store = DomainStore()
+    if coef is None:
+        coef = torch.zeros(1, rows.K, lo.shape[1], dtype=lo.dtype, device=lo.device)
     fields = {"lower": lo, "upper": hi, "score": gv.min(dim=1).values, "depth": torch.zeros(1, device=lo.device),
-              "A_row": A_row, "gv": gv}
+              "A": coef, "gv": gv}
     n_relu = len(r.pre_bounds)
     for i, (l, u) in enumerate(r.pre_bounds):
         fields[f"pl_{i}"], fields[f"pu_{i}"] = l, u
@@ -343,39 +392,67 @@ def _input_bab(net, rows, r, gv, A_row, lo, hi, cfg, deadline, validate, stats, 
             if not bool(can.any()):
                 continue
         n = dom["lower"].shape[0]
-        dims = candidate_dims(cfg.bab.input_heuristic, dom["lower"], dom["upper"], dom["A_row"],
-                              cfg.bab.input_lookahead, ok)  # (n, k) candidate dimensions, best first
-        k = dims.shape[1]
-        c_lo, c_hi = _bisect(dom["lower"], dom["upper"], dims.T.reshape(-1))  # (2 k n) children
-        depth = (dom["depth"] + 1).repeat(2 * k)
         stats.add("branches", n)
-        stats.add("time_branching", time.monotonic() - t0)
-        ref = None
-        if "pl_0" in dom:  # the parent's intermediate bounds hold on every child box
-            ref = [(dom[f"pl_{i}"].repeat(2 * k, 1), dom[f"pu_{i}"].repeat(2 * k, 1)) for i in range(n_relu)]
         if method != "alpha" and 0 < cfg.bab.input_alpha_after <= stats.get("branches", 0):
             method = "alpha"  # CROWN has not finished after this much work: tighter, slower children
             log(f"children are bounded with alpha-CROWN from now on ({stats['branches']} branches)")
-        res = _bound(net, DomainState(c_lo, c_hi, ref_bounds=ref), rows, method, cfg, iters,
-                     cfg.bab.input_alpha_intermediate, stats, deadline)
-        gv, coef = polytope_values(rows, res, c_lo, c_hi, cfg)
-        # the parent's bound holds on its children too (CROWN is not monotone under bisection)
-        gv = torch.maximum(gv, dom["gv"].repeat(2 * k, 1))
-        if k > 1:
-            # keep, per domain, the candidate whose children leave the least unverified margin (look-ahead)
-            pick = lookahead_choice(gv.min(dim=1).values.reshape(2, k, n))  # (n,)
+        trial = []
+
+        def children(cands, dom=dom, method=method):
+            """Bound the children of splitting every domain along each candidate ``(n, k)``: the
+            look-ahead callback of the heuristics, and the bound of the chosen split."""
+            k = cands.shape[1]
+            c_lo, c_hi = split_boxes(dom["lower"], dom["upper"], cands.T.reshape(-1), parts)  # (parts k n)
+            ref = None
+            if "pl_0" in dom:  # the parent's intermediate bounds hold on every child box
+                ref = [(dom[f"pl_{i}"].repeat(parts * k, 1), dom[f"pu_{i}"].repeat(parts * k, 1))
+                       for i in range(n_relu)]
+            res = _bound(net, DomainState(c_lo, c_hi, ref_bounds=ref), rows, method, cfg, iters,
+                         cfg.bab.input_alpha_intermediate, stats, deadline)
+            gv, coef = polytope_values(rows, res, c_lo, c_hi, cfg)
+            if coef is None:
+                coef = torch.zeros(gv.shape[0], rows.K, c_lo.shape[1], dtype=c_lo.dtype, device=c_lo.device)
+            # the parent's bound holds on its children too (CROWN is not monotone under bisection)
+            gv = torch.maximum(gv, dom["gv"].repeat(parts * k, 1))
+            trial[:] = [(cands, c_lo, c_hi, res, gv, coef)]
+            return gv.min(dim=1).values.reshape(parts, k, n)
+
+        pre = [(dom[f"pl_{i}"], dom[f"pu_{i}"]) for i in range(n_relu)] if "pl_0" in dom else None
+        worst = dom["gv"].argmin(dim=1)
+        batch = InputBatch(dom["lower"], dom["upper"], ok, dom["A"], dom["gv"], rows.Cg[worst], pre, net,
+                           children, gen, cfg.bab.input_lookahead, parts, cfg.bab.sb_margin)
+        dims = chooser(batch).to(lo.device)
+        if dims.shape != (n,):
+            raise ValueError(f"input heuristic {cfg.bab.input_heuristic!r} returned shape {tuple(dims.shape)}")
+        good = torch.gather(ok, 1, dims.clamp(0, ok.shape[1] - 1)[:, None])[:, 0] & (dims >= 0)
+        dims = torch.where(good, dims, batch.width.masked_fill(~ok, -float("inf")).argmax(dim=1))
+        found = None
+        if trial:
+            cands = trial[0][0]
+            hit = cands == dims[:, None]
+            if bool(hit.any(dim=1).all()):
+                found = hit.int().argmax(dim=1)
+        if found is None:  # the choice was not among the children bounded for look-ahead
+            children(dims[:, None])
+            found = torch.zeros(n, dtype=torch.long, device=lo.device)
+        cands, c_lo, c_hi, res, gv, coef = trial[0]
+        k = cands.shape[1]
+        if k > 1:  # keep, per domain, the children of the chosen split
             ar = torch.arange(n, device=lo.device)
-            keep = torch.cat([pick * n + ar, (k + pick) * n + ar])
-            c_lo, c_hi, depth, gv, coef = c_lo[keep], c_hi[keep], depth[keep], gv[keep], coef[keep]
+            keep = torch.cat([(j * k + found) * n + ar for j in range(parts)])
+            c_lo, c_hi, gv, coef = c_lo[keep], c_hi[keep], gv[keep], coef[keep]
             res.pre_bounds = [(l[keep], u[keep]) for l, u in res.pre_bounds]
             res.infeasible = res.infeasible[keep]
+        depth = (dom["depth"] + 1).repeat(parts)
+        stats.add("time_branching", time.monotonic() - t0)
         sc, wr = gv.min(dim=1)
         open_ = ~proven(sc, cfg.bab.verify_margin, res.infeasible)
         if not bool(open_.any()):
             t_last = _progress(log, stats, store, t_last, deadline)
             continue
         c_lo, c_hi, sc, wr, depth = c_lo[open_], c_hi[open_], sc[open_], wr[open_], depth[open_]
-        A_row = coef[open_][torch.arange(c_lo.shape[0], device=lo.device), wr]
+        A = coef[open_]
+        A_row = A[torch.arange(c_lo.shape[0], device=lo.device), wr]
         cand = box_min(A_row, c_lo, c_hi)[1]
         mid = (c_lo + c_hi) / 2
         ce, gm = _check_points(net, rows, torch.cat([cand, mid]), validate, stats)
@@ -392,7 +469,7 @@ def _input_bab(net, rows, r, gv, A_row, lo, hi, cfg, deadline, validate, stats, 
                                  validate, stats, deadline)
             if ce is not None:
                 return "sat", ce
-        fields = {"lower": c_lo, "upper": c_hi, "score": sc, "depth": depth, "A_row": A_row, "gv": gv[open_]}
+        fields = {"lower": c_lo, "upper": c_hi, "score": sc, "depth": depth, "A": A, "gv": gv[open_]}
         for i, (l, u) in enumerate(res.pre_bounds):
             fields[f"pl_{i}"], fields[f"pu_{i}"] = l[open_], u[open_]
         store.push(fields)
@@ -401,14 +478,14 @@ def _input_bab(net, rows, r, gv, A_row, lo, hi, cfg, deadline, validate, stats, 
     return ("unknown", None) if stuck else ("unsat", None)
 
 
-def _relu_children(dom, pos, scores, L):
+def _relu_children(dom, pos, sizes, L):
     """Both children of splitting, in each domain of ``dom`` (``n`` domains), the neuron at flat position
-    ``pos`` ``(k n,)`` (over the concatenated layers of ``scores``; ``dom`` is tiled ``k`` times): ``2 k n``
+    ``pos`` ``(k n,)`` (over the concatenated ReLU layers of ``sizes`` neurons; ``dom`` is tiled ``k`` times): ``2 k n``
     domains, all active halves first, then all inactive halves."""
     n = dom["score"].shape[0]
     reps = pos.shape[0] // n
     dev = pos.device
-    offsets = torch.tensor([0] + [s.shape[1] for s in scores], device=dev).cumsum(0)
+    offsets = torch.tensor([0] + list(sizes), device=dev).cumsum(0)
     layer = torch.searchsorted(offsets, pos, right=True) - 1
     idx = pos - offsets[layer]
     m = pos.shape[0]
@@ -499,8 +576,11 @@ def _bound_open_rows(net, child, rows, lo, hi, L, cfg, stats, deadline, cons=Non
 
 
 def _relu_bab(net, rows, r, score, row, lo, hi, cfg, deadline, validate, stats, log):
+    chooser = heuristic("relu", cfg.bab.relu_heuristic)
     L = len(r.pre_bounds)
     dev = lo.device
+    sizes = [l.shape[1] for l, _ in r.pre_bounds]
+    biases = relu_biases(net, L)
     fields = {"score": score, "depth": torch.zeros(1, device=dev), "row": row, "lb": r.lb}
     for i, (l, u) in enumerate(r.pre_bounds):
         fields[f"split_{i}"] = torch.zeros_like(l, dtype=torch.int8)
@@ -531,31 +611,39 @@ def _relu_bab(net, rows, r, score, row, lo, hi, cfg, deadline, validate, stats, 
         if cons is not None:
             arn = torch.arange(n, device=dev)
             gam = [None if c is None else dom[f"gamma_{i}"][arn, dom["row"]] for i, c in enumerate(cons)]
-        scores = relu_scores(cfg.bab.relu_heuristic, pre, [dom[f"coef_{i}"] for i in range(L)], splits, gam, cons)
-        flat = torch.cat(scores, dim=1)
-        best, pos = flat.max(dim=1)
-        can = torch.isfinite(best)
+        free = [((l < 0) & (u > 0)) & (sp == 0) for (l, u), sp in zip(pre, splits)]
+        can = torch.stack([f.any(dim=1) for f in free]).any(dim=0)
         if not bool(can.all()):
             # no unstable neuron left: the relaxation is exact up to the optimiser; these stay undecided
             stuck += int((~can).sum())
             stats["undecided_domains"] = stuck
             dom = {k: v[can] for k, v in dom.items()}
-            pos, flat, n = pos[can], flat[can], int(can.sum())
+            n = int(can.sum())
             if n == 0:
                 continue
-        k = min(cfg.bab.relu_lookahead, flat.shape[1])
-        if k > 1:
-            # look-ahead: bound both children of the k best-scored neurons with the parent's parameters (no
-            # optimisation steps) and keep the split that leaves the least unverified margin
-            top = torch.topk(flat, k, dim=1)
-            cands = torch.where(torch.isfinite(top.values), top.indices, pos[:, None])  # (n, k)
-            trial = _relu_children(dom, cands.T.reshape(-1), scores, L)
+            pre = [(dom[f"pl_{i}"], dom[f"pu_{i}"]) for i in range(L)]
+            splits = [dom[f"split_{i}"] for i in range(L)]
+            if gam is not None:
+                gam = [None if g is None else g[can] for g in gam]
+
+        def trial_scores(cands, dom=dom):
+            """Look-ahead: bound both children of each candidate ``(n, k)`` with the parent's slopes and
+            multipliers (no optimisation steps); ``(2, k, n)`` scores, active halves first."""
+            k = cands.shape[1]
+            trial = _relu_children(dom, cands.T.reshape(-1), sizes, L)
             t_res = _bound(net, _relu_state(trial, lo, hi, L, cons), rows, "beta" if cons is None else "mn-crown",
                            cfg, 0, False, stats, deadline)
-            t_sc = rows.score(torch.maximum(t_res.lb, trial["lb"]))[0]  # (2 k n): active halves, then inactive
-            pick = lookahead_choice(t_sc.reshape(2, k, n))
-            pos = cands[torch.arange(n, device=dev), pick]
-        child = _relu_children(dom, pos, scores, L)
+            return rows.score(torch.maximum(t_res.lb, trial["lb"]))[0].reshape(2, k, dom["score"].shape[0])
+
+        batch = ReluBatch(pre, [dom[f"coef_{i}"] for i in range(L)], splits, biases, gam, cons, trial_scores, gen,
+                          cfg.bab.relu_lookahead, cfg.bab.fsb_topk)
+        pos = chooser(batch).to(dev)
+        flat_free = torch.cat(batch.free(), dim=1)
+        if pos.shape != (n,) or bool((pos < 0).any()) or bool((pos >= flat_free.shape[1]).any()) or \
+                not bool(flat_free[torch.arange(n, device=dev), pos].all()):
+            raise ValueError(f"ReLU heuristic {cfg.bab.relu_heuristic!r} chose a neuron that is stable, already "
+                             "split or out of range")
+        child = _relu_children(dom, pos, sizes, L)
         stats.add("branches", n)
         stats.add("time_branching", time.monotonic() - t0)
         res = _bound_open_rows(net, child, rows, lo, hi, L, cfg, stats, deadline, cons)

@@ -79,12 +79,20 @@ class BabConfig:
     enabled: bool = opt(True, "branch and bound after the root bound (off: answer unknown instead)")
     branching: str = opt("auto", "what to split: input box, ReLU phases, or auto (input for <= 16 inputs)",
                          ("auto", "input", "relu"))
-    input_heuristic: str = opt("smart", "input dimension to bisect (mixed: look-ahead chooses between the smart "
-                               "and the widest dimension)", ("widest", "smart", "mixed"))
-    input_lookahead: int = opt(1, "bound both halves for this many best-scored input dimensions and keep the "
-                               "split whose worse child is best (1: no look-ahead)")
-    relu_heuristic: str = opt("babsr", "ReLU neuron to split (acs: by the multipliers of the multi-neuron "
-                              "constraints involving it, with bounds.method mn-crown)", ("babsr", "width", "acs"))
+    input_heuristic: str = opt("smart", "input dimension to split: widest, smart (|coefficient| x width), sb "
+                               "(alpha-beta-CROWN smart branching), smear (interval gradient x width), mixed "
+                               "(look-ahead between smart and widest), brute-force (look-ahead over every "
+                               "dimension), or a plug-in module:function / file.py:function (heuristics/registry.py)")
+    input_lookahead: int = opt(1, "bound the children of this many best-scored input dimensions and keep the "
+                               "split that leaves the least unverified margin (1: no look-ahead)")
+    input_split_parts: int = opt(2, "parts an input dimension is split into (2: bisection)")
+    sb_margin: float = opt(0.0, "sb: weight of each polytope's refutation value (its margin term) in the score")
+    relu_heuristic: str = opt("babsr", "ReLU neuron to split: babsr, babsr-bias (with its bias term), intercept, "
+                              "width, random (seeded baseline), fsb / kfsb (filtered smart branching, per layer / "
+                              "overall), acs (by the multipliers of the multi-neuron constraints involving it, "
+                              "with bounds.method mn-crown), or a plug-in module:function / file.py:function")
+    fsb_topk: int = opt(3, "fsb / kfsb: candidates per score (babsr-bias and intercept), per layer for fsb, over "
+                        "the network for kfsb; all their children are bounded in one batched pass")
     relu_lookahead: int = opt(1, "bound both children of this many best-scored neurons (with the parent's slopes "
                               "and multipliers, no optimisation) and split the one that leaves the least "
                               "unverified margin (1: no look-ahead)")

@@ -17,6 +17,7 @@ import torch
 
 from bnb import screen
 from bnb.attack import attack_property
+from bnb.bab import check_heuristics
 from bnb.config import Config
 from bnb.errors import BnbError
 from bnb.models import ModelCache
@@ -53,6 +54,7 @@ def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | N
     onnxruntime inside this property's boxes all the same).
     """
     cfg = cfg or Config()
+    check_heuristics(cfg)
     limit = cfg.general.timeout if timeout is None else timeout
     deadline = deadline if deadline is not None else Deadline(limit)
     log = log or (lambda msg: None)

@@ -1,11 +1,10 @@
-"""Branching heuristics: scoring functions over explicitly passed bounds and coefficients.
+"""Branching heuristics as a library: each one maps a batch of open domains (:mod:`heuristics.base`) to what
+to split in each, and is found by name in :mod:`heuristics.registry` (built-in or a user's plug-in).
 
-Each heuristic only scores candidates; the engine takes the argmax. Input heuristics score input
-dimensions ``(N, n_in)``; ReLU heuristics score neurons, one ``(N, n_i)`` tensor per ReLU layer, with
-``-inf`` for neurons that cannot be split (stable or already split).
+Input splitting: :mod:`heuristics.input_split`; ReLU splitting: :mod:`heuristics.relu_split`.
 """
-from heuristics.input_split import INPUT_HEURISTICS, candidate_dims, input_scores, lookahead_choice, splittable
-from heuristics.relu_split import RELU_HEURISTICS, relu_scores
+from heuristics.base import InputBatch, ReluBatch, lookahead_choice, splittable
+from heuristics.registry import UnknownHeuristic, names, register, resolve
 
-__all__ = ["INPUT_HEURISTICS", "RELU_HEURISTICS", "candidate_dims", "input_scores", "lookahead_choice", "relu_scores",
+__all__ = ["InputBatch", "ReluBatch", "UnknownHeuristic", "lookahead_choice", "names", "register", "resolve",
            "splittable"]

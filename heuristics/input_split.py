@@ -1,71 +1,146 @@
-"""Scores for input-dimension branching (bisection of the input box).
+"""Input splitting: which input dimension of each box to split (into ``batch.parts`` equal parts).
+
+Scoring rules (``(N, n_in)``, the best dimension wins; with ``lookahead = k > 1`` the engine's callback
+bounds the children of the ``k`` best and :func:`lookahead_choice` keeps the best split):
 
 - ``widest``: the width of the dimension.
-- look-ahead (``bab.input_lookahead = k > 1``): the engine bounds both halves for the ``k`` best-scored
-  dimensions and :func:`lookahead_choice` keeps the split whose children are left with the least
-  unverified margin.
-- ``mixed``: candidates for look-ahead are the best ``smart`` and the best ``widest`` dimension (then
-  further ``smart`` ones), so look-ahead picks per domain whichever rule splits better.
 - ``smart``: the looseness a dimension contributes to the current linear lower bound,
-  ``|A_input[:, row, d]| * width_d`` for the row that decides the domain (the gradient-based choice of
-  input-splitting verifiers).
+  ``|A[d]| * width_d`` for the worst polytope's bound (gradient-based choice of input-splitting verifiers).
+- ``sb`` (alpha-beta-CROWN's smart branching): per open polytope ``|A_k[d]| * width_d / 2`` (what halving
+  the dimension can gain on that bound) plus ``sb_margin`` times the polytope's (negative) refutation
+  value, maximised over the polytopes; with ``sb_margin = 0`` and one polytope it agrees with ``smart``.
+- ``smear`` (ReluVal): ``max |dy/dx_d| * width_d`` with the gradient bounded by interval arithmetic over
+  the box (each unstable ReLU's derivative in ``[0, 1]``), for the rows of the worst polytope.
+
+Choosers that always look ahead:
+
+- ``mixed``: candidates are the best ``smart`` and the best ``widest`` dimension (then further ``smart``
+  ones), so look-ahead picks per domain whichever rule splits better.
+- ``brute-force``: bound the children of every splittable dimension with the cheap method, keep the best.
 """
 from __future__ import annotations
 
 import torch
 
-INPUT_HEURISTICS = ("widest", "smart", "mixed")
+from heuristics.base import InputBatch, lookahead_choice
+from heuristics.registry import register
 
 
-def input_scores(name: str, lower: torch.Tensor, upper: torch.Tensor, A_row: torch.Tensor | None) -> torch.Tensor:
-    """``lower``/``upper``: ``(N, n_in)``; ``A_row``: ``(N, n_in)`` coefficients of the deciding row."""
-    width = upper - lower
-    if name == "mixed":
-        name = "smart"
-    if name == "widest" or A_row is None:
-        return width
-    if name == "smart":
-        # ties (e.g. zero coefficients everywhere) fall back to the widest dimension
-        return A_row.abs() * width + 1e-9 * width
-    raise ValueError(f"unknown input heuristic {name!r}; choose from {', '.join(INPUT_HEURISTICS)}")
+def _masked(batch: InputBatch, scores: torch.Tensor) -> torch.Tensor:
+    return scores.masked_fill(~batch.ok, -float("inf"))
 
 
-def lookahead_choice(child_scores: torch.Tensor) -> torch.Tensor:
-    """``child_scores``: ``(2, k, N)`` domain scores (> 0: verified) of the left/right child of each of ``k``
-    candidate splits; returns ``(N,)`` the candidate that leaves the least unverified margin in its two
-    children, ``max sum_children min(score, 0)`` (ties: the first).
-
-    Summing rather than taking the worse child matters: a split that verifies one half outright but leaves
-    the other half as bad as the parent beats one that changes neither half, which the worse-child rule
-    cannot tell apart (and then keeps bisecting dimensions that are already tiny; ACAS Xu 4_2/prop_2).
-    """
-    return child_scores.clamp(max=0).sum(dim=0).argmax(dim=0)
+def _fallback(batch: InputBatch, dims: torch.Tensor) -> torch.Tensor:
+    """Never offer an unsplittable dimension: replace it by the widest splittable one."""
+    widest = _masked(batch, batch.width).argmax(dim=1, keepdim=True).expand_as(dims)
+    return torch.where(torch.gather(batch.ok, 1, dims), dims, widest)
 
 
-def splittable(lower: torch.Tensor, upper: torch.Tensor, min_width: torch.Tensor | float = 0.0) -> torch.Tensor:
-    """``(N, n_in)``: dimensions whose bisection makes two proper, smaller boxes in the tensors' precision
-    and that are wider than ``min_width`` (e.g. a millionth of the root box). Bisecting below float
-    resolution returns the parent itself, which look-ahead can then prefer forever (ACAS Xu 3_3/prop_2)."""
-    mid = (lower + upper) / 2
-    return (mid > lower) & (mid < upper) & (upper - lower > min_width)
+def top_candidates(batch: InputBatch, scores: torch.Tensor, k: int) -> torch.Tensor:
+    """``(N, k)`` the ``k`` best-scored splittable dimensions, best first (repeats of the best where fewer)."""
+    k = max(1, min(k, scores.shape[1]))
+    dims = torch.topk(_masked(batch, scores), k, dim=1).indices
+    bad = ~torch.gather(batch.ok, 1, dims)
+    return _fallback(batch, torch.where(bad, dims[:, :1], dims))
 
 
-def candidate_dims(name: str, lower, upper, A_row, k: int, ok: torch.Tensor | None = None) -> torch.Tensor:
-    """``(N, k)`` candidate dimensions to bisect, best first (``k`` > 1 only matters with look-ahead).
+def pick(batch: InputBatch, cands: torch.Tensor) -> torch.Tensor:
+    """``(N,)``: of the candidates ``(N, k)``, the one whose children the callback scores best."""
+    if cands.shape[1] == 1 or batch.evaluate is None:
+        return cands[:, 0]
+    choice = lookahead_choice(batch.evaluate(cands))
+    return cands[torch.arange(batch.n, device=cands.device), choice]
 
-    ``ok`` ``(N, n_in)``: the dimensions that may be split (:func:`splittable`); a domain with fewer than
-    ``k`` gets repeats of its best one."""
-    k = max(1, min(k, lower.shape[1]))
-    scores = input_scores(name, lower, upper, A_row)
-    width = upper - lower
-    if ok is not None:
-        scores = scores.masked_fill(~ok, -float("inf"))
-        width = width.masked_fill(~ok, -float("inf"))
-    dims = torch.topk(scores, k, dim=1).indices
-    if name == "mixed" and k > 1:
-        widest = width.argmax(dim=1)
-        dims[:, 1] = torch.where(widest == dims[:, 0], dims[:, 1], widest)
-    if ok is not None:  # never offer an unsplittable dimension: fall back to the best one
-        bad = ~torch.gather(ok, 1, dims)
-        dims = torch.where(bad, dims[:, :1], dims)
-    return dims
+
+def choose_by_scores(batch: InputBatch, scores: torch.Tensor) -> torch.Tensor:
+    """A scoring rule as a chooser: the best dimension, or look-ahead among the ``batch.lookahead`` best."""
+    return pick(batch, top_candidates(batch, scores, batch.lookahead))
+
+
+# ----------------------------------------------------------------------------- scoring rules
+def widest_scores(batch: InputBatch) -> torch.Tensor:
+    return batch.width
+
+
+def smart_scores(batch: InputBatch) -> torch.Tensor:
+    A = batch.A_row
+    if A is None:
+        return batch.width
+    return A.abs() * batch.width + 1e-9 * batch.width  # ties (e.g. zero coefficients) go to the widest
+
+
+def sb_scores(batch: InputBatch) -> torch.Tensor:
+    if batch.A is None:
+        return batch.width
+    gain = batch.A.abs() * batch.width[:, None] / 2                   # (N, K, n_in)
+    margin = batch.values.clamp(max=0)[..., None] * batch.sb_margin   # (N, K, 1): <= 0
+    s = gain + margin
+    s = s.masked_fill((batch.values > 0)[..., None], -float("inf"))  # refuted polytopes need nothing
+    s = s.amax(dim=1)
+    return torch.where(torch.isfinite(s), s, torch.zeros_like(s)) + 1e-9 * batch.width
+
+
+def gradient_interval(net, C: torch.Tensor, pre_bounds: list):
+    """Bounds ``(g_lo, g_hi)`` ``(N, R, n_in)`` of the gradient of ``C y`` with respect to the input over
+    every point whose pre-activations lie in ``pre_bounds``: backwards through the network, each ReLU's
+    derivative is 1 (active), 0 (inactive) or anywhere in ``[0, 1]`` (unstable). A heuristic, not a bound
+    anything is proven with (plain float arithmetic)."""
+    relus = net.relu_indices()
+    lo = hi = C
+    j = len(relus) - 1
+    for idx in range(len(net.layers) - 1, -1, -1):
+        layer = net.layers[idx]
+        if not layer.affine:  # a ReLU: scale by its derivative's range
+            l, u = pre_bounds[j]
+            j -= 1
+            shape = lo.shape
+            lo, hi = lo.reshape(shape[0], shape[1], -1), hi.reshape(shape[0], shape[1], -1)
+            act, unst = (l >= 0)[:, None], ((l < 0) & (u > 0))[:, None]
+            lo = torch.where(act, lo, torch.where(unst, lo.clamp(max=0), torch.zeros_like(lo))).reshape(shape)
+            hi = torch.where(act, hi, torch.where(unst, hi.clamp(min=0), torch.zeros_like(hi))).reshape(shape)
+            continue
+        N, R = lo.shape[:2]
+        c, r = (lo + hi) / 2, (hi - lo) / 2
+        c_in = layer.backward(c.reshape(N, R, *layer.out_shape))[0]
+        r_in = _abs_backward(layer, r.reshape(N * R, *layer.out_shape)).reshape(c_in.shape)
+        lo, hi = c_in - r_in, c_in + r_in
+    return lo.reshape(lo.shape[0], lo.shape[1], -1), hi.reshape(hi.shape[0], hi.shape[1], -1)
+
+
+def _abs_backward(layer, r):
+    """``|W|^T r`` for an affine layer, as the gradient of ``<r, |W| x>`` (any affine layer offers ``|W| x``)."""
+    with torch.enable_grad():
+        x = torch.zeros((r.shape[0], *layer.in_shape), dtype=r.dtype, device=r.device, requires_grad=True)
+        (layer.abs_linear(x) * r).sum().backward()
+    return x.grad
+
+
+def smear_scores(batch: InputBatch) -> torch.Tensor:
+    if batch.net is None or batch.C is None or batch.pre_bounds is None:
+        return smart_scores(batch)
+    g_lo, g_hi = gradient_interval(batch.net, batch.C, batch.pre_bounds)
+    g = torch.maximum(g_lo.abs(), g_hi.abs()).amax(dim=1)  # (N, n_in), the worst row
+    return g * batch.width + 1e-9 * batch.width
+
+
+SCORES = {"widest": widest_scores, "smart": smart_scores, "sb": sb_scores, "smear": smear_scores}
+for _name, _fn in SCORES.items():
+    register("input", _name)(lambda batch, _fn=_fn: choose_by_scores(batch, _fn(batch)))
+
+
+@register("input", "mixed")
+def mixed(batch: InputBatch) -> torch.Tensor:
+    k = max(2, batch.lookahead)
+    cands = top_candidates(batch, smart_scores(batch), k)
+    if cands.shape[1] < 2:  # one input dimension
+        return cands[:, 0]
+    widest = _masked(batch, batch.width).argmax(dim=1)
+    cands[:, 1] = torch.where(widest == cands[:, 0], cands[:, 1], widest)
+    return pick(batch, cands)
+
+
+@register("input", "brute-force")
+def brute_force(batch: InputBatch) -> torch.Tensor:
+    n_in = batch.lower.shape[1]
+    cands = torch.arange(n_in, device=batch.lower.device).expand(batch.n, n_in)
+    return pick(batch, _fallback(batch, cands.clone()))

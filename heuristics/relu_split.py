@@ -1,46 +1,156 @@
-"""Scores for ReLU branching (fixing an unstable neuron active or inactive).
+"""ReLU splitting: which unstable neuron of each domain to fix active / inactive.
 
-- ``babsr`` (Bunel et al. 2020, simplified): for an unstable neuron with bounds ``l < 0 < u`` and
-  coefficient ``lam`` of the final lower bound on its output, splitting removes the upper-relaxation
-  intercept ``-l u / (u - l)`` that the bound pays with weight ``min(lam, 0)``, and changes the slope term;
-  the score is ``|min(lam, 0)| * (-l u / (u - l)) + |lam| * 1e-4`` (the second term breaks ties).
-- ``width``: the interval width ``u - l`` of unstable neurons (the classic "largest interval" rule).
-- ``acs`` (active constraint score, MN-BaB): with multi-neuron constraints ``Pz y + Px z + p <= 0`` taken with
-  multipliers ``gamma``, a neuron scores ``sum_c gamma_c (|Pz_cj| + |Px_cj|)``: the constraints the bound leans
-  on most involve it, and splitting it makes them exact. ``babsr`` breaks ties (and decides alone where no
-  constraint is active).
+Notation: an unstable neuron has pre-activation bounds ``l < 0 < u``, upper-relaxation slope
+``s = u / (u - l)`` and intercept ``-l u / (u - l)``; ``lam`` is the deciding row's coefficient on the
+neuron's output in the last bound; ``b`` the bias of the affine layer that feeds it.
+
+Scoring rules (per layer ``(N, n_i)``, ``-inf`` for neurons that cannot be split; the best wins, or, with
+``lookahead = k > 1``, the engine's callback bounds both children of the ``k`` best and the split that
+leaves the least unverified margin is kept):
+
+- ``babsr`` (Bunel et al. 2020, without its bias term): splitting removes the upper-relaxation intercept
+  that the bound pays with weight ``min(lam, 0)``: ``|min(lam, 0)| * (-l u / (u - l)) + 1e-4 |lam|`` (the
+  second term breaks ties).
+- ``babsr-bias``: BaBSR with its bias term: the intercept gain plus the smaller change of the bias's
+  contribution ``lam s b`` over the two children (``lam b (1 - s)`` active, ``-lam s b`` inactive), in
+  absolute value.
+- ``intercept``: the intercept gain alone, ``|min(lam, 0)| * (-l u / (u - l))``.
+- ``width``: the interval width ``u - l`` (the classic "largest interval" rule).
+- ``random``: uniform random scores from the run's seeded generator (a baseline).
+- ``acs`` (active constraint score, MN-BaB): with multi-neuron constraints ``Pz y + Px z + p <= 0`` taken
+  with multipliers ``gamma``, ``sum_c gamma_c (|Pz_cj| + |Px_cj|)``; ``babsr`` breaks ties (and decides
+  alone where no constraint is active).
+
+Choosers that always look ahead (``topk`` candidates per score):
+
+- ``fsb`` (filtered smart branching): the ``topk`` best neurons of every layer by ``babsr-bias`` and by
+  ``intercept``, all children bounded in one batched pass with the parent's parameters; the best is split.
+- ``kfsb``: the same with the ``topk`` best of the whole network per score (alpha-beta-CROWN's default).
 """
 from __future__ import annotations
 
 import torch
 
-RELU_HEURISTICS = ("babsr", "width", "acs")
+from heuristics.base import ReluBatch, lookahead_choice
+from heuristics.registry import register
+
+NEG = -float("inf")
 
 
-def relu_scores(name: str, pre_bounds, coeffs, splits, gammas=None, constraints=None):
-    """``pre_bounds``: per layer ``(l, u)`` ``(N, n_i)``; ``coeffs``: per layer ``(N, n_i)`` (the deciding
-    row's coefficient on the ReLU output); ``splits``: per layer ``(N, n_i)`` int8 or None; ``gammas``: per
-    layer the deciding row's constraint multipliers ``(N, c_i)`` or None, for ``constraints`` (per layer
-    :class:`relaxations.multineuron.LayerConstraints` or None; ``acs`` only).
+def _intercept(l, u):
+    return -l * u / (u - l).clamp(min=1e-12)
 
-    Returns one ``(N, n_i)`` score tensor per layer; ``-inf`` marks neurons that cannot be split.
-    """
+
+def _masked(batch: ReluBatch, scores: list) -> list:
+    return [torch.where(f, s, torch.full_like(s, NEG)) for f, s in zip(batch.free(), scores)]
+
+
+def flat_choice(flat: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` the best flat position, ``-1`` where no neuron may be split."""
+    best, pos = flat.max(dim=1)
+    return torch.where(torch.isfinite(best), pos, torch.full_like(pos, -1))
+
+
+def pick(batch: ReluBatch, cands: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """``(N,)``: of the candidates ``(N, k)`` (``-1``: none, replaced by ``fallback``), the one whose two
+    children the callback scores best."""
+    cands = torch.where(cands >= 0, cands, fallback[:, None])
+    if cands.shape[1] == 1 or batch.evaluate is None:
+        return cands[:, 0]
+    choice = lookahead_choice(batch.evaluate(cands))
+    return cands[torch.arange(batch.n, device=cands.device), choice]
+
+
+def _top(flat: torch.Tensor, k: int) -> torch.Tensor:
+    k = max(1, min(k, flat.shape[1]))
+    top = torch.topk(flat, k, dim=1)
+    return torch.where(torch.isfinite(top.values), top.indices, torch.full_like(top.indices, -1))
+
+
+def choose_by_scores(batch: ReluBatch, scores: list) -> torch.Tensor:
+    """A scoring rule as a chooser: the best neuron, or look-ahead among the ``batch.lookahead`` best."""
+    flat = torch.cat(_masked(batch, scores), dim=1)
+    pos = flat_choice(flat)
+    if batch.lookahead <= 1:
+        return pos
+    return pick(batch, _top(flat, batch.lookahead), pos)
+
+
+# ----------------------------------------------------------------------------- scoring rules
+def babsr_scores(batch: ReluBatch) -> list:
     out = []
-    for i, (l, u) in enumerate(pre_bounds):
-        unstable = (l < 0) & (u > 0)
-        if splits is not None:
-            unstable &= splits[i] == 0
-        if name in ("babsr", "acs"):
-            lam = coeffs[i]
-            intercept = -l * u / (u - l).clamp(min=1e-12)
-            s = lam.clamp(max=0).abs() * intercept + 1e-4 * lam.abs()
-            if name == "acs" and gammas is not None and gammas[i] is not None and constraints[i] is not None:
-                c = constraints[i]
-                active = gammas[i] @ (c.Pz.abs() + c.Px.abs())  # (N, n_i)
-                s = active + 1e-3 * s
-        elif name == "width":
-            s = u - l
-        else:
-            raise ValueError(f"unknown ReLU heuristic {name!r}; choose from {', '.join(RELU_HEURISTICS)}")
-        out.append(torch.where(unstable, s, torch.full_like(s, -float("inf"))))
+    for (l, u), lam in zip(batch.pre_bounds, batch.coeffs):
+        out.append(lam.clamp(max=0).abs() * _intercept(l, u) + 1e-4 * lam.abs())
     return out
+
+
+def intercept_scores(batch: ReluBatch) -> list:
+    return [lam.clamp(max=0).abs() * _intercept(l, u) for (l, u), lam in zip(batch.pre_bounds, batch.coeffs)]
+
+
+def babsr_bias_scores(batch: ReluBatch) -> list:
+    out = []
+    for i, ((l, u), lam) in enumerate(zip(batch.pre_bounds, batch.coeffs)):
+        gain = lam.clamp(max=0).abs() * _intercept(l, u)
+        b = None if batch.biases is None else batch.biases[i]
+        if b is not None:
+            s = u / (u - l).clamp(min=1e-12)
+            lb = lam * b
+            gain = gain + torch.minimum(lb * (1 - s), -lb * s)
+        out.append(gain.abs() + 1e-4 * lam.abs())
+    return out
+
+
+def width_scores(batch: ReluBatch) -> list:
+    return [u - l for l, u in batch.pre_bounds]
+
+
+def random_scores(batch: ReluBatch) -> list:
+    gen = batch.generator
+    return [torch.rand(l.shape, generator=gen, dtype=torch.float64).to(l) for l, _ in batch.pre_bounds]
+
+
+def acs_scores(batch: ReluBatch) -> list:
+    out = babsr_scores(batch)
+    if batch.gammas is None or batch.constraints is None:
+        return out
+    for i, s in enumerate(out):
+        g, c = batch.gammas[i], batch.constraints[i]
+        if g is not None and c is not None:
+            out[i] = g @ (c.Pz.abs() + c.Px.abs()) + 1e-3 * s
+    return out
+
+
+SCORES = {"babsr": babsr_scores, "babsr-bias": babsr_bias_scores, "intercept": intercept_scores,
+          "width": width_scores, "random": random_scores, "acs": acs_scores}
+for _name, _fn in SCORES.items():
+    register("relu", _name)(lambda batch, _fn=_fn: choose_by_scores(batch, _fn(batch)))
+
+
+def _filtered(batch: ReluBatch, per_layer: bool) -> torch.Tensor:
+    k = max(1, batch.topk)
+    cands, fallback = [], None
+    for rule in (babsr_bias_scores, intercept_scores):
+        layers = _masked(batch, rule(batch))
+        flat = torch.cat(layers, dim=1)
+        if fallback is None:
+            fallback = flat_choice(flat)
+        if per_layer:
+            offset = 0
+            for s in layers:
+                top = _top(s, k)
+                cands.append(torch.where(top >= 0, top + offset, top))
+                offset += s.shape[1]
+        else:
+            cands.append(_top(flat, k))
+    return pick(batch, torch.cat(cands, dim=1), fallback)
+
+
+@register("relu", "fsb")
+def fsb(batch: ReluBatch) -> torch.Tensor:
+    return _filtered(batch, per_layer=True)
+
+
+@register("relu", "kfsb")
+def kfsb(batch: ReluBatch) -> torch.Tensor:
+    return _filtered(batch, per_layer=False)

@@ -170,7 +170,7 @@ def test_children_bound_only_their_open_rows():
         dom[f"beta_{i}"] = torch.zeros(1, 3, l.shape[1], dtype=D)
     l0, u0 = r.pre_bounds[0]
     pos = torch.nonzero((l0[0] < 0) & (u0[0] > 0)).flatten()[:1]
-    child = _relu_children(dom, pos, [torch.zeros_like(l) for l, _ in r.pre_bounds], L)
+    child = _relu_children(dom, pos, [l.shape[1] for l, _ in r.pre_bounds], L)
     stats = Stats()
     units = _bound_open_rows(net, child, rows, lo[0], hi[0], L, cfg, stats, Deadline(60))
     full = _bound(net, _relu_state(child, lo[0], hi[0], L), rows, "beta", cfg, cfg.bab.beta_iters, False, Stats(),

@@ -1,20 +1,99 @@
-"""Branching heuristics are scoring functions: check what they prefer on hand-made inputs."""
+"""Every branching heuristic on hand-made domains where the right choice is known, and the registry."""
 from __future__ import annotations
 
+import textwrap
+
+import pytest
 import torch
 
-from heuristics import candidate_dims, input_scores, lookahead_choice, relu_scores, splittable
+from heuristics import InputBatch, ReluBatch, UnknownHeuristic, lookahead_choice, names, resolve, splittable
+from relaxations.network import Network
 
 
-def test_input_rules():
-    lo = torch.tensor([[0.0, 0.0, 0.0]])
-    hi = torch.tensor([[1.0, 3.0, 2.0]])
-    A = torch.tensor([[10.0, 0.1, 1.0]])
-    assert input_scores("widest", lo, hi, A).argmax().item() == 1
-    assert input_scores("smart", lo, hi, A).argmax().item() == 0       # 10 * 1 beats 0.1 * 3 and 1 * 2
-    assert candidate_dims("smart", lo, hi, A, 2).tolist() == [[0, 2]]
-    assert candidate_dims("mixed", lo, hi, A, 2).tolist() == [[0, 1]]  # smart's best, then the widest
-    assert candidate_dims("mixed", lo, hi, torch.tensor([[0.0, 5.0, 0.0]]), 2).tolist() == [[1, 2]]
+def _ibatch(lo, hi, A=None, values=None, ok=None, **kw):
+    lo, hi = torch.tensor(lo), torch.tensor(hi)
+    if A is not None:
+        A = torch.tensor(A)
+        if A.dim() == 2:
+            A = A[:, None]
+    if values is None and A is not None:
+        values = -torch.ones(A.shape[0], A.shape[1])
+    ok = splittable(lo, hi) if ok is None else ok
+    return InputBatch(lo, hi, ok, A, values, **kw)
+
+
+def choose(kind, name, batch):
+    return resolve(kind, name)(batch).tolist()
+
+
+def test_widest_and_smart():
+    b = _ibatch([[0.0, 0.0, 0.0]], [[1.0, 3.0, 2.0]], [[10.0, 0.1, 1.0]])
+    assert choose("input", "widest", b) == [1]
+    assert choose("input", "smart", b) == [0]  # 10 * 1 beats 0.1 * 3 and 1 * 2
+
+
+def test_sb_maximises_over_open_polytopes_and_weighs_the_margin():
+    # polytope 0 is nearly refuted (value -0.01), polytope 1 far from it (-5); polytope 2 is refuted
+    A = [[[1.0, 0.0, 0.0], [0.0, 0.5, 0.0], [0.0, 0.0, 100.0]]]
+    b = _ibatch([[0.0, 0.0, 0.0]], [[1.0, 1.0, 1.0]], A, torch.tensor([[-0.01, -5.0, 0.3]]))
+    assert choose("input", "sb", b) == [0]   # the refuted polytope's large coefficient does not count
+    b.sb_margin = 1.0                         # the margin term favours the polytope closest to refutation ...
+    b.A = torch.tensor([[[0.2, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 100.0]]])
+    assert choose("input", "sb", b) == [0]   # ... 0.1 - 0.01 beats 0.5 - 5
+    b.sb_margin = 0.0
+    assert choose("input", "sb", b) == [1]
+
+
+def test_smear_uses_the_interval_gradient():
+    # y = relu(x0) + 3 relu(x1) - relu(x2); x1 inactive (its pre-activation < 0) on the box: gradient 0
+    lin1 = torch.nn.Linear(3, 3)
+    lin1.weight.data = torch.eye(3)
+    lin1.bias.data.zero_()
+    lin2 = torch.nn.Linear(3, 1)
+    lin2.weight.data = torch.tensor([[1.0, 3.0, -1.0]])
+    lin2.bias.data.zero_()
+    net = Network.from_torch(torch.nn.Sequential(lin1, torch.nn.ReLU(), lin2), (3,)).to(dtype=torch.float32)
+    lo, hi = torch.tensor([[-1.0, -2.0, -1.0]]), torch.tensor([[1.0, -1.0, 2.0]])
+    pre = [(lo.clone(), hi.clone())]
+    C = torch.tensor([[[1.0]]])
+    b = _ibatch(lo.tolist(), hi.tolist(), [[1.0, 3.0, 0.5]], net=net, C=C, pre_bounds=pre)
+    assert choose("input", "smart", b) == [1]  # |3| * 1 beats 1 * 2 and 0.5 * 3
+    assert choose("input", "smear", b) == [2]  # x1's gradient is 0 on the box; x2: 1 * 3 beats x0: 1 * 2
+    from heuristics.input_split import gradient_interval
+    g_lo, g_hi = gradient_interval(net, C, pre)
+    assert g_lo.tolist() == [[[0.0, 0.0, -1.0]]] and g_hi.tolist() == [[[1.0, 0.0, 0.0]]]
+
+
+class _Callback:
+    """A look-ahead callback with known child scores: ``table[d][dim]`` = the two children's scores."""
+
+    def __init__(self, table, parts=2):
+        self.table, self.calls, self.parts = table, [], parts
+
+    def __call__(self, cands):
+        self.calls.append(cands.clone())
+        n, k = cands.shape
+        out = torch.zeros(self.parts, k, n)
+        for i in range(n):
+            for j in range(k):
+                out[:, j, i] = torch.tensor(self.table[i][int(cands[i, j])])
+        return out
+
+
+def test_mixed_brute_force_and_lookahead_keep_the_split_that_verifies_most():
+    lo, hi = [[0.0, 0.0, 0.0]], [[1.0, 3.0, 2.0]]
+    A = [[10.0, 0.1, 1.0]]
+    # splitting dim 2 verifies both halves, dim 0 (smart's favourite) and dim 1 (widest) nothing
+    cb = _Callback([{0: [-1.0, -1.0], 1: [-0.5, -0.5], 2: [0.1, 0.2]}])
+    b = _ibatch(lo, hi, A, evaluate=cb)
+    assert choose("input", "mixed", b) == [1]                  # between smart's 0 and widest's 1
+    assert cb.calls[-1].tolist() == [[0, 1]]
+    assert choose("input", "brute-force", b) == [2]            # every dimension
+    assert cb.calls[-1].tolist() == [[0, 1, 2]]
+    b.lookahead = 2
+    assert choose("input", "smart", b) == [2] and cb.calls[-1].tolist() == [[0, 2]]
+    b.lookahead = 1
+    assert choose("input", "smart", b) == [0] and len(cb.calls) == 3  # no look-ahead: no callback
 
 
 def test_lookahead_keeps_the_split_that_leaves_least_unverified_margin():
@@ -28,30 +107,135 @@ def test_lookahead_keeps_the_split_that_leaves_least_unverified_margin():
     assert lookahead_choice(child).tolist() == [1]
 
 
-def test_relu_scores_skip_stable_and_split_neurons():
-    l = torch.tensor([[-1.0, 0.5, -2.0, -1.0]])
-    u = torch.tensor([[1.0, 2.0, -0.1, 3.0]])
-    coef = torch.tensor([[-1.0, -5.0, -5.0, -1.0]])
-    splits = [torch.tensor([[0, 0, 0, 1]], dtype=torch.int8)]
-    for name in ("babsr", "width"):
-        s = relu_scores(name, [(l, u)], [coef], splits)[0]
-        assert torch.isfinite(s[0, 0]) and not torch.isfinite(s[0, 1:]).any()  # stable, stable, split
-
-
-def test_babsr_prefers_the_costly_intercept():
-    l = torch.tensor([[-1.0, -1.0, -1.0]])
-    u = torch.tensor([[1.0, 1.0, 4.0]])
-    coef = torch.tensor([[-1.0, 2.0, -1.0]])  # a positive coefficient pays no upper intercept
-    s = relu_scores("babsr", [(l, u)], [coef], None)[0]
-    assert s.argmax().item() == 2 and s[0, 1] < s[0, 0]
-
-
 def test_dimensions_below_resolution_are_never_offered():
     lo = torch.tensor([[0.0, 1.0, 0.0]])
     hi = torch.tensor([[1.0, 1.0 + 1e-7, 1e-9]])  # dim 1: the midpoint rounds to an end in float32
     ok = splittable(lo, hi, torch.tensor([0.0, 0.0, 1e-6]))
     assert ok.tolist() == [[True, False, False]]
-    A = torch.tensor([[1.0, 1e9, 1e9]])  # the tiny dimensions score highest by |A| * width
-    assert candidate_dims("smart", lo, hi, A, 1).tolist() == [[1]]
-    assert candidate_dims("smart", lo, hi, A, 1, ok).tolist() == [[0]]
-    assert candidate_dims("mixed", lo, hi, A, 2, ok).tolist() == [[0, 0]]
+    b = _ibatch(lo.tolist(), hi.tolist(), [[1.0, 1e9, 1e9]], ok=ok, evaluate=_Callback([{0: [0, 0]}]))
+    for name in names("input"):
+        assert choose("input", name, b) == [0], name
+
+
+def test_multiway_split_covers_the_box():
+    from bnb.bab import split_boxes
+    lo, hi = torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 1.0 + 2e-7]])
+    c_lo, c_hi = split_boxes(lo, hi, torch.tensor([0]), 3)
+    assert c_lo[:, 0].tolist() == pytest.approx([0, 1 / 3, 2 / 3]) and c_hi[:, 0].tolist() == pytest.approx([1 / 3, 2 / 3, 1])
+    assert (c_hi[:-1, 0] == c_lo[1:, 0]).all() and (c_lo[:, 1] == 1.0).all()
+    c_lo, c_hi = split_boxes(lo, hi, torch.tensor([1]), 5)  # cuts below resolution: still a cover, no empty box
+    assert c_lo[0, 1] == lo[0, 1] and c_hi[-1, 1] == hi[0, 1]
+    assert (c_hi[:-1, 1] == c_lo[1:, 1]).all() and (c_lo[:, 1] <= c_hi[:, 1]).all()
+
+
+# ----------------------------------------------------------------------------- ReLU
+def _rbatch(l, u, coef, splits=None, **kw):
+    l, u, coef = torch.tensor(l), torch.tensor(u), torch.tensor(coef)
+    splits = [torch.zeros_like(l, dtype=torch.int8) if splits is None else torch.tensor(splits, dtype=torch.int8)]
+    return ReluBatch([(l, u)], [coef], splits, **kw)
+
+
+def test_relu_rules_never_choose_stable_or_split_neurons():
+    # only neuron 0 is free: 1 is stable active, 2 stable inactive, 3 already split
+    b = _rbatch([[-1.0, 0.5, -2.0, -1.0]], [[1.0, 2.0, -0.1, 3.0]], [[-1.0, -5.0, -5.0, -1.0]], [[0, 0, 0, 1]],
+                evaluate=_Callback([{0: [0.0, 0.0], 1: [1.0, 1.0], 2: [1.0, 1.0], 3: [1.0, 1.0]}]),
+                generator=torch.Generator().manual_seed(0), biases=[torch.zeros(4)])
+    for name in names("relu"):
+        assert choose("relu", name, b) == [0], name
+
+
+def test_babsr_prefers_the_costly_intercept():
+    b = _rbatch([[-1.0, -1.0, -1.0]], [[1.0, 1.0, 4.0]], [[-1.0, 2.0, -1.0]])  # positive coefficient: no intercept
+    assert choose("relu", "babsr", b) == [2]
+    assert choose("relu", "intercept", b) == [2]
+    from heuristics.relu_split import babsr_scores, intercept_scores
+    s = babsr_scores(b)[0]
+    assert s[0, 1] < s[0, 0]
+    assert intercept_scores(b)[0][0, 1] == 0 and intercept_scores(b)[0][0, 2] == pytest.approx(0.8)
+
+
+def test_babsr_bias_term_changes_the_choice():
+    # same intercepts (neurons 0 and 1: l=-1, u=1, lam=-1: gain 0.5); neuron 1's bias of 4 moves the bound
+    # by min(lam b (1 - s), -lam b s) = min(-2, 2) = -2 in its worse child: |0.5 - 2| = 1.5 beats 0.5
+    b = _rbatch([[-1.0, -1.0]], [[1.0, 1.0]], [[-1.0, -1.0]], biases=[torch.tensor([0.0, 4.0])])
+    assert choose("relu", "babsr-bias", b) == [1]
+    b.biases = None  # without biases it is the intercept score (tie: the first)
+    assert choose("relu", "babsr-bias", b) == [0]
+
+
+def test_width_and_random():
+    b = _rbatch([[-1.0, -3.0, -0.5]], [[1.0, 2.0, 0.5]], [[-9.0, 0.0, -9.0]])
+    assert choose("relu", "width", b) == [1]
+    picks = set()
+    for seed in range(20):
+        b.generator = torch.Generator().manual_seed(seed)
+        picks.add(choose("relu", "random", b)[0])
+    assert picks == {0, 1, 2}
+    b.generator = torch.Generator().manual_seed(3)
+    first = choose("relu", "random", b)
+    b.generator = torch.Generator().manual_seed(3)
+    assert choose("relu", "random", b) == first  # seeded
+
+
+def test_fsb_and_kfsb_bound_their_candidates_and_keep_the_best():
+    # two layers; the babsr/intercept favourite (layer 0, neuron 0) verifies nothing when split, while
+    # layer 1's neuron 0 (flat position 3) verifies both children
+    l0, u0 = torch.tensor([[-4.0, -1.0, -1.0]]), torch.tensor([[4.0, 1.0, 1.0]])
+    l1, u1 = torch.tensor([[-1.0, -1.0]]), torch.tensor([[1.0, 1.0]])
+    coeffs = [torch.tensor([[-1.0, -0.5, -0.1]]), torch.tensor([[-0.3, -0.2]])]
+    table = [{0: [-1.0, -1.0], 1: [-1.0, -1.0], 2: [-1.0, -1.0], 3: [0.1, 0.1], 4: [-1.0, -1.0]}]
+    cb = _Callback(table)
+    splits = [torch.zeros(1, 3, dtype=torch.int8), torch.zeros(1, 2, dtype=torch.int8)]
+    b = ReluBatch([(l0, u0), (l1, u1)], coeffs, splits, evaluate=cb, topk=1)
+    assert choose("relu", "babsr", b) == [0]
+    assert choose("relu", "fsb", b) == [3]             # the best of each layer is a candidate
+    assert sorted(set(cb.calls[-1][0].tolist())) == [0, 3]
+    assert choose("relu", "kfsb", b) == [0]            # global top-1 misses layer 1 ...
+    b.topk = 4
+    assert choose("relu", "kfsb", b) == [3]            # ... the top 4 include it
+    b.lookahead, b.topk = 4, 1
+    assert choose("relu", "babsr", b) == [3]           # plain look-ahead among babsr's 4 best
+
+
+def test_acs_follows_the_multipliers():
+    class Cons:  # one constraint involving neuron 2 only
+        Pz = torch.tensor([[0.0, 0.0, 1.0]])
+        Px = torch.tensor([[0.0, 0.0, 0.5]])
+    b = _rbatch([[-1.0, -1.0, -1.0]], [[4.0, 1.0, 1.0]], [[-1.0, -1.0, -1.0]], gammas=[torch.tensor([[2.0]])],
+                constraints=[Cons()])
+    assert choose("relu", "babsr", b) == [0] and choose("relu", "acs", b) == [2]
+    b.gammas = [torch.tensor([[0.0]])]
+    assert choose("relu", "acs", b) == [0]  # no active constraint: babsr decides
+
+
+# ----------------------------------------------------------------------------- registry and plug-ins
+def test_unknown_names_are_readable():
+    with pytest.raises(UnknownHeuristic, match="did you mean 'babsr'"):
+        resolve("relu", "babsrr")
+    with pytest.raises(UnknownHeuristic, match="cannot import module"):
+        resolve("relu", "no_such_module_xyz:f")
+    with pytest.raises(UnknownHeuristic, match="not found"):
+        resolve("input", "/nonexistent/file.py:f")
+
+
+def test_plugin_file_scores_and_choices(tmp_path):
+    plug = tmp_path / "my_rules.py"
+    plug.write_text(textwrap.dedent('''
+        import torch
+        def last_dim(batch):            # scores (N, n_in): the engine takes the best
+            s = torch.zeros_like(batch.lower)
+            s[:, -1] = 1
+            return s
+        def first_free(batch):          # a choice per domain: the first free neuron
+            return torch.cat(batch.free(), dim=1).int().argmax(dim=1)
+        def bad(batch):
+            return "nonsense"
+    '''))
+    b = _ibatch([[0.0, 0.0, 0.0]], [[1.0, 3.0, 2.0]], [[10.0, 0.1, 1.0]])
+    assert choose("input", f"{plug}:last_dim", b) == [2]
+    r = _rbatch([[1.0, -1.0, -1.0]], [[2.0, 1.0, 1.0]], [[-1.0, -1.0, -5.0]])
+    assert choose("relu", f"{plug}:first_free", r) == [1]
+    with pytest.raises(UnknownHeuristic, match="must return"):
+        choose("relu", f"{plug}:bad", r)
+    with pytest.raises(UnknownHeuristic, match="has no function"):
+        resolve("relu", f"{plug}:missing")
