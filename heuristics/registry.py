@@ -47,8 +47,8 @@ def names(kind: str) -> tuple[str, ...]:
 
 
 def _builtins():
-    import heuristics.input_split  # noqa: F401  (registers on import)
-    import heuristics.relu_split  # noqa: F401
+    for module in ("heuristics.input_split", "heuristics.relu_split"):  # they register on import
+        importlib.import_module(module)
 
 
 def _load_object(spec: str):
