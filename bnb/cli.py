@@ -188,7 +188,10 @@ def bounds(network, spec, method, as_json, configs, sets):
                    "which take ~1 GiB); running out of memory is an error row, the suite goes on.")
 @click.option("--resume", is_flag=True,
               help="Keep the complete rows already in --out and run only the missing instances.")
-def run_cmd(instances, configs, sets, out, timeout, limit, select, workers, grace, memory_mb, resume):
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Spread the instances over the Ray cluster at ADDRESS (host:port, or 'auto'), --workers at a "
+                   "time, with the same per-instance limits (pip install 'bnb-verifier[ray]').")
+def run_cmd(instances, configs, sets, out, timeout, limit, select, workers, grace, memory_mb, resume, ray_address):
     """Run a VNN-COMP INSTANCES.csv suite (onnx,vnnlib,timeout rows) and print a summary table.
 
     Verdicts are compared with an expected.csv beside the instances file when there is one.
@@ -201,7 +204,8 @@ def run_cmd(instances, configs, sets, out, timeout, limit, select, workers, grac
     try:
         cfg = _config(configs, sets)
         results = run_suite(Path(instances), cfg, Path(out) if out else None, click.echo, timeout, limit, select,
-                            workers=workers, grace=grace, memory_mb=memory_mb or None, resume=resume)
+                            workers=workers, grace=grace, memory_mb=memory_mb or None, resume=resume,
+                            ray_address=ray_address)
     except BnbError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -211,6 +215,56 @@ def run_cmd(instances, configs, sets, out, timeout, limit, select, workers, grac
         click.echo(f"bnb: error: {e}", err=True)
         sys.exit(1)
     click.echo(summary_table(results))
+    sys.exit(1 if any(r["wrong"] for r in results) else 0)
+
+
+@main.command(epilog="Writes DIR/results.csv, DIR/summary.md, DIR/cactus.png, DIR/branches_*.png and DIR/runs/ "
+                     "(one resumable results file per heuristic). Exit code 1 if any verdict is wrong.")
+@click.argument("instances", type=click.Path(dir_okay=False))
+@click.option("--heuristics", "heuristics", required=True, metavar="H1,H2,...",
+              help="Branching heuristics to compare (built-in names, or input=module:function / "
+                   "relu=file.py:function for plug-ins).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder of the study's files.")
+@config_option
+@set_option
+@click.option("--timeout", type=float, default=None, help="Override every instance's timeout (seconds).")
+@click.option("--limit", type=int, default=None, help="Only the first N instances.")
+@click.option("--select", default=None, help="Only instances whose 'onnx,vnnlib' contains this text.")
+@click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Instances run at a time, each in its own worker process (0: in this process).")
+@click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Seconds past an instance's timeout before its worker is killed.")
+@click.option("--memory-limit", "memory_mb", type=click.FloatRange(min=0), default=None,
+              help="Cap each worker's address space at this many MiB.")
+@click.option("--resume", is_flag=True, help="Continue a killed study in --out: finished rows are kept.")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS", help="Run on the Ray cluster at ADDRESS.")
+@click.option("--baseline", default=None, help="Heuristic the branch scatter plots compare against (default: the first).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def study(instances, heuristics, out, configs, sets, timeout, limit, select, workers, grace, memory_mb, resume,
+          ray_address, baseline, no_progress):
+    """Run every instance of INSTANCES.csv under every heuristic, otherwise identical settings; write
+    the results, a summary and the cactus plot."""
+    from pathlib import Path
+
+    from bnb.study import run_study, summarize
+    try:
+        cfg = _config(configs, sets)
+        results = run_study(Path(instances), heuristics, cfg, Path(out), click.echo, timeout, limit, select,
+                            workers=workers, grace=grace, memory_mb=memory_mb or None, resume=resume,
+                            ray_address=ray_address, baseline=baseline, progress=not no_progress)
+    except BnbError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        click.echo("bnb: interrupted (the rows written so far are complete; continue with --resume)", err=True)
+        sys.exit(130)
+    except RuntimeError as e:
+        click.echo(f"bnb: error: {e}", err=True)
+        sys.exit(1)
+    labels = list(dict.fromkeys(r["heuristic"] for r in results))
+    for r in summarize(results, labels):
+        click.echo(f"{r['heuristic']}: {r['solved']}/{r['instances']} solved, {r['wrong']} wrong, "
+                   f"total {r['total_s']:.1f}s")
+    click.echo(f"wrote {Path(out) / 'summary.md'}")
     sys.exit(1 if any(r["wrong"] for r in results) else 0)
 
 

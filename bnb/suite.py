@@ -20,7 +20,7 @@ from pathlib import Path
 from bnb.errors import BnbError
 from bnb.results import Verdict, write_atomic
 
-FIELDS = ["onnx", "vnnlib", "verdict", "time", "expected", "wrong", "branches", "domains", "message"]
+FIELDS = ["onnx", "vnnlib", "verdict", "time", "expected", "wrong", "branches", "domains", "max_queue", "message"]
 
 
 @dataclass
@@ -70,7 +70,7 @@ def _typed(rec: dict) -> dict:
     out = dict(rec)
     out["time"] = float(out["time"])
     out["wrong"] = int(out["wrong"])
-    for k in ("branches", "domains"):
+    for k in ("branches", "domains", "max_queue"):
         try:
             out[k] = int(float(out[k]))
         except ValueError:
@@ -157,7 +157,7 @@ class ResultsFile:
 
 def run_suite(instances: Path, cfg, out: Path | None, echo, timeout=None, limit=None, select=None,
               workers: int = 1, grace: float = 10.0, memory_mb: float | None = None, resume: bool = False,
-              hook=None):
+              hook=None, on_row=None, ray_address: str | None = None):
     """Run every instance; returns the list of result dicts (also appended to ``out`` as they finish).
 
     ``workers``: instances run at a time, each in its own worker process (:mod:`bnb.worker`), which the
@@ -166,6 +166,9 @@ def run_suite(instances: Path, cfg, out: Path | None, echo, timeout=None, limit=
     ``workers=0`` runs in this process (no isolation: a crash ends the suite; for debugging).
     ``resume``: keep the rows already in ``out`` (matched on onnx and vnnlib) and run only the others.
     ``hook``: tests only, a picklable ``hook(task)`` run before each instance (in the worker).
+    ``on_row(rec)``: called with each new row as it is recorded (e.g. a progress bar).
+    ``ray_address``: spread the instances over the Ray cluster there (:mod:`bnb.ray_pool`): ``workers``
+    instances at a time, each in a worker process of its own on some node, with the same limits.
     """
     from bnb.worker import Task, WorkerPool, run_task
     folder = instances.parent
@@ -196,22 +199,29 @@ def run_suite(instances: Path, cfg, out: Path | None, echo, timeout=None, limit=
         rec = {"onnx": row.onnx, "vnnlib": row.vnnlib, "verdict": verdict, "time": round(elapsed, 3),
                "expected": exp or "", "wrong": int(is_wrong(verdict, exp)),
                "branches": stats.get("branches", 0), "domains": stats.get("domains_bounded", 0),
-               "message": _clean(res["message"])}
+               "max_queue": stats.get("max_queue", 0), "message": _clean(res["message"])}
         results.append(rec)
         if sink is not None:
             sink.append(rec)
+        if on_row is not None:
+            on_row(rec)
         flag = "  WRONG" if rec["wrong"] else ""
         echo(f"[{n_done}/{total}] {Path(row.onnx).stem} {Path(row.vnnlib).stem}: {verdict} in {elapsed:.2f}s"
              f"{f' (expected {exp})' if exp else ''}{flag}  [total {time.monotonic() - t_suite:.0f}s]")
 
     try:
-        if workers <= 0:
+        if workers <= 0 and not ray_address:
             for n_done, task in enumerate(tasks, start=1):
                 t0 = time.monotonic()
                 res = run_task(task)
                 record(task, res, time.monotonic() - t0, n_done)
         elif tasks:
-            with WorkerPool(workers, cfg, memory_mb, grace, echo) as pool:
+            if ray_address:
+                from bnb.ray_pool import RayPool
+                pool_cm = RayPool(ray_address, workers, cfg, memory_mb, grace, echo)
+            else:
+                pool_cm = WorkerPool(workers, cfg, memory_mb, grace, echo)
+            with pool_cm as pool:
                 for n_done, (task, res, wall) in enumerate(pool.run(tasks), start=1):
                     record(task, res, wall, n_done)
                 if pool.warmups:
