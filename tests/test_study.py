@@ -5,7 +5,6 @@ Ground truth: the instances of :mod:`test_suite_isolation` (a small ReLU network
 the box is known by MILP; the unsat ones need branching)."""
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
@@ -18,7 +17,12 @@ import pytest
 from bnb.study import read_study, run_study
 from bnb.suite import read_results, run_suite
 from conftest import ROOT
-from test_suite_isolation import _cfg, _copy, _suite, instances  # noqa: F401  (the fixture)
+from test_suite_isolation import _cfg, _copy, _suite, make_instances
+
+@pytest.fixture(scope="module")
+def instances(tmp_path_factory):
+    return make_instances(tmp_path_factory.mktemp("study"))
+
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 TRUTH = {"unsat_a.vnnlib": "unsat", "unsat_b.vnnlib": "unsat", "sat_a.vnnlib": "sat"}
@@ -131,23 +135,23 @@ def test_run_over_a_local_ray_instance(instances, tmp_path):
 
 
 def test_plugin_heuristic_end_to_end(instances, tmp_path):
-    """A user's ReLU rule from a file decides the instances correctly; a bad plug-in is one line, exit 2."""
+    """A user's ReLU rule from a file decides an instance correctly; a bad plug-in is bad input."""
+    from bnb.errors import ConfigError
+    from bnb.verify import verify
     folder, inst = instances
     plug = tmp_path / "rules.py"
     plug.write_text(textwrap.dedent('''
         import torch
-        CALLS = []
         def last_free(batch):  # split the last free neuron of the network
             flat = torch.cat(batch.free(), dim=1).int()
             return flat.shape[1] - 1 - flat.flip(1).argmax(dim=1)
     '''))
     onnx, vnn, truth = inst["unsat_a"]
-    base = [sys.executable, "-m", "bnb.cli", "verify", str(onnx), str(vnn), "--set", "bab.branching=relu",
-            "--set", "attack.enabled=false", "--set", "general.threads=1"]
-    proc = subprocess.run(base + ["--set", f"bab.relu_heuristic={plug}:last_free", "-v"], capture_output=True,
-                          text=True, cwd=ROOT, env=ENV, timeout=120)
-    assert proc.returncode == 0 and "unsat" in proc.stdout, proc.stdout + proc.stderr
-    assert "branches=" in proc.stderr and "branches=0," not in proc.stderr
-    proc = subprocess.run(base + ["--set", f"bab.relu_heuristic={plug}:nope"], capture_output=True, text=True,
-                          cwd=ROOT, env=ENV, timeout=120)
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "has no function 'nope'" in proc.stderr
+    cfg = _cfg()
+    cfg.bab.branching, cfg.attack.enabled = "relu", False
+    cfg.bab.relu_heuristic = f"{plug}:last_free"
+    res = verify(onnx, vnn, cfg)
+    assert res.verdict.value == truth and res.stats["branches"] > 0, (res.message, res.stats)
+    cfg.bab.relu_heuristic = f"{plug}:nope"
+    with pytest.raises(ConfigError, match="has no function 'nope'"):
+        verify(onnx, vnn, cfg)

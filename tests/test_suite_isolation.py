@@ -75,8 +75,11 @@ def _exact_min(onnx_path, lo, hi):
 def instances(tmp_path_factory):
     """``(folder, {vnnlib name: (onnx path, vnnlib path, truth)})``: sat and unsat instances of a small
     ReLU network whose exact minimum over the box is known (MILP); the unsat ones need branching."""
+    return make_instances(tmp_path_factory.mktemp("suite"))
+
+
+def make_instances(folder):
     from conftest import export_onnx
-    folder = tmp_path_factory.mktemp("suite")
     lo, hi = [-1.0, -1.0], [1.0, 1.0]
     onnx = export_onnx(_mlp(3), (2,), folder / "net.onnx")
     m = _exact_min(onnx, lo, hi)
