@@ -31,6 +31,9 @@ class GeneralConfig:
     timeout: float = opt(300.0, "wall-clock limit per instance in seconds (in `bnb run`, each row's own timeout wins)")
     threads: int = opt(0, "torch CPU threads (0: torch's default)")
     verbose: bool = opt(False, "print progress of long runs to stderr")
+    preset: str = opt("auto", "settings chosen from the network for options left at their defaults (bnb/presets.py): "
+                      "auto (input splitting as for ACAS Xu with <= 16 inputs, ReLU splitting as for mnist_fc "
+                      "otherwise), input, relu, or none", ("auto", "input", "relu", "none"))
 
 
 @dataclass

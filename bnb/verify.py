@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from bnb import screen
+from bnb import presets, screen
 from bnb.attack import attack_property
 from bnb.bab import check_heuristics
 from bnb.config import Config
@@ -77,6 +77,10 @@ def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | N
     model.check_property([(spec.lower, spec.upper) for spec in prop.specs], seed=cfg.general.seed)
     stats["time_check"] = time.monotonic() - t0
     log(f"network: {net0.describe()}; property: {prop.describe()}")
+    cfg, preset, changed = presets.apply(cfg, net0, prop)
+    if preset is not None:
+        stats["preset"] = preset
+        log(f"preset {preset}: " + (", ".join(f"{k}={v}" for k, v in changed.items()) or "no option changed"))
     device = resolve_device(cfg.general.device)
     dtype = torch.float64 if cfg.general.dtype == "float64" else torch.float32
 
