@@ -180,7 +180,16 @@ def apply_mapping(cfg: Config, data: dict, where: str) -> Config:
                 hint = _suggest(str(key), known).replace("'", f"'{sec}.", 1)
                 raise ConfigError(f"unknown key '{full}'{hint}", where)
             setattr(obj, key, _coerce(value, known[key], where, full))
+            explicit(cfg).add(full)
     return cfg
+
+
+def explicit(cfg: Config) -> set:
+    """The ``section.key`` options a YAML file or ``--set`` gave (even to their default value); presets
+    (:mod:`bnb.presets`) leave them alone. Kept on the instance, so copies and pickles carry it."""
+    if "_explicit" not in cfg.__dict__:
+        cfg.__dict__["_explicit"] = set()
+    return cfg.__dict__["_explicit"]
 
 
 def parse_override(text: str) -> dict:

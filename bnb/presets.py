@@ -6,8 +6,8 @@ VNN-COMP's other 3-14 input reachability families) gets the input-splitting sett
 dimension, alpha-CROWN children once a run is long, dense sampling for the attack); any other network
 (image classifiers) gets the ReLU-splitting settings measured on mnist_fc (``configs/mnist_fc.yaml``).
 
-A preset changes **only options still at their built-in default**: whatever a configuration file or
-``--set`` gives explicitly (to a value other than the default) wins, so the benchmark configurations
+A preset changes **only options still at their built-in default and not given by a configuration file
+or ``--set``** (even to the default value): what the user chose wins, so the benchmark configurations
 behave exactly as before. ``general.preset: none`` turns presets off.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 from dataclasses import fields
 
-from bnb.config import Config
+from bnb.config import Config, explicit
 
 INPUT_DIMS = 16  # at most this many inputs: input splitting (the rule of bab.branching: auto)
 
@@ -48,13 +48,13 @@ def apply(cfg: Config, net, prop=None) -> tuple[Config, str | None, dict]:
         name = choose(net, prop)
     default = Config()
     out = copy.deepcopy(cfg)
-    changed = {}
+    changed, given = {}, explicit(cfg)
     for sec, values in PRESETS[name].items():
         obj, base = getattr(out, sec), getattr(default, sec)
         known = {f.name for f in fields(obj)}
         for key, value in values.items():
             assert key in known, f"preset {name}: unknown option {sec}.{key}"
-            if getattr(obj, key) == getattr(base, key) and value != getattr(obj, key):
+            if f"{sec}.{key}" not in given and getattr(obj, key) == getattr(base, key) and value != getattr(obj, key):
                 setattr(obj, key, value)
                 changed[f"{sec}.{key}"] = value
     return out, name, changed

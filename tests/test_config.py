@@ -159,3 +159,23 @@ def test_default_yaml_loads_to_defaults_and_documents_every_key():
         assert set(data[sec.name]) == {f.name for f in fields(obj)}
         for f in fields(obj):
             assert f.metadata["help"] in lines[(sec.name, f.name)], f"{sec.name}.{f.name} is not documented"
+
+
+def test_presets_change_only_what_nobody_chose():
+    from bnb.config import load_config
+    from bnb.presets import apply
+
+    class Net:
+        def __init__(self, n):
+            self.in_size = n
+    cfg = load_config([], ["bounds.method=alpha", "bab.batch_size=64"])  # alpha is the default: still chosen
+    small, name, changed = apply(cfg, Net(5))
+    assert name == "input" and small.bounds.method == "alpha" and small.bab.batch_size == 64
+    assert small.bab.branching == "input" and small.bab.input_heuristic == "mixed" and "bounds.method" not in changed
+    assert cfg.bab.input_heuristic == "smart"  # the caller's config is not modified
+    big, name, _ = apply(cfg, Net(784))
+    assert name == "relu" and big.bab.branching == "relu" and big.bab.batch_size == 64 and big.bounds.alpha_iters == 50
+    cfg.bab.input_lookahead = 3  # set in code: not the default, kept
+    assert apply(cfg, Net(5))[0].bab.input_lookahead == 3
+    off = load_config([], ["general.preset=none"])
+    assert apply(off, Net(5)) == (off, None, {})
