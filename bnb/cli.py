@@ -230,6 +230,8 @@ def run_cmd(instances, configs, sets, out, timeout, limit, select, workers, grac
 @click.option("--timeout", type=float, default=None, help="Override every instance's timeout (seconds).")
 @click.option("--limit", type=int, default=None, help="Only the first N instances.")
 @click.option("--select", default=None, help="Only instances whose 'onnx,vnnlib' contains this text.")
+@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Only every k-th instance (after --select, before --limit): a sample across properties.")
 @click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True,
               help="Instances run at a time, each in its own worker process (0: in this process).")
 @click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True,
@@ -240,8 +242,8 @@ def run_cmd(instances, configs, sets, out, timeout, limit, select, workers, grac
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS", help="Run on the Ray cluster at ADDRESS.")
 @click.option("--baseline", default=None, help="Heuristic the branch scatter plots compare against (default: the first).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def study(instances, heuristics, out, configs, sets, timeout, limit, select, workers, grace, memory_mb, resume,
-          ray_address, baseline, no_progress):
+def study(instances, heuristics, out, configs, sets, timeout, limit, select, every, workers, grace, memory_mb,
+          resume, ray_address, baseline, no_progress):
     """Run every instance of INSTANCES.csv under every heuristic, otherwise identical settings; write
     the results, a summary and the cactus plot."""
     from pathlib import Path
@@ -251,7 +253,7 @@ def study(instances, heuristics, out, configs, sets, timeout, limit, select, wor
         cfg = _config(configs, sets)
         results = run_study(Path(instances), heuristics, cfg, Path(out), click.echo, timeout, limit, select,
                             workers=workers, grace=grace, memory_mb=memory_mb or None, resume=resume,
-                            ray_address=ray_address, baseline=baseline, progress=not no_progress)
+                            ray_address=ray_address, baseline=baseline, progress=not no_progress, every=every)
     except BnbError as e:
         _fail(e)
     except KeyboardInterrupt:

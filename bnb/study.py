@@ -61,17 +61,14 @@ def _file_label(label: str) -> str:
 
 def run_study(instances: Path, heuristics: str, cfg, out: Path, echo, timeout=None, limit=None, select=None,
               workers=1, grace=10.0, memory_mb=None, resume=False, ray_address=None, baseline=None,
-              progress=True, hook=None):
-    """Run the study; returns the rows of ``results.csv`` (dicts)."""
+              progress=True, hook=None, every=1):
+    """Run the study; returns the rows of ``results.csv`` (dicts). ``every``: only every k-th instance
+    (after ``select``, before ``limit``): a sample across a suite ordered by property."""
     from bnb.bab import check_heuristics
     items = parse_heuristics(heuristics, cfg.bab.branching)
     out.mkdir(parents=True, exist_ok=True)
     (out / "runs").mkdir(exist_ok=True)
-    rows = read_instances(instances)
-    if select:
-        rows = [r for r in rows if select in f"{r.onnx},{r.vnnlib}"]
-    if limit:
-        rows = rows[:limit]
+    rows = _select(read_instances(instances), select, every, limit)
     bar = _progress_bar(len(rows) * len(items), progress)
     say = bar.write if bar is not None else echo
     results = []
@@ -90,8 +87,9 @@ def run_study(instances: Path, heuristics: str, cfg, out: Path, echo, timeout=No
                     bar.update(1)
 
             quiet = (lambda m: None) if bar is not None else echo
-            res = run_suite(instances, c, run_file, quiet, timeout, limit, select, workers=workers, grace=grace,
-                            memory_mb=memory_mb, resume=resume, hook=hook, on_row=on_row, ray_address=ray_address)
+            res = run_suite(instances, c, run_file, quiet, timeout, workers=workers, grace=grace, memory_mb=memory_mb,
+                            resume=resume, hook=hook, on_row=on_row, ray_address=ray_address,
+                            keep=lambda rs: _select(rs, select, every, limit))
             results += [{"heuristic": label, **{k: r.get(k, "") for k in RESULT_FIELDS[1:]}} for r in res]
             write_results(out / "results.csv", results)
     finally:
@@ -100,6 +98,13 @@ def run_study(instances: Path, heuristics: str, cfg, out: Path, echo, timeout=No
     labels = [label for label, _, _ in items]
     write_summary(out, results, labels, baseline or labels[0], instances, cfg, timeout)
     return results
+
+
+def _select(rows, select, every, limit):
+    if select:
+        rows = [r for r in rows if select in f"{r.onnx},{r.vnnlib}"]
+    rows = rows[::max(1, int(every))]
+    return rows[:limit] if limit else rows
 
 
 def _progress_bar(total, enabled):

@@ -157,7 +157,7 @@ class ResultsFile:
 
 def run_suite(instances: Path, cfg, out: Path | None, echo, timeout=None, limit=None, select=None,
               workers: int = 1, grace: float = 10.0, memory_mb: float | None = None, resume: bool = False,
-              hook=None, on_row=None, ray_address: str | None = None):
+              hook=None, on_row=None, ray_address: str | None = None, keep=None):
     """Run every instance; returns the list of result dicts (also appended to ``out`` as they finish).
 
     ``workers``: instances run at a time, each in its own worker process (:mod:`bnb.worker`), which the
@@ -166,6 +166,7 @@ def run_suite(instances: Path, cfg, out: Path | None, echo, timeout=None, limit=
     ``workers=0`` runs in this process (no isolation: a crash ends the suite; for debugging).
     ``resume``: keep the rows already in ``out`` (matched on onnx and vnnlib) and run only the others.
     ``hook``: tests only, a picklable ``hook(task)`` run before each instance (in the worker).
+    ``keep(rows)``: instead of ``select``/``limit``, the instances to run, chosen from all of the file's.
     ``on_row(rec)``: called with each new row as it is recorded (e.g. a progress bar).
     ``ray_address``: spread the instances over the Ray cluster there (:mod:`bnb.ray_pool`): ``workers``
     instances at a time, each in a worker process of its own on some node, with the same limits.
@@ -173,6 +174,8 @@ def run_suite(instances: Path, cfg, out: Path | None, echo, timeout=None, limit=
     from bnb.worker import Task, WorkerPool, run_task
     folder = instances.parent
     rows = read_instances(instances)
+    if keep is not None:
+        rows = keep(rows)
     if select:
         rows = [r for r in rows if select in f"{r.onnx},{r.vnnlib}"]
     if limit:
