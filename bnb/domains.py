@@ -1,7 +1,8 @@
 """Open subdomains stored as batched tensors (no Python list of domain objects).
 
-Every field is a tensor whose first dimension indexes domains; fields are named by the engine
-(``lower``, ``upper``, ``score``, ``depth``, ``split_0`` ...). Storage grows by doubling; ``pop`` takes the
+Every field is a tensor whose first dimension indexes domains, or a list of such tensors (one per ReLU layer;
+``None`` where a layer has none); fields are named by the branching strategy (``lower``, ``upper``, ``score``,
+``depth``, ``split`` ...); ``score`` and ``depth`` are required. Storage grows by doubling; ``pop`` takes the
 ``k`` best by ``score`` (lowest first: best-first search) or by ``depth`` (deepest first) and fills the
 holes with the tail, so both operations cost O(k) moves plus one O(n) selection.
 """
@@ -21,7 +22,31 @@ class DomainStore:
     def nbytes(self) -> int:
         return sum(t.element_size() * t.numel() for t in self.buf.values())
 
-    def push(self, fields: dict[str, torch.Tensor]) -> None:
+    @staticmethod
+    def _flat(fields: dict) -> dict:
+        out = {}
+        for name, v in fields.items():
+            if isinstance(v, (list, tuple)):
+                for i, t in enumerate(v):
+                    if t is not None:
+                        out[(name, i, len(v))] = t
+            else:
+                out[name] = v
+        return out
+
+    @staticmethod
+    def _nest(flat: dict) -> dict:
+        out = {}
+        for key, t in flat.items():
+            if isinstance(key, tuple):
+                name, i, n = key
+                out.setdefault(name, [None] * n)[i] = t
+            else:
+                out[key] = t
+        return out
+
+    def push(self, fields: dict) -> None:
+        fields = self._flat(fields)
         k = next(iter(fields.values())).shape[0]
         if k == 0:
             return
@@ -38,7 +63,7 @@ class DomainStore:
             self.buf[name][self.n:self.n + k] = t
         self.n += k
 
-    def pop(self, k: int, by: str = "score") -> dict[str, torch.Tensor]:
+    def pop(self, k: int, by: str = "score") -> dict:
         """Remove and return up to ``k`` domains: lowest ``score`` (``by='score'``) or highest ``depth``."""
         k = min(k, self.n)
         key = self.buf[by][:self.n]
@@ -56,7 +81,7 @@ class DomainStore:
         for name, t in self.buf.items():
             t[holes] = t[movers]
         self.n -= k
-        return out
+        return self._nest(out)
 
     def min_score(self) -> float:
         return float(self.buf["score"][:self.n].min()) if self.n else float("inf")

@@ -118,7 +118,10 @@ def _abs_backward(layer, r):
 def smear_scores(batch: InputBatch) -> torch.Tensor:
     if batch.net is None or batch.C is None or batch.pre_bounds is None:
         return smart_scores(batch)
-    g_lo, g_hi = gradient_interval(batch.net, batch.C, batch.pre_bounds)
+    try:
+        g_lo, g_hi = gradient_interval(batch.net, batch.C, batch.pre_bounds)
+    except Exception:  # a network this backward pass does not know (e.g. graph stages): the smart rule
+        return smart_scores(batch)
     g = torch.maximum(g_lo.abs(), g_hi.abs()).amax(dim=1)  # (N, n_in), the worst row
     return g * batch.width + 1e-9 * batch.width
 

@@ -147,7 +147,8 @@ def test_children_bound_only_their_open_rows():
     """Children of a ReLU split bound only the rows whose polytope the parent left open, each (child, row) as
     its own unit: the open rows get the bounds that bounding every row of the children gives, the refuted
     ones keep the parent's bound, and no row is bounded twice."""
-    from bnb.bab import Rows, _bound, _bound_open_rows, _relu_children, _relu_state
+    from bnb.bab import Rows, _bound
+    from bnb.branching.relu_split import bound_open_rows, relu_children, relu_state
     from relaxations.methods import bound_rows
     from relaxations.state import DomainState
 
@@ -162,18 +163,17 @@ def test_children_bound_only_their_open_rows():
     assert bool(rows.settled(r.lb, None, 0.0)[0, 0]) and not bool(rows.settled(r.lb, None, 0.0)[0, 1:].any())
     L = len(r.pre_bounds)
     dom = {"score": torch.zeros(1, dtype=D), "depth": torch.zeros(1), "row": torch.zeros(1, dtype=torch.long),
-           "lb": r.lb}
-    for i, (l, u) in enumerate(r.pre_bounds):
-        dom[f"split_{i}"] = torch.zeros_like(l, dtype=torch.int8)
-        dom[f"pl_{i}"], dom[f"pu_{i}"] = l, u
-        dom[f"alpha_{i}"] = r.relu_coeffs[i].new_full((1, 3, l.shape[1]), 0.5)
-        dom[f"beta_{i}"] = torch.zeros(1, 3, l.shape[1], dtype=D)
+           "lb": r.lb, "split": [torch.zeros_like(l, dtype=torch.int8) for l, _ in r.pre_bounds],
+           "pl": [l for l, _ in r.pre_bounds], "pu": [u for _, u in r.pre_bounds],
+           "alpha": [r.relu_coeffs[i].new_full((1, 3, l.shape[1]), 0.5) for i, (l, _) in enumerate(r.pre_bounds)],
+           "beta": [torch.zeros(1, 3, l.shape[1], dtype=D) for l, _ in r.pre_bounds]}
+    assert len(dom["split"]) == L
     l0, u0 = r.pre_bounds[0]
     pos = torch.nonzero((l0[0] < 0) & (u0[0] > 0)).flatten()[:1]
-    child = _relu_children(dom, pos, [l.shape[1] for l, _ in r.pre_bounds], L)
+    child = relu_children(dom, pos, [l.shape[1] for l, _ in r.pre_bounds])
     stats = Stats()
-    units = _bound_open_rows(net, child, rows, lo[0], hi[0], L, cfg, stats, Deadline(60))
-    full = _bound(net, _relu_state(child, lo[0], hi[0], L), rows, "beta", cfg, cfg.bab.beta_iters, False, Stats(),
+    units = bound_open_rows(net, child, rows, lo[0], hi[0], cfg, stats, Deadline(60))
+    full = _bound(net, relu_state(child, lo[0], hi[0]), rows, "beta", cfg, cfg.bab.beta_iters, False, Stats(),
                   Deadline(60), child["lb"])
     assert stats["rows_bounded"] == 4 and stats["domains_bounded"] == 2
     assert torch.equal(units.lb[:, 0], child["lb"][:, 0])
@@ -199,3 +199,15 @@ def test_ibp_root_proven_by_the_crown_start_of_relu_splitting():
     stats = Stats()
     status, _ = run_bab(net, lo, hi, polys, cfg, Deadline(60), lambda xs: None, stats)
     assert status == "unsat" and stats.get("branches", 0) == 0
+
+
+def test_domain_store_keeps_per_layer_lists():
+    """Fields that are lists (one tensor per ReLU layer, None where a layer has none) come back as pushed."""
+    from bnb.domains import DomainStore
+    store = DomainStore()
+    store.push({"score": torch.tensor([3.0, 1.0, 2.0]), "depth": torch.zeros(3),
+                "pl": [torch.arange(6.0).reshape(3, 2), torch.arange(3.0)[:, None]], "gamma": [None, torch.ones(3, 4)]})
+    dom = store.pop(2)
+    assert dom["score"].tolist() == [1.0, 2.0] and dom["pl"][0].tolist() == [[2.0, 3.0], [4.0, 5.0]]
+    assert dom["pl"][1].tolist() == [[1.0], [2.0]] and dom["gamma"][0] is None and dom["gamma"][1].shape == (2, 4)
+    assert len(store) == 1 and store.pop(5)["pl"][0].tolist() == [[0.0, 1.0]]
