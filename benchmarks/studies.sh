@@ -22,7 +22,7 @@ fi
 if [[ $which == mnist_fc || $which == all ]]; then
   # the first 20 instances of the 2x256 network (epsilon 0.03 and 0.05)
   bnb study "$BENCH/mnist_fc/instances.csv" --select 256x2 --limit 20 --timeout 20 \
-    --heuristics babsr,babsr-bias,intercept,width,random,fsb,kfsb \
+    --heuristics babsr,kfsb,fsb,babsr-bias,intercept,width,random \
     --config configs/mnist_fc.yaml --set general.threads=1 \
     --out docs/studies/mnist_fc "$@"
 fi
