@@ -159,6 +159,7 @@ def test_poison_without_overrun_replaces_the_worker(instances):
             ("sat_a.vnnlib", 20, "sat"), ("unsat_a.vnnlib", 20, "unsat")]
     cfg = _cfg()
     cfg.attack.bound_first = 0  # the root CROWN bound alone would prove it without reaching the broken optimiser
+    cfg.general.preset = "none"  # (so would the input-splitting preset's CROWN root): keep alpha-CROWN at the root
     res = run_suite(_suite(folder, rows), cfg, None, lambda m: None, workers=1, hook=fault_hook)
     assert res[0]["verdict"] == "error" and "module" in res[0]["message"]
     assert [r["verdict"] for r in res[1:]] == ["unsat", "sat", "unsat"]
