@@ -84,7 +84,7 @@ MILP_ACCEPT = 1e-7  # hi - lo must be below this times S
 GRID = {
     "attack.enabled": ("true", "false"),
     "bounds.method": ("ibp", "crown", "dp0", "dp1", "alpha", "beta", "mn-crown"),
-    "bab.branching": ("input", "relu"),
+    "bab.branching": ("input", "relu", "partition"),
     "general.dtype": ("float32", "float64"),
     "bab.input_method": ("crown", "alpha"),
     "bounds.mn_cuts": ("hull", "anderson", "both"),

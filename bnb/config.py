@@ -80,8 +80,9 @@ class BoundsConfig:
 @dataclass
 class BabConfig:
     enabled: bool = opt(True, "branch and bound after the root bound (off: answer unknown instead)")
-    branching: str = opt("auto", "what to split: input box, ReLU phases, or auto (input for <= 16 inputs)",
-                         ("auto", "input", "relu"))
+    branching: str = opt("auto", "what to split: input box, ReLU phases, partition (ReLU phases layer by layer: "
+                         "convex input polytopes along activation hyperplanes), or auto (input for <= 16 inputs)",
+                         ("auto", "input", "relu", "partition"))
     input_heuristic: str = opt("smart", "input dimension to split: widest, smart (|coefficient| x width), sb "
                                "(alpha-beta-CROWN smart branching), smear (interval gradient x width), mixed "
                                "(look-ahead between smart and widest), brute-force (look-ahead over every "

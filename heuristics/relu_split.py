@@ -20,6 +20,8 @@ leaves the least unverified margin is kept):
 - ``acs`` (active constraint score, MN-BaB): with multi-neuron constraints ``Pz y + Px z + p <= 0`` taken
   with multipliers ``gamma``, ``sum_c gamma_c (|Pz_cj| + |Px_cj|)``; ``babsr`` breaks ties (and decides
   alone where no constraint is active).
+- ``phase``: partitioning along activation hyperplanes: the most balanced (``min(-l, u)``) free neuron of the
+  first layer that still has one; later layers ``-inf`` (the heuristic of ``bab.branching: partition``).
 
 Choosers that always look ahead (``topk`` candidates per score):
 
@@ -121,8 +123,20 @@ def acs_scores(batch: ReluBatch) -> list:
     return out
 
 
+def phase_scores(batch: ReluBatch) -> list:
+    """Partitioning by activation hyperplanes (:mod:`bnb.branching.partition`): only the first layer that still
+    has free unstable neurons, most balanced first (``min(-l, u)``); every other layer ``-inf``. Splitting
+    layers in order keeps a domain a convex polytope of the input (the box and the hyperplanes of its fixed
+    phases)."""
+    free = batch.free()
+    has = torch.stack([f.any(dim=1) for f in free], dim=1)  # (N, L)
+    first = torch.where(has.any(dim=1), has.int().argmax(dim=1), torch.full_like(has[:, 0], -1, dtype=torch.long))
+    return [torch.where((first == i)[:, None], torch.minimum(-l, u), torch.full_like(l, NEG))
+            for i, (l, u) in enumerate(batch.pre_bounds)]
+
+
 SCORES = {"babsr": babsr_scores, "babsr-bias": babsr_bias_scores, "intercept": intercept_scores,
-          "width": width_scores, "random": random_scores, "acs": acs_scores}
+          "width": width_scores, "random": random_scores, "acs": acs_scores, "phase": phase_scores}
 for _name, _fn in SCORES.items():
     register("relu", _name)(lambda batch, _fn=_fn: choose_by_scores(batch, _fn(batch)))
 

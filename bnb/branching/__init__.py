@@ -14,10 +14,10 @@ A strategy owns what a domain carries and implements the four steps:
 - ``falsify(children, open_)``: a counterexample among the open children, or None;
 - ``keep(children, open_)``: the fields of the open children to push.
 
-Input splitting (:mod:`bnb.branching.input_split`) and ReLU splitting (:mod:`bnb.branching.relu_split`)
-are the two strategies; another one (e.g. partitioning the input polytope along activation hyperplanes)
-is a third class with these methods, a heuristic kind in :mod:`heuristics.registry` and a name in
-:data:`STRATEGIES`.
+Input splitting (:mod:`bnb.branching.input_split`), ReLU splitting (:mod:`bnb.branching.relu_split`) and
+partitioning along activation hyperplanes (:mod:`bnb.branching.partition`, ReLU splitting layer by layer)
+are the strategies; another one is a class with these methods, a heuristic kind in
+:mod:`heuristics.registry` and a name in :data:`STRATEGIES`.
 """
 from __future__ import annotations
 
@@ -112,7 +112,10 @@ def strategy_class(name: str):
     if name == "relu":
         from bnb.branching.relu_split import ReluSplitting
         return ReluSplitting
+    if name == "partition":
+        from bnb.branching.partition import PhasePartitioning
+        return PhasePartitioning
     raise ValueError(f"unknown branching strategy {name!r}")
 
 
-STRATEGIES = ("input", "relu")
+STRATEGIES = ("input", "relu", "partition")

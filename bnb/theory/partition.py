@@ -1,18 +1,21 @@
 """Strategy (ii) of Mao et al.: partition the input domain into convex polytopes by ReLU-phase splits and
 stop refining a piece as soon as the chosen relaxation is exact on it.
 
-:class:`PhasePartition` has the shape of a branching strategy of a branch-and-bound engine:
+:class:`PhasePartition` is a branching strategy of the engine's loop (:func:`bnb.bab.search`,
+:mod:`bnb.branching`) whose "verified" test is exactness instead of a property:
 
-- :meth:`PhasePartition.root` the whole box; :meth:`PhasePartition.bound` bounds a batch of pieces with
+- the root is the whole box; :meth:`PhasePartition.bound` bounds a batch of pieces with
   the chosen relaxation (certified: LP methods by dual certificates, single-neuron methods with their
   rounding error) and finds the exact range of each piece (sampled points first, the MILP when they do not
   already meet the bound);
 - :meth:`PhasePartition.done` a piece is finished when its bounds meet the exact range (within ``tol``),
   when it is empty, or when every neuron is phased (an activation region: nothing is left to split);
 - :meth:`PhasePartition.split` splits the most balanced unstable neuron of the piece's current layer
-  (layers are split in order, so every piece stays a convex polytope, :mod:`bnb.theory.regions`).
+  (layers are split in order, so every piece stays a convex polytope, :mod:`bnb.theory.regions`): the
+  ``phase`` heuristic of ``bab.branching: partition`` (:mod:`bnb.branching.partition`), here on the exact
+  ranges of the piece's neurons (LP over the piece) instead of the relaxation's bounds.
 
-:func:`partition` drives it with its own loop and reports the number of pieces the relaxation needs
+:func:`partition` runs it through the engine's loop and reports the number of pieces the relaxation needs
 against the number of activation patterns of the network on the box.
 """
 from __future__ import annotations
@@ -23,9 +26,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from bnb.branching import Children, Search, Strategy
 from bnb.theory.exact import exact_solve
 from bnb.theory.networks import blocks_of, evaluate
 from bnb.theory.regions import Regions
+from heuristics.base import ReluBatch
 from relaxations.names import LP_METHODS
 from relaxations.state import DomainState
 
@@ -87,26 +92,90 @@ def piece_pre_bounds(net, lower, upper, splits):
     return [(l.reshape(1, -1), u.reshape(1, -1)) for l, u in dom.pre]
 
 
-class PhasePartition:
+class PhasePartition(Strategy):
     """See the module docstring. ``net``: a :class:`relaxations.network.Network`; ``tol``: exactness
-    tolerance, relative to ``1 + |exact range|``; ``samples``: points drawn per piece before the MILP."""
+    tolerance, relative to ``1 + |exact range|``; ``samples``: points drawn per piece before the MILP;
+    ``max_pieces``: pieces (open and finished) after which open pieces are no longer split.
 
-    def __init__(self, net, lower, upper, method="p1", tol=1e-6, samples=256, seed=0):
+    A domain of the engine carries ``score`` (> 0 finished), ``depth`` and ``piece``, the index of its
+    :class:`Piece` in :attr:`pieces`; :attr:`finished` collects the pieces the loop stopped refining."""
+
+    def __init__(self, net, lower, upper, method="p1", tol=1e-6, samples=256, seed=0, max_pieces=4096):
         if method not in PARTITION_METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {', '.join(PARTITION_METHODS)}")
+        from bnb.bab import Stats, heuristic
+        from bnb.config import Config
+        from bnb.timing import Deadline
         self.net = net.to(dtype=torch.float64)
         self.blocks = blocks_of(self.net)
         self.lower, self.upper = np.asarray(lower, float), np.asarray(upper, float)
-        self.method, self.tol = method, tol
+        cfg = Config()
+        cfg.bab.batch_size = 1
+        lo, hi = (torch.as_tensor(a, dtype=torch.float64)[None] for a in (self.lower, self.upper))
+        super().__init__(Search(self.net, None, cfg, Deadline(None), None, Stats(), lambda m: None, lo, hi))
+        self.method, self.tol, self.max_pieces = method, tol, max_pieces
         self.regions = Regions(self.blocks, self.lower, self.upper)
+        self.chooser = heuristic("relu", "phase")
         self.rng = np.random.default_rng(seed)
         self.points = self.lower + (self.upper - self.lower) * self.rng.random((samples * 16, self.lower.size))
         self.samples = samples
         self.milp_calls = 0
+        self.pieces, self.finished, self.n_open, self.n_splits = [], [], 0, 0
+        first = self._classified(Piece([np.zeros(n, dtype=np.int8) for n in self.regions.sizes]))
+        self.bound([first])
+        self._root = self._domains([first], torch.zeros(1))
+        if self._root is None:
+            self.verdict = "unsat"  # (the engine's word for "every domain finished")
 
-    def root(self) -> Piece:
-        return self._classified(Piece([np.zeros(n, dtype=np.int8) for n in self.regions.sizes]))
+    # ------------------------------------------------------------------ the engine's interface
+    def _domains(self, kids, depth):
+        """Record ``kids``: finished ones in :attr:`finished`; the fields of the open ones (None if none)."""
+        open_ = []
+        for p, dp in zip(kids, depth.tolist()):
+            if self.done(p):
+                self.finished.append(p)
+            else:
+                self.pieces.append(p)
+                open_.append((len(self.pieces) - 1, dp))
+        self.n_open += len(open_)
+        if not open_:
+            return None
+        return {"score": -torch.ones(len(open_), dtype=torch.float64), "depth": torch.tensor([d for _, d in open_]),
+                "piece": torch.tensor([i for i, _ in open_])}
 
+    def root(self):
+        return self._root
+
+    def prune(self, dom):
+        can = torch.ones(dom["score"].shape[0], dtype=torch.bool)
+        for k, i in enumerate(dom["piece"].tolist()):
+            if self.n_open - 1 + len(self.finished) >= self.max_pieces:  # the budget: finished as it is
+                self.finished.append(self.pieces[i])
+                self.n_open -= 1
+                can[k] = False
+        return self.drop_stuck(dom, can)
+
+    def branch(self, dom):
+        parents = [self.pieces[i] for i in dom["piece"].tolist()]
+        self.n_open -= len(parents)
+        kids = [c for p in parents for c in self.split(p)]
+        self.n_splits += len(parents)
+        self.bound(kids)
+        depth = (dom["depth"] + 1).repeat_interleave(2)
+        fields = self._domains(kids, depth)
+        n = len(kids)
+        score = torch.ones(n, dtype=torch.float64)
+        if fields is not None:  # open children are the last ones recorded, in order
+            score[[k for k, p in enumerate(kids) if not self.done(p)]] = -1.0
+        return Children(score, torch.zeros(n, dtype=torch.bool), {"fields": fields})
+
+    def falsify(self, children, open_):
+        return None  # nothing to falsify: the loop only refines until exact
+
+    def keep(self, children, open_):
+        return children.data["fields"]
+
+    # ------------------------------------------------------------------ pieces
     def _classified(self, piece: Piece) -> Piece:
         res = self.regions.classify(piece.splits)
         if res is None:
@@ -157,8 +226,14 @@ class PhasePartition:
         return p.empty or p.layer is None or self.is_exact(p)
 
     def split(self, p: Piece) -> list:
-        """Two children on the most balanced unstable neuron of the current layer."""
-        j = max(p.unstable, key=lambda u: min(-u[1], u[2]))[0]
+        """Two children (inactive, active) on the neuron the ``phase`` heuristic picks: the most balanced
+        unstable neuron of the current layer, by its exact range on the piece."""
+        pre = [(torch.zeros(1, n, dtype=torch.float64), torch.zeros(1, n, dtype=torch.float64))
+               for n in self.regions.sizes]
+        for j, lo, hi in p.unstable:
+            pre[p.layer][0][0, j], pre[p.layer][1][0, j] = lo, hi
+        batch = ReluBatch(pre, [torch.zeros_like(l) for l, _ in pre], [torch.as_tensor(s)[None] for s in p.splits])
+        j = int(self.chooser(batch)[0]) - sum(self.regions.sizes[:p.layer])
         children = []
         for s in (-1, 1):
             splits = [a.copy() for a in p.splits]
@@ -168,28 +243,17 @@ class PhasePartition:
 
 
 def partition(net, lower, upper, method="p1", tol=1e-6, max_pieces=4096, count_patterns=True) -> dict:
-    """Refine until every piece is finished (or ``max_pieces`` open ones); the keys of
+    """Refine until every piece is finished (or ``max_pieces`` pieces); the keys of
     ``bnb recover partition --json``: ``pieces`` (non-empty finished pieces), ``activation_patterns``
     (activation regions of the network on the box; None when not counted), ``lower``/``upper`` (min / max
     over all pieces of their certified bounds: sound bounds of each output over the whole box),
     ``exact_lower``/``exact_upper`` (the exact range), ``exact`` (every piece exact), ``not_exact_regions``
     (activation regions on which the relaxation is still not exact), ``splits``, ``milp_calls``, ``time``."""
+    from bnb.bab import search
     t0 = time.perf_counter()
-    strat = PhasePartition(net, lower, upper, method, tol)
-    open_, finished, n_splits = [strat.root()], [], 0
-    strat.bound(open_)
-    while open_:
-        p = open_.pop()
-        if strat.done(p):
-            finished.append(p)
-            continue
-        if len(open_) + len(finished) >= max_pieces:
-            finished.append(p)
-            continue
-        children = strat.split(p)
-        n_splits += 1
-        strat.bound(children)
-        open_.extend(children)
+    strat = PhasePartition(net, lower, upper, method, tol, max_pieces=max_pieces)
+    search(strat, strat.ctx)
+    finished = strat.finished
     live = [p for p in finished if not p.empty]
     # the pieces cover the box (every split keeps both children) and every piece's bounds are certified;
     # pieces the LP or the MILP call empty keep their certified bounds too (+-inf when the relaxation agrees)
@@ -202,5 +266,5 @@ def partition(net, lower, upper, method="p1", tol=1e-6, max_pieces=4096, count_p
            "exact_lower": np.min([p.exact_lb for p in live], axis=0).tolist(),
            "exact_upper": np.max([p.exact_ub for p in live], axis=0).tolist(),
            "exact": all(exact), "not_exact_regions": sum(1 for p, e in zip(live, exact) if not e and p.layer is None),
-           "splits": n_splits, "milp_calls": strat.milp_calls, "time": time.perf_counter() - t0}
+           "splits": strat.n_splits, "milp_calls": strat.milp_calls, "time": time.perf_counter() - t0}
     return out
