@@ -158,9 +158,17 @@ def tiny_net(tmp_path):
     return make
 
 
-def small_mlp(n_in: int = 2, hidden: int = 4, n_out: int = 2, seed: int = 0) -> torch.nn.Sequential:
+def torch_mlp(sizes, seed: int = 0) -> torch.nn.Sequential:
+    """A seeded ``nn.Sequential`` of Linear layers of the given widths with ReLU between them."""
     torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(n_in, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, n_out))
+    layers = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers[:-1])
+
+
+def small_mlp(n_in: int = 2, hidden: int = 4, n_out: int = 2, seed: int = 0) -> torch.nn.Sequential:
+    return torch_mlp([n_in, hidden, n_out], seed)
 
 
 def write_vnnlib(path: Path, lower, upper, n_out: int, output_assert: str) -> Path:

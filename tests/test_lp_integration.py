@@ -19,7 +19,7 @@ from bnb.vnnlib import parse_vnnlib
 from relaxations.methods import LP_METHODS, METHODS, bound_rows
 from relaxations.milp import milp_bounds
 from relaxations.state import DomainState
-from conftest import acas, expected_label, random_points, write_vnnlib
+from conftest import acas, expected_label, random_points, torch_mlp, write_vnnlib
 
 TOL = 1e-5
 
@@ -42,17 +42,9 @@ def _ort_outputs(onnx_path, xs):
     return np.concatenate([sess.run(None, {name: x.reshape(shape)})[0].reshape(1, -1) for x in xs])
 
 
-def _mlp(sizes, seed):
-    torch.manual_seed(seed)
-    layers = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-    return torch.nn.Sequential(*layers[:-1])
-
-
 @pytest.fixture
 def tiny(tmp_path, tiny_net):
-    net = tiny_net(_mlp([2, 4, 2], 0), (2,), name="tiny")
+    net = tiny_net(torch_mlp([2, 4, 2], 0), (2,), name="tiny")
     spec = write_vnnlib(tmp_path / "tiny.vnnlib", [-1, -0.5], [1, 0.5], 2, "(<= Y_0 -100.0)")
     return net, spec
 
@@ -83,7 +75,7 @@ def test_bounds_every_method_tiny(tiny):
     np.testing.assert_allclose(res["p1"][1], mhi, atol=1e-6)
     g0, g1 = np.meshgrid(np.linspace(-1, 1, 401), np.linspace(-0.5, 0.5, 201))
     with torch.no_grad():
-        yg = _mlp([2, 4, 2], 0).double()(torch.tensor(np.stack([g0.ravel(), g1.ravel()], 1))).numpy()
+        yg = torch_mlp([2, 4, 2], 0).double()(torch.tensor(np.stack([g0.ravel(), g1.ravel()], 1))).numpy()
     assert np.all(yg.min(0) >= mlo - 1e-5) and np.all(yg.max(0) <= mhi + 1e-5)
     assert np.all(yg.min(0) - mlo < 1e-3) and np.all(mhi - yg.max(0) < 1e-3)
 
@@ -166,7 +158,7 @@ def _split_state(net, N, seed):
 
 
 def test_lp_tighten_sound_and_not_below_beta():
-    net = load_onnx_from_torch(_mlp([3, 6, 6, 3], 4))
+    net = load_onnx_from_torch(torch_mlp([3, 6, 6, 3], 4))
     state, C = _split_state(net, 8, seed=5)
     cfg = load_config([], [])
     beta = bound_rows(net, DomainState(state.lower, state.upper, state.splits), C, "beta", iters=10).lb
@@ -185,7 +177,7 @@ def test_lp_tighten_sound_and_not_below_beta():
 
 
 def test_lp_tighten_skips_verified_and_stops_at_deadline():
-    net = load_onnx_from_torch(_mlp([3, 6, 6, 3], 4))
+    net = load_onnx_from_torch(torch_mlp([3, 6, 6, 3], 4))
     state, C = _split_state(net, 4, seed=6)
     cfg = load_config([], [])
     lb = torch.full((4, 2), -10.0, dtype=net.dtype)
@@ -216,7 +208,7 @@ def test_verify_acas_lp_refine_unsat():
 def tiny_margin(tmp_path, tiny_net):
     """A 2-16-16-1 network and thresholds just above / below its exact maximum on [-1, 1]^2 (with
     ``bab.branching=relu``, beta-CROWN alone ends undecided on the safe one; the LP proves it)."""
-    module = _mlp([2, 16, 16, 1], 3)
+    module = torch_mlp([2, 16, 16, 1], 3)
     path = tiny_net(module, (2,), name="deep")
     net = load_onnx(str(path)).network
     _, top = milp_bounds(net, -np.ones(2), np.ones(2))

@@ -10,7 +10,7 @@ import torch
 from bnb.config import load_config
 from bnb.onnx_loader import load_onnx
 from bnb.verify import verify
-from conftest import write_vnnlib
+from conftest import torch_mlp, write_vnnlib
 from heuristics import resolve
 from heuristics.base import ReluBatch
 from relaxations.milp import milp_bounds
@@ -28,17 +28,9 @@ def test_phase_heuristic_splits_the_first_layer_with_unstable_neurons_most_balan
     assert resolve("relu", "phase")(batch).tolist() == [2, 3 + 1]
 
 
-def _mlp(sizes, seed):
-    torch.manual_seed(seed)
-    layers = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-    return torch.nn.Sequential(*layers[:-1])
-
-
 @pytest.mark.parametrize("widths,seed", [([2, 12, 12, 1], 1), ([3, 8, 8, 8, 1], 3)])
 def test_verify_partition_matches_milp(tmp_path, tiny_net, widths, seed):
-    path = tiny_net(_mlp(widths, seed), (widths[0],), name=f"net{seed}")
+    path = tiny_net(torch_mlp(widths, seed), (widths[0],), name=f"net{seed}")
     n = widths[0]
     lo, hi = -np.ones(n), np.ones(n)
     low, _ = milp_bounds(load_onnx(str(path)).network, lo, hi)
