@@ -179,3 +179,19 @@ def test_presets_change_only_what_nobody_chose():
     assert apply(cfg, Net(5))[0].bab.input_lookahead == 3
     off = load_config([], ["general.preset=none"])
     assert apply(off, Net(5)) == (off, None, {})
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in (ROOT / "configs").glob("*.yaml") if p.name != "default.yaml"))
+def test_benchmark_configs_only_override_defaults(path):
+    """Every benchmark YAML loads, and each key it sets changes a default (configs/ hold only overrides), except
+    where it pins a default against the preset that would otherwise change it (bnb/presets.py)."""
+    from bnb.presets import PRESETS
+    data = yaml.safe_load((ROOT / "configs" / path).read_text())
+    cfg = load_config([ROOT / "configs" / path])
+    base = to_dict(Config())
+    got = to_dict(cfg)
+    for section, keys in data.items():
+        for key, value in keys.items():
+            assert got[section][key] == value
+            pinned = any(key in p.get(section, {}) for p in PRESETS.values())
+            assert pinned or base[section][key] != value, f"{path}: {section}.{key} repeats the default {value!r}"
