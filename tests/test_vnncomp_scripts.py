@@ -107,7 +107,8 @@ def test_a_run_past_its_limit_is_killed_and_answers_timeout(tmp_path):
 
 @pytest.mark.parametrize("category,config", [("acasxu", "acasxu.yaml"), ("ACASXU_2023", "acasxu.yaml"),
                                              ("mnist_fc", "mnist_fc.yaml"), ("mnist_fc_2022", "mnist_fc.yaml"),
-                                             ("oval21", ""), ("default", "")])
+                                             ("oval21", "oval21.yaml"), ("oval21_2022", "oval21.yaml"),
+                                             ("cifar2020", ""), ("default", "")])
 def test_category_configs(category, config):
     out = subprocess.run(["bash", "-c", f'source "{SCRIPTS}/common.sh"; config_for "$1"', "-", category],
                          capture_output=True, text=True, check=True).stdout.strip()

@@ -40,7 +40,7 @@ plain_file() {
 }
 
 # config_for CATEGORY: the YAML file for a benchmark category, or nothing (bnb's defaults):
-# configs/CATEGORY.yaml if it exists, acasxu* -> acasxu.yaml, mnist_fc* -> mnist_fc.yaml.
+# configs/CATEGORY.yaml if it exists, acasxu* -> acasxu.yaml, mnist_fc* -> mnist_fc.yaml, oval21* -> oval21.yaml.
 # BNB_VNNCOMP_CONFIG overrides the choice.
 config_for() {
     if [ -n "${BNB_VNNCOMP_CONFIG:-}" ]; then echo "$BNB_VNNCOMP_CONFIG"; return; fi
@@ -50,5 +50,6 @@ config_for() {
     case "$c" in
         acasxu*) echo "$TOOL_DIR/configs/acasxu.yaml" ;;
         mnist_fc*) echo "$TOOL_DIR/configs/mnist_fc.yaml" ;;
+        oval21*) echo "$TOOL_DIR/configs/oval21.yaml" ;;
     esac
 }
