@@ -88,6 +88,7 @@ GRID = {
     "general.dtype": ("float32", "float64"),
     "bab.input_method": ("crown", "alpha"),
     "bounds.mn_cuts": ("hull", "anderson", "both"),
+    "bab.retighten_depth": ("0", "3"),
 }
 FIXED = ("attack.samples=256", "attack.restarts=8", "attack.steps=20", "general.device=cpu",
          "general.threads=1")

@@ -114,6 +114,9 @@ class BabConfig:
                            "root's multi-neuron constraints (computed there if bounds.method is not mn-crown; "
                            "with mn-crown at the root children always keep them)", ("beta", "lp", "mn-crown"))
     beta_iters: int = opt(10, "beta-CROWN iterations per child under ReLU splitting (warm-started)")
+    retighten_depth: int = opt(0, "ReLU splitting: children at most this deep re-bound their intermediate bounds "
+                               "by CROWN with their split phases (intersected with the parent's; 0: children "
+                               "keep the parent's)")
     attack_every: int = opt(10, "run PGD inside the most promising domains every this many iterations")
     attack_domains: int = opt(64, "domains attacked by each such PGD run")
     attack_steps: int = opt(20, "PGD steps inside domains")

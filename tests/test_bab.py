@@ -47,7 +47,7 @@ CASES = [([2, 8, 8, 1], 0), ([3, 10, 10, 1], 1), ([2, 12, 1], 2), ([4, 8, 8, 8, 
 ACAS_LIKE = dict(input_heuristic="mixed", input_lookahead=2, input_alpha_after=1, input_alpha_iters=5)
 
 
-@pytest.mark.parametrize("branching", ["input", "relu", "input-acas", "relu-lookahead"])
+@pytest.mark.parametrize("branching", ["input", "relu", "input-acas", "relu-lookahead", "relu-retighten"])
 @pytest.mark.parametrize("widths,seed", CASES)
 def test_verdict_equals_milp(widths, seed, branching):
     """Property "output >= t": unsat iff the exact minimum exceeds t, sat iff it is below."""
@@ -57,7 +57,8 @@ def test_verdict_equals_milp(widths, seed, branching):
     for t, expected in ((exact[0] - 0.02, "unsat"), (exact[0] + 0.02, "sat")):
         poly = Polytope(np.array([[1.0]]), np.array([t]))  # violation: y <= t
         cfg = {"input-acas": lambda: _cfg("input", **ACAS_LIKE),
-               "relu-lookahead": lambda: _cfg("relu", relu_lookahead=3)}.get(branching, lambda: _cfg(branching))()
+               "relu-lookahead": lambda: _cfg("relu", relu_lookahead=3),
+               "relu-retighten": lambda: _cfg("relu", retighten_depth=4)}.get(branching, lambda: _cfg(branching))()
         cfg.attack.enabled = False
         status, ce = run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], cfg, Deadline(60),
                              _validate(net, poly), Stats())
@@ -211,3 +212,48 @@ def test_domain_store_keeps_per_layer_lists():
     assert dom["score"].tolist() == [1.0, 2.0] and dom["pl"][0].tolist() == [[2.0, 3.0], [4.0, 5.0]]
     assert dom["pl"][1].tolist() == [[1.0], [2.0]] and dom["gamma"][0] is None and dom["gamma"][1].shape == (2, 4)
     assert len(store) == 1 and store.pop(5)["pl"][0].tolist() == [[0.0, 1.0]]
+
+
+def _pre_activations(net, x):
+    """Per ReLU layer the pre-activations ``(S, n_i)`` of the points ``x`` ``(S, n_in)``."""
+    out, h = [], x
+    for layer in net.layers:
+        if type(layer).__name__ == "ReLU":
+            out.append(h.reshape(h.shape[0], -1))
+        h = layer.forward(h)
+    return out
+
+
+def test_retighten_children_bounds_hold_and_tighten():
+    """Children that re-bound their intermediate bounds with their split phases (bab.retighten_depth): every
+    sampled point of a child's domain (the box, the split phases) lies within them, and fixing a first-layer
+    neuron tightens some later neuron's bounds."""
+    from bnb.branching.relu_split import relu_children, retighten
+    from relaxations.crown import intermediate_bounds
+    from relaxations.state import DomainState
+    net = random_fc([3, 12, 12, 12, 1], 5)
+    lo, hi = -torch.ones(1, 3, dtype=D), torch.ones(1, 3, dtype=D)
+    relax = intermediate_bounds(net, DomainState(lo, hi))
+    pl, pu = [r.l for r in relax], [r.u for r in relax]
+    unstable = torch.nonzero((pl[0][0] < 0) & (pu[0][0] > 0)).flatten()
+    assert unstable.numel() >= 2
+    k = unstable.numel()
+    dom = {"score": torch.zeros(k), "depth": torch.zeros(k),
+           "split": [torch.zeros(k, p.shape[1], dtype=torch.int8) for p in pl],
+           "pl": [p.expand(k, -1).clone() for p in pl], "pu": [p.expand(k, -1).clone() for p in pu]}
+    child = relu_children(dom, unstable, [p.shape[1] for p in pl])  # every unstable first-layer neuron, both ways
+    before = [(l.clone(), u.clone()) for l, u in zip(child["pl"], child["pu"])]
+    assert retighten(net, child, lo, hi, 1) == 2 * k
+    x = lo + (hi - lo) * torch.rand(200000, 3, dtype=D, generator=torch.Generator().manual_seed(0))
+    z = _pre_activations(net, x)
+    for c in range(2 * k):
+        inside = torch.ones(x.shape[0], dtype=torch.bool)
+        for zi, s in zip(z, child["split"]):
+            inside &= ((s[c] > 0) & (zi < 0) | (s[c] < 0) & (zi > 0)).sum(dim=1) == 0
+        assert int(inside.sum()) > 100
+        for zi, l, u in zip(z, child["pl"], child["pu"]):
+            assert bool((zi[inside] >= l[c]).all()) and bool((zi[inside] <= u[c]).all())
+    for (l0, u0), l, u in zip(before, child["pl"], child["pu"]):
+        assert bool((l >= l0).all()) and bool((u <= u0).all())
+    gain = sum(float(((u0 - l0) - (u - l)).sum()) for (l0, u0), l, u in zip(before[1:], child["pl"][1:], child["pu"][1:]))
+    assert gain > 1e-3

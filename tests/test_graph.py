@@ -281,9 +281,12 @@ def test_rows_in_chunks_give_the_same_bounds(tmp_path, monkeypatch):
     whole = bound_rows(net, state, C, "crown")
     monkeypatch.setattr(crown_mod, "ROW_BUDGET_BYTES", 1)  # one neuron per chunk
     chunked = bound_rows(net, state, C, "crown")
-    assert torch.equal(whole.lb, chunked.lb)
+    # the same bounds up to the order of floating-point sums (BLAS blocks a row chunk differently from the whole
+    # matrix on some CPUs); each is rigorous on its own
+    close = lambda a, b: torch.allclose(a, b, rtol=1e-12, atol=1e-12)  # noqa: E731
+    assert close(whole.lb, chunked.lb), (whole.lb - chunked.lb).abs().max()
     for (l0, u0), (l1, u1) in zip(whole.pre_bounds, chunked.pre_bounds):
-        assert torch.equal(l0, l1) and torch.equal(u0, u1)
+        assert close(l0, l1) and close(u0, u1)
 
 
 def test_alpha_optimises_intermediate_slopes_of_unstable_neurons_only(tmp_path):

@@ -80,6 +80,30 @@ def relu_children(dom, pos, sizes):
     return child
 
 
+def retighten(net, child, lo, hi, max_depth):
+    """Re-bound, in place, the intermediate bounds ``pl``/``pu`` of the children (fields as in
+    :func:`relu_children`) at most ``max_depth`` deep: CROWN with their split phases (a split neuron's exact
+    phase tightens every layer after it), intersected with the inherited bounds, which hold on a child too.
+    Where the intersection would be empty (bounds crossing, possibly by rounding) a neuron keeps its inherited
+    bounds: an empty domain is left for the bound's rigorous infeasibility test. Returns how many children
+    were re-bounded."""
+    from relaxations.crown import intermediate_bounds
+    sel = torch.nonzero(child["depth"] <= max_depth).flatten()
+    k = sel.numel()
+    if k == 0:
+        return 0
+    ref = [(pl[sel], pu[sel]) for pl, pu in zip(child["pl"], child["pu"])]
+    state = DomainState(lo.expand(k, -1), hi.expand(k, -1), [s[sel] for s in child["split"]], None, ref_bounds=ref)
+    with torch.no_grad():
+        relax = intermediate_bounds(net, state)
+    for i, (r, (l0, u0)) in enumerate(zip(relax, ref)):
+        ln, un = torch.maximum(r.l, l0), torch.minimum(r.u, u0)
+        bad = ~(ln <= un)  # crossing or NaN: keep what was inherited
+        child["pl"][i][sel] = torch.where(bad, l0, ln)
+        child["pu"][i][sel] = torch.where(bad, u0, un)
+    return k
+
+
 def _gammas(child, cons, ci=None, ri=None):
     """Per ReLU layer the children's constraint multipliers (None where a layer has no constraints); with
     ``ci``/``ri`` ``(U,)``, those of the (child, row) units, ``(U, 1, c_i)``."""
@@ -244,6 +268,11 @@ class ReluSplitting(Strategy):
         child = relu_children(dom, pos, self.sizes)
         ctx.stats["branches"] = ctx.stats.get("branches", 0) + n
         ctx.timed("time_branching", t0)
+        if cfg.bab.retighten_depth > 0:
+            t0 = time.monotonic()
+            ctx.stats["retightened"] = ctx.stats.get("retightened", 0) + retighten(
+                ctx.net, child, ctx.lo, ctx.hi, cfg.bab.retighten_depth)
+            ctx.timed("time_retighten", t0)
         res = bound_open_rows(ctx.net, child, ctx.rows, ctx.lo, ctx.hi, cfg, ctx.stats, ctx.deadline, self.cons)
         if cfg.bab.relu_method == "lp":
             from bnb.lp_hooks import lp_tighten
