@@ -9,32 +9,28 @@ instances one solves and the other does not.
 """
 from __future__ import annotations
 
-import csv
 import statistics
 import sys
 from pathlib import Path
 
-
-def load(path):
-    with open(path, newline="") as f:
-        return [r for r in csv.DictReader(f)]
+from bnb.suite import read_results
 
 
 def summary(rows):
     solved = [r for r in rows if r["verdict"] in ("sat", "unsat")]
-    times = [float(r["time"]) for r in rows]
-    br = [int(float(r["branches"] or 0)) for r in solved]
+    times = [r["time"] for r in rows]
+    br = [r["branches"] for r in solved]
     med = lambda v: statistics.median(v) if v else float("nan")  # noqa: E731
     return {"n": len(rows), "solved": len(solved), "sat": sum(r["verdict"] == "sat" for r in solved),
-            "wrong": sum(r.get("wrong") in ("1", "True", "true") for r in rows),
-            "median_s": med(times), "total_s": sum(times), "solved_median_s": med([float(r["time"]) for r in solved]),
+            "wrong": sum(r["wrong"] for r in rows),
+            "median_s": med(times), "total_s": sum(times), "solved_median_s": med([r["time"] for r in solved]),
             "br_median": med(br), "br_mean": statistics.fmean(br) if br else float("nan")}
 
 
 def main(argv):
     if not argv or any("=" not in a for a in argv):
         sys.exit("usage: suite_compare.py LABEL=results.csv [LABEL=results.csv ...]")
-    runs = {a.split("=", 1)[0]: load(a.split("=", 1)[1]) for a in argv}
+    runs = {a.split("=", 1)[0]: read_results(Path(a.split("=", 1)[1])) for a in argv}
     nets = sorted({Path(r["onnx"]).stem for rows in runs.values() for r in rows})
     print("| network | setting | instances | solved (sat) | wrong | median s | total s | median s solved "
           "| branches per solved: median / mean |")

@@ -211,8 +211,15 @@ def random_fc(widths, seed):
     import torch
 
     from relaxations.network import Network
-    torch.manual_seed(seed)
-    mods = []
-    for a, b in zip(widths[:-1], widths[1:]):
-        mods += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-    return Network.from_torch(torch.nn.Sequential(*mods[:-1]), (widths[0],))
+    return Network.from_torch(torch_mlp(widths, seed), (widths[0],))
+
+
+def pre_activations(net, x):
+    """Per ReLU layer of ``net`` (a :class:`relaxations.network.Network`) the pre-activations ``(S, n_i)`` of
+    the points ``x`` ``(S, n_in)``: what sampled soundness checks of intermediate bounds compare against."""
+    out, h = [], x.reshape(-1, *net.in_shape)
+    for layer in net.layers:
+        if not layer.affine:
+            out.append(h.reshape(h.shape[0], -1))
+        h = layer.forward(h)
+    return out

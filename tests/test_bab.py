@@ -12,7 +12,7 @@ from bnb.results import Counterexample
 from bnb.spec import Polytope
 from bnb.timing import Deadline
 from relaxations.milp import milp_bounds
-from conftest import random_fc
+from conftest import pre_activations, random_fc
 
 D = torch.float64
 
@@ -214,16 +214,6 @@ def test_domain_store_keeps_per_layer_lists():
     assert len(store) == 1 and store.pop(5)["pl"][0].tolist() == [[0.0, 1.0]]
 
 
-def _pre_activations(net, x):
-    """Per ReLU layer the pre-activations ``(S, n_i)`` of the points ``x`` ``(S, n_in)``."""
-    out, h = [], x
-    for layer in net.layers:
-        if type(layer).__name__ == "ReLU":
-            out.append(h.reshape(h.shape[0], -1))
-        h = layer.forward(h)
-    return out
-
-
 def test_retighten_children_bounds_hold_and_tighten():
     """Children that re-bound their intermediate bounds with their split phases (bab.retighten_depth): every
     sampled point of a child's domain (the box, the split phases) lies within them, and fixing a first-layer
@@ -245,7 +235,7 @@ def test_retighten_children_bounds_hold_and_tighten():
     before = [(l.clone(), u.clone()) for l, u in zip(child["pl"], child["pu"])]
     assert retighten(net, child, lo, hi, 1) == 2 * k
     x = lo + (hi - lo) * torch.rand(200000, 3, dtype=D, generator=torch.Generator().manual_seed(0))
-    z = _pre_activations(net, x)
+    z = pre_activations(net, x)
     for c in range(2 * k):
         inside = torch.ones(x.shape[0], dtype=torch.bool)
         for zi, s in zip(z, child["split"]):

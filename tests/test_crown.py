@@ -12,7 +12,7 @@ from relaxations.methods import SINGLE_NEURON_METHODS, bound_rows
 from relaxations.milp import milp_bounds
 from relaxations.network import Network
 from relaxations.state import DomainState
-from conftest import random_fc
+from conftest import pre_activations, random_fc
 
 D = torch.float64
 
@@ -56,15 +56,11 @@ def test_sampled_outputs_inside_bounds(name, make, method):
     assert torch.all(y.min(1).values >= r.lb - 1e-9), (name, method)
     assert torch.all(y.max(1).values <= r.ub + 1e-9), (name, method)
     # intermediate bounds contain the sampled pre-activations too
-    h = x.reshape(-1, *net.in_shape)
-    j = 0
-    for layer in net.layers:
-        if not layer.affine:
-            l, u = r.pre_bounds[j]
-            z = h.reshape(5, 3000, -1)
-            assert torch.all(z >= l[:, None] - 1e-9) and torch.all(z <= u[:, None] + 1e-9), (name, method, j)
-            j += 1
-        h = layer.forward(h)
+    zs = pre_activations(net, x)
+    assert len(zs) == len(r.pre_bounds)
+    for j, (z, (l, u)) in enumerate(zip(zs, r.pre_bounds)):
+        z = z.reshape(5, 3000, -1)
+        assert torch.all(z >= l[:, None] - 1e-9) and torch.all(z <= u[:, None] + 1e-9), (name, method, j)
 
 
 def _split_batch(net, lo, hi, seed):
