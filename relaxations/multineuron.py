@@ -232,6 +232,39 @@ def anderson_constraints(net, lower, upper, pre_bounds, C, max_rounds=4, time_bu
     return out, time.monotonic() - t0
 
 
+def implied_by_box(cons: LayerConstraints, l, u, hl=None, hu=None):
+    """``(N, c)`` bool: where constraint ``c`` of ``cons`` cannot cut anything off domain ``N``'s box: its
+    :func:`box_max` is ``<= 0``."""
+    return box_max(cons, l, u, hl, hu) <= 0
+
+
+def box_max(cons: LayerConstraints, l, u, hl=None, hu=None):
+    """``(N, c)``: the largest value of ``Pz y + Px z + Ph h + p`` over domain ``N``'s box. ``l``/``u``
+    ``(N, n)``: the layer's pre-activation bounds with the split phases applied (``l >= 0``: ``y = z``;
+    ``u <= 0``: ``y = 0``; otherwise ``y`` in ``[0, u]`` independently of ``z``, a box around the triangle);
+    ``hl``/``hu`` ``(N, n_h)``: bounds of ``h`` (only read when ``cons.Ph`` is set; without them
+    ``|h| <= cons.rh``).
+
+    It only decides which constraints a batch still carries (leaving one out never makes a bound invalid), so
+    it is plain floating point, without a rounding analysis."""
+    act = (l >= 0).to(l.dtype)
+    free = ((l < 0) & (u > 0)).to(l.dtype)
+    neg = lambda t: t.clamp(max=0)  # noqa: E731
+    pos = lambda t: t.clamp(min=0)  # noqa: E731
+    # sum over neurons of the largest term: where a split made y = z the coefficient on z is Px + Pz; every
+    # sum below is a product (c, n) x (n, N)
+    cs = cons.Px + cons.Pz
+    val = (pos(cs) @ (act * u).T + neg(cs) @ (act * l).T
+           + pos(cons.Px) @ ((1 - act) * u).T + neg(cons.Px) @ ((1 - act) * l).T
+           + pos(cons.Pz) @ (free * u).T).T + cons.p[None]
+    if cons.Ph is not None:
+        if hl is not None and hu is not None:
+            val = val + (pos(cons.Ph) @ hu.T + neg(cons.Ph) @ hl.T).T
+        else:
+            val = val + (cons.Ph.abs() @ cons.rh)[None]
+    return val
+
+
 def active_only(constraints, gammas, tol=0.0):
     """The constraints whose multiplier is above ``tol`` for some domain and row, with their multipliers:
     ``(constraints, gammas)`` per layer (None where a layer keeps none). Children of a split need only these:

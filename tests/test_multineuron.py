@@ -115,6 +115,16 @@ def test_mn_crown_approaches_the_lp_with_the_same_constraints(widths, seed, sour
     assert np.all(lp - mn <= tol * (lp - a) + 1e-6), (mn, lp, a)
 
 
+def _validator(net, t):
+    """Replays candidates on ``net`` for the property ``y_0 > t``: a counterexample where ``y_0 <= t``."""
+    def validate(xs):
+        from bnb.results import Counterexample
+        y = net(torch.tensor(xs, dtype=D)).numpy()
+        i = int(np.argmin(y[:, 0]))
+        return Counterexample(xs[i], y[i], 0, 0, float(y[i, 0] - t)) if y[i, 0] <= t else None
+    return validate
+
+
 def _cfg(**bab):
     cfg = Config()
     cfg.general.dtype = "float64"
@@ -139,13 +149,7 @@ def test_relu_bab_with_constraints_matches_milp(widths, seed, heuristic, where):
     exact, _ = milp_bounds(net, lo, hi)
     for t, label in ((exact[0] - 0.02, "unsat"), (exact[0] + 0.02, "sat")):
         poly = Polytope(np.array([[1.0]]), np.array([t]))  # violated where y <= t
-
-        def validate(xs):
-            from bnb.results import Counterexample
-            y = net(torch.tensor(xs, dtype=D)).numpy()
-            i = int(np.argmin(y[:, 0]))
-            return Counterexample(xs[i], y[i], 0, 0, float(y[i, 0] - t)) if y[i, 0] <= t else None
-
+        validate = _validator(net, t)
         cfg = _cfg(relu_heuristic=heuristic)
         if where == "children":
             cfg.bounds.method, cfg.bab.relu_method = "alpha", "mn-crown"
@@ -164,3 +168,75 @@ def test_active_only_keeps_the_constraints_with_a_positive_multiplier():
     assert cons[1] is None and gams[1] is None and cons[2] is None and gams[2] is None
     assert cons[0].count == 2 and torch.equal(cons[0].Pz, torch.eye(4, dtype=D)[[0, 2]])
     assert torch.equal(gams[0], g[..., [0, 2]])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_box_max_is_the_largest_value_over_the_split_box(seed):
+    """box_max against enumeration: over a box the maximum of a linear function sits at a vertex, with
+    ``y = z`` on active neurons, ``y = 0`` on inactive ones and ``y`` in ``{0, u}`` (its own box) on free ones."""
+    import itertools
+    from relaxations.multineuron import LayerConstraints, box_max, implied_by_box
+    g = torch.Generator().manual_seed(seed)
+    n, nh, c, N = 3, 2, 5, 6
+    cons = LayerConstraints(torch.randn(c, n, generator=g, dtype=D), torch.randn(c, n, generator=g, dtype=D),
+                            torch.randn(c, generator=g, dtype=D), torch.randn(c, nh, generator=g, dtype=D),
+                            torch.ones(nh, dtype=D))
+    mid, rad = torch.randn(N, n, generator=g, dtype=D), torch.rand(N, n, generator=g, dtype=D)
+    l, u = mid - rad, mid + rad
+    l[0, 0], u[0, 0], l[1, 1], u[1, 1] = 0.0, 1.0, -1.0, 0.0  # split boundaries: active l = 0, inactive u = 0
+    hl = torch.rand(N, nh, generator=g, dtype=D) - 1
+    hu = hl + torch.rand(N, nh, generator=g, dtype=D)
+    got = box_max(cons, l, u, hl, hu)
+    for k in range(N):
+        best = torch.full((c,), -float("inf"), dtype=D)
+        zs = [(l[k, j].item(), u[k, j].item()) for j in range(n)]
+        ys = [None if l[k, j] >= 0 else ((0.0,) if u[k, j] <= 0 else (0.0, u[k, j].item())) for j in range(n)]
+        for zv in itertools.product(*zs):
+            for yv in itertools.product(*[(zv[j],) if ys[j] is None else ys[j] for j in range(n)]):
+                for hv in itertools.product(*[(hl[k, j].item(), hu[k, j].item()) for j in range(nh)]):
+                    val = cons.Pz @ torch.tensor(yv, dtype=D) + cons.Px @ torch.tensor(zv, dtype=D) + \
+                        cons.Ph @ torch.tensor(hv, dtype=D) + cons.p
+                    best = torch.maximum(best, val)
+        assert torch.allclose(got[k], best, atol=1e-12), (k, got[k], best)
+    assert torch.equal(implied_by_box(cons, l, u, hl, hu), got <= 0)
+    # without h's bounds, |h| <= rh: never below the value with them
+    assert bool((box_max(cons, l, u) >= got - 1e-12).all())
+
+
+def test_children_leave_out_the_constraints_their_box_implies():
+    """A group's constraint stops being carried once the children's boxes imply it; the dropped multipliers
+    are zero and the carried ones keep their place."""
+    from bnb.branching.relu_split import live_constraints
+    from relaxations.multineuron import LayerConstraints
+    # y0 + y1 <= 3 over z in [-1, 2]^2: cuts the box (y0 = y1 = 2) until one neuron is split inactive
+    cons = LayerConstraints(torch.tensor([[1.0, 1.0], [1.0, 0.0]], dtype=D), torch.zeros(2, 2, dtype=D),
+                            torch.tensor([-3.0, -1.0], dtype=D))
+    pl, pu = torch.full((2, 2), -1.0, dtype=D), torch.full((2, 2), 2.0, dtype=D)
+    child = {"pl": [pl.clone()], "pu": [pu.clone()]}
+    live, keep = live_constraints(child, [cons], torch.tensor([0, 1]), None, None)
+    assert keep[0].tolist() == [0, 1]
+    child["pu"][0][:, 1] = 0.0   # both children: neuron 1 inactive, y0 + 0 <= 3 holds on the box
+    live, keep = live_constraints(child, [cons], torch.tensor([0, 1]), None, None)
+    assert keep[0].tolist() == [1] and torch.equal(live[0].Pz, cons.Pz[[1]])
+    child["pu"][0][0, 0] = 1.0   # child 0 also implies y0 <= 1; child 1 does not: still carried
+    live, keep = live_constraints(child, [cons], torch.tensor([0, 1]), None, None)
+    assert keep[0].tolist() == [1]
+    child["pu"][0][1, 0] = 0.5
+    live, keep = live_constraints(child, [cons], torch.tensor([0, 1]), None, None)
+    assert live[0] is None and keep[0] is None
+
+
+def test_bab_leaving_out_implied_constraints_keeps_the_milp_verdict(widths=(4, 16, 16, 16, 1), seed=1, gap=0.05):
+    """Branch and bound deep enough that some children's boxes imply constraints (which they then leave out):
+    proven at ``gap`` below the exact minimum, and not proven ``gap`` above it, as the MILP says."""
+    net = random_fc(widths, seed)
+    lo, hi = -np.ones(widths[0]), np.ones(widths[0])
+    exact, _ = milp_bounds(net, lo, hi)
+    cfg = _cfg(relu_heuristic="babsr", batch_size=8)
+    for t, label in ((exact[0] - gap, "unsat"), (exact[0] + gap, "sat")):
+        stats = Stats()
+        status, _ = run_bab(net, torch.tensor(lo), torch.tensor(hi), [Polytope(np.array([[1.0]]), np.array([t]))],
+                            cfg, Deadline(60), _validator(net, t), stats)
+        assert status == label, (t, label, status)
+        if label == "unsat":
+            assert stats["constraints_dropped"] > 0 and stats["branches"] > 10  # the path under test ran

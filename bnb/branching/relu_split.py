@@ -113,6 +113,35 @@ def _gammas(child, cons, ci=None, ri=None):
     return [None if c is None else pick(g) for c, g in zip(cons, child["gamma"])]
 
 
+def live_constraints(child, cons, ci, lo, hi):
+    """The constraints the units' children ``ci`` ``(U,)`` still need: per ReLU layer the constraints of ``cons``
+    not implied by the box of every one of them (:func:`relaxations.multineuron.implied_by_box`: once a split
+    made a group's neurons linear, its hull constraint may say nothing the box does not), as
+    ``(constraints, keep)``: the restricted :class:`LayerConstraints` (None where none is left) and the kept
+    indices ``(c'_i,)`` (None where the layer has none). Leaving constraints out never invalidates a bound; it
+    saves two products per constraint, layer and optimisation step."""
+    from relaxations.multineuron import implied_by_box
+    out, keep = [], []
+    for i, c in enumerate(cons):
+        if c is None:
+            out.append(None)
+            keep.append(None)
+            continue
+        l, u = child["pl"][i][ci], child["pu"][i][ci]
+        hl = hu = None
+        if c.Ph is not None:
+            if i == 0:
+                hl, hu = lo.reshape(1, -1).expand(l.shape[0], -1), hi.reshape(1, -1).expand(l.shape[0], -1)
+            else:
+                hl, hu = child["pl"][i - 1][ci].clamp(min=0), child["pu"][i - 1][ci].clamp(min=0)
+            if hl.shape[1] != c.Ph.shape[1]:  # not the layer before (a graph): the constraints' own |h| bound
+                hl = hu = None
+        k = torch.nonzero(~implied_by_box(c, l, u, hl, hu).all(dim=0)).flatten()
+        out.append(c.rows(k) if k.numel() else None)
+        keep.append(k if k.numel() else None)
+    return out, keep
+
+
 def relu_state(child, lo, hi, cons=None):
     N = child["score"].shape[0]
     return DomainState(lo.expand(N, -1), hi.expand(N, -1), child["split"], list(zip(child["pl"], child["pu"])),
@@ -136,12 +165,21 @@ def bound_open_rows(net, child, rows, lo, hi, cfg, stats, deadline, cons=None):
         ci, ri = torch.zeros(1, dtype=torch.long, device=lo.device), torch.zeros(1, dtype=torch.long, device=lo.device)
         U = 1
     floor = child["lb"][ci, ri][:, None]
+    live, keep, gam = None, None, None
+    if cons is not None:
+        live, keep = live_constraints(child, cons, ci, lo, hi)
+        gam = [None if k is None else g[..., k] for g, k in zip(_gammas(child, cons, ci, ri), keep)]
+        total = sum(c.count for c in cons if c is not None)
+        stats.add("constraints_dropped", total - sum(c.count for c in live if c is not None))
+        stats.add("constraints_offered", total)
+        if all(c is None for c in live):
+            live = gam = None
     state = DomainState(lo.expand(U, -1), hi.expand(U, -1), [s[ci] for s in child["split"]],
                         [(pl[ci], pu[ci]) for pl, pu in zip(child["pl"], child["pu"])],
                         {"final": [a[ci, ri][:, None] for a in child["alpha"]]},
                         [b[ci, ri][:, None] for b in child["beta"]],
-                        constraints=cons, gammas=_gammas(child, cons, ci, ri))
-    method = "beta" if cons is None else "mn-crown"
+                        constraints=live, gammas=gam)
+    method = "beta" if live is None else "mn-crown"
     r = _bound(net, state, rows, method, cfg, cfg.bab.beta_iters, False, stats, deadline, floor, ri)
     stats.add("domains_bounded", N)
     stats.add("rows_bounded", U)
@@ -171,8 +209,10 @@ def bound_open_rows(net, child, rows, lo, hi, cfg, stats, deadline, cons=None):
         for i in range(L):
             if cons[i] is not None:
                 gammas[i] = child["gamma"][i].clone()
-                if r.gammas is not None and r.gammas[i] is not None:
-                    gammas[i][ci, ri] = r.gammas[i][:, 0]
+                got = torch.zeros(U, cons[i].count, dtype=gammas[i].dtype, device=gammas[i].device)
+                if live is not None and live[i] is not None and r.gammas is not None and r.gammas[i] is not None:
+                    got[:, keep[i]] = r.gammas[i][:, 0]
+                gammas[i][ci, ri] = got  # zero on the constraints left out: implied by the box from here on
     return BoundResult(lb, None, pre, A, None, coeffs, {"final": alphas}, betas, infeasible, gammas)
 
 
