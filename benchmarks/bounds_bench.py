@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bnb.onnx_loader import load_onnx
-from bnb.vnnlib import parse_vnnlib
+from bnb.io.onnx_loader import load_onnx
+from bnb.io.vnnlib import parse_vnnlib
 from relaxations.methods import bound_rows
 from relaxations.state import DomainState
 

@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bnb.onnx_loader import load_onnx  # noqa: E402
-from bnb.vnnlib import parse_vnnlib  # noqa: E402
+from bnb.io.onnx_loader import load_onnx  # noqa: E402
+from bnb.io.vnnlib import parse_vnnlib  # noqa: E402
 from relaxations.methods import bound_rows  # noqa: E402
 from relaxations.state import DomainState  # noqa: E402
 

@@ -734,7 +734,7 @@ def run_verify(onnx_path, vnn_path, overrides, timeout):
     """``(verdict, seconds, message)``; bad-input exceptions count as errors."""
     from bnb.config import load_config
     from bnb.errors import BnbError
-    from bnb.verify import verify
+    from bnb.pipeline.verify import verify
     cfg = load_config([], list(FIXED) + list(overrides))
     t0 = time.monotonic()
     try:

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bnb.onnx_loader import load_onnx
-from bnb.vnnlib import parse_vnnlib
+from bnb.io.onnx_loader import load_onnx
+from bnb.io.vnnlib import parse_vnnlib
 from relaxations.ibp import ibp
 from relaxations.lp.anderson import anderson_bounds
 from relaxations.lp.kneuron import kneuron_bounds

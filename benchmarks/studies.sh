@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 BENCH=${BENCH:-../shared/benchmarks}
 which=${1:-all}
 shift || true
-bnb() { python -m bnb.cli "$@"; }
+bnb() { python -m bnb.cli.main "$@"; }
 
 if [[ $which == acasxu || $which == all ]]; then
   # 47 instances across properties 1-5 and 9 (every 4th of the 186); look-ahead off for the scoring rules

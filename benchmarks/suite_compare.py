@@ -13,7 +13,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from bnb.suite import read_results
+from bnb.runs.suite import read_results
 
 
 def summary(rows):

@@ -31,7 +31,7 @@ class GeneralConfig:
     timeout: float = opt(300.0, "wall-clock limit per instance in seconds (in `bnb run`, each row's own timeout wins)")
     threads: int = opt(0, "torch CPU threads (0: torch's default)")
     verbose: bool = opt(False, "print progress of long runs to stderr")
-    preset: str = opt("auto", "settings chosen from the network for options left at their defaults (bnb/presets.py): "
+    preset: str = opt("auto", "settings chosen from the network for options left at their defaults (bnb/pipeline/presets.py): "
                       "auto (input splitting as for ACAS Xu with <= 16 inputs, ReLU splitting as for mnist_fc "
                       "otherwise), input, relu, or none", ("auto", "input", "relu", "none"))
 
@@ -190,7 +190,7 @@ def apply_mapping(cfg: Config, data: dict, where: str) -> Config:
 
 def explicit(cfg: Config) -> set:
     """The ``section.key`` options a YAML file or ``--set`` gave (even to their default value); presets
-    (:mod:`bnb.presets`) leave them alone. Kept on the instance, so copies and pickles carry it."""
+    (:mod:`bnb.pipeline.presets`) leave them alone. Kept on the instance, so copies and pickles carry it."""
     if "_explicit" not in cfg.__dict__:
         cfg.__dict__["_explicit"] = set()
     return cfg.__dict__["_explicit"]

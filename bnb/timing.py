@@ -5,7 +5,7 @@ so far) or calls :meth:`Deadline.check` (which raises :class:`VerificationTimeou
 code). Nothing raises asynchronously: an exception delivered by a signal can land inside an import, a
 file write or a native solver call and leave the process broken for everything that follows (issue 15).
 The backstop for a run that overruns its limit anyway lies outside the verifier: the worker parent of
-``bnb run`` kills and replaces the worker (:mod:`bnb.worker`); ``bnb verify`` ends the process.
+``bnb run`` kills and replaces the worker (:mod:`bnb.runs.worker`); ``bnb verify`` ends the process.
 """
 from __future__ import annotations
 

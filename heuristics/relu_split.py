@@ -124,7 +124,7 @@ def acs_scores(batch: ReluBatch) -> list:
 
 
 def phase_scores(batch: ReluBatch) -> list:
-    """Partitioning by activation hyperplanes (:mod:`bnb.branching.partition`): only the first layer that still
+    """Partitioning by activation hyperplanes (:mod:`bnb.engine.strategies.partition`): only the first layer that still
     has free unstable neurons, most balanced first (``min(-l, u)``); every other layer ``-inf``. Splitting
     layers in order keeps a domain a convex polytope of the input (the box and the hyperplanes of its fixed
     phases)."""

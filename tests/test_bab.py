@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from bnb.bab import Stats, run_bab
+from bnb.engine.bab import Stats, run_bab
 from bnb.config import Config
-from bnb.domains import DomainStore
+from bnb.engine.store import DomainStore
 from bnb.results import Counterexample
-from bnb.spec import Polytope
+from bnb.io.spec import Polytope
 from bnb.timing import Deadline
 from relaxations.milp import milp_bounds
 from conftest import pre_activations, random_fc
@@ -148,8 +148,8 @@ def test_children_bound_only_their_open_rows():
     """Children of a ReLU split bound only the rows whose polytope the parent left open, each (child, row) as
     its own unit: the open rows get the bounds that bounding every row of the children gives, the refuted
     ones keep the parent's bound, and no row is bounded twice."""
-    from bnb.bab import Rows, _bound
-    from bnb.branching.relu_split import bound_open_rows, relu_children, relu_state
+    from bnb.engine.bab import Rows, _bound
+    from bnb.engine.strategies.relu_split import bound_open_rows, relu_children, relu_state
     from relaxations.methods import bound_rows
     from relaxations.state import DomainState
 
@@ -204,7 +204,7 @@ def test_ibp_root_proven_by_the_crown_start_of_relu_splitting():
 
 def test_domain_store_keeps_per_layer_lists():
     """Fields that are lists (one tensor per ReLU layer, None where a layer has none) come back as pushed."""
-    from bnb.domains import DomainStore
+    from bnb.engine.store import DomainStore
     store = DomainStore()
     store.push({"score": torch.tensor([3.0, 1.0, 2.0]), "depth": torch.zeros(3),
                 "pl": [torch.arange(6.0).reshape(3, 2), torch.arange(3.0)[:, None]], "gamma": [None, torch.ones(3, 4)]})
@@ -218,7 +218,7 @@ def test_retighten_children_bounds_hold_and_tighten():
     """Children that re-bound their intermediate bounds with their split phases (bab.retighten_depth): every
     sampled point of a child's domain (the box, the split phases) lies within them, and fixing a first-layer
     neuron tightens some later neuron's bounds."""
-    from bnb.branching.relu_split import relu_children, retighten
+    from bnb.engine.strategies.relu_split import relu_children, retighten
     from relaxations.crown import intermediate_bounds
     from relaxations.state import DomainState
     net = random_fc([3, 12, 12, 12, 1], 5)

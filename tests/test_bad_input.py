@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from bnb.cli import main
+from bnb.cli.main import main
 from bnb.results import EXIT_BAD_INPUT
 from conftest import ROOT, write_vnnlib
 

@@ -163,7 +163,7 @@ def test_default_yaml_loads_to_defaults_and_documents_every_key():
 
 def test_presets_change_only_what_nobody_chose():
     from bnb.config import load_config
-    from bnb.presets import apply
+    from bnb.pipeline.presets import apply
 
     class Net:
         def __init__(self, n):
@@ -184,8 +184,8 @@ def test_presets_change_only_what_nobody_chose():
 @pytest.mark.parametrize("path", sorted(p.name for p in (ROOT / "configs").glob("*.yaml") if p.name != "default.yaml"))
 def test_benchmark_configs_only_override_defaults(path):
     """Every benchmark YAML loads, and each key it sets changes a default (configs/ hold only overrides), except
-    where it pins a default against the preset that would otherwise change it (bnb/presets.py)."""
-    from bnb.presets import PRESETS
+    where it pins a default against the preset that would otherwise change it (bnb/pipeline/presets.py)."""
+    from bnb.pipeline.presets import PRESETS
     data = yaml.safe_load((ROOT / "configs" / path).read_text())
     cfg = load_config([ROOT / "configs" / path])
     base = to_dict(Config())

@@ -161,8 +161,8 @@ def test_ordering_ibp_crown_alpha_milp():
 
 
 def test_crown_tighter_than_ibp_on_acas(bench):
-    from bnb.onnx_loader import load_onnx
-    from bnb.vnnlib import parse_vnnlib
+    from bnb.io.onnx_loader import load_onnx
+    from bnb.io.vnnlib import parse_vnnlib
     model = load_onnx(bench / "acasxu/onnx/ACASXU_run2a_1_1_batch_2000.onnx")
     spec = parse_vnnlib(bench / "acasxu/vnnlib/prop_3.vnnlib").specs[0]
     net = model.network
@@ -242,8 +242,8 @@ def test_warm_start_carries_the_optimised_slopes():
      ("ibp", "crown")),
 ])
 def test_benchmark_networks_sampled_outputs_inside_bounds(bench, onnx, vnnlib, methods):
-    from bnb.onnx_loader import load_onnx
-    from bnb.vnnlib import parse_vnnlib
+    from bnb.io.onnx_loader import load_onnx
+    from bnb.io.vnnlib import parse_vnnlib
     net = load_onnx(bench / onnx).network.to(dtype=torch.float32)
     spec = parse_vnnlib(bench / vnnlib).specs[0]
     lo = torch.tensor(spec.lower, dtype=torch.float32)[None]

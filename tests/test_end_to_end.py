@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from bnb.config import load_config
-from bnb.onnx_loader import load_onnx
+from bnb.io.onnx_loader import load_onnx
 from bnb.results import Verdict
-from bnb.verify import verify
-from bnb.vnnlib import parse_vnnlib
+from bnb.pipeline.verify import verify
+from bnb.io.vnnlib import parse_vnnlib
 from conftest import ROOT, expected_label
 
 CASES = [

@@ -16,7 +16,7 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT))
 from benchmarks import fuzz as F  # noqa: E402
-from bnb.vnnlib import parse_vnnlib  # noqa: E402
+from bnb.io.vnnlib import parse_vnnlib  # noqa: E402
 
 torch.set_num_threads(1)
 METHODS = ("ibp", "crown", "dp0", "dp1", "alpha", "beta", "mn-crown")

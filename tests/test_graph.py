@@ -9,8 +9,8 @@ from onnx import helper
 
 from bnb.config import Config
 from bnb.errors import ModelError
-from bnb.onnx_loader import load_onnx
-from bnb.verify import verify
+from bnb.io.onnx_loader import load_onnx
+from bnb.pipeline.verify import verify
 from conftest import export_onnx, random_points, write_vnnlib
 from relaxations.ibp import ibp
 from relaxations.layers import Stage

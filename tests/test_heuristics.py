@@ -118,7 +118,7 @@ def test_dimensions_below_resolution_are_never_offered():
 
 
 def test_multiway_split_covers_the_box():
-    from bnb.branching.input_split import split_boxes
+    from bnb.engine.strategies.input_split import split_boxes
     lo, hi = torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 1.0 + 2e-7]])
     c_lo, c_hi = split_boxes(lo, hi, torch.tensor([0]), 3)
     assert c_lo[:, 0].tolist() == pytest.approx([0, 1 / 3, 2 / 3]) and c_hi[:, 0].tolist() == pytest.approx([1 / 3, 2 / 3, 1])

@@ -1,4 +1,4 @@
-"""LP methods behind `bnb bounds`, and the LP hooks of branch and bound (bnb/lp_hooks.py)."""
+"""LP methods behind `bnb bounds`, and the LP hooks of branch and bound (relaxations/lp/bab_hooks.py)."""
 from __future__ import annotations
 
 import json
@@ -9,13 +9,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from bnb.cli import main
+from bnb.cli.main import main
 from bnb.config import load_config
-from bnb.lp_hooks import lp_tighten, refine_root_bounds
-from bnb.onnx_loader import load_onnx
+from relaxations.lp.bab_hooks import lp_tighten, refine_root_bounds
+from bnb.io.onnx_loader import load_onnx
 from bnb.timing import Deadline
-from bnb.verify import verify
-from bnb.vnnlib import parse_vnnlib
+from bnb.pipeline.verify import verify
+from bnb.io.vnnlib import parse_vnnlib
 from relaxations.methods import LP_METHODS, METHODS, bound_rows
 from relaxations.milp import milp_bounds
 from relaxations.state import DomainState

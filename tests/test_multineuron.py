@@ -8,9 +8,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from bnb.bab import Stats, run_bab
+from bnb.engine.bab import Stats, run_bab
 from bnb.config import Config
-from bnb.spec import Polytope
+from bnb.io.spec import Polytope
 from bnb.timing import Deadline
 from relaxations.methods import bound_rows, mn_constraints
 from relaxations.milp import milp_bounds
@@ -206,7 +206,7 @@ def test_box_max_is_the_largest_value_over_the_split_box(seed):
 def test_children_leave_out_the_constraints_their_box_implies():
     """A group's constraint stops being carried once the children's boxes imply it; the dropped multipliers
     are zero and the carried ones keep their place."""
-    from bnb.branching.relu_split import live_constraints
+    from bnb.engine.strategies.relu_split import live_constraints
     from relaxations.multineuron import LayerConstraints
     # y0 + y1 <= 3 over z in [-1, 2]^2: cuts the box (y0 = y1 = 2) until one neuron is split inactive
     cons = LayerConstraints(torch.tensor([[1.0, 1.0], [1.0, 0.0]], dtype=D), torch.zeros(2, 2, dtype=D),

@@ -8,8 +8,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from bnb.errors import ModelError
-from bnb.onnx_loader import load_onnx
-from bnb.vnnlib import parse_vnnlib
+from bnb.io.onnx_loader import load_onnx
+from bnb.io.vnnlib import parse_vnnlib
 from conftest import BENCHMARKS, random_points, require_bench
 from relaxations.layers import ElementwiseAffine
 from relaxations.network import Network
@@ -186,7 +186,7 @@ def test_unsupported_op_names_op_and_file(tmp_path, op):
 
 
 def test_residual_add_is_read_as_a_graph(tmp_path):
-    """Once refused ("residual connections not supported"); now lowered by bnb.onnx_graph (tests/test_graph.py)."""
+    """Once refused ("residual connections not supported"); now lowered by bnb.io.onnx_graph (tests/test_graph.py)."""
     nodes = [helper.make_node("Gemm", ["x", "W"], ["h"], transB=1), helper.make_node("Add", ["h", "x"], ["y"])]
     load_and_compare(make_model(tmp_path / "res.onnx", nodes, {"W": r(4, 4)}, (1, 4), (1, 4)), 4)
 
@@ -223,7 +223,7 @@ def test_misread_acas_weight_is_caught(monkeypatch, layer_no, misread):
     weight read with the wrong sign, or the whole layer read 1% too large, is caught by the load check: its
     tolerance (~3e-4 here) follows the rounding the network really shows at the checked points (~3e-7), not a
     worst-case bound of the term sizes (which allowed errors of ~900 on outputs of ~0.3)."""
-    import bnb.onnx_loader as loader
+    import bnb.io.onnx_loader as loader
     from conftest import acas
     onnx_path, spec = acas("4_1", "prop_4")
     load_onnx(onnx_path).check_property([(s.lower, s.upper) for s in parse_vnnlib(

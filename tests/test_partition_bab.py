@@ -1,4 +1,4 @@
-"""``bab.branching: partition`` (ReLU phases split layer by layer, :mod:`bnb.branching.partition`): the split
+"""``bab.branching: partition`` (ReLU phases split layer by layer, :mod:`bnb.engine.strategies.partition`): the split
 order of its heuristic, and ``bnb verify`` against the exact MILP on small random networks (thresholds just
 around the optimum; the sat witness replayed on onnxruntime)."""
 from __future__ import annotations
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from bnb.config import load_config
-from bnb.onnx_loader import load_onnx
-from bnb.verify import verify
+from bnb.io.onnx_loader import load_onnx
+from bnb.pipeline.verify import verify
 from conftest import torch_mlp, write_vnnlib
 from heuristics import resolve
 from heuristics.base import ReluBatch

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from bnb.bab import Rows, Stats, run_bab
+from bnb.engine.bab import Rows, Stats, run_bab
 from bnb.config import Config
-from bnb.spec import Polytope
+from bnb.io.spec import Polytope
 from bnb.timing import Deadline
 from relaxations.crown import ReluRelaxation
 from relaxations.fp import outward_box, threshold_up
@@ -152,7 +152,7 @@ def _run(net, lo, hi, d, cfg):
 def test_nan_or_inf_bounds_never_verify(monkeypatch, bad, branching):
     """Every bound the engine sees is NaN (or +inf): no domain is ever verified, so the answer is unknown or
     the run is cut by the deadline, never unsat."""
-    import bnb.bab as bab_mod
+    import bnb.engine.bab as bab_mod
     real = bab_mod.bound_rows
 
     def poisoned(*a, **k):

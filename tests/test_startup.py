@@ -12,23 +12,23 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from bnb import screen
-from bnb.attack import _best_samples, stack_polytopes
+from bnb.pipeline import screen
+from bnb.engine.attack import _best_samples, stack_polytopes
 from bnb.config import Config, load_config
 from bnb.errors import ModelError
-from bnb.models import ModelCache
-from bnb.onnx_loader import load_onnx
-from bnb.onnx_proto import to_array
-from bnb.verify import verify
-from bnb.vnnlib import parse_vnnlib
+from bnb.io.models import ModelCache
+from bnb.io.onnx_loader import load_onnx
+from bnb.io.onnx_proto import to_array
+from bnb.pipeline.verify import verify
+from bnb.io.vnnlib import parse_vnnlib
 from conftest import ROOT, acas, expected_label, small_mlp, write_vnnlib
 
 HEAVY = ("cvxpy", "highspy", "matplotlib", "ray", "onnx", "scipy")
 
 _PROBE = """
 import json, sys
-import bnb.cli  # the command line's own imports
-from bnb.verify import verify
+import bnb.cli.main  # the command line's own imports
+from bnb.pipeline.verify import verify
 r = verify(sys.argv[1], sys.argv[2])
 print(json.dumps({"verdict": r.verdict.value, "loaded": sorted(m for m in %r if m in sys.modules)}))
 """ % (HEAVY,)
@@ -66,7 +66,7 @@ def test_external_data_is_refused():
 def test_corrupted_converted_weight_is_caught(monkeypatch, tmp_path, tiny_net):
     onnx_path = tiny_net(small_mlp(2, 8, 2, seed=3), (2,))
     spec = write_vnnlib(tmp_path / "p.vnnlib", [-1, -1], [1, 1], 2, "(<= Y_0 Y_1)")
-    import bnb.onnx_loader as loader
+    import bnb.io.onnx_loader as loader
     convert = loader._convert
 
     def corrupted(model, path):

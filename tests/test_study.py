@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from bnb.study import read_study, run_study
-from bnb.suite import read_results, run_suite
+from bnb.runs.study import read_study, run_study
+from bnb.runs.suite import read_results, run_suite
 from conftest import ROOT
 from test_suite_isolation import _cfg, _copy, _suite, make_instances
 
@@ -137,7 +137,7 @@ def test_run_over_a_local_ray_instance(instances, tmp_path):
 def test_plugin_heuristic_end_to_end(instances, tmp_path):
     """A user's ReLU rule from a file decides an instance correctly; a bad plug-in is bad input."""
     from bnb.errors import ConfigError
-    from bnb.verify import verify
+    from bnb.pipeline.verify import verify
     folder, inst = instances
     plug = tmp_path / "rules.py"
     plug.write_text(textwrap.dedent('''

@@ -25,9 +25,9 @@ import pytest
 import torch
 
 from bnb.config import Config
-from bnb.suite import FIELDS, read_results, run_suite
+from bnb.runs.suite import FIELDS, read_results, run_suite
 from bnb.timing import Deadline
-from bnb.verify import verify
+from bnb.pipeline.verify import verify
 from conftest import ROOT, write_vnnlib
 
 
@@ -64,7 +64,7 @@ def _mlp(seed, widths=(2, 12, 12, 1)):
 
 
 def _exact_min(onnx_path, lo, hi):
-    from bnb.onnx_loader import load_onnx
+    from bnb.io.onnx_loader import load_onnx
     from relaxations.milp import milp_bounds
     net = load_onnx(onnx_path).network.to(dtype=torch.float64)
     lb, _ = milp_bounds(net, np.asarray(lo, float), np.asarray(hi, float))
@@ -215,7 +215,7 @@ def test_injected_timeouts_never_give_a_wrong_verdict(instances, branching):
 def test_deadline_raises_nothing_inside_library_code(instances, monkeypatch):
     """A slow call (standing for an import, a write, a solver) past the limit runs to its end; the
     timeout is then answered where the pipeline checks. The old backstop raised inside it."""
-    import bnb.verify as V
+    import bnb.pipeline.verify as V
     folder, inst = instances
     onnx, vnn, _ = inst["unsat_a"]
     done = []
@@ -238,12 +238,12 @@ def test_verify_watchdog_ends_a_run_that_ignores_its_limit(instances, tmp_path):
     results = tmp_path / "res.txt"
     code = textwrap.dedent(f"""
         import sys, time
-        import bnb.cli, bnb.verify
-        bnb.cli.WATCHDOG_GRACE = 0.5
-        bnb.verify.prove = lambda *a: time.sleep(60)
+        import bnb.cli.main, bnb.pipeline.verify
+        bnb.cli.main.WATCHDOG_GRACE = 0.5
+        bnb.pipeline.verify.prove = lambda *a: time.sleep(60)
         sys.argv = ["bnb", "verify", {str(onnx)!r}, {str(vnn)!r}, "--timeout", "0.5",
                     "--results-file", {str(results)!r}, "--set", "attack.enabled=false"]
-        bnb.cli.main()
+        bnb.cli.main.main()
     """)
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
@@ -278,7 +278,7 @@ def test_resume_after_a_kill_loses_and_repeats_nothing(instances):
 
 
 def test_rows_are_single_lines(instances):
-    from bnb.suite import ResultsFile
+    from bnb.runs.suite import ResultsFile
     folder, _ = instances
     f = ResultsFile(folder / "lines.csv")
     f.append({"onnx": "a.onnx", "vnnlib": "b.vnnlib", "verdict": "error", "time": 1.0, "expected": "",

@@ -8,9 +8,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from bnb.cli import main
+from bnb.cli.main import main
 from bnb.errors import BnbError
-from bnb.onnx_loader import load_onnx
+from bnb.io.onnx_loader import load_onnx
 from bnb.theory import constructions as K
 from bnb.theory.augment import augment, equivalence
 from bnb.theory.exact import exact_bounds as milp_bounds

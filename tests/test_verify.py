@@ -13,10 +13,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from bnb.cli import main
+from bnb.cli.main import main
 from bnb.config import Config, to_dict
 from bnb.results import EXIT_CODES, Verdict
-from bnb.vnnlib import parse_vnnlib
+from bnb.io.vnnlib import parse_vnnlib
 from conftest import ROOT, acas, expected_label, random_points, require_bench
 
 _ENTRY = re.compile(r"\(([XY])_(\d+)\s+(\S+?)\)")

@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from bnb.vnnlib import parse_vnnlib
+from bnb.io.vnnlib import parse_vnnlib
 from conftest import ROOT, acas, expected_label
 
 SCRIPTS = ROOT / "vnncomp"

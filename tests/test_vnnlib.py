@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bnb.errors import SpecError
-from bnb.vnnlib import parse_vnnlib, parse_vnnlib_text
+from bnb.io.vnnlib import parse_vnnlib, parse_vnnlib_text
 from conftest import BENCHMARKS, acas, require_bench
 
 DECL = "".join(f"(declare-const X_{i} Real)\n" for i in range(2)) + \

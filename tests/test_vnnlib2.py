@@ -1,4 +1,4 @@
-"""VNN-LIB 2.0 queries (bnb.vnnlib2) and the standard's solver command line (bnb-vnnlib, bnb.vnnlib_cli).
+"""VNN-LIB 2.0 queries (bnb.io.vnnlib2) and the standard's solver command line (bnb-vnnlib, bnb.cli.vnnlib).
 
 Ground truth: the VNN-LIB 1.0 parser on the same property (exact arrays), onnxruntime on every printed
 assignment, expected.csv for ACAS Xu, and the standard's reference test solver (``vnnlib-test-solver``),
@@ -21,13 +21,13 @@ from onnx import TensorProto, helper
 
 from bnb.errors import SpecError
 from bnb.results import Result, Verdict
-from bnb.spec import Property
-from bnb.vnnlib import parse_vnnlib
+from bnb.io.spec import Property
+from bnb.io.vnnlib import parse_vnnlib
 from conftest import ROOT, acas, expected_label, small_mlp
 
 vnnlib = pytest.importorskip("vnnlib", reason="the VNN-LIB 2.0 tests need the 'vnnlib' package (extra vnnlib2)")
-from bnb import vnnlib_cli  # noqa: E402
-from bnb.vnnlib2 import parse_query_text, read_query  # noqa: E402
+from bnb.cli import vnnlib as vnnlib_cli  # noqa: E402
+from bnb.io.vnnlib2 import parse_query_text, read_query  # noqa: E402
 
 PROG = "bnb-vnnlib: error: "
 
@@ -228,7 +228,7 @@ def test_verify_two_boxes_of_a_disjunction(tmp_path, tiny_net):
 def test_acas_instance_in_2_0_syntax_as_a_process(tmp_path, net, prop):
     onnx_path, spec = acas(net, prop)
     q = write_query(tmp_path / f"{prop}.vnnlib", parse_vnnlib(spec, 5, 5), (1, 1, 1, 5), (1, 5), network="acas")
-    proc = subprocess.run([sys.executable, "-m", "bnb.vnnlib_cli", "verify", str(q), "--network", f"acas={onnx_path}",
+    proc = subprocess.run([sys.executable, "-m", "bnb.cli.vnnlib", "verify", str(q), "--network", f"acas={onnx_path}",
                            "--timeout", "60", "--config", str(ROOT / "configs" / "acasxu.yaml")],
                           capture_output=True, text=True, cwd=ROOT, timeout=300, env=_env())
     assert proc.returncode == 0, proc.stderr
@@ -249,12 +249,12 @@ def _env():
 
 
 def test_timeout_and_error_answers(tmp_path, tiny, monkeypatch):
-    import bnb.verify
+    import bnb.pipeline.verify
     q = tmp_path / "q.vnnlib"
     q.write_text(header((1, 2), (1, 1)) + box2("(<= Y[0,0] 0.5)"))
-    monkeypatch.setattr(bnb.verify, "verify", lambda *a, **k: Result(Verdict.TIMEOUT, 1.0))
+    monkeypatch.setattr(bnb.pipeline.verify, "verify", lambda *a, **k: Result(Verdict.TIMEOUT, 1.0))
     assert cli(["verify", q, "--network", f"N={tiny}", "--timeout", "1"])[:2] == (0, "timed-out\n")
-    monkeypatch.setattr(bnb.verify, "verify", lambda *a, **k: Result(Verdict.ERROR, 0.0, message="internal error: X"))
+    monkeypatch.setattr(bnb.pipeline.verify, "verify", lambda *a, **k: Result(Verdict.ERROR, 0.0, message="internal error: X"))
     code, out, err = cli(["verify", q, "--network", f"N={tiny}"])
     assert (code, out) == (1, "") and "internal error" in err
 
@@ -308,7 +308,7 @@ def test_supports_answers():
     assert cli(["supports", "--arithmetic-complexity-theories"])[:2] == (0, "BND\nOUTC\n")
     assert cli(["supports", "--serialise-assignments"])[:2] == (0, "false\n")
     assert cli(["capabilities", "--multiple-inputs-output-theories"])[:2] == (0, "SIO\n")
-    from bnb.onnx_loader import SUPPORTED_OPS
+    from bnb.io.onnx_loader import SUPPORTED_OPS
     assert cli(["supports", "--onnx-operators"])[1].split() == list(SUPPORTED_OPS)
     from bnb import __version__
     assert cli(["--version"])[:2] == (0, f"{__version__}\n")
@@ -319,7 +319,7 @@ def test_supports_answers():
 
 
 def test_supports_and_version_import_no_torch():
-    code = ("import sys\nfrom bnb.vnnlib_cli import main\n"
+    code = ("import sys\nfrom bnb.cli.vnnlib import main\n"
             "for a in (['supports', '--hidden-node-theories'], ['--version']):\n"
             "    try:\n        main(a)\n    except SystemExit:\n        pass\n"
             "print('torch' in sys.modules, 'vnnlib' in sys.modules)")
@@ -333,7 +333,7 @@ def test_opset_range_loads(tmp_path, opset):
     """The ends of the opset range answered by `supports --onnx-opset-versions` load and match onnxruntime."""
     from onnx import numpy_helper
 
-    from bnb.onnx_loader import load_onnx
+    from bnb.io.onnx_loader import load_onnx
     rng = np.random.default_rng(opset)
     inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
              for n, s in (("W1", (4, 3)), ("b1", (4,)), ("W2", (2, 4)), ("b2", (2,)))]
@@ -378,7 +378,7 @@ def _toml(v) -> str:
 def _reference_config(path: Path, assignments=None) -> Path:
     """A test-solver configuration that answers exactly what bnb-vnnlib answers."""
     from bnb import __version__
-    from bnb.onnx_loader import SUPPORTED_OPS
+    from bnb.io.onnx_loader import SUPPORTED_OPS
     caps = {k[2:]: v() for k, v in vnnlib_cli._LISTS.items() if k != "--onnx-operators"}
     caps.update({k[2:]: v for k, v in vnnlib_cli._BOOLEANS.items() if k != "--unsat-proofs"})
     lines = ["[solver]", f"name = {_toml(vnnlib_cli.NAME)}", f"version = {_toml(__version__)}", "", "[capabilities]"]
@@ -426,7 +426,7 @@ def test_bad_query_as_a_process_gives_one_line(tmp_path, tiny):
     """The parser is native code: nothing of its own may reach the process's stderr or stdout."""
     q = tmp_path / "q.vnnlib"
     q.write_text(header((1, 2), (1, 1)) + "(assert (<= Y[0,0] 3))\n")
-    proc = subprocess.run([sys.executable, "-m", "bnb.vnnlib_cli", "verify", str(q), "--network", f"N={tiny}"],
+    proc = subprocess.run([sys.executable, "-m", "bnb.cli.vnnlib", "verify", str(q), "--network", f"N={tiny}"],
                           capture_output=True, text=True, cwd=ROOT, timeout=120, env=_env())
     assert (proc.returncode, proc.stdout) == (2, "")
     assert proc.stderr.splitlines() == [f"{PROG}{q}:6: Type mismatch in arithmetic expression (Expected type 'Real' "

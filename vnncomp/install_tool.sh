@@ -27,7 +27,7 @@ if [ -z "${BNB_VENV:-}" ]; then
     "$PY" -m pip install -e "$TOOL_DIR[vnnlib2]" || exit 1
 fi
 
-if ! PYTHONPATH="$TOOL_DIR" "$PY" -c "import bnb, bnb.verify, onnxruntime; print('bnb', bnb.__version__, 'ready')"; then
+if ! PYTHONPATH="$TOOL_DIR" "$PY" -c "import bnb, bnb.pipeline.verify, onnxruntime; print('bnb', bnb.__version__, 'ready')"; then
     echo "bnb: the environment $VENV cannot import the verifier" >&2
     exit 1
 fi

@@ -37,7 +37,7 @@ ARGS=(verify "$ONNX" "$VNNLIB" --timeout "$LIMIT" --results-file "$RESULTS")
 if [ -n "$CONFIG" ]; then ARGS+=(--config "$CONFIG"); fi
 echo "bnb: category '$CATEGORY', onnx '$ONNX', vnnlib '$VNNLIB', timeout $TIMEOUT s (bnb: $LIMIT s), config '${CONFIG:-defaults}'"
 
-PYTHONPATH="$TOOL_DIR${PYTHONPATH:+:$PYTHONPATH}" timeout -k 2 "$KILL_AFTER" "$PY" -m bnb.cli "${ARGS[@]}"
+PYTHONPATH="$TOOL_DIR${PYTHONPATH:+:$PYTHONPATH}" timeout -k 2 "$KILL_AFTER" "$PY" -m bnb.cli.main "${ARGS[@]}"
 RC=$?
 if [ ! -s "$RESULTS" ]; then
     case $RC in

@@ -94,9 +94,9 @@ def max_affine_encoding(blocks, lower, upper):
 
 
 def augment(model, lower, upper, out_path, samples=20_000, methods=COMPARE) -> dict:
-    """Re-encode the loaded ONNX model ``model`` (:class:`bnb.onnx_loader.LoadedModel`) over the box,
+    """Re-encode the loaded ONNX model ``model`` (:class:`bnb.io.onnx_loader.LoadedModel`) over the box,
     write ``out_path`` and check it; the report of ``bnb recover augment --json``."""
-    from bnb.onnx_loader import load_onnx
+    from bnb.io.onnx_loader import load_onnx
     net = model.network.to(dtype=torch.float64)
     if net.out_size != 1:
         raise BnbError(f"augment handles networks with one output, this one has {net.out_size}", model.path)

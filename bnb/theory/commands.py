@@ -1,6 +1,6 @@
 """The logic behind the theory commands of ``bnb`` (``precision``, ``recover partition``, ``recover augment``,
 ``relaxation-error``): loading the inputs, calling :mod:`bnb.theory`, rendering text. Each function returns
-``(result dict, text)``; :mod:`bnb.cli` prints one of them. Bad input raises :class:`bnb.errors.BnbError`."""
+``(result dict, text)``; :mod:`bnb.cli.main` prints one of them. Bad input raises :class:`bnb.errors.BnbError`."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +9,7 @@ from bnb.errors import BnbError
 
 
 def _load(path):
-    from bnb.onnx_loader import load_onnx
+    from bnb.io.onnx_loader import load_onnx
     return load_onnx(path)
 
 
@@ -44,7 +44,7 @@ def precision_cmd(network, box, samples, methods):
 
 def partition_cmd(network, spec, method, max_pieces, count_patterns=True):
     from bnb.theory.partition import PARTITION_METHODS, partition
-    from bnb.vnnlib import parse_vnnlib
+    from bnb.io.vnnlib import parse_vnnlib
     if method not in PARTITION_METHODS:
         raise BnbError(f"unknown method '{method}'; choose from {', '.join(PARTITION_METHODS)}")
     model = _load(network)

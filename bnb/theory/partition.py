@@ -1,8 +1,8 @@
 """Strategy (ii) of Mao et al.: partition the input domain into convex polytopes by ReLU-phase splits and
 stop refining a piece as soon as the chosen relaxation is exact on it.
 
-:class:`PhasePartition` is a branching strategy of the engine's loop (:func:`bnb.bab.search`,
-:mod:`bnb.branching`) whose "verified" test is exactness instead of a property:
+:class:`PhasePartition` is a branching strategy of the engine's loop (:func:`bnb.engine.bab.search`,
+:mod:`bnb.engine.strategies`) whose "verified" test is exactness instead of a property:
 
 - the root is the whole box; :meth:`PhasePartition.bound` bounds a batch of pieces with
   the chosen relaxation (certified: LP methods by dual certificates, single-neuron methods with their
@@ -12,7 +12,7 @@ stop refining a piece as soon as the chosen relaxation is exact on it.
   when it is empty, or when every neuron is phased (an activation region: nothing is left to split);
 - :meth:`PhasePartition.split` splits the most balanced unstable neuron of the piece's current layer
   (layers are split in order, so every piece stays a convex polytope, :mod:`bnb.theory.regions`): the
-  ``phase`` heuristic of ``bab.branching: partition`` (:mod:`bnb.branching.partition`), here on the exact
+  ``phase`` heuristic of ``bab.branching: partition`` (:mod:`bnb.engine.strategies.partition`), here on the exact
   ranges of the piece's neurons (LP over the piece) instead of the relaxation's bounds.
 
 :func:`partition` runs it through the engine's loop and reports the number of pieces the relaxation needs
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from bnb.branching import Children, Search, Strategy
+from bnb.engine.strategies import Children, Search, Strategy
 from bnb.theory.exact import exact_solve
 from bnb.theory.networks import blocks_of, evaluate
 from bnb.theory.regions import Regions
@@ -103,7 +103,7 @@ class PhasePartition(Strategy):
     def __init__(self, net, lower, upper, method="p1", tol=1e-6, samples=256, seed=0, max_pieces=4096):
         if method not in PARTITION_METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {', '.join(PARTITION_METHODS)}")
-        from bnb.bab import Stats, heuristic
+        from bnb.engine.bab import Stats, heuristic
         from bnb.config import Config
         from bnb.timing import Deadline
         self.net = net.to(dtype=torch.float64)
@@ -249,7 +249,7 @@ def partition(net, lower, upper, method="p1", tol=1e-6, max_pieces=4096, count_p
     over all pieces of their certified bounds: sound bounds of each output over the whole box),
     ``exact_lower``/``exact_upper`` (the exact range), ``exact`` (every piece exact), ``not_exact_regions``
     (activation regions on which the relaxation is still not exact), ``splits``, ``milp_calls``, ``time``."""
-    from bnb.bab import search
+    from bnb.engine.bab import search
     t0 = time.perf_counter()
     strat = PhasePartition(net, lower, upper, method, tol, max_pieces=max_pieces)
     search(strat, strat.ctx)

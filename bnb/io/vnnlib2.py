@@ -1,4 +1,4 @@
-"""VNN-LIB 2.0 queries -> :class:`~bnb.spec.Property` (the 1.0 files stay with :mod:`bnb.vnnlib`).
+"""VNN-LIB 2.0 queries -> :class:`~bnb.io.spec.Property` (the 1.0 files stay with :mod:`bnb.io.vnnlib`).
 
 The ``vnnlib`` package (an optional dependency, extra ``vnnlib2``) parses and type-checks a query; this module
 keeps what bnb can decide and refuses the rest with one line naming the file, the line where known, and the
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from bnb.errors import BnbError, SpecError
-from bnb.spec import Property
-from bnb.vnnlib import MAX_DISJUNCTS, build_property, read_spec_text
+from bnb.io.spec import Property
+from bnb.io.vnnlib import MAX_DISJUNCTS, build_property, read_spec_text
 
 # What bnb supports of each theory set of the standard (answers of `bnb-vnnlib supports`).
 THEORIES = {

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from bnb.branching import Children, Strategy
+from bnb.engine.strategies import Children, Strategy
 from heuristics import ReluBatch
 from relaxations.polytope import box_min
 from relaxations.state import BoundResult, DomainState
@@ -156,7 +156,7 @@ def bound_open_rows(net, child, rows, lo, hi, cfg, stats, deadline, cons=None):
     better of the parent's and the new bound (a few warm-started steps can end below the parent's, which holds
     on its children too); ``A_input``/``relu_coeffs`` are zero and alphas/betas/gammas the parent's on rows not
     bounded; ``infeasible`` ``(N,)``. ``cons``: the root's multi-neuron constraints (``mn-crown``), or None."""
-    from bnb.bab import _bound
+    from bnb.engine.bab import _bound
     N, M = child["lb"].shape
     L = len(child["split"])
     ci, ri = torch.nonzero(~rows.settled(child["lb"], None, cfg.bab.verify_margin), as_tuple=True)
@@ -218,7 +218,7 @@ def bound_open_rows(net, child, rows, lo, hi, cfg, stats, deadline, cons=None):
 
 class ReluSplitting(Strategy):
     def __init__(self, ctx, r, gv, coef):
-        from bnb.bab import heuristic
+        from bnb.engine.bab import heuristic
         from relaxations.verdict import proven
         super().__init__(ctx)
         cfg, net, rows, lo, hi = ctx.cfg, ctx.net, ctx.rows, ctx.lo, ctx.hi
@@ -315,7 +315,7 @@ class ReluSplitting(Strategy):
             ctx.timed("time_retighten", t0)
         res = bound_open_rows(ctx.net, child, ctx.rows, ctx.lo, ctx.hi, cfg, ctx.stats, ctx.deadline, self.cons)
         if cfg.bab.relu_method == "lp":
-            from bnb.lp_hooks import lp_tighten
+            from relaxations.lp.bab_hooks import lp_tighten
             t0 = time.monotonic()
             state = relu_state(child, ctx.lo, ctx.hi, self.cons)
             res.lb = torch.maximum(res.lb, lp_tighten(ctx.net, state, ctx.rows.C, res.lb, cfg, ctx.deadline,
@@ -325,7 +325,7 @@ class ReluSplitting(Strategy):
         return Children(sc, res.infeasible, {"child": child, "res": res, "row": rw, "worst": wr})
 
     def falsify(self, kids, open_):
-        from bnb.bab import _check_points, _pgd_in_domains
+        from bnb.engine.bab import _check_points, _pgd_in_domains
         ctx, d = self.ctx, kids.data
         k = int(open_.sum())
         dev = open_.device

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from bnb.errors import ModelError, unreadable
-from bnb.onnx_proto import attribute_value, parse_model, to_array
+from bnb.io.onnx_proto import attribute_value, parse_model, to_array
 from relaxations.layers import Conv2d, ElementwiseAffine, Linear, ReLU, Reshape
 from relaxations.network import Network
 
@@ -210,7 +210,7 @@ def _t(a):
 
 
 class _GraphNeeded(ModelError):
-    """The sequential converter cannot read this model as a chain; :mod:`bnb.onnx_graph` may."""
+    """The sequential converter cannot read this model as a chain; :mod:`bnb.io.onnx_graph` may."""
 
 
 def _network_input(model, consts, path):
@@ -237,7 +237,7 @@ def _convert(model, path):
     try:
         return _convert_chain(model, path)
     except _GraphNeeded:
-        from bnb.onnx_graph import convert_graph
+        from bnb.io.onnx_graph import convert_graph
         return convert_graph(model, path)
 
 

@@ -7,7 +7,7 @@ open domains, branches every one of them (the heuristic chooses what), bounds al
 call, drops the verified ones, looks for counterexamples in the rest (the minimiser of each child's linear
 bound, and periodic PGD inside the most promising domains) and pushes them back.
 
-What a domain is and how it is split is a branching strategy (:mod:`bnb.branching`): bisecting an input
+What a domain is and how it is split is a branching strategy (:mod:`bnb.engine.strategies`): bisecting an input
 dimension (low input dimension, e.g. ACAS Xu), or fixing an unstable ReLU active/inactive (bounded with
 beta-CROWN split constraints, warm-started from the parent).
 """
@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from bnb.attack import pgd, stack_polytopes
-from bnb.branching import Search, strategy_class
-from bnb.domains import DomainStore
+from bnb.engine.attack import pgd, stack_polytopes
+from bnb.engine.strategies import Search, strategy_class
+from bnb.engine.store import DomainStore
 from bnb.errors import ConfigError
 from heuristics import UnknownHeuristic, resolve
 from relaxations.fp import down, finite_or_neg_inf, reach, threshold_up
@@ -192,7 +192,7 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
     method = cfg.bounds.method
     r = _bound(net, root, rows, method, cfg, cfg.bounds.alpha_iters, True, stats, deadline)
     if cfg.bounds.lp_refine and r.pre_bounds and float(rows.score(r.lb)[0][0]) <= margin:
-        from bnb.lp_hooks import refine_root_bounds
+        from relaxations.lp.bab_hooks import refine_root_bounds
         t0 = time.monotonic()
         pre = refine_root_bounds(net, lower, upper, r.pre_bounds, cfg, deadline)
         stats.add("time_lp_refine", time.monotonic() - t0)
@@ -290,7 +290,7 @@ def _order(cfg, store, stats):
 
 
 def search(strategy, ctx) -> tuple[str, object]:
-    """The one branch-and-bound loop over the open domains of ``strategy`` (:mod:`bnb.branching`): pop a
+    """The one branch-and-bound loop over the open domains of ``strategy`` (:mod:`bnb.engine.strategies`): pop a
     batch (best bound first), prune what cannot be split, branch and bound, drop the verified children,
     falsify the open ones, push them. Returns ``("unsat" | "sat" | "unknown", counterexample or None)``."""
     if strategy.verdict is not None:

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from bnb.branching import Children, Strategy
+from bnb.engine.strategies import Children, Strategy
 from heuristics import InputBatch, splittable
 from relaxations.polytope import box_min
 from relaxations.state import DomainState
@@ -45,7 +45,7 @@ def split_boxes(lower, upper, dims, parts=2):
 
 class InputSplitting(Strategy):
     def __init__(self, ctx, r, gv, coef):
-        from bnb.bab import heuristic
+        from bnb.engine.bab import heuristic
         super().__init__(ctx)
         cfg = ctx.cfg
         self.chooser = heuristic("input", cfg.bab.input_heuristic)
@@ -80,7 +80,7 @@ class InputSplitting(Strategy):
             ref = [(pl.repeat(parts * k, 1), pu.repeat(parts * k, 1)) for pl, pu in zip(dom["pl"], dom["pu"])]
         res = ctx.bound(DomainState(c_lo, c_hi, ref_bounds=ref), method, ctx.cfg.bab.input_alpha_iters,
                         ctx.cfg.bab.input_alpha_intermediate)
-        from bnb.bab import polytope_values
+        from bnb.engine.bab import polytope_values
         gv, coef = polytope_values(ctx.rows, res, c_lo, c_hi, ctx.cfg)
         if coef is None:
             coef = torch.zeros(gv.shape[0], ctx.rows.K, c_lo.shape[1], dtype=c_lo.dtype, device=c_lo.device)
@@ -131,7 +131,7 @@ class InputSplitting(Strategy):
                                              "pre": pre, "depth": (dom["depth"] + 1).repeat(parts)})
 
     def falsify(self, kids, open_):
-        from bnb.bab import _check_points, _pgd_in_domains
+        from bnb.engine.bab import _check_points, _pgd_in_domains
         ctx, d = self.ctx, kids.data
         c_lo, c_hi = d["lower"][open_], d["upper"][open_]
         A = d["A"][open_]

@@ -10,11 +10,11 @@ and ``bab.relu_lookahead`` do not apply; the split order defines the strategy.
 """
 from __future__ import annotations
 
-from bnb.branching.relu_split import ReluSplitting
+from bnb.engine.strategies.relu_split import ReluSplitting
 
 
 class PhasePartitioning(ReluSplitting):
     def __init__(self, ctx, r, gv, coef):
-        from bnb.bab import heuristic
+        from bnb.engine.bab import heuristic
         super().__init__(ctx, r, gv, coef)
         self.chooser = heuristic("relu", "phase")

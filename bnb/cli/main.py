@@ -57,7 +57,7 @@ def main():
 def verify(network, spec, configs, sets, timeout, results_file, verbose):
     """Verify the property SPEC (VNN-LIB) on the network NETWORK (ONNX)."""
     from bnb.timing import process_age
-    from bnb.verify import verify as run_verify
+    from bnb.pipeline.verify import verify as run_verify
     t_startup = process_age()
     try:
         cfg = _config(configs, sets, timeout)
@@ -149,7 +149,7 @@ def _fmt(v):
 @set_option
 def bounds(network, spec, method, as_json, configs, sets):
     """Lower and upper bounds of every network output over the input box(es) of SPEC."""
-    from bnb.bounds_cmd import output_bounds
+    from bnb.pipeline.bounds import output_bounds
     try:
         cfg = _config(configs, sets)
         per_box = output_bounds(network, spec, method, cfg)
@@ -198,7 +198,7 @@ def run_cmd(instances, configs, sets, out, timeout, limit, select, workers, grac
     """
     from pathlib import Path
 
-    from bnb.suite import run_suite, summary_table
+    from bnb.runs.suite import run_suite, summary_table
     if resume and not out:
         _fail(BnbError("--resume needs --out (the results file to continue)"))
     try:
@@ -248,7 +248,7 @@ def study(instances, heuristics, out, configs, sets, timeout, limit, select, eve
     the results, a summary and the cactus plot."""
     from pathlib import Path
 
-    from bnb.study import run_study, summarize
+    from bnb.runs.study import run_study, summarize
     try:
         cfg = _config(configs, sets)
         results = run_study(Path(instances), heuristics, cfg, Path(out), click.echo, timeout, limit, select,
@@ -271,7 +271,7 @@ def study(instances, heuristics, out, configs, sets, timeout, limit, select, eve
 
 
 @main.command(epilog="Security: local only. The socket is created with mode 0600, so only your user can connect; "
-                     "requests name files to read and declared options, nothing is executed (see bnb/serve.py).")
+                     "requests name files to read and declared options, nothing is executed (see bnb/runs/serve.py).")
 @click.option("--socket", "sock", required=True, type=click.Path(dir_okay=False),
               help="Path of the UNIX socket to listen on (created; removed on exit).")
 @config_option
@@ -283,7 +283,7 @@ def serve(sock, configs, sets):
     still checked against onnxruntime in its own boxes). Stops on `bnb query --shutdown`, SIGTERM or Ctrl-C
     (after the query in progress).
     """
-    from bnb.serve import serve as run_server
+    from bnb.runs.serve import serve as run_server
     try:
         cfg = _config(configs, sets)
         run_server(sock, cfg, lambda m: click.echo(m, err=True))
@@ -303,7 +303,7 @@ def serve(sock, configs, sets):
 @click.option("--shutdown", is_flag=True, help="Ask the server to stop (instead of a query).")
 def query(network, spec, sock, sets, timeout, results_file, shutdown):
     """Verify SPEC on NETWORK in the warm process of `bnb serve --socket`; output and exit code as `bnb verify`."""
-    from bnb.serve import query as send
+    from bnb.runs.serve import query as send
     try:
         if shutdown:
             send(sock, {"op": "shutdown"})

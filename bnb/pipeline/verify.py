@@ -4,7 +4,7 @@ Stages, each honouring the deadline:
 1. load the ONNX model and parse the VNN-LIB file;
 2. check the converted network against onnxruntime on random points and corners of ``[-1, 1]`` and of
    every input box of the property, in one batch;
-3. on small networks (:mod:`bnb.screen`), a root CROWN bound of every (box, polytope) pair; the refuted
+3. on small networks (:mod:`bnb.pipeline.screen`), a root CROWN bound of every (box, polytope) pair; the refuted
    ones are done, and when all are, ``unsat``;
 4. PGD falsification of the pairs left; a hit replayed on the ONNX model is ``sat``;
 5. branch and bound (``prove``) on the pairs left: every polytope provably unreachable from its box, ``unsat``.
@@ -15,19 +15,19 @@ import time
 
 import torch
 
-from bnb import presets, screen
-from bnb.attack import attack_property
-from bnb.bab import check_heuristics
+from bnb.pipeline import presets, screen
+from bnb.engine.attack import attack_property
+from bnb.engine.bab import check_heuristics
 from bnb.config import Config
 from bnb.errors import BnbError
-from bnb.models import ModelCache
-from bnb.onnx_loader import load_onnx
-from bnb.prove import prove
+from bnb.io.models import ModelCache
+from bnb.io.onnx_loader import load_onnx
+from bnb.pipeline.prove import prove
 from bnb.results import Result, Verdict
-from bnb.spec import Property
+from bnb.io.spec import Property
 from bnb.timing import Deadline, VerificationTimeout
-from bnb.vnnlib import parse_vnnlib
-from bnb.witness import replay
+from bnb.io.vnnlib import parse_vnnlib
+from bnb.io.witness import replay
 from relaxations.fp import ieee_kernels
 
 
@@ -45,7 +45,7 @@ def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | N
            log=None, deadline: Deadline | None = None, models: ModelCache | None = None) -> Result:
     """Verify one instance. Bad input raises :class:`BnbError`; everything else becomes a Result.
 
-    ``vnnlib_path``: a VNN-LIB 1.0 file, or a :class:`~bnb.spec.Property` already read from another format.
+    ``vnnlib_path``: a VNN-LIB 1.0 file, or a :class:`~bnb.io.spec.Property` already read from another format.
 
     The limit is cooperative: every long loop reads ``deadline`` and a :class:`VerificationTimeout` raised
     by ``deadline.check()`` (always in our own code, never asynchronously) becomes ``timeout``. ``deadline``
@@ -67,7 +67,7 @@ def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | N
     net0 = model.network
     stats["time_load"] = time.monotonic() - t0
     t0 = time.monotonic()
-    if isinstance(vnnlib_path, Property):  # already read (a VNN-LIB 2.0 query, bnb.vnnlib2)
+    if isinstance(vnnlib_path, Property):  # already read (a VNN-LIB 2.0 query, bnb.io.vnnlib2)
         prop = vnnlib_path
         prop.check_sizes(net0.in_size, net0.out_size)
     else:

@@ -1,7 +1,7 @@
 """ONNX computation graphs (residual ``Add``, ``Concat``, ``Slice``, ``Split``, ``Gather``, ``Pad``, ...) lowered to
 a chain :class:`relaxations.network.Network`.
 
-:func:`bnb.onnx_loader.load_onnx` tries the sequential converter first (a chain keeps exactly the layers and the
+:func:`bnb.io.onnx_loader.load_onnx` tries the sequential converter first (a chain keeps exactly the layers and the
 speed it had); a graph it cannot read as a chain comes here. Two passes:
 
 1. **Ops.** Every node on the data path becomes one or more ops on named tensors (full ONNX shapes, the leading
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from bnb.errors import ModelError
-from bnb.onnx_proto import to_array
+from bnb.io.onnx_proto import to_array
 from relaxations.layers import (Conv2d, ConvTranspose2d, ElementwiseAffine, Gather, Linear, MatMul, ReLU,
                                 Reshape, Stage)
 from relaxations.network import Network
@@ -37,7 +37,7 @@ _FLOAT_TYPES = (1, 10, 11)  # float, float16, double: a Cast to them is the iden
 
 def convert_graph(model, path):
     """``(network, onnx_input_shape, input_name, batchable)``; see the module docstring."""
-    from bnb.onnx_loader import _network_input, _tensor
+    from bnb.io.onnx_loader import _network_input, _tensor
     consts = {t.name: _tensor(t, path) for t in model.graph.initializer}
     inp, onnx_in_shape, batchable = _network_input(model, consts, path)
     g = _Ops(consts, path)
@@ -126,7 +126,7 @@ class _Ops:
 
     # ---------------------------------------------------------------------------------------------- nodes
     def node(self, node):
-        from bnb.onnx_loader import _attrs, _fold_constant, _tensor
+        from bnb.io.onnx_loader import _attrs, _fold_constant, _tensor
         op, ins = node.op_type, list(node.input)
         out = node.output[0] if node.output else None
         if op == "Constant":
@@ -493,7 +493,7 @@ class _Ops:
 
 def _fold(g: _Ops, node, chain_fold):
     """A node whose inputs are all constants: the chain loader's folding plus the ops graphs add."""
-    from bnb.onnx_loader import _attrs
+    from bnb.io.onnx_loader import _attrs
     op, a = node.op_type, _attrs(node, g.path)
     vals = [g.consts[i] if i else None for i in node.input]
     try:

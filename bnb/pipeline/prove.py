@@ -5,9 +5,9 @@ The property holds (``unsat``) iff every box is decided safe; a counterexample i
 from __future__ import annotations
 
 
-from bnb.bab import Stats, run_bab
+from bnb.engine.bab import Stats, run_bab
 from bnb.results import Verdict
-from bnb.witness import replay
+from bnb.io.witness import replay
 from relaxations.fp import outward_box
 
 

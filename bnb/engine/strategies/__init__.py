@@ -1,4 +1,4 @@
-"""Branching strategies of the one branch-and-bound loop (:func:`bnb.bab.search`).
+"""Branching strategies of the one branch-and-bound loop (:func:`bnb.engine.bab.search`).
 
 The loop is the same for every strategy: pop a batch of open domains (best bound first), drop the ones
 that cannot be split any more, **branch** them (the strategy's heuristic chooses what, the strategy splits
@@ -7,15 +7,15 @@ candidate points the bounds give, periodic PGD inside the most promising childre
 A strategy owns what a domain carries and implements the four steps:
 
 - ``root()``: the fields of the root domain (a dict of tensors, or lists of tensors per ReLU layer, one row
-  per domain; see :class:`bnb.domains.DomainStore`), or None when the strategy decided the box already
+  per domain; see :class:`bnb.engine.store.DomainStore`), or None when the strategy decided the box already
   (``verdict``);
 - ``prune(dom)``: the domains that can still be split (the others are counted as undecided);
 - ``branch(dom)``: a :class:`Children` of the batch;
 - ``falsify(children, open_)``: a counterexample among the open children, or None;
 - ``keep(children, open_)``: the fields of the open children to push.
 
-Input splitting (:mod:`bnb.branching.input_split`), ReLU splitting (:mod:`bnb.branching.relu_split`) and
-partitioning along activation hyperplanes (:mod:`bnb.branching.partition`, ReLU splitting layer by layer)
+Input splitting (:mod:`bnb.engine.strategies.input_split`), ReLU splitting (:mod:`bnb.engine.strategies.relu_split`) and
+partitioning along activation hyperplanes (:mod:`bnb.engine.strategies.partition`, ReLU splitting layer by layer)
 are the strategies; another one is a class with these methods, a heuristic kind in
 :mod:`heuristics.registry` and a name in :data:`STRATEGIES`.
 """
@@ -45,7 +45,7 @@ class Search:
     it: int = 0  # iterations that left open children (every cfg.bab.attack_every-th runs PGD)
 
     def bound(self, state, method, iters, optimize_intermediate, floor=None, units=None):
-        from bnb.bab import _bound
+        from bnb.engine.bab import _bound
         return _bound(self.net, state, self.rows, method, self.cfg, iters, optimize_intermediate, self.stats,
                       self.deadline, floor, units)
 
@@ -107,13 +107,13 @@ def _select(dom, mask):
 
 def strategy_class(name: str):
     if name == "input":
-        from bnb.branching.input_split import InputSplitting
+        from bnb.engine.strategies.input_split import InputSplitting
         return InputSplitting
     if name == "relu":
-        from bnb.branching.relu_split import ReluSplitting
+        from bnb.engine.strategies.relu_split import ReluSplitting
         return ReluSplitting
     if name == "partition":
-        from bnb.branching.partition import PhasePartitioning
+        from bnb.engine.strategies.partition import PhasePartitioning
         return PhasePartitioning
     raise ValueError(f"unknown branching strategy {name!r}")
 

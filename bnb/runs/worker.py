@@ -16,7 +16,7 @@ parent's is copied into a worker) and the parent
 
 A healthy worker is reused: the warm-up (importing torch, the pipeline and onnxruntime, and one autograd
 step) is paid once per suite by the fork server, then a few milliseconds per worker; it is measured and reported (:attr:`WorkerPool.warmups`). A cooperative timeout is an ordinary return of
-:func:`bnb.verify.verify` (the deadline never raises asynchronously), so that worker is reused too.
+:func:`bnb.pipeline.verify.verify` (the deadline never raises asynchronously), so that worker is reused too.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ WARMUP_LIMIT = 300.0  # seconds a fresh worker may take to import everything bef
 # imported once by the fork server: the pipeline, and what it imports lazily on first use (the ONNX
 # loader's onnxruntime). The optimisers are bnb's own (relaxations/optimize.py): torch.optim's step, which
 # imports torch._dynamo (~1.7 s), is never taken.
-PRELOAD = ["bnb.worker", "bnb.verify", "onnxruntime"]
+PRELOAD = ["bnb.runs.worker", "bnb.pipeline.verify", "onnxruntime"]
 
 
 def _context():
@@ -83,15 +83,15 @@ def _warm_up(cfg) -> dict:
     return {"import_s": t_import, "warmup_s": time.monotonic() - t0}
 
 
-_MODELS = None  # this process's bnb.models.ModelCache: later properties of a network reuse it, loaded
+_MODELS = None  # this process's bnb.io.models.ModelCache: later properties of a network reuse it, loaded
 
 
 def run_task(task: Task) -> dict:
     """Verify one instance in this process; always a complete dict ``verdict, message, stats``."""
     from bnb.errors import BnbError
-    from bnb.models import ModelCache
+    from bnb.io.models import ModelCache
     from bnb.results import Verdict
-    from bnb.verify import verify
+    from bnb.pipeline.verify import verify
     global _MODELS
     if _MODELS is None:
         _MODELS = ModelCache()

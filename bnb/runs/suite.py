@@ -3,7 +3,7 @@
 Rows are ``onnx,vnnlib,timeout`` relative to the CSV's folder. When an ``expected.csv`` lies beside it,
 every verdict is compared: ``sat`` against an expected ``unsat`` (or the reverse) is *wrong*.
 
-Each instance runs in a worker process (:mod:`bnb.worker`), so that nothing one instance does (a
+Each instance runs in a worker process (:mod:`bnb.runs.worker`), so that nothing one instance does (a
 timeout, a crash, running out of memory) changes another's answer. The results CSV is appended one
 complete row (one line) at a time, flushed and fsynced; ``resume`` continues a killed suite from it.
 """
@@ -160,7 +160,7 @@ def run_suite(instances: Path, cfg, out: Path | None, echo, timeout=None, limit=
               hook=None, on_row=None, ray_address: str | None = None, keep=None):
     """Run every instance; returns the list of result dicts (also appended to ``out`` as they finish).
 
-    ``workers``: instances run at a time, each in its own worker process (:mod:`bnb.worker`), which the
+    ``workers``: instances run at a time, each in its own worker process (:mod:`bnb.runs.worker`), which the
     parent kills and replaces when it overruns its timeout by ``grace`` seconds (row ``timeout``) or dies
     (row ``error``, the signal or exit code named); ``memory_mb`` caps each worker's address space.
     ``workers=0`` runs in this process (no isolation: a crash ends the suite; for debugging).
@@ -168,10 +168,10 @@ def run_suite(instances: Path, cfg, out: Path | None, echo, timeout=None, limit=
     ``hook``: tests only, a picklable ``hook(task)`` run before each instance (in the worker).
     ``keep(rows)``: instead of ``select``/``limit``, the instances to run, chosen from all of the file's.
     ``on_row(rec)``: called with each new row as it is recorded (e.g. a progress bar).
-    ``ray_address``: spread the instances over the Ray cluster there (:mod:`bnb.ray_pool`): ``workers``
+    ``ray_address``: spread the instances over the Ray cluster there (:mod:`bnb.runs.ray_pool`): ``workers``
     instances at a time, each in a worker process of its own on some node, with the same limits.
     """
-    from bnb.worker import Task, WorkerPool, run_task
+    from bnb.runs.worker import Task, WorkerPool, run_task
     folder = instances.parent
     rows = read_instances(instances)
     if keep is not None:
@@ -220,7 +220,7 @@ def run_suite(instances: Path, cfg, out: Path | None, echo, timeout=None, limit=
                 record(task, res, time.monotonic() - t0, n_done)
         elif tasks:
             if ray_address:
-                from bnb.ray_pool import RayPool
+                from bnb.runs.ray_pool import RayPool
                 pool_cm = RayPool(ray_address, workers, cfg, memory_mb, grace, echo)
             else:
                 pool_cm = WorkerPool(workers, cfg, memory_mb, grace, echo)

@@ -82,7 +82,7 @@ def _answer(verifier, req: dict, echo) -> dict:
 def serve(path, cfg, echo=print) -> int:
     """Listen on the UNIX socket ``path`` until a ``shutdown`` request or SIGTERM/SIGINT (after the query in
     progress). Returns the number of queries answered; the socket file is removed on the way out."""
-    from bnb.api import Verifier
+    from bnb.pipeline.api import Verifier
     path = Path(path)
     _claim(path)
     verifier = Verifier(cfg)

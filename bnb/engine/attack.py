@@ -11,7 +11,7 @@ import math
 import numpy as np
 import torch
 
-from bnb.spec import Property
+from bnb.io.spec import Property
 from bnb.timing import Deadline
 
 _PAD = 1e30  # right-hand side of padding rows: never the maximum

@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 
 from bnb.errors import BnbError
-from bnb.onnx_loader import load_onnx
-from bnb.verify import resolve_device
-from bnb.vnnlib import parse_vnnlib
+from bnb.io.onnx_loader import load_onnx
+from bnb.pipeline.verify import resolve_device
+from bnb.io.vnnlib import parse_vnnlib
 from relaxations.lp.layer_hull import P1TooLarge
 from relaxations.milp import MILPNotOptimal
 from relaxations.methods import METHODS, output_bounds as method_bounds

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from bnb.bab import Rows, output_reach, polytope_values
-from bnb.spec import Property
+from bnb.engine.bab import Rows, output_reach, polytope_values
+from bnb.io.spec import Property
 from relaxations.fp import outward_box
 from relaxations.methods import bound_rows
 from relaxations.state import DomainState

@@ -23,7 +23,7 @@ import statistics
 from pathlib import Path
 
 from bnb.errors import BnbError
-from bnb.suite import read_instances, run_suite
+from bnb.runs.suite import read_instances, run_suite
 
 RESULT_FIELDS = ["heuristic", "onnx", "vnnlib", "verdict", "time", "expected", "wrong", "branches", "domains",
                  "max_queue"]
@@ -64,7 +64,7 @@ def run_study(instances: Path, heuristics: str, cfg, out: Path, echo, timeout=No
               progress=True, hook=None, every=1):
     """Run the study; returns the rows of ``results.csv`` (dicts). ``every``: only every k-th instance
     (after ``select``, before ``limit``): a sample across a suite ordered by property."""
-    from bnb.bab import check_heuristics
+    from bnb.engine.bab import check_heuristics
     items = parse_heuristics(heuristics, cfg.bab.branching)
     out.mkdir(parents=True, exist_ok=True)
     (out / "runs").mkdir(exist_ok=True)

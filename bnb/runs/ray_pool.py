@@ -2,11 +2,11 @@
 
 Ray is an optional extra (``pip install 'bnb-verifier[ray]'``), imported only here. The pool starts
 ``n`` Ray actors (one CPU each, placed by Ray on the cluster's nodes); every actor holds a local
-:class:`bnb.worker.WorkerPool` of one worker process, so an instance on a Ray node gets exactly the
+:class:`bnb.runs.worker.WorkerPool` of one worker process, so an instance on a Ray node gets exactly the
 isolation and limits of a local suite: its own process, killed and replaced when it overruns its timeout
 by ``grace`` seconds (``timeout`` row), a dead worker or an internal error an ``error`` row, the address
 space capped by ``memory_mb``. An actor that is lost (its node gone) gives an ``error`` row and is
-replaced. Results arrive in completion order, as with :class:`~bnb.worker.WorkerPool`, and the caller
+replaced. Results arrive in completion order, as with :class:`~bnb.runs.worker.WorkerPool`, and the caller
 appends them to the results file one by one (so ``--resume`` works the same).
 
 The network and property files are read by path on the node: they must be visible there at the same
@@ -23,7 +23,7 @@ class _Runner:
     """A Ray actor: one local worker pool of one process, reused from instance to instance."""
 
     def __init__(self, cfg, memory_mb, grace):
-        from bnb.worker import WorkerPool
+        from bnb.runs.worker import WorkerPool
         self.pool = WorkerPool(1, cfg, memory_mb, grace)
 
     def run(self, task):
@@ -36,7 +36,7 @@ class _Runner:
 
 
 class RayPool:
-    """The interface of :class:`~bnb.worker.WorkerPool` over ``n`` Ray actors at ``address``."""
+    """The interface of :class:`~bnb.runs.worker.WorkerPool` over ``n`` Ray actors at ``address``."""
 
     def __init__(self, address: str, n: int = 1, cfg=None, memory_mb=None, grace: float = 10.0, echo=None):
         try:

@@ -2,7 +2,7 @@
 
 A model is reused only while its file is unchanged: the key is the resolved path with the file's mtime and
 size, so an edited or replaced file is loaded (and checked against onnxruntime) afresh. Every property is
-still checked against onnxruntime inside its own boxes (:meth:`~bnb.onnx_loader.LoadedModel.check_property`),
+still checked against onnxruntime inside its own boxes (:meth:`~bnb.io.onnx_loader.LoadedModel.check_property`),
 with the model's kept session.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from bnb.errors import unreadable
-from bnb.onnx_loader import LoadedModel, load_onnx
+from bnb.io.onnx_loader import LoadedModel, load_onnx
 
 
 class ModelCache:

@@ -5,7 +5,7 @@ built from ``and``, ``or`` and atoms ``(<= a b)``, ``(>= a b)``, ``(= a b)``; te
 variables, ``(+ ...)``, ``(- ...)`` and ``(* c t)`` / ``(/ t c)`` by constants. Input atoms must bound a
 single ``X_i`` (input sets are boxes); output atoms are any linear constraint on the ``Y_j``. All
 assertions together are brought to disjunctive normal form and grouped by input box, giving a
-:class:`~bnb.spec.Property`. Every error names the file and the line.
+:class:`~bnb.io.spec.Property`. Every error names the file and the line.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bnb.errors import SpecError
-from bnb.spec import InputSpec, Polytope, Property, check_sizes
+from bnb.io.spec import InputSpec, Polytope, Property, check_sizes
 
 MAX_DISJUNCTS = 100_000
 _TOKEN = re.compile(r"\(|\)|;[^\n]*|[^\s();]+")

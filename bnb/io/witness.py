@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from bnb.results import Counterexample
-from bnb.spec import Property
+from bnb.io.spec import Property
 
 
 def snap_to_box(x: np.ndarray, lower: np.ndarray, upper: np.ndarray):

@@ -9,7 +9,7 @@
 assignment in the command-line format of section 5.3.1 (``NAME TYPE [dims]``, then the values row-major, one a
 line: the counterexample input, replayed on the ONNX model, and the output the model computes for it). Exit
 code 0 with an answer; 2 for bad input or usage (one line on stderr, nothing on stdout); 1 for an internal
-error. ``supports`` answers only what bnb really supports (:mod:`bnb.vnnlib2`). Nothing here imports torch
+error. ``supports`` answers only what bnb really supports (:mod:`bnb.io.vnnlib2`). Nothing here imports torch
 before a query is verified (``supports --onnx-operators`` excepted: it reads the loader's operator list).
 """
 from __future__ import annotations
@@ -48,12 +48,12 @@ _ALIASES = {"--multiple-inputs-output-theories": "--multiple-input-output-theori
 
 
 def _v2():
-    import bnb.vnnlib2
-    return bnb.vnnlib2
+    import bnb.io.vnnlib2
+    return bnb.io.vnnlib2
 
 
 def _operators():
-    from bnb.onnx_loader import SUPPORTED_OPS
+    from bnb.io.onnx_loader import SUPPORTED_OPS
     return SUPPORTED_OPS
 
 
@@ -124,7 +124,7 @@ main.add_command(supports, "capabilities")  # section 5.1 names the command so
 @click.option("-v", "--verbose", is_flag=True, help="bnb's progress and statistics on stderr.")
 def verify(query, networks, timeout, serialise, configs, sets, verbose):
     """Decide the VNN-LIB 2.0 QUERY on the ONNX model given for its network."""
-    from bnb.cli import _exit, start_watchdog
+    from bnb.cli.main import _exit, start_watchdog
     from bnb.config import load_config
     try:
         cfg = load_config(configs, sets)
@@ -132,8 +132,8 @@ def verify(query, networks, timeout, serialise, configs, sets, verbose):
             cfg.general.timeout = float(timeout)
         q = _v2().read_query(query)
         onnx_path = _network_file(q, networks)
-        from bnb.models import ModelCache
-        from bnb.verify import verify as run_verify
+        from bnb.io.models import ModelCache
+        from bnb.pipeline.verify import verify as run_verify
         models = ModelCache(1)
         model = models.get(onnx_path)
         _v2().check_model(q, model.onnx_input_shape, model.network.out_size)

@@ -1,0 +1,1 @@
+"""Many instances: suites with progress and summaries, worker processes, Ray clusters, the warm server and heuristic studies."""
