@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bnb.engine.bab import Rows  # noqa: E402
+from bnb.engine.rows import Rows  # noqa: E402
 from bnb.io.onnx_loader import load_onnx  # noqa: E402
 from bnb.io.vnnlib import parse_vnnlib  # noqa: E402
 from relaxations.fp import outward_box  # noqa: E402

@@ -168,7 +168,7 @@ def partitioning(md):
               "(sampled points or the MILP). `activation_patterns` counts the activation regions of the network "
               "on the box (exact LP enumeration). THEORY.md: the barrier is P1-exact after one split at `z = 0`; "
               "the carried nested max of d inputs needs 1 piece for P1 and all `2^(d-1)` for a single-neuron "
-              "relaxation. The loop is the engine's (`bnb.engine.bab.search`), and the same split order is the branching "
+              "relaxation. The loop is the engine's (`bnb.engine.loop.search`), and the same split order is the branching "
               "strategy `bab.branching: partition` of `bnb verify` / `bnb run`, which stops a piece when the "
               "property is proven on it instead of when the relaxation is exact.\n")
     nets = [("barrier", MODELS / "barrier.onnx", MODELS / "barrier.vnnlib")]

@@ -5,8 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from bnb.engine.bab import Stats, run_bab
+from bnb.engine.context import Stats
+from bnb.engine.options import engine_options
+from bnb.engine.root import run_bab
 from bnb.config import Config
+from bnb.engine.domains import InputDomains, PieceDomains, ReluDomains
 from bnb.engine.store import DomainStore
 from bnb.results import Counterexample
 from bnb.io.spec import Polytope
@@ -60,7 +63,7 @@ def test_verdict_equals_milp(widths, seed, branching):
                "relu-lookahead": lambda: _cfg("relu", relu_lookahead=3),
                "relu-retighten": lambda: _cfg("relu", retighten_depth=4)}.get(branching, lambda: _cfg(branching))()
         cfg.attack.enabled = False
-        status, ce = run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], cfg, Deadline(60),
+        status, ce = run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], engine_options(cfg), Deadline(60),
                              _validate(net, poly), Stats())
         assert status == expected, (widths, seed, branching, t, exact)
         if status == "sat":  # the point itself, re-evaluated, lies in the box and violates
@@ -77,10 +80,10 @@ def test_disjunction_of_polytopes(branching):
     safe = [Polytope(np.array([[1.0, 0.0]]), np.array([exact_lo[0] - 0.05])),
             Polytope(np.array([[0.0, -1.0]]), np.array([-(exact_hi[1] + 0.05)]))]
     cfg = _cfg(branching)
-    status, _ = run_bab(net, torch.tensor(lo), torch.tensor(hi), safe, cfg, Deadline(60), lambda xs: None, Stats())
+    status, _ = run_bab(net, torch.tensor(lo), torch.tensor(hi), safe, engine_options(cfg), Deadline(60), lambda xs: None, Stats())
     assert status == "unsat"
     unsafe = safe + [Polytope(np.array([[0.0, 1.0]]), np.array([exact_lo[1] + 0.05]))]
-    status, ce = run_bab(net, torch.tensor(lo), torch.tensor(hi), unsafe, cfg, Deadline(60),
+    status, ce = run_bab(net, torch.tensor(lo), torch.tensor(hi), unsafe, engine_options(cfg), Deadline(60),
                          _validate(net, unsafe[2]), Stats())
     assert status == "sat"
     y = net(torch.tensor(ce.x, dtype=D)[None])[0].numpy()
@@ -93,7 +96,7 @@ def test_statistics_are_reported():
     exact, _ = milp_bounds(net, lo, hi)
     stats = Stats()
     poly = Polytope(np.array([[1.0]]), np.array([exact[0] - 0.01]))
-    status, _ = run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], _cfg("relu"), Deadline(60),
+    status, _ = run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], engine_options(_cfg("relu")), Deadline(60),
                         lambda xs: None, stats)
     assert status == "unsat"
     assert stats["branches"] > 0 and stats["domains_bounded"] > stats["branches"]
@@ -106,20 +109,21 @@ def test_timeout_raises():
     lo, hi = -np.ones(4), np.ones(4)
     poly = Polytope(np.array([[1.0]]), np.array([-1e-9]))  # needs a long search
     with pytest.raises(VerificationTimeout):
-        run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], _cfg("input", batch_size=2), Deadline(0.5),
+        run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], engine_options(_cfg("input", batch_size=2)), Deadline(0.5),
                 lambda xs: None, Stats())
 
 
 def test_domain_store_pop_order():
     store = DomainStore()
-    store.push({"score": torch.tensor([3.0, 1.0, 2.0]), "depth": torch.tensor([0.0, 5.0, 1.0]),
-                "v": torch.tensor([[30], [10], [20]])})
-    store.push({"score": torch.tensor([0.5]), "depth": torch.tensor([2.0]), "v": torch.tensor([[5]])})
+    store.push(PieceDomains(torch.tensor([3.0, 1.0, 2.0]), torch.tensor([0.0, 5.0, 1.0]), torch.tensor([30, 10, 20])))
+    store.push(PieceDomains(torch.tensor([0.5]), torch.tensor([2.0]), torch.tensor([5])))
     best = store.pop(2, "score")
-    assert sorted(best["v"].flatten().tolist()) == [5, 10]
+    assert isinstance(best, PieceDomains) and sorted(best.piece.tolist()) == [5, 10]
     deep = store.pop(1, "depth")
-    assert deep["v"].flatten().tolist() == [20]
-    assert len(store) == 1 and store.pop(5)["v"].flatten().tolist() == [30]
+    assert deep.piece.tolist() == [20]
+    assert len(store) == 1 and store.pop(5).piece.tolist() == [30]
+    with pytest.raises(TypeError):
+        store.push(ReluDomains(*([torch.zeros(1)] * 4), *([[]] * 6)))
 
 
 def test_input_bab_answers_unknown_when_boxes_reach_resolution():
@@ -137,10 +141,10 @@ def test_input_bab_answers_unknown_when_boxes_reach_resolution():
     cfg.attack.enabled = False
     stats = Stats()
     lo, hi = torch.tensor([0.0], dtype=D), torch.tensor([1.0], dtype=D)
-    status, _ = run_bab(net, lo, hi, [Polytope(np.array([[1.0]]), np.array([0.0]))], cfg, Deadline(60),
+    status, _ = run_bab(net, lo, hi, [Polytope(np.array([[1.0]]), np.array([0.0]))], engine_options(cfg), Deadline(60),
                         lambda xs: None, stats)
     assert status == "unknown" and stats["undecided_domains"] >= 1
-    assert run_bab(net, lo, hi, [Polytope(np.array([[1.0]]), np.array([-1e-13]))], cfg, Deadline(60),
+    assert run_bab(net, lo, hi, [Polytope(np.array([[1.0]]), np.array([-1e-13]))], engine_options(cfg), Deadline(60),
                    lambda xs: None, Stats())[0] == "unsat"
 
 
@@ -148,8 +152,9 @@ def test_children_bound_only_their_open_rows():
     """Children of a ReLU split bound only the rows whose polytope the parent left open, each (child, row) as
     its own unit: the open rows get the bounds that bounding every row of the children gives, the refuted
     ones keep the parent's bound, and no row is bounded twice."""
-    from bnb.engine.bab import Rows, _bound
-    from bnb.engine.strategies.relu_split import bound_open_rows, relu_children, relu_state
+    from bnb.engine.context import SearchContext
+    from bnb.engine.rows import Rows
+    from bnb.engine.strategies.relu_split import bound_open_rows, relu_children
     from relaxations.methods import bound_rows
     from relaxations.state import DomainState
 
@@ -163,22 +168,24 @@ def test_children_bound_only_their_open_rows():
     r = bound_rows(net, DomainState(lo, hi), rows.C, "crown")
     assert bool(rows.settled(r.lb, None, 0.0)[0, 0]) and not bool(rows.settled(r.lb, None, 0.0)[0, 1:].any())
     L = len(r.pre_bounds)
-    dom = {"score": torch.zeros(1, dtype=D), "depth": torch.zeros(1), "row": torch.zeros(1, dtype=torch.long),
-           "lb": r.lb, "split": [torch.zeros_like(l, dtype=torch.int8) for l, _ in r.pre_bounds],
-           "pl": [l for l, _ in r.pre_bounds], "pu": [u for _, u in r.pre_bounds],
-           "alpha": [r.relu_coeffs[i].new_full((1, 3, l.shape[1]), 0.5) for i, (l, _) in enumerate(r.pre_bounds)],
-           "beta": [torch.zeros(1, 3, l.shape[1], dtype=D) for l, _ in r.pre_bounds]}
-    assert len(dom["split"]) == L
+    dom = ReluDomains(score=torch.zeros(1, dtype=D), depth=torch.zeros(1), row=torch.zeros(1, dtype=torch.long),
+                      lb=r.lb, splits=[torch.zeros_like(l, dtype=torch.int8) for l, _ in r.pre_bounds],
+                      pre_lower=[l for l, _ in r.pre_bounds], pre_upper=[u for _, u in r.pre_bounds],
+                      coeffs=[c[:, 0] for c in r.relu_coeffs],
+                      alphas=[r.relu_coeffs[i].new_full((1, 3, l.shape[1]), 0.5) for i, (l, _) in enumerate(r.pre_bounds)],
+                      betas=[torch.zeros(1, 3, l.shape[1], dtype=D) for l, _ in r.pre_bounds])
+    assert len(dom.splits) == L
     l0, u0 = r.pre_bounds[0]
     pos = torch.nonzero((l0[0] < 0) & (u0[0] > 0)).flatten()[:1]
     child = relu_children(dom, pos, [l.shape[1] for l, _ in r.pre_bounds])
     stats = Stats()
-    units = bound_open_rows(net, child, rows, lo[0], hi[0], cfg, stats, Deadline(60))
-    full = _bound(net, relu_state(child, lo[0], hi[0]), rows, "beta", cfg, cfg.bab.beta_iters, False, Stats(),
-                  Deadline(60), child["lb"])
+    ctx = SearchContext(net, rows, engine_options(cfg), Deadline(60), lambda xs: None, stats, lambda m: None, lo, hi)
+    units = bound_open_rows(ctx, child)
+    ctx.stats = Stats()
+    full = ctx.bound(child.state(lo, hi), "beta", cfg.bab.beta_iters, False, child.lb)
     assert stats["rows_bounded"] == 4 and stats["domains_bounded"] == 2
-    assert torch.equal(units.lb[:, 0], child["lb"][:, 0])
-    assert torch.allclose(units.lb[:, 1:], torch.maximum(full.lb, child["lb"])[:, 1:], rtol=0, atol=1e-9)
+    assert torch.equal(units.lb[:, 0], child.lb[:, 0])
+    assert torch.allclose(units.lb[:, 1:], torch.maximum(full.lb, child.lb)[:, 1:], rtol=0, atol=1e-9)
     assert torch.equal(units.infeasible, full.infeasible)
 
 
@@ -198,20 +205,22 @@ def test_ibp_root_proven_by_the_crown_start_of_relu_splitting():
     cfg = _cfg("relu")
     cfg.bounds.method = "ibp"
     stats = Stats()
-    status, _ = run_bab(net, lo, hi, polys, cfg, Deadline(60), lambda xs: None, stats)
+    status, _ = run_bab(net, lo, hi, polys, engine_options(cfg), Deadline(60), lambda xs: None, stats)
     assert status == "unsat" and stats.get("branches", 0) == 0
 
 
 def test_domain_store_keeps_per_layer_lists():
     """Fields that are lists (one tensor per ReLU layer, None where a layer has none) come back as pushed."""
-    from bnb.engine.store import DomainStore
     store = DomainStore()
-    store.push({"score": torch.tensor([3.0, 1.0, 2.0]), "depth": torch.zeros(3),
-                "pl": [torch.arange(6.0).reshape(3, 2), torch.arange(3.0)[:, None]], "gamma": [None, torch.ones(3, 4)]})
+    z = torch.zeros(3, 1)
+    store.push(InputDomains(score=torch.tensor([3.0, 1.0, 2.0]), depth=torch.zeros(3), lower=z, upper=z + 1,
+                            refutation=z, coef=torch.zeros(3, 1, 1),
+                            pre_lower=[torch.arange(6.0).reshape(3, 2), torch.arange(3.0)[:, None]],
+                            pre_upper=[None, torch.ones(3, 4)]))
     dom = store.pop(2)
-    assert dom["score"].tolist() == [1.0, 2.0] and dom["pl"][0].tolist() == [[2.0, 3.0], [4.0, 5.0]]
-    assert dom["pl"][1].tolist() == [[1.0], [2.0]] and dom["gamma"][0] is None and dom["gamma"][1].shape == (2, 4)
-    assert len(store) == 1 and store.pop(5)["pl"][0].tolist() == [[0.0, 1.0]]
+    assert dom.score.tolist() == [1.0, 2.0] and dom.pre_lower[0].tolist() == [[2.0, 3.0], [4.0, 5.0]]
+    assert dom.pre_lower[1].tolist() == [[1.0], [2.0]] and dom.pre_upper[0] is None and dom.pre_upper[1].shape == (2, 4)
+    assert len(store) == 1 and store.pop(5).pre_lower[0].tolist() == [[0.0, 1.0]]
 
 
 def test_retighten_children_bounds_hold_and_tighten():
@@ -228,22 +237,24 @@ def test_retighten_children_bounds_hold_and_tighten():
     unstable = torch.nonzero((pl[0][0] < 0) & (pu[0][0] > 0)).flatten()
     assert unstable.numel() >= 2
     k = unstable.numel()
-    dom = {"score": torch.zeros(k), "depth": torch.zeros(k),
-           "split": [torch.zeros(k, p.shape[1], dtype=torch.int8) for p in pl],
-           "pl": [p.expand(k, -1).clone() for p in pl], "pu": [p.expand(k, -1).clone() for p in pu]}
+    none = [torch.zeros(k, 1)] * len(pl)
+    dom = ReluDomains(score=torch.zeros(k), depth=torch.zeros(k), row=torch.zeros(k), lb=torch.zeros(k, 1),
+                      splits=[torch.zeros(k, p.shape[1], dtype=torch.int8) for p in pl],
+                      pre_lower=[p.expand(k, -1).clone() for p in pl], pre_upper=[p.expand(k, -1).clone() for p in pu],
+                      coeffs=none, alphas=none, betas=none)
     child = relu_children(dom, unstable, [p.shape[1] for p in pl])  # every unstable first-layer neuron, both ways
-    before = [(l.clone(), u.clone()) for l, u in zip(child["pl"], child["pu"])]
+    before = [(l.clone(), u.clone()) for l, u in zip(child.pre_lower, child.pre_upper)]
     assert retighten(net, child, lo, hi, 1) == 2 * k
     x = lo + (hi - lo) * torch.rand(200000, 3, dtype=D, generator=torch.Generator().manual_seed(0))
     z = pre_activations(net, x)
     for c in range(2 * k):
         inside = torch.ones(x.shape[0], dtype=torch.bool)
-        for zi, s in zip(z, child["split"]):
+        for zi, s in zip(z, child.splits):
             inside &= ((s[c] > 0) & (zi < 0) | (s[c] < 0) & (zi > 0)).sum(dim=1) == 0
         assert int(inside.sum()) > 100
-        for zi, l, u in zip(z, child["pl"], child["pu"]):
+        for zi, l, u in zip(z, child.pre_lower, child.pre_upper):
             assert bool((zi[inside] >= l[c]).all()) and bool((zi[inside] <= u[c]).all())
-    for (l0, u0), l, u in zip(before, child["pl"], child["pu"]):
+    for (l0, u0), l, u in zip(before, child.pre_lower, child.pre_upper):
         assert bool((l >= l0).all()) and bool((u <= u0).all())
-    gain = sum(float(((u0 - l0) - (u - l)).sum()) for (l0, u0), l, u in zip(before[1:], child["pl"][1:], child["pu"][1:]))
+    gain = sum(float(((u0 - l0) - (u - l)).sum()) for (l0, u0), l, u in zip(before[1:], child.pre_lower[1:], child.pre_upper[1:]))
     assert gain > 1e-3

@@ -6,9 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from types import SimpleNamespace
+
 import torch
 
-from bnb.engine.bab import Stats, run_bab
+from bnb.engine.context import Stats
+from bnb.engine.options import engine_options
+from bnb.engine.root import run_bab
 from bnb.config import Config
 from bnb.io.spec import Polytope
 from bnb.timing import Deadline
@@ -155,7 +159,7 @@ def test_relu_bab_with_constraints_matches_milp(widths, seed, heuristic, where):
             cfg.bounds.method, cfg.bab.relu_method = "alpha", "mn-crown"
         if where == "root-both":  # group hulls and Anderson cuts
             cfg.bounds.mn_cuts = "both"
-        status, _ = run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], cfg, Deadline(60), validate, Stats())
+        status, _ = run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], engine_options(cfg), Deadline(60), validate, Stats())
         assert status == label, (t, label, status)
 
 
@@ -212,16 +216,16 @@ def test_children_leave_out_the_constraints_their_box_implies():
     cons = LayerConstraints(torch.tensor([[1.0, 1.0], [1.0, 0.0]], dtype=D), torch.zeros(2, 2, dtype=D),
                             torch.tensor([-3.0, -1.0], dtype=D))
     pl, pu = torch.full((2, 2), -1.0, dtype=D), torch.full((2, 2), 2.0, dtype=D)
-    child = {"pl": [pl.clone()], "pu": [pu.clone()]}
+    child = SimpleNamespace(pre_lower=[pl.clone()], pre_upper=[pu.clone()])
     live, keep = live_constraints(child, [cons], torch.tensor([0, 1]), None, None)
     assert keep[0].tolist() == [0, 1]
-    child["pu"][0][:, 1] = 0.0   # both children: neuron 1 inactive, y0 + 0 <= 3 holds on the box
+    child.pre_upper[0][:, 1] = 0.0   # both children: neuron 1 inactive, y0 + 0 <= 3 holds on the box
     live, keep = live_constraints(child, [cons], torch.tensor([0, 1]), None, None)
     assert keep[0].tolist() == [1] and torch.equal(live[0].Pz, cons.Pz[[1]])
-    child["pu"][0][0, 0] = 1.0   # child 0 also implies y0 <= 1; child 1 does not: still carried
+    child.pre_upper[0][0, 0] = 1.0   # child 0 also implies y0 <= 1; child 1 does not: still carried
     live, keep = live_constraints(child, [cons], torch.tensor([0, 1]), None, None)
     assert keep[0].tolist() == [1]
-    child["pu"][0][1, 0] = 0.5
+    child.pre_upper[0][1, 0] = 0.5
     live, keep = live_constraints(child, [cons], torch.tensor([0, 1]), None, None)
     assert live[0] is None and keep[0] is None
 
@@ -236,7 +240,7 @@ def test_bab_leaving_out_implied_constraints_keeps_the_milp_verdict(widths=(4, 1
     for t, label in ((exact[0] - gap, "unsat"), (exact[0] + gap, "sat")):
         stats = Stats()
         status, _ = run_bab(net, torch.tensor(lo), torch.tensor(hi), [Polytope(np.array([[1.0]]), np.array([t]))],
-                            cfg, Deadline(60), _validator(net, t), stats)
+                            engine_options(cfg), Deadline(60), _validator(net, t), stats)
         assert status == label, (t, label, status)
         if label == "unsat":
             assert stats["constraints_dropped"] > 0 and stats["branches"] > 10  # the path under test ran

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from bnb.engine.bab import Rows, Stats, run_bab
+from bnb.engine.context import Stats
+from bnb.engine.options import engine_options
+from bnb.engine.root import run_bab
+from bnb.engine.rows import Rows
 from bnb.config import Config
 from bnb.io.spec import Polytope
 from bnb.timing import Deadline
@@ -144,7 +147,7 @@ def _tiny_net():
 
 def _run(net, lo, hi, d, cfg):
     poly = Polytope(np.array([[1.0]]), np.array([d]))
-    return run_bab(net, lo, hi, [poly], cfg, Deadline(30), lambda xs: None, Stats())[0]
+    return run_bab(net, lo, hi, [poly], engine_options(cfg), Deadline(30), lambda xs: None, Stats())[0]
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
@@ -152,8 +155,8 @@ def _run(net, lo, hi, d, cfg):
 def test_nan_or_inf_bounds_never_verify(monkeypatch, bad, branching):
     """Every bound the engine sees is NaN (or +inf): no domain is ever verified, so the answer is unknown or
     the run is cut by the deadline, never unsat."""
-    import bnb.engine.bab as bab_mod
-    real = bab_mod.bound_rows
+    import bnb.engine.context as context_mod
+    real = context_mod.bound_rows
 
     def poisoned(*a, **k):
         res = real(*a, **k)
@@ -162,7 +165,7 @@ def test_nan_or_inf_bounds_never_verify(monkeypatch, bad, branching):
             res.bias = torch.full_like(res.bias, bad)
         return res
 
-    monkeypatch.setattr(bab_mod, "bound_rows", poisoned)
+    monkeypatch.setattr(context_mod, "bound_rows", poisoned)
     net = _tiny_net()
     cfg = Config()
     cfg.attack.enabled = False
@@ -172,7 +175,7 @@ def test_nan_or_inf_bounds_never_verify(monkeypatch, bad, branching):
     deadline = Deadline(3)
     poly = Polytope(np.array([[1.0]]), np.array([-1e6]))  # true property (far below the range)
     try:
-        status = run_bab(net, lo, hi, [poly], cfg, deadline, lambda xs: None, Stats())[0]
+        status = run_bab(net, lo, hi, [poly], engine_options(cfg), deadline, lambda xs: None, Stats())[0]
     except Exception as e:  # the deadline (VerificationTimeout) is an acceptable end
         assert type(e).__name__ == "VerificationTimeout"
         return

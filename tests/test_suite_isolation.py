@@ -238,8 +238,8 @@ def test_verify_watchdog_ends_a_run_that_ignores_its_limit(instances, tmp_path):
     results = tmp_path / "res.txt"
     code = textwrap.dedent(f"""
         import sys, time
-        import bnb.cli.main, bnb.pipeline.verify
-        bnb.cli.main.WATCHDOG_GRACE = 0.5
+        import bnb.cli.main, bnb.cli.process, bnb.pipeline.verify
+        bnb.cli.process.WATCHDOG_GRACE = 0.5
         bnb.pipeline.verify.prove = lambda *a: time.sleep(60)
         sys.argv = ["bnb", "verify", {str(onnx)!r}, {str(vnn)!r}, "--timeout", "0.5",
                     "--results-file", {str(results)!r}, "--set", "attack.enabled=false"]

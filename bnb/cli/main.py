@@ -8,6 +8,7 @@ import time
 
 import click
 
+from bnb.cli.process import WATCHDOG_GRACE, end_process, start_watchdog
 from bnb.config import load_config, render_yaml
 from bnb.errors import BnbError
 from bnb.results import EXIT_BAD_INPUT, EXIT_CODES, Verdict, write_atomic
@@ -85,21 +86,7 @@ def verify(network, spec, configs, sets, timeout, results_file, verbose):
         click.echo("[bnb] stats: " + ", ".join(f"{k}={_fmt(v)}" for k, v in result.stats.items()), err=True)
     if result.verdict is Verdict.ERROR:
         click.echo(f"bnb: error: {result.message}", err=True)
-    _exit(EXIT_CODES[result.verdict])
-
-
-def _exit(code: int):
-    """End the command. As a process of its own (its output is the process's stdout, not a test runner's
-    capture), skip the interpreter's teardown, which costs ~0.4 s after importing torch and does nothing a
-    finished command needs: every file is written and closed, and the output is flushed here."""
-    if sys.stdout is sys.__stdout__ and sys.stderr is sys.__stderr__:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
-
-
-WATCHDOG_GRACE = 10.0  # seconds past the limit before `bnb verify` gives up on a run that ignores it
+    end_process(EXIT_CODES[result.verdict])
 
 
 def _watchdog(limit, network, spec, results_file):
@@ -111,28 +98,6 @@ def _watchdog(limit, network, spec, results_file):
         print(f"{os.path.basename(network)} / {os.path.basename(spec)}: timeout in {limit + WATCHDOG_GRACE:.2f}s "
               f"(limit {limit:g}s reached; the run did not stop, ended by the watchdog)", flush=True)
     return start_watchdog(limit, announce, EXIT_CODES[Verdict.TIMEOUT])
-
-
-def start_watchdog(limit, announce, code: int):
-    """If the process is still running ``WATCHDOG_GRACE`` seconds after ``limit``, call ``announce`` (say
-    ``timeout``) and end the process with ``code``. It raises nothing in the running code, so no library is
-    left half-way through anything that outlives the process. Returns the timer (``cancel()`` it), or None
-    without a finite limit."""
-    import math
-    import threading
-    if limit is None or limit <= 0 or not math.isfinite(limit):
-        return None
-
-    def fire():
-        try:
-            announce()
-        finally:
-            os._exit(code)
-
-    timer = threading.Timer(limit + WATCHDOG_GRACE, fire)
-    timer.daemon = True
-    timer.start()
-    return timer
 
 
 def _fmt(v):

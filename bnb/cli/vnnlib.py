@@ -124,7 +124,7 @@ main.add_command(supports, "capabilities")  # section 5.1 names the command so
 @click.option("-v", "--verbose", is_flag=True, help="bnb's progress and statistics on stderr.")
 def verify(query, networks, timeout, serialise, configs, sets, verbose):
     """Decide the VNN-LIB 2.0 QUERY on the ONNX model given for its network."""
-    from bnb.cli.main import _exit, start_watchdog
+    from bnb.cli.process import end_process, start_watchdog
     from bnb.config import load_config
     try:
         cfg = load_config(configs, sets)
@@ -157,12 +157,12 @@ def verify(query, networks, timeout, serialise, configs, sets, verbose):
         click.echo(f"[bnb] {result.summary(os.path.basename(query))}", err=True)
     if result.verdict is Verdict.ERROR:
         click.echo(f"{PROG}: error: {result.message}", err=True)
-        _exit(1)
+        end_process(1)
     click.echo(ANSWERS[result.verdict])
     if result.verdict is Verdict.SAT:
         ce = result.counterexample
         click.echo("\n".join(_v2().assignment_lines(q, ce.x, ce.y)))
-    _exit(0)
+    end_process(0)
 
 
 def _network_file(q, networks) -> str:

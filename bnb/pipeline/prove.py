@@ -5,7 +5,9 @@ The property holds (``unsat``) iff every box is decided safe; a counterexample i
 from __future__ import annotations
 
 
-from bnb.engine.bab import Stats, run_bab
+from bnb.engine.context import Stats
+from bnb.engine.options import engine_options
+from bnb.engine.root import run_bab
 from bnb.results import Verdict
 from bnb.io.witness import replay
 from relaxations.fp import outward_box
@@ -15,12 +17,13 @@ def prove(model, net, prop, cfg, deadline, stats, log):
     """Returns ``(verdict, counterexample, message)``."""
     bab_stats = Stats()
     undecided = 0
+    opts = engine_options(cfg)
     for b, spec in enumerate(prop.specs):
         # rounded outward: the working box contains every real point of the file's box
         lo, hi = outward_box(spec.lower, spec.upper, net.dtype, net.device)
         validate = lambda xs, b=b: replay(model, prop, xs, [b] * len(xs))  # noqa: E731
         try:
-            status, ce = run_bab(net, lo, hi, spec.disjuncts, cfg, deadline, validate, bab_stats, log)
+            status, ce = run_bab(net, lo, hi, spec.disjuncts, opts, deadline, validate, bab_stats, log)
         finally:
             for k, v in bab_stats.items():  # accumulate over boxes, next to the pipeline's own figures
                 both_numeric = isinstance(v, (int, float)) and isinstance(stats.get(k), (int, float))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from bnb.engine.bab import Rows, output_reach, polytope_values
+from bnb.engine.rows import Rows, output_reach, polytope_values
 from bnb.io.spec import Property
 from relaxations.fp import outward_box
 from relaxations.methods import bound_rows
@@ -39,7 +39,7 @@ def refuted_pairs(net, prop: Property, cfg, deadline) -> list[bool]:
         rows = Rows(spec.disjuncts, net.out_size, net.dtype, net.device, lambda lo=lo, hi=hi: output_reach(net, lo, hi))
         res = bound_rows(net, DomainState(lo[None], hi[None]), rows.C, "crown", intermediate=b.intermediate,
                          lower_slope=b.lower_slope, rigorous=b.fp_sound)
-        values, _ = polytope_values(rows, res, lo[None], hi[None], cfg)
+        values, _ = polytope_values(rows, res, lo[None], hi[None], cfg.bounds.mix_iters)
         out += proven(values, cfg.bab.verify_margin, res.infeasible)[0].tolist()
     return out
 

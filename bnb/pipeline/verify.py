@@ -17,7 +17,7 @@ import torch
 
 from bnb.pipeline import presets, screen
 from bnb.engine.attack import attack_property
-from bnb.engine.bab import check_heuristics
+from bnb.engine.context import check_heuristics
 from bnb.config import Config
 from bnb.errors import BnbError
 from bnb.io.models import ModelCache

@@ -64,7 +64,7 @@ def run_study(instances: Path, heuristics: str, cfg, out: Path, echo, timeout=No
               progress=True, hook=None, every=1):
     """Run the study; returns the rows of ``results.csv`` (dicts). ``every``: only every k-th instance
     (after ``select``, before ``limit``): a sample across a suite ordered by property."""
-    from bnb.engine.bab import check_heuristics
+    from bnb.engine.context import check_heuristics
     items = parse_heuristics(heuristics, cfg.bab.branching)
     out.mkdir(parents=True, exist_ok=True)
     (out / "runs").mkdir(exist_ok=True)

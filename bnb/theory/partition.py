@@ -1,7 +1,7 @@
 """Strategy (ii) of Mao et al.: partition the input domain into convex polytopes by ReLU-phase splits and
 stop refining a piece as soon as the chosen relaxation is exact on it.
 
-:class:`PhasePartition` is a branching strategy of the engine's loop (:func:`bnb.engine.bab.search`,
+:class:`PhasePartition` is a branching strategy of the engine's loop (:func:`bnb.engine.loop.search`,
 :mod:`bnb.engine.strategies`) whose "verified" test is exactness instead of a property:
 
 - the root is the whole box; :meth:`PhasePartition.bound` bounds a batch of pieces with
@@ -26,7 +26,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from bnb.engine.strategies import Children, Search, Strategy
+from bnb.engine.context import Stats, heuristic
+from bnb.engine.domains import PieceDomains
+from bnb.engine.loop import search
+from bnb.engine.options import LoopOptions
+from bnb.engine.strategies.base import Children, Strategy
+from bnb.timing import Deadline
 from bnb.theory.exact import exact_solve
 from bnb.theory.networks import blocks_of, evaluate
 from bnb.theory.regions import Regions
@@ -103,16 +108,10 @@ class PhasePartition(Strategy):
     def __init__(self, net, lower, upper, method="p1", tol=1e-6, samples=256, seed=0, max_pieces=4096):
         if method not in PARTITION_METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {', '.join(PARTITION_METHODS)}")
-        from bnb.engine.bab import Stats, heuristic
-        from bnb.config import Config
-        from bnb.timing import Deadline
+        super().__init__(Stats())
         self.net = net.to(dtype=torch.float64)
         self.blocks = blocks_of(self.net)
         self.lower, self.upper = np.asarray(lower, float), np.asarray(upper, float)
-        cfg = Config()
-        cfg.bab.batch_size = 1
-        lo, hi = (torch.as_tensor(a, dtype=torch.float64)[None] for a in (self.lower, self.upper))
-        super().__init__(Search(self.net, None, cfg, Deadline(None), None, Stats(), lambda m: None, lo, hi))
         self.method, self.tol, self.max_pieces = method, tol, max_pieces
         self.regions = Regions(self.blocks, self.lower, self.upper)
         self.chooser = heuristic("relu", "phase")
@@ -124,56 +123,43 @@ class PhasePartition(Strategy):
         first = self._classified(Piece([np.zeros(n, dtype=np.int8) for n in self.regions.sizes]))
         self.bound([first])
         self._root = self._domains([first], torch.zeros(1))
-        if self._root is None:
+        if bool((self._root.score > 0).all()):
             self.verdict = "unsat"  # (the engine's word for "every domain finished")
 
     # ------------------------------------------------------------------ the engine's interface
-    def _domains(self, kids, depth):
-        """Record ``kids``: finished ones in :attr:`finished`; the fields of the open ones (None if none)."""
-        open_ = []
-        for p, dp in zip(kids, depth.tolist()):
-            if self.done(p):
-                self.finished.append(p)
-            else:
-                self.pieces.append(p)
-                open_.append((len(self.pieces) - 1, dp))
-        self.n_open += len(open_)
-        if not open_:
-            return None
-        return {"score": -torch.ones(len(open_), dtype=torch.float64), "depth": torch.tensor([d for _, d in open_]),
-                "piece": torch.tensor([i for i, _ in open_])}
+    def _domains(self, kids, depth) -> PieceDomains:
+        """Record ``kids`` (finished ones also in :attr:`finished`) as a batch: score ``+1`` finished, ``-1`` open."""
+        first = len(self.pieces)
+        self.pieces.extend(kids)
+        finished = [self.done(p) for p in kids]
+        self.finished.extend(p for p, f in zip(kids, finished) if f)
+        self.n_open += finished.count(False)
+        score = torch.tensor([1.0 if f else -1.0 for f in finished], dtype=torch.float64)
+        return PieceDomains(score=score, depth=depth, piece=torch.arange(first, first + len(kids)))
 
     def root(self):
         return self._root
 
-    def prune(self, dom):
-        can = torch.ones(dom["score"].shape[0], dtype=torch.bool)
-        for k, i in enumerate(dom["piece"].tolist()):
+    def prune(self, batch: PieceDomains):
+        can = torch.ones(len(batch), dtype=torch.bool)
+        for k, i in enumerate(batch.piece.tolist()):
             if self.n_open - 1 + len(self.finished) >= self.max_pieces:  # the budget: finished as it is
                 self.finished.append(self.pieces[i])
                 self.n_open -= 1
                 can[k] = False
-        return self.drop_stuck(dom, can)
+        return self.drop_stuck(batch, can)
 
-    def branch(self, dom):
-        parents = [self.pieces[i] for i in dom["piece"].tolist()]
+    def branch(self, batch: PieceDomains):
+        parents = [self.pieces[i] for i in batch.piece.tolist()]
         self.n_open -= len(parents)
         kids = [c for p in parents for c in self.split(p)]
         self.n_splits += len(parents)
         self.bound(kids)
-        depth = (dom["depth"] + 1).repeat_interleave(2)
-        fields = self._domains(kids, depth)
-        n = len(kids)
-        score = torch.ones(n, dtype=torch.float64)
-        if fields is not None:  # open children are the last ones recorded, in order
-            score[[k for k, p in enumerate(kids) if not self.done(p)]] = -1.0
-        return Children(score, torch.zeros(n, dtype=torch.bool), {"fields": fields})
+        children = self._domains(kids, (batch.depth + 1).repeat_interleave(2))
+        return Children(children, torch.zeros(len(kids), dtype=torch.bool))
 
-    def falsify(self, children, open_):
+    def falsify(self, children, open_mask):
         return None  # nothing to falsify: the loop only refines until exact
-
-    def keep(self, children, open_):
-        return children.data["fields"]
 
     # ------------------------------------------------------------------ pieces
     def _classified(self, piece: Piece) -> Piece:
@@ -249,10 +235,10 @@ def partition(net, lower, upper, method="p1", tol=1e-6, max_pieces=4096, count_p
     over all pieces of their certified bounds: sound bounds of each output over the whole box),
     ``exact_lower``/``exact_upper`` (the exact range), ``exact`` (every piece exact), ``not_exact_regions``
     (activation regions on which the relaxation is still not exact), ``splits``, ``milp_calls``, ``time``."""
-    from bnb.engine.bab import search
     t0 = time.perf_counter()
     strat = PhasePartition(net, lower, upper, method, tol, max_pieces=max_pieces)
-    search(strat, strat.ctx)
+    search(strat, LoopOptions(batch_size=1, order="best", max_domains=max_pieces + 1, verify_margin=0.0),
+           Deadline(None), strat.stats)
     finished = strat.finished
     live = [p for p in finished if not p.empty]
     # the pieces cover the box (every split keeps both children) and every piece's bounds are certified;

@@ -1,6 +1,6 @@
 """LP relaxations inside branch and bound.
 
-Two hooks called by :mod:`bnb.engine.bab`:
+Two hooks called by :mod:`bnb.engine.root` and :mod:`bnb.engine.strategies.relu_split`:
 
 - :func:`refine_root_bounds` (``bounds.lp_refine``): at the root, before ReLU branching, re-bound the
   unstable neurons' pre-activations by two certified triangle LPs each (min and max over the LP of the

@@ -10,11 +10,13 @@ and ``bab.relu_lookahead`` do not apply; the split order defines the strategy.
 """
 from __future__ import annotations
 
+from bnb.engine.context import heuristic
 from bnb.engine.strategies.relu_split import ReluSplitting
 
 
 class PhasePartitioning(ReluSplitting):
-    def __init__(self, ctx, r, gv, coef):
-        from bnb.engine.bab import heuristic
-        super().__init__(ctx, r, gv, coef)
+    """ReLU splitting in the ``phase`` heuristic's order (see the module docstring)."""
+
+    def __init__(self, ctx, root, refutation, coef):
+        super().__init__(ctx, root, refutation, coef)
         self.chooser = heuristic("relu", "phase")

@@ -4,11 +4,8 @@ warm-started from the parent's slopes and multipliers, only on the rows whose po
 with ``bab.relu_method: lp`` tightened by the triangle LP, with ``mn-crown`` under the root's multi-neuron
 constraints.
 
-A domain carries ``score``, ``depth``, the deciding ``row``, the bound ``lb`` ``(M,)`` of every row, and per
-ReLU layer (lists): the split phases ``split`` (+1 active, -1 inactive, 0 free), the intermediate bounds
-``pl``/``pu``, the deciding row's coefficients ``coef`` on the layer's output, per row the slopes ``alpha``
-and split multipliers ``beta``, and, with multi-neuron constraints, their multipliers ``gamma`` (None on
-layers without constraints).
+A domain is a :class:`~bnb.engine.domains.ReluDomains`: its split phases, intermediate bounds, the bound of
+every row, and what warm-starts its children (slopes, split multipliers, multi-neuron constraint multipliers).
 """
 from __future__ import annotations
 
@@ -16,13 +13,16 @@ import time
 
 import torch
 
-from bnb.engine.strategies import Children, Strategy
+from bnb.engine.context import SearchContext, heuristic
+from bnb.engine.domains import ReluDomains
+from bnb.engine.strategies.base import Children, Strategy
 from heuristics import ReluBatch
+from relaxations.crown import intermediate_bounds
+from relaxations.methods import mn_constraints, mn_options
+from relaxations.multineuron import active_only, implied_by_box
 from relaxations.polytope import box_min
 from relaxations.state import BoundResult, DomainState
-
-PER_LAYER = ("split", "pl", "pu", "coef", "alpha", "beta", "gamma")
-
+from relaxations.verdict import proven
 
 def relu_biases(net, pre_shapes):
     """Per ReLU layer the bias ``(n_i,)`` of the dense, convolutional or elementwise affine layer right before it
@@ -49,17 +49,11 @@ def relu_biases(net, pre_shapes):
     return out
 
 
-def _tile(v, reps):
-    if isinstance(v, list):
-        return [None if t is None else _tile(t, reps) for t in v]
-    return v.repeat(reps, *([1] * (v.dim() - 1)))
-
-
-def relu_children(dom, pos, sizes):
-    """Both children of splitting, in each domain of ``dom`` (``n`` domains), the neuron at flat position
-    ``pos`` ``(k n,)`` (over the concatenated ReLU layers of ``sizes`` neurons; ``dom`` is tiled ``k``
+def relu_children(batch: ReluDomains, pos: torch.Tensor, sizes) -> ReluDomains:
+    """Both children of splitting, in each domain of ``batch`` (``n`` domains), the neuron at flat position
+    ``pos`` ``(k n,)`` (over the concatenated ReLU layers of ``sizes`` neurons; the batch is tiled ``k``
     times): ``2 k n`` domains, all active halves first, then all inactive halves."""
-    n = dom["score"].shape[0]
+    n = len(batch)
     reps = pos.shape[0] // n
     dev = pos.device
     offsets = torch.tensor([0] + list(sizes), device=dev).cumsum(0)
@@ -67,73 +61,69 @@ def relu_children(dom, pos, sizes):
     idx = pos - offsets[layer]
     m = pos.shape[0]
     ar = torch.arange(m, device=dev)
-    child = {key: _tile(v, 2 * reps) for key, v in dom.items()}
+    child = batch.tile(2 * reps)
     for i in range(len(sizes)):
         sel = layer == i
         if bool(sel.any()):
-            rows_i, cols_i = ar[sel], idx[sel]
-            child["split"][i][rows_i, cols_i] = 1          # first half: active
-            child["split"][i][rows_i + m, cols_i] = -1     # second half: inactive
-            child["pl"][i][rows_i, cols_i] = child["pl"][i][rows_i, cols_i].clamp(min=0)
-            child["pu"][i][rows_i + m, cols_i] = child["pu"][i][rows_i + m, cols_i].clamp(max=0)
-    child["depth"] = child["depth"] + 1
+            at, neuron = ar[sel], idx[sel]
+            child.splits[i][at, neuron] = 1          # first half: active
+            child.splits[i][at + m, neuron] = -1     # second half: inactive
+            child.pre_lower[i][at, neuron] = child.pre_lower[i][at, neuron].clamp(min=0)
+            child.pre_upper[i][at + m, neuron] = child.pre_upper[i][at + m, neuron].clamp(max=0)
+    child.depth = child.depth + 1
     return child
 
 
-def retighten(net, child, lo, hi, max_depth):
-    """Re-bound, in place, the intermediate bounds ``pl``/``pu`` of the children (fields as in
-    :func:`relu_children`) at most ``max_depth`` deep: CROWN with their split phases (a split neuron's exact
-    phase tightens every layer after it), intersected with the inherited bounds, which hold on a child too.
-    Where the intersection would be empty (bounds crossing, possibly by rounding) a neuron keeps its inherited
-    bounds: an empty domain is left for the bound's rigorous infeasibility test. Returns how many children
-    were re-bounded."""
-    from relaxations.crown import intermediate_bounds
-    sel = torch.nonzero(child["depth"] <= max_depth).flatten()
+def retighten(net, children: ReluDomains, lower, upper, max_depth: int) -> int:
+    """Re-bound, in place, the intermediate bounds of the ``children`` at most ``max_depth`` deep: CROWN with
+    their split phases (a split neuron's exact phase tightens every layer after it), intersected with the
+    inherited bounds, which hold on a child too. Where the intersection would be empty (bounds crossing,
+    possibly by rounding) a neuron keeps its inherited bounds: an empty domain is left for the bound's rigorous
+    infeasibility test. Returns how many children were re-bounded."""
+    sel = torch.nonzero(children.depth <= max_depth).flatten()
     k = sel.numel()
     if k == 0:
         return 0
-    ref = [(pl[sel], pu[sel]) for pl, pu in zip(child["pl"], child["pu"])]
-    state = DomainState(lo.expand(k, -1), hi.expand(k, -1), [s[sel] for s in child["split"]], None, ref_bounds=ref)
+    ref = [(l[sel], u[sel]) for l, u in children.pre_bounds]
+    state = DomainState(lower.expand(k, -1), upper.expand(k, -1), [s[sel] for s in children.splits], None,
+                        ref_bounds=ref)
     with torch.no_grad():
         relax = intermediate_bounds(net, state)
     for i, (r, (l0, u0)) in enumerate(zip(relax, ref)):
-        ln, un = torch.maximum(r.l, l0), torch.minimum(r.u, u0)
-        bad = ~(ln <= un)  # crossing or NaN: keep what was inherited
-        child["pl"][i][sel] = torch.where(bad, l0, ln)
-        child["pu"][i][sel] = torch.where(bad, u0, un)
+        new_l, new_u = torch.maximum(r.l, l0), torch.minimum(r.u, u0)
+        bad = ~(new_l <= new_u)  # crossing or NaN: keep what was inherited
+        children.pre_lower[i][sel] = torch.where(bad, l0, new_l)
+        children.pre_upper[i][sel] = torch.where(bad, u0, new_u)
     return k
 
 
-def _gammas(child, cons, ci=None, ri=None):
-    """Per ReLU layer the children's constraint multipliers (None where a layer has no constraints); with
-    ``ci``/``ri`` ``(U,)``, those of the (child, row) units, ``(U, 1, c_i)``."""
-    if cons is None:
-        return None
-    pick = (lambda t: t) if ci is None else (lambda t: t[ci, ri][:, None])  # noqa: E731
-    return [None if c is None else pick(g) for c, g in zip(cons, child["gamma"])]
+def unit_gammas(children: ReluDomains, cons, child_idx, row_idx):
+    """Per ReLU layer the constraint multipliers of the (child, row) units ``child_idx``/``row_idx`` ``(U,)``,
+    ``(U, 1, c_i)`` (None where a layer has no constraints)."""
+    return [None if c is None else g[child_idx, row_idx][:, None] for c, g in zip(cons, children.gammas)]
 
 
-def live_constraints(child, cons, ci, lo, hi):
-    """The constraints the units' children ``ci`` ``(U,)`` still need: per ReLU layer the constraints of ``cons``
+def live_constraints(children: ReluDomains, cons, child_idx, lower, upper):
+    """The constraints the children ``child_idx`` ``(U,)`` still need: per ReLU layer the constraints of ``cons``
     not implied by the box of every one of them (:func:`relaxations.multineuron.implied_by_box`: once a split
     made a group's neurons linear, its hull constraint may say nothing the box does not), as
     ``(constraints, keep)``: the restricted :class:`LayerConstraints` (None where none is left) and the kept
     indices ``(c'_i,)`` (None where the layer has none). Leaving constraints out never invalidates a bound; it
     saves two products per constraint, layer and optimisation step."""
-    from relaxations.multineuron import implied_by_box
     out, keep = [], []
     for i, c in enumerate(cons):
         if c is None:
             out.append(None)
             keep.append(None)
             continue
-        l, u = child["pl"][i][ci], child["pu"][i][ci]
+        l, u = children.pre_lower[i][child_idx], children.pre_upper[i][child_idx]
         hl = hu = None
         if c.Ph is not None:
             if i == 0:
-                hl, hu = lo.reshape(1, -1).expand(l.shape[0], -1), hi.reshape(1, -1).expand(l.shape[0], -1)
+                hl, hu = lower.reshape(1, -1).expand(l.shape[0], -1), upper.reshape(1, -1).expand(l.shape[0], -1)
             else:
-                hl, hu = child["pl"][i - 1][ci].clamp(min=0), child["pu"][i - 1][ci].clamp(min=0)
+                hl = children.pre_lower[i - 1][child_idx].clamp(min=0)
+                hu = children.pre_upper[i - 1][child_idx].clamp(min=0)
             if hl.shape[1] != c.Ph.shape[1]:  # not the layer before (a graph): the constraints' own |h| bound
                 hl = hu = None
         k = torch.nonzero(~implied_by_box(c, l, u, hl, hu).all(dim=0)).flatten()
@@ -142,214 +132,202 @@ def live_constraints(child, cons, ci, lo, hi):
     return out, keep
 
 
-def relu_state(child, lo, hi, cons=None):
-    N = child["score"].shape[0]
-    return DomainState(lo.expand(N, -1), hi.expand(N, -1), child["split"], list(zip(child["pl"], child["pu"])),
-                       {"final": child["alpha"]}, child["beta"], constraints=cons, gammas=_gammas(child, cons))
-
-
-def bound_open_rows(net, child, rows, lo, hi, cfg, stats, deadline, cons=None):
-    """beta-CROWN bounds of ``N`` children (fields as in :func:`relu_children`), only of the rows whose polytope
-    the parent's bound ``child["lb"]`` ``(N, M)`` left open. With the intermediate bounds fixed, each row is a
-    problem of its own (its own slopes and multipliers), so every open (child, row) pair is one unit of the
-    batch and rows already refuted cost nothing. Returns a BoundResult over all ``N x M`` rows: ``lb`` is the
-    better of the parent's and the new bound (a few warm-started steps can end below the parent's, which holds
-    on its children too); ``A_input``/``relu_coeffs`` are zero and alphas/betas/gammas the parent's on rows not
-    bounded; ``infeasible`` ``(N,)``. ``cons``: the root's multi-neuron constraints (``mn-crown``), or None."""
-    from bnb.engine.bab import _bound
-    N, M = child["lb"].shape
-    L = len(child["split"])
-    ci, ri = torch.nonzero(~rows.settled(child["lb"], None, cfg.bab.verify_margin), as_tuple=True)
-    U = ci.numel()
+def bound_open_rows(ctx: SearchContext, children: ReluDomains, cons=None) -> BoundResult:
+    """beta-CROWN bounds of ``N`` children, only of the rows whose polytope the parent's bound ``children.lb``
+    ``(N, M)`` left open. With the intermediate bounds fixed, each row is a problem of its own (its own slopes
+    and multipliers), so every open (child, row) pair is one unit of the batch and rows already refuted cost
+    nothing. Returns a BoundResult over all ``N x M`` rows: ``lb`` is the better of the parent's and the new
+    bound (a few warm-started steps can end below the parent's, which holds on its children too);
+    ``A_input``/``relu_coeffs`` are zero and alphas/betas/gammas the parent's on rows not bounded;
+    ``infeasible`` ``(N,)``. ``cons``: the root's multi-neuron constraints (``mn-crown``), or None."""
+    rows, lower, upper, stats = ctx.rows, ctx.lower, ctx.upper, ctx.stats
+    N, M = children.lb.shape
+    L = len(children.splits)
+    child_idx, row_idx = torch.nonzero(~rows.settled(children.lb, None, ctx.opts.loop.verify_margin), as_tuple=True)
+    U = child_idx.numel()
     if U == 0:  # (a parent pushed although refuted: its children are too)
-        ci, ri = torch.zeros(1, dtype=torch.long, device=lo.device), torch.zeros(1, dtype=torch.long, device=lo.device)
+        child_idx = row_idx = torch.zeros(1, dtype=torch.long, device=lower.device)
         U = 1
-    floor = child["lb"][ci, ri][:, None]
+    floor = children.lb[child_idx, row_idx][:, None]
     live, keep, gam = None, None, None
     if cons is not None:
-        live, keep = live_constraints(child, cons, ci, lo, hi)
-        gam = [None if k is None else g[..., k] for g, k in zip(_gammas(child, cons, ci, ri), keep)]
+        live, keep = live_constraints(children, cons, child_idx, lower, upper)
+        gam = [None if k is None else g[..., k] for g, k in zip(unit_gammas(children, cons, child_idx, row_idx), keep)]
         total = sum(c.count for c in cons if c is not None)
         stats.add("constraints_dropped", total - sum(c.count for c in live if c is not None))
         stats.add("constraints_offered", total)
         if all(c is None for c in live):
             live = gam = None
-    state = DomainState(lo.expand(U, -1), hi.expand(U, -1), [s[ci] for s in child["split"]],
-                        [(pl[ci], pu[ci]) for pl, pu in zip(child["pl"], child["pu"])],
-                        {"final": [a[ci, ri][:, None] for a in child["alpha"]]},
-                        [b[ci, ri][:, None] for b in child["beta"]],
+    state = DomainState(lower.expand(U, -1), upper.expand(U, -1), [s[child_idx] for s in children.splits],
+                        [(l[child_idx], u[child_idx]) for l, u in children.pre_bounds],
+                        {"final": [a[child_idx, row_idx][:, None] for a in children.alphas]},
+                        [b[child_idx, row_idx][:, None] for b in children.betas],
                         constraints=live, gammas=gam)
     method = "beta" if live is None else "mn-crown"
-    r = _bound(net, state, rows, method, cfg, cfg.bab.beta_iters, False, stats, deadline, floor, ri)
+    r = ctx.bound(state, method, ctx.opts.relu.beta_iters, False, floor, row_idx)
     stats.add("domains_bounded", N)
     stats.add("rows_bounded", U)
-    lb = child["lb"].clone()
-    lb[ci, ri] = torch.maximum(r.lb[:, 0], floor[:, 0])
-    infeasible = torch.zeros(N, dtype=torch.int32, device=lb.device).index_add_(0, ci, r.infeasible.int()) > 0
+    lb = children.lb.clone()
+    lb[child_idx, row_idx] = torch.maximum(r.lb[:, 0], floor[:, 0])
+    infeasible = torch.zeros(N, dtype=torch.int32, device=lb.device).index_add_(0, child_idx, r.infeasible.int()) > 0
     A = torch.zeros(N, M, r.A_input.shape[-1], dtype=lb.dtype, device=lb.device)
-    A[ci, ri] = r.A_input[:, 0]
+    A[child_idx, row_idx] = r.A_input[:, 0]
     coeffs, alphas, betas, pre = [], [], [], []
     for i in range(L):
-        c = torch.zeros_like(child["alpha"][i])
-        c[ci, ri] = r.relu_coeffs[i][:, 0]
+        c = torch.zeros_like(children.alphas[i])
+        c[child_idx, row_idx] = r.relu_coeffs[i][:, 0]
         coeffs.append(c)
-        a = child["alpha"][i].clone()
-        a[ci, ri] = r.alphas["final"][i][:, 0]
+        a = children.alphas[i].clone()
+        a[child_idx, row_idx] = r.alphas["final"][i][:, 0]
         alphas.append(a)
-        b = child["beta"][i].clone()
+        b = children.betas[i].clone()
         if r.betas is not None:
-            b[ci, ri] = r.betas[i][:, 0]
+            b[child_idx, row_idx] = r.betas[i][:, 0]
         betas.append(b)
-        pl, pu = child["pl"][i].clone(), child["pu"][i].clone()
-        pl[ci], pu[ci] = r.pre_bounds[i]  # the same on every unit of a child: its split phases applied
-        pre.append((pl, pu))
+        l, u = children.pre_lower[i].clone(), children.pre_upper[i].clone()
+        l[child_idx], u[child_idx] = r.pre_bounds[i]  # the same on every unit of a child: its split phases applied
+        pre.append((l, u))
     gammas = None
     if cons is not None:
         gammas = [None] * L
         for i in range(L):
             if cons[i] is not None:
-                gammas[i] = child["gamma"][i].clone()
+                gammas[i] = children.gammas[i].clone()
                 got = torch.zeros(U, cons[i].count, dtype=gammas[i].dtype, device=gammas[i].device)
                 if live is not None and live[i] is not None and r.gammas is not None and r.gammas[i] is not None:
                     got[:, keep[i]] = r.gammas[i][:, 0]
-                gammas[i][ci, ri] = got  # zero on the constraints left out: implied by the box from here on
+                gammas[i][child_idx, row_idx] = got  # zero on the constraints left out: implied by the box from here on
     return BoundResult(lb, None, pre, A, None, coeffs, {"final": alphas}, betas, infeasible, gammas)
 
 
 class ReluSplitting(Strategy):
-    def __init__(self, ctx, r, gv, coef):
-        from bnb.engine.bab import heuristic
-        from relaxations.verdict import proven
-        super().__init__(ctx)
-        cfg, net, rows, lo, hi = ctx.cfg, ctx.net, ctx.rows, ctx.lo, ctx.hi
-        self.chooser = heuristic("relu", cfg.bab.relu_heuristic)
+    """Fix one unstable ReLU neuron active / inactive in every domain, the heuristic choosing."""
+
+    def __init__(self, ctx: SearchContext, root: BoundResult, refutation: torch.Tensor, coef):
+        super().__init__(ctx.stats)
+        self.ctx = ctx
+        self.opts = opts = ctx.opts.relu
+        net, rows, lower, upper = ctx.net, ctx.rows, ctx.lower, ctx.upper
+        self.chooser = heuristic("relu", opts.relu_heuristic)
+        r = root
         if r.relu_coeffs is None:
             # IBP and the LP methods give no coefficients to branch on: start ReLU splitting from a CROWN bound
-            c = ctx.bound(DomainState(lo, hi), "crown", 0, False)
+            c = ctx.bound(DomainState(lower, upper), "crown", 0, False)
             c.lb = torch.maximum(c.lb, r.lb)
             c.infeasible = c.infeasible | r.infeasible
             r = c
-            if bool(proven(rows.score(r.lb)[0], cfg.bab.verify_margin, r.infeasible)[0]):
+            if bool(proven(rows.score(r.lb)[0], ctx.opts.loop.verify_margin, r.infeasible)[0]):
                 self.verdict = "unsat"
                 return
-        if cfg.bab.relu_method == "mn-crown" and r.constraints is None:
+        if opts.relu_method == "mn-crown" and r.constraints is None:
             # children with multi-neuron constraints although the root had none: compute them on the root's bounds
-            from relaxations.methods import mn_constraints, mn_options
             t0 = time.monotonic()
             margin_rows = r.lb[0] - rows.d
             order = [int(j) for j in torch.argsort(margin_rows) if bool(margin_rows[j] <= 0)]
-            r.constraints = mn_constraints(net, lo, hi, r.pre_bounds, rows.C[order], **mn_options(cfg.bounds, True))
-            ctx.timed("time_constraints", t0)
+            r.constraints = mn_constraints(net, lower, upper, r.pre_bounds, rows.C[order],
+                                           **mn_options(ctx.opts.bounds, True))
+            ctx.stats.timed("time_constraints", t0)
             if all(c is None for c in r.constraints):
                 r.constraints = None
         if r.constraints is not None and r.gammas is not None:
-            from relaxations.multineuron import active_only
             r.constraints, r.gammas = active_only(r.constraints, r.gammas)
             if all(c is None for c in r.constraints):
                 r.constraints = r.gammas = None
             else:
                 ctx.stats["constraints"] = sum(c.count for c in r.constraints if c is not None)
         self.cons = r.constraints
-        self.L = len(r.pre_bounds)
         self.sizes = [l.shape[1] for l, _ in r.pre_bounds]
         self.biases = relu_biases(net, [(l.shape[1], None) for l, _ in r.pre_bounds])
         score, row, _ = rows.score(r.lb)
-        dev, M = lo.device, rows.C.shape[0]
+        dev, M = lower.device, rows.C.shape[0]
         one = torch.arange(1, device=dev)
         zeros = lambda l: torch.zeros(1, M, l.shape[1], dtype=l.dtype, device=dev)  # noqa: E731
-        self._root = {"score": score, "depth": torch.zeros(1, device=dev), "row": row, "lb": r.lb,
-                      "split": [torch.zeros_like(l, dtype=torch.int8) for l, _ in r.pre_bounds],
-                      "pl": [l for l, _ in r.pre_bounds], "pu": [u for _, u in r.pre_bounds],
-                      "coef": [c[one, row] for c in r.relu_coeffs],
-                      "alpha": r.alphas["final"] if r.alphas is not None else [zeros(l) for l, _ in r.pre_bounds],
-                      "beta": [zeros(l) for l, _ in r.pre_bounds]}
+        gammas = None
         if self.cons is not None:
-            self._root["gamma"] = [None if c is None else (
+            gammas = [None if c is None else (
                 r.gammas[i] if r.gammas is not None and r.gammas[i] is not None else
                 torch.zeros(1, M, c.count, dtype=c.p.dtype, device=dev)) for i, c in enumerate(self.cons)]
+        self._root = ReluDomains(
+            score=score, depth=torch.zeros(1, device=dev), row=row, lb=r.lb,
+            splits=[torch.zeros_like(l, dtype=torch.int8) for l, _ in r.pre_bounds],
+            pre_lower=[l for l, _ in r.pre_bounds], pre_upper=[u for _, u in r.pre_bounds],
+            coeffs=[c[one, row] for c in r.relu_coeffs],
+            alphas=r.alphas["final"] if r.alphas is not None else [zeros(l) for l, _ in r.pre_bounds],
+            betas=[zeros(l) for l, _ in r.pre_bounds], gammas=gammas)
 
-    def root(self):
+    def root(self) -> ReluDomains | None:
         return None if self.verdict else self._root
 
-    def prune(self, dom):
+    def prune(self, batch: ReluDomains) -> ReluDomains | None:
         # no unstable neuron left: the relaxation is exact up to the optimiser; these stay undecided
-        free = [((pl < 0) & (pu > 0)) & (s == 0) for pl, pu, s in zip(dom["pl"], dom["pu"], dom["split"])]
+        free = [((l < 0) & (u > 0)) & (s == 0) for l, u, s in zip(batch.pre_lower, batch.pre_upper, batch.splits)]
         if not free:  # a network without ReLUs: nothing to split
-            return self.drop_stuck(dom, torch.zeros_like(dom["score"], dtype=torch.bool))
-        return self.drop_stuck(dom, torch.stack([f.any(dim=1) for f in free]).any(dim=0))
+            return self.drop_stuck(batch, torch.zeros_like(batch.score, dtype=torch.bool))
+        return self.drop_stuck(batch, torch.stack([f.any(dim=1) for f in free]).any(dim=0))
 
-    def _trial(self, dom, cands):
+    def bound_method(self) -> str:
+        return "beta" if self.cons is None else "mn-crown"
+
+    def _trial(self, batch: ReluDomains, cands):
         """Look-ahead: bound both children of each candidate ``(n, k)`` with the parent's slopes and
         multipliers (no optimisation steps); ``(2, k, n)`` scores, active halves first."""
         ctx = self.ctx
         k = cands.shape[1]
-        trial = relu_children(dom, cands.T.reshape(-1), self.sizes)
-        t_res = ctx.bound(relu_state(trial, ctx.lo, ctx.hi, self.cons), "beta" if self.cons is None else "mn-crown",
-                          0, False)
-        return ctx.rows.score(torch.maximum(t_res.lb, trial["lb"]))[0].reshape(2, k, dom["score"].shape[0])
+        trial = relu_children(batch, cands.T.reshape(-1), self.sizes)
+        res = ctx.bound(trial.state(ctx.lower, ctx.upper, self.cons), self.bound_method(), 0, False)
+        return ctx.rows.score(torch.maximum(res.lb, trial.lb))[0].reshape(2, k, len(batch))
 
-    def branch(self, dom):
-        ctx, cfg = self.ctx, self.ctx.cfg
+    def branch(self, batch: ReluDomains) -> Children:
+        ctx, opts = self.ctx, self.opts
         t0 = time.monotonic()
-        n = dom["score"].shape[0]
-        dev = dom["score"].device
+        n = len(batch)
+        dev = batch.score.device
         gam = None
         if self.cons is not None:
             arn = torch.arange(n, device=dev)
-            gam = [None if g is None else g[arn, dom["row"]] for g in dom["gamma"]]
-        batch = ReluBatch(list(zip(dom["pl"], dom["pu"])), dom["coef"], dom["split"], self.biases, gam, self.cons,
-                          lambda cands: self._trial(dom, cands), ctx.gen, cfg.bab.relu_lookahead, cfg.bab.fsb_topk)
-        pos = self.chooser(batch).to(dev)
-        free = torch.cat(batch.free(), dim=1)
+            gam = [None if g is None else g[arn, batch.row] for g in batch.gammas]
+        heuristic_batch = ReluBatch(batch.pre_bounds, batch.coeffs, batch.splits, self.biases, gam, self.cons,
+                                    lambda cands: self._trial(batch, cands), ctx.gen, opts.relu_lookahead,
+                                    opts.fsb_topk)
+        pos = self.chooser(heuristic_batch).to(dev)
+        free = torch.cat(heuristic_batch.free(), dim=1)
         if pos.shape != (n,) or bool((pos < 0).any()) or bool((pos >= free.shape[1]).any()) or \
                 not bool(free[torch.arange(n, device=dev), pos].all()):
-            raise ValueError(f"ReLU heuristic {cfg.bab.relu_heuristic!r} chose a neuron that is stable, already "
+            raise ValueError(f"ReLU heuristic {opts.relu_heuristic!r} chose a neuron that is stable, already "
                              "split or out of range")
-        child = relu_children(dom, pos, self.sizes)
-        ctx.stats["branches"] = ctx.stats.get("branches", 0) + n
-        ctx.timed("time_branching", t0)
-        if cfg.bab.retighten_depth > 0:
+        children = relu_children(batch, pos, self.sizes)
+        ctx.stats.add("branches", n)
+        ctx.stats.timed("time_branching", t0)
+        if opts.retighten_depth > 0:
             t0 = time.monotonic()
-            ctx.stats["retightened"] = ctx.stats.get("retightened", 0) + retighten(
-                ctx.net, child, ctx.lo, ctx.hi, cfg.bab.retighten_depth)
-            ctx.timed("time_retighten", t0)
-        res = bound_open_rows(ctx.net, child, ctx.rows, ctx.lo, ctx.hi, cfg, ctx.stats, ctx.deadline, self.cons)
-        if cfg.bab.relu_method == "lp":
+            ctx.stats.add("retightened", retighten(ctx.net, children, ctx.lower, ctx.upper, opts.retighten_depth))
+            ctx.stats.timed("time_retighten", t0)
+        res = bound_open_rows(ctx, children, self.cons)
+        if opts.relu_method == "lp":
             from relaxations.lp.bab_hooks import lp_tighten
             t0 = time.monotonic()
-            state = relu_state(child, ctx.lo, ctx.hi, self.cons)
-            res.lb = torch.maximum(res.lb, lp_tighten(ctx.net, state, ctx.rows.C, res.lb, cfg, ctx.deadline,
-                                                      d=ctx.rows.d))
-            ctx.timed("time_lp", t0)
-        sc, rw, wr = ctx.rows.score(res.lb)
-        return Children(sc, res.infeasible, {"child": child, "res": res, "row": rw, "worst": wr})
+            state = children.state(ctx.lower, ctx.upper, self.cons)
+            res.lb = torch.maximum(res.lb, lp_tighten(ctx.net, state, ctx.rows.C, res.lb, ctx.opts.bounds,
+                                                      ctx.deadline, d=ctx.rows.d))
+            ctx.stats.timed("time_lp", t0)
+        score, row, worst = ctx.rows.score(res.lb)
+        m = len(children)
+        arm = torch.arange(m, device=dev)
+        bounded = ReluDomains(score=score, depth=children.depth, row=row, lb=res.lb, splits=children.splits,
+                              pre_lower=[l for l, _ in res.pre_bounds], pre_upper=[u for _, u in res.pre_bounds],
+                              coeffs=[c[arm, row] for c in res.relu_coeffs], alphas=res.alphas["final"],
+                              betas=res.betas, gammas=res.gammas)
+        return Children(bounded, res.infeasible, worst, res.A_input[arm, row])
 
-    def falsify(self, kids, open_):
-        from bnb.engine.bab import _check_points, _pgd_in_domains
-        ctx, d = self.ctx, kids.data
-        k = int(open_.sum())
-        dev = open_.device
-        A_row = d["res"].A_input[open_][torch.arange(k, device=dev), d["row"][open_]]
-        lo, hi = ctx.lo.expand(k, -1), ctx.hi.expand(k, -1)
-        cand = box_min(A_row, lo, hi)[1]  # each bound's minimiser
-        ce, _ = _check_points(ctx.net, ctx.rows, cand, ctx.validate, ctx.stats)
+    def falsify(self, children: Children, open_mask: torch.Tensor):
+        ctx = self.ctx
+        k = int(open_mask.sum())
+        lower, upper = ctx.lower.expand(k, -1), ctx.upper.expand(k, -1)
+        cand = box_min(children.coef[open_mask], lower, upper)[1]  # each bound's minimiser
+        ce, _ = ctx.check_points(cand)
         if ce is not None:
             return ce
-        ctx.it += 1
         if ctx.attack_now():
-            order = torch.argsort(kids.score[open_])
-            return _pgd_in_domains(ctx.net, ctx.rows, lo, hi, d["worst"][open_][order], cand[order], ctx.cfg, ctx.gen,
-                                   ctx.validate, ctx.stats, ctx.deadline)
+            order = torch.argsort(children.score[open_mask])
+            return ctx.attack_domains(lower, upper, children.polytope[open_mask][order], cand[order])
         return None
-
-    def keep(self, kids, open_):
-        child, res, rw = kids.data["child"], kids.data["res"], kids.data["row"][open_]
-        arn = torch.arange(int(open_.sum()), device=open_.device)
-        out = {"score": kids.score[open_], "depth": child["depth"][open_], "row": rw, "lb": res.lb[open_],
-               "split": [s[open_] for s in child["split"]],
-               "pl": [l[open_] for l, _ in res.pre_bounds], "pu": [u[open_] for _, u in res.pre_bounds],
-               "coef": [c[open_][arn, rw] for c in res.relu_coeffs],
-               "alpha": [a[open_] for a in res.alphas["final"]], "beta": [b[open_] for b in res.betas]}
-        if self.cons is not None:
-            out["gamma"] = [None if c is None else res.gammas[i][open_] for i, c in enumerate(self.cons)]
-        return out

@@ -1,0 +1,94 @@
+"""What the engine reads of the configuration: small frozen option objects, built once per box.
+
+The defaults and help texts live only in :mod:`bnb.config`; these classes name which options each part of the
+engine uses (the field names are the config's keys), so a strategy or the loop cannot read anything else.
+:func:`engine_options` builds them from a :class:`~bnb.config.Config`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    """The branch-and-bound loop (:func:`bnb.engine.loop.search`); from the ``bab`` section."""
+    batch_size: int
+    order: str
+    max_domains: int
+    verify_margin: float
+
+
+@dataclass(frozen=True)
+class AttackOptions:
+    """Falsification inside branch and bound (:class:`bnb.engine.context.SearchContext`); from ``bab``."""
+    attack_every: int
+    attack_domains: int
+    attack_steps: int
+
+
+@dataclass(frozen=True)
+class InputSplitOptions:
+    """Input splitting (:mod:`bnb.engine.strategies.input_split`); from ``bab``."""
+    input_heuristic: str
+    input_lookahead: int
+    input_split_parts: int
+    sb_margin: float
+    input_method: str
+    input_alpha_after: int
+    input_alpha_iters: int
+    input_alpha_intermediate: bool
+
+
+@dataclass(frozen=True)
+class ReluSplitOptions:
+    """ReLU splitting (:mod:`bnb.engine.strategies.relu_split`); from ``bab``."""
+    relu_heuristic: str
+    relu_lookahead: int
+    fsb_topk: int
+    relu_method: str
+    beta_iters: int
+    retighten_depth: int
+
+
+@dataclass(frozen=True)
+class RootOptions:
+    """The root bound (:func:`bnb.engine.root.run_bab`); from ``bounds`` and ``bab``."""
+    method: str        # bounds.method
+    alpha_iters: int   # bounds.alpha_iters
+    lp_refine: bool    # bounds.lp_refine
+    mix_iters: int     # bounds.mix_iters
+    enabled: bool      # bab.enabled
+    branching: str     # bab.branching
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Everything the engine reads, by part; ``bounds`` is the bounding options of :mod:`relaxations`."""
+    root: RootOptions
+    loop: LoopOptions
+    attack: AttackOptions
+    input: InputSplitOptions
+    relu: ReluSplitOptions
+    bounds: object
+    seed: int
+
+
+def _take(cls, *sections):
+    """An instance of ``cls`` whose fields are read by name from the first of ``sections`` that has them."""
+    values = {}
+    for f in fields(cls):
+        for sec in sections:
+            if hasattr(sec, f.name):
+                values[f.name] = getattr(sec, f.name)
+                break
+        else:
+            raise AttributeError(f"no configuration option named {f.name!r} for {cls.__name__}")
+    return cls(**values)
+
+
+def engine_options(cfg) -> EngineOptions:
+    """The engine's options from a :class:`~bnb.config.Config`."""
+    from bnb.engine.bound_options import bound_options
+    return EngineOptions(root=_take(RootOptions, cfg.bounds, cfg.bab), loop=_take(LoopOptions, cfg.bab),
+                         attack=_take(AttackOptions, cfg.bab), input=_take(InputSplitOptions, cfg.bab),
+                         relu=_take(ReluSplitOptions, cfg.bab), bounds=bound_options(cfg), seed=cfg.general.seed)

@@ -1,0 +1,90 @@
+"""One input box decided: :func:`run_bab` bounds the root domain, checks the bound's minimiser, drops the
+polytopes refuted on the whole box, and hands the rest to the branch-and-bound loop (:mod:`bnb.engine.loop`)
+with the branching strategy of the options.
+
+The box is safe iff for every domain of a partition, every polytope has a row ``C_i y - d_i`` whose lower
+bound is positive. What a domain is and how it is split is the strategy's (:mod:`bnb.engine.strategies`):
+bisecting an input dimension (low input dimension, e.g. ACAS Xu), or fixing an unstable ReLU active/inactive
+(bounded with beta-CROWN split constraints, warm-started from the parent).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from bnb.engine.context import SearchContext, Stats
+from bnb.engine.loop import search
+from bnb.engine.options import EngineOptions
+from bnb.engine.rows import Rows, output_reach, polytope_values
+from bnb.engine.strategies import strategy_class
+from relaxations.polytope import box_min
+from relaxations.state import BoundResult, DomainState
+from relaxations.verdict import proven
+
+
+def keep_polytopes(res: BoundResult, keep_rows: torch.Tensor) -> None:
+    """Restrict, in place, every per-row field of the root's bound ``res`` to the rows ``keep_rows`` ``(M,)``."""
+    res.lb = res.lb[:, keep_rows]
+    if res.A_input is not None:
+        res.A_input, res.bias = res.A_input[:, keep_rows], res.bias[:, keep_rows]
+    if res.relu_coeffs is not None:
+        res.relu_coeffs = [c[:, keep_rows] for c in res.relu_coeffs]
+    if res.alphas is not None:
+        res.alphas = {"final": [a[:, keep_rows] for a in res.alphas["final"]]}
+    if res.gammas is not None:
+        res.gammas = [None if g is None else g[:, keep_rows] for g in res.gammas]
+
+
+def run_bab(net, lower, upper, polys, opts: EngineOptions, deadline, validate, stats: Stats, log=None):
+    """Decide one box. Returns ``("unsat" | "sat" | "unknown", counterexample or None)``.
+
+    ``lower``/``upper``: ``(n_in,)`` tensors on the network's device; ``polys``: the box's polytopes;
+    ``validate(xs numpy (K, n_in))``: replays candidates on the ONNX model.
+    Raises :class:`~bnb.timing.VerificationTimeout` at the deadline.
+    """
+    log = log or (lambda m: None)
+    margin = opts.loop.verify_margin
+    if any(len(p.d) == 0 for p in polys):  # an unconstrained polytope: every input violates
+        ce = validate(((lower + upper) / 2)[None].double().cpu().numpy())
+        return ("sat", ce) if ce is not None else ("unknown", None)
+    rows = Rows(polys, net.out_size, net.dtype, net.device, lambda: output_reach(net, lower, upper))
+    lo, hi = lower[None], upper[None]
+    ctx = SearchContext(net, rows, opts, deadline, validate, stats, log, lo, hi,
+                        torch.Generator().manual_seed(opts.seed))
+    ro = opts.root
+    r = ctx.bound(DomainState(lo, hi), ro.method, ro.alpha_iters, True)
+    if ro.lp_refine and r.pre_bounds and float(rows.score(r.lb)[0][0]) <= margin:
+        from relaxations.lp.bab_hooks import refine_root_bounds
+        t0 = time.monotonic()
+        pre = refine_root_bounds(net, lower, upper, r.pre_bounds, opts.bounds, deadline)
+        stats.timed("time_lp_refine", t0)
+        refined = ctx.bound(DomainState(lo, hi, pre_bounds=pre), "alpha", ro.alpha_iters, False)
+        refined.lb = torch.maximum(refined.lb, r.lb)
+        refined.infeasible = refined.infeasible | r.infeasible
+        r = refined
+    values, coef = polytope_values(rows, r, lo, hi, ro.mix_iters)
+    score, worst = values.min(dim=1)
+    stats["root_score"] = float(score[0])
+    log(f"root bound ({ro.method}): worst polytope margin {float(score[0]):.6g}")
+    if bool(proven(score, margin, r.infeasible)[0]):
+        return "unsat", None
+    if coef is not None:
+        ce, _ = ctx.check_points(box_min(coef[0, worst], lo, hi)[1])
+        if ce is not None:
+            return "sat", ce
+    if not ro.enabled:
+        return "unknown", None
+    # polytopes refuted on the whole box need no further work
+    refuted = proven(values, margin, r.infeasible)[0]
+    if bool(refuted.any()):
+        keep = ~refuted
+        keep_polytopes(r, keep[rows.groups])
+        values, coef = values[:, keep], (coef[:, keep] if coef is not None else None)
+        ctx.rows = rows.restrict(keep)
+        log(f"{int(refuted.sum())} polytope(s) refuted at the root, {ctx.rows.K} left")
+    mode = ro.branching
+    if mode == "auto":
+        mode = "input" if net.in_size <= 16 else "relu"
+    stats["branching"] = mode
+    return search(strategy_class(mode)(ctx, r, values, coef), opts.loop, deadline, stats, log)
