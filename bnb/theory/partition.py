@@ -127,15 +127,16 @@ class PhasePartition(Strategy):
             self.verdict = "unsat"  # (the engine's word for "every domain finished")
 
     # ------------------------------------------------------------------ the engine's interface
-    def _domains(self, kids, depth) -> PieceDomains:
-        """Record ``kids`` (finished ones also in :attr:`finished`) as a batch: score ``+1`` finished, ``-1`` open."""
+    def _domains(self, pieces, depth) -> PieceDomains:
+        """Record ``pieces`` (finished ones also in :attr:`finished`) as a batch: score ``+1`` finished, ``-1``
+        open."""
         first = len(self.pieces)
-        self.pieces.extend(kids)
-        finished = [self.done(p) for p in kids]
-        self.finished.extend(p for p, f in zip(kids, finished) if f)
+        self.pieces.extend(pieces)
+        finished = [self.done(p) for p in pieces]
+        self.finished.extend(p for p, f in zip(pieces, finished) if f)
         self.n_open += finished.count(False)
         score = torch.tensor([1.0 if f else -1.0 for f in finished], dtype=torch.float64)
-        return PieceDomains(score=score, depth=depth, piece=torch.arange(first, first + len(kids)))
+        return PieceDomains(score=score, depth=depth, piece=torch.arange(first, first + len(pieces)))
 
     def root(self):
         return self._root
@@ -152,11 +153,11 @@ class PhasePartition(Strategy):
     def branch(self, batch: PieceDomains):
         parents = [self.pieces[i] for i in batch.piece.tolist()]
         self.n_open -= len(parents)
-        kids = [c for p in parents for c in self.split(p)]
+        pieces = [c for p in parents for c in self.split(p)]
         self.n_splits += len(parents)
-        self.bound(kids)
-        children = self._domains(kids, (batch.depth + 1).repeat_interleave(2))
-        return Children(children, torch.zeros(len(kids), dtype=torch.bool))
+        self.bound(pieces)
+        children = self._domains(pieces, (batch.depth + 1).repeat_interleave(2))
+        return Children(children, torch.zeros(len(pieces), dtype=torch.bool))
 
     def falsify(self, children, open_mask):
         return None  # nothing to falsify: the loop only refines until exact
