@@ -157,11 +157,13 @@ def gemm(g: Dataflow, node, a, ins, out):
     if g.act(ins[0]):
         x = _transposed(g, node, ins[0]) if a.get("transA", 0) else ins[0]
         W = g.const(node, ins[1])
-        _matmul(g, node, x, alpha * (W.T if a.get("transB", 0) else W), "right", out, bias)
+        W = W.T if a.get("transB", 0) else W
+        _matmul(g, node, x, W if alpha == 1.0 else alpha * W, "right", out, bias)
     else:
         x = _transposed(g, node, ins[1]) if a.get("transB", 0) else ins[1]
         W = g.const(node, ins[0])
-        _matmul(g, node, x, alpha * (W.T if a.get("transA", 0) else W), "left", out, bias)
+        W = W.T if a.get("transA", 0) else W
+        _matmul(g, node, x, W if alpha == 1.0 else alpha * W, "left", out, bias)
 
 
 # ------------------------------------------------------------------------------------------------- shapes
