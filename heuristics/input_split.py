@@ -23,7 +23,8 @@ from __future__ import annotations
 import torch
 
 from heuristics.base import InputBatch, lookahead_choice
-from heuristics.registry import register
+
+KIND = "input"  # the strategy these heuristics serve (heuristics.registry reads KIND and HEURISTICS)
 
 
 def _masked(batch: InputBatch, scores: torch.Tensor) -> torch.Tensor:
@@ -127,11 +128,16 @@ def smear_scores(batch: InputBatch) -> torch.Tensor:
 
 
 SCORES = {"widest": widest_scores, "smart": smart_scores, "sb": sb_scores, "smear": smear_scores}
-for _name, _fn in SCORES.items():
-    register("input", _name)(lambda batch, _fn=_fn: choose_by_scores(batch, _fn(batch)))
 
 
-@register("input", "mixed")
+def _by_scores(scores):
+    """The chooser ``fn(batch) -> (N,)`` of the scoring rule ``scores`` (:func:`choose_by_scores`)."""
+    def chooser(batch: InputBatch) -> torch.Tensor:
+        return choose_by_scores(batch, scores(batch))
+    chooser.__name__ = chooser.__qualname__ = scores.__name__.removesuffix("_scores")
+    return chooser
+
+
 def mixed(batch: InputBatch) -> torch.Tensor:
     k = max(2, batch.lookahead)
     cands = top_candidates(batch, smart_scores(batch), k)
@@ -142,8 +148,11 @@ def mixed(batch: InputBatch) -> torch.Tensor:
     return pick(batch, cands)
 
 
-@register("input", "brute-force")
 def brute_force(batch: InputBatch) -> torch.Tensor:
     n_in = batch.lower.shape[1]
     cands = torch.arange(n_in, device=batch.lower.device).expand(batch.n, n_in)
     return pick(batch, _fallback(batch, cands.clone()))
+
+
+# the built-in input heuristics by name: fn(batch) -> (N,) the input dimension to split per box
+HEURISTICS = {**{name: _by_scores(fn) for name, fn in SCORES.items()}, "mixed": mixed, "brute-force": brute_force}

@@ -10,6 +10,10 @@ A heuristic maps a batch (:mod:`heuristics.base`) to its choice per domain. A us
 return *scores*: ``(N, n_in)`` per input dimension, or a list of ``(N, n_i)`` per ReLU layer (``-inf``:
 never split); it is then wrapped like the built-in scoring rules (best score, or look-ahead among the
 ``lookahead`` best when the configuration asks for it).
+
+The built-in modules (:mod:`heuristics.input_split`, :mod:`heuristics.relu_split`) export their table,
+``HEURISTICS`` (name -> function) for the strategy ``KIND``; this module reads them (they import nothing from it).
+:func:`register` adds a name at run time (a further kind too); a registered name shadows a built-in one.
 """
 from __future__ import annotations
 
@@ -21,8 +25,11 @@ from typing import Callable
 
 import torch
 
+from heuristics import input_split, relu_split
+
 KINDS = ("input", "relu")
-_REGISTRY: dict[str, dict[str, Callable]] = {k: {} for k in KINDS}
+BUILTIN_MODULES = (input_split, relu_split)
+_REGISTERED: dict[str, dict[str, Callable]] = {k: {} for k in KINDS}
 _LOADED_FILES: dict[str, object] = {}
 
 
@@ -32,23 +39,24 @@ class UnknownHeuristic(ValueError):
 
 def register(kind: str, name: str):
     """Decorator: register ``fn(batch) -> choice`` under ``name`` for strategy ``kind``."""
-    if kind not in _REGISTRY:
-        _REGISTRY[kind] = {}
-
     def deco(fn):
-        _REGISTRY[kind][name] = fn
+        _REGISTERED.setdefault(kind, {})[name] = fn
         return fn
     return deco
 
 
+def _table(kind: str) -> dict[str, Callable]:
+    """Every named heuristic of ``kind``: the built-in ones, then the registered ones (which win on a clash)."""
+    table = {}
+    for module in BUILTIN_MODULES:
+        if module.KIND == kind:
+            table.update(module.HEURISTICS)
+    table.update(_REGISTERED.get(kind, {}))
+    return table
+
+
 def names(kind: str) -> tuple[str, ...]:
-    _builtins()
-    return tuple(_REGISTRY[kind])
-
-
-def _builtins():
-    for module in ("heuristics.input_split", "heuristics.relu_split"):  # they register on import
-        importlib.import_module(module)
+    return tuple(_table(kind))
 
 
 def _load_object(spec: str):
@@ -81,36 +89,32 @@ def _load_object(spec: str):
 
 def resolve(kind: str, name: str) -> Callable:
     """The heuristic ``fn(batch) -> choice`` that ``name`` designates; raises :class:`UnknownHeuristic`."""
-    _builtins()
-    if name in _REGISTRY[kind]:
-        return _REGISTRY[kind][name]
+    table = _table(kind)
+    if name in table:
+        return table[name]
     if ":" not in name:
-        close = difflib.get_close_matches(name, list(_REGISTRY[kind]), n=1)
+        close = difflib.get_close_matches(name, list(table), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UnknownHeuristic(f"unknown {kind} heuristic {name!r}{hint}; choose from "
-                               f"{', '.join(_REGISTRY[kind])}, or give module:function / file.py:function")
+                               f"{', '.join(table)}, or give module:function / file.py:function")
     fn = _load_object(name)
     return _as_input_chooser(fn) if kind == "input" else _as_relu_chooser(fn) if kind == "relu" else fn
 
 
 def _as_input_chooser(fn):
-    from heuristics.input_split import choose_by_scores
-
     def chooser(batch):
         out = fn(batch)
         if isinstance(out, torch.Tensor) and out.dim() == 2:
-            return choose_by_scores(batch, out)
+            return input_split.choose_by_scores(batch, out)
         return _checked(out, batch.n, "input")
     return chooser
 
 
 def _as_relu_chooser(fn):
-    from heuristics.relu_split import choose_by_scores
-
     def chooser(batch):
         out = fn(batch)
         if isinstance(out, (list, tuple)):
-            return choose_by_scores(batch, list(out))
+            return relu_split.choose_by_scores(batch, list(out))
         return _checked(out, batch.n, "relu")
     return chooser
 

@@ -34,8 +34,8 @@ from __future__ import annotations
 import torch
 
 from heuristics.base import ReluBatch, lookahead_choice
-from heuristics.registry import register
 
+KIND = "relu"  # the strategy these heuristics serve (heuristics.registry reads KIND and HEURISTICS)
 NEG = -float("inf")
 
 
@@ -137,8 +137,14 @@ def phase_scores(batch: ReluBatch) -> list:
 
 SCORES = {"babsr": babsr_scores, "babsr-bias": babsr_bias_scores, "intercept": intercept_scores,
           "width": width_scores, "random": random_scores, "acs": acs_scores, "phase": phase_scores}
-for _name, _fn in SCORES.items():
-    register("relu", _name)(lambda batch, _fn=_fn: choose_by_scores(batch, _fn(batch)))
+
+
+def _by_scores(scores):
+    """The chooser ``fn(batch) -> (N,)`` of the scoring rule ``scores`` (:func:`choose_by_scores`)."""
+    def chooser(batch: ReluBatch) -> torch.Tensor:
+        return choose_by_scores(batch, scores(batch))
+    chooser.__name__ = chooser.__qualname__ = scores.__name__.removesuffix("_scores")
+    return chooser
 
 
 def _filtered(batch: ReluBatch, per_layer: bool) -> torch.Tensor:
@@ -160,11 +166,13 @@ def _filtered(batch: ReluBatch, per_layer: bool) -> torch.Tensor:
     return pick(batch, torch.cat(cands, dim=1), fallback)
 
 
-@register("relu", "fsb")
 def fsb(batch: ReluBatch) -> torch.Tensor:
     return _filtered(batch, per_layer=True)
 
 
-@register("relu", "kfsb")
 def kfsb(batch: ReluBatch) -> torch.Tensor:
     return _filtered(batch, per_layer=False)
+
+
+# the built-in ReLU heuristics by name: fn(batch) -> (N,) the flat neuron position to split per domain (-1: none)
+HEURISTICS = {**{name: _by_scores(fn) for name, fn in SCORES.items()}, "fsb": fsb, "kfsb": kfsb}

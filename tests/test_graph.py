@@ -141,11 +141,22 @@ def test_maxpool_and_nonlinear_products_are_refused_by_name(tmp_path):
 
 
 def test_chains_keep_their_chain_layers(tmp_path):
-    """A sequential model never goes through the graph lowering (no Stage layers: the chain's speed)."""
+    """A sequential model is lowered to the chain of its operators' layers (no Stage layers: the chain's speed):
+    a ReLU at the shape of the tensor it acts on, elementwise maps folded into their neighbours, a transpose that
+    moves only unit axes a reshape."""
     seq = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2))
     net = load_onnx(export_onnx(seq, (3,), tmp_path / "seq.onnx")).network
     assert not any(isinstance(layer, Stage) for layer in net.layers)
     assert [type(layer).__name__ for layer in net.layers] == ["Linear", "ReLU", "Linear"]
+    conv = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, stride=2, padding=1), torch.nn.BatchNorm2d(3).eval(),
+                               torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(3 * 3 * 3, 2))
+    net = load_onnx(export_onnx(conv, (2, 6, 6), tmp_path / "conv.onnx")).network
+    assert repr(net.layers) == ("[Conv2d((2, 6, 6) -> (3, 3, 3)), ReLU((3, 3, 3) -> (3, 3, 3)), "
+                                "Reshape((3, 3, 3) -> (27,)), Linear((27,) -> (2,))]")
+    nodes = [node("Unsqueeze", ["x", "ax"], "u"), node("Transpose", ["u"], "t", perm=[1, 0, 2]),
+             node("Squeeze", ["t", "ax"], "s"), node("Relu", ["s"], "y")]
+    path = make_model(tmp_path / "t.onnx", nodes, {"ax": np.array([1], np.int64)}, (1, 4), (1, 4))
+    assert repr(load_onnx(path).network.layers) == "[ReLU((4,) -> (4,))]"
 
 
 # ------------------------------------------------------------------------------- random DAG networks (torch)

@@ -239,3 +239,21 @@ def test_plugin_file_scores_and_choices(tmp_path):
         choose("relu", f"{plug}:bad", r)
     with pytest.raises(UnknownHeuristic, match="has no function"):
         resolve("relu", f"{plug}:missing")
+
+
+def test_builtin_tables_and_registered_names(monkeypatch):
+    """The built-in modules export their tables (read by the registry); ``register`` adds a name, also of a further
+    kind, and a registered name shadows a built-in one."""
+    from heuristics import input_split, register, registry, relu_split
+    assert names("input") == tuple(input_split.HEURISTICS) and input_split.KIND == "input"
+    assert names("relu") == tuple(relu_split.HEURISTICS) and relu_split.KIND == "relu"
+    monkeypatch.setattr(registry, "_REGISTERED", {"input": {}, "relu": {}})
+
+    def first(batch):
+        return torch.zeros(batch.n, dtype=torch.long)
+    register("input", "first")(first)
+    register("input", "widest")(first)
+    register("polytope", "first")(first)
+    assert names("input")[-1] == "first" and resolve("input", "first") is first
+    assert resolve("input", "widest") is first
+    assert names("polytope") == ("first",) and resolve("polytope", "first") is first

@@ -228,7 +228,7 @@ def test_misread_acas_weight_is_caught(monkeypatch, layer_no, misread):
     onnx_path, spec = acas("4_1", "prop_4")
     load_onnx(onnx_path).check_property([(s.lower, s.upper) for s in parse_vnnlib(
         spec, 5, 5).specs])  # the faithful conversion passes
-    convert = loader._convert
+    convert = loader.convert_model
 
     def misread_convert(model, path):
         net, *rest = convert(model, path)
@@ -240,7 +240,7 @@ def test_misread_acas_weight_is_caught(monkeypatch, layer_no, misread):
             lin.weight.mul_(1.01)
         return (net, *rest)
 
-    monkeypatch.setattr(loader, "_convert", misread_convert)
+    monkeypatch.setattr(loader, "convert_model", misread_convert)
     model = load_onnx(onnx_path, check=False)
     with pytest.raises(ModelError, match="disagrees with onnxruntime"):
         model.check_property([(s.lower, s.upper) for s in parse_vnnlib(spec, 5, 5).specs])

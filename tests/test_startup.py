@@ -67,7 +67,7 @@ def test_corrupted_converted_weight_is_caught(monkeypatch, tmp_path, tiny_net):
     onnx_path = tiny_net(small_mlp(2, 8, 2, seed=3), (2,))
     spec = write_vnnlib(tmp_path / "p.vnnlib", [-1, -1], [1, 1], 2, "(<= Y_0 Y_1)")
     import bnb.io.onnx_loader as loader
-    convert = loader._convert
+    convert = loader.convert_model
 
     def corrupted(model, path):
         net, *rest = convert(model, path)
@@ -77,7 +77,7 @@ def test_corrupted_converted_weight_is_caught(monkeypatch, tmp_path, tiny_net):
         return (net, *rest)
 
     assert verify(onnx_path, spec).verdict.value in ("sat", "unsat")  # the faithful conversion passes
-    monkeypatch.setattr(loader, "_convert", corrupted)
+    monkeypatch.setattr(loader, "convert_model", corrupted)
     with pytest.raises(ModelError, match="disagrees with onnxruntime"):
         verify(onnx_path, spec)
     with pytest.raises(ModelError, match="disagrees with onnxruntime"):

@@ -8,6 +8,7 @@ the loader builds from them is compared with onnxruntime on every load (:meth:`L
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 
 import numpy as np
@@ -15,12 +16,13 @@ import numpy as np
 _PB2 = "onnx.onnx_ml_pb2"
 
 # TensorProto.DataType -> (numpy dtype of raw_data, the typed field holding the values otherwise)
-_TENSOR_TYPES = {
+_TENSOR_TYPES = {k: (np.dtype(t), field) for k, (t, field) in {
     1: (np.float32, "float_data"), 2: (np.uint8, "int32_data"), 3: (np.int8, "int32_data"),
     4: (np.uint16, "int32_data"), 5: (np.int16, "int32_data"), 6: (np.int32, "int32_data"),
     7: (np.int64, "int64_data"), 9: (np.bool_, "int32_data"), 10: (np.float16, "int32_data"),
     11: (np.float64, "double_data"), 12: (np.uint32, "uint64_data"), 13: (np.uint64, "uint64_data"),
-}
+}.items()}
+_LITTLE_ENDIAN = {k: t.newbyteorder("<") for k, (t, _) in _TENSOR_TYPES.items()}  # the byte order of raw_data
 
 
 def _pb2():
@@ -53,21 +55,25 @@ def parse_model(data: bytes):
     return model
 
 
-def to_array(t) -> np.ndarray:
-    """The value of a ``TensorProto``; ``ValueError`` for types and storage the loader does not handle."""
+def to_array(t, float_dtype=None) -> np.ndarray:
+    """The value of a ``TensorProto`` (a writable array), floating-point values in ``float_dtype`` where given
+    (converted in the one copy out of the message), else in their own type; ``ValueError`` for types and storage
+    the loader does not handle."""
     if t.data_location == 1:
         raise ValueError(f"tensor {t.name!r} keeps its data in an external file; not supported")
     if t.data_type not in _TENSOR_TYPES:
         raise ValueError(f"tensor {t.name!r} has data type {t.data_type}; not supported")
     dtype, field = _TENSOR_TYPES[t.data_type]
-    shape = tuple(int(d) for d in t.dims)
-    if t.raw_data:
-        arr = np.frombuffer(t.raw_data, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
+    out = float_dtype if float_dtype is not None and dtype.kind == "f" else dtype
+    shape = tuple(t.dims)
+    raw = t.raw_data  # (each read of the field is a copy of the bytes)
+    if raw:
+        arr = np.frombuffer(raw, dtype=_LITTLE_ENDIAN[t.data_type]).astype(out)
     elif t.data_type == 10:  # float16 values travel as their bit patterns in int32_data
-        arr = np.asarray(t.int32_data, dtype=np.uint16).view(np.float16)
+        arr = np.asarray(t.int32_data, dtype=np.uint16).view(np.float16).astype(out, copy=False)
     else:
-        arr = np.asarray(getattr(t, field), dtype=dtype)
-    if arr.size != int(np.prod(shape)):
+        arr = np.asarray(getattr(t, field), dtype=out)
+    if arr.size != math.prod(shape):
         raise ValueError(f"tensor {t.name!r} holds {arr.size} values for shape {shape}")
     return arr.reshape(shape)
 

@@ -1,7 +1,7 @@
 """Layers that let a computation graph (DAG) run as a chain: index maps, constant matrix products, and
 :class:`Stage`, an affine step on a tuple of live tensors.
 
-A DAG is lowered to a chain (``bnb/io/onnx_graph.py``) whose state between two layers is the flat concatenation
+A DAG is lowered to a chain (``bnb/io/onnx_lowering.py``) whose state between two layers is the flat concatenation
 of the tensors still needed later ("slots"). A :class:`Stage` maps the slots of one state to the slots of the
 next: each output slot is the sum of one or more *terms*, a primitive affine layer applied to one input slot
 (or to the whole state). A tensor that is carried past a step is an identity term; a residual ``Add`` is two
