@@ -308,8 +308,8 @@ def test_supports_answers():
     assert cli(["supports", "--arithmetic-complexity-theories"])[:2] == (0, "BND\nOUTC\n")
     assert cli(["supports", "--serialise-assignments"])[:2] == (0, "false\n")
     assert cli(["capabilities", "--multiple-inputs-output-theories"])[:2] == (0, "SIO\n")
-    from bnb.io.onnx_loader import SUPPORTED_OPS
-    assert cli(["supports", "--onnx-operators"])[1].split() == list(SUPPORTED_OPS)
+    from bnb.io.onnx_ops import OPERATORS
+    assert cli(["supports", "--onnx-operators"])[1].split() == list(OPERATORS)
     from bnb import __version__
     assert cli(["--version"])[:2] == (0, f"{__version__}\n")
     assert cli(["--name"])[1].startswith("bnb")
@@ -378,12 +378,12 @@ def _toml(v) -> str:
 def _reference_config(path: Path, assignments=None) -> Path:
     """A test-solver configuration that answers exactly what bnb-vnnlib answers."""
     from bnb import __version__
-    from bnb.io.onnx_loader import SUPPORTED_OPS
+    from bnb.io.onnx_ops import OPERATORS
     caps = {k[2:]: v() for k, v in vnnlib_cli._LISTS.items() if k != "--onnx-operators"}
     caps.update({k[2:]: v for k, v in vnnlib_cli._BOOLEANS.items() if k != "--unsat-proofs"})
     lines = ["[solver]", f"name = {_toml(vnnlib_cli.NAME)}", f"version = {_toml(__version__)}", "", "[capabilities]"]
     lines += [f"{k} = {_toml(list(v) if isinstance(v, tuple) else v)}" for k, v in caps.items()]
-    for op in SUPPORTED_OPS:
+    for op in OPERATORS:
         lines += ["", "[[capabilities.onnx-operators]]", f"name = {_toml(op)}"]
     lines += ["", "[[rules]]", 'match = "*.vnnlib"', f"result = {_toml('sat' if assignments else 'unsat')}"]
     if assignments:

@@ -53,8 +53,8 @@ def _v2():
 
 
 def _operators():
-    from bnb.io.onnx_loader import SUPPORTED_OPS
-    return SUPPORTED_OPS
+    from bnb.io.onnx_ops import OPERATORS
+    return tuple(OPERATORS)
 
 
 def _fail(e) -> None:

@@ -18,13 +18,6 @@ from bnb.io.onnx_graph import convert_model
 from bnb.io.onnx_proto import parse_model
 from relaxations.network import Network
 
-# what `bnb-vnnlib supports --onnx-operators` answers: the operators of a chain of layers (the converter reads more:
-# bnb.io.onnx_ops.OPERATORS)
-SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Neg", "Relu", "Flatten", "Reshape",
-                 "Constant", "Identity", "Dropout", "Conv", "BatchNormalization", "Transpose",
-                 "Squeeze", "Unsqueeze")
-
-
 class LoadedModel:
     """A converted network together with what is needed to replay points on the original model."""
 
