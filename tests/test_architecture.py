@@ -189,3 +189,15 @@ def test_no_private_names_across_modules():
 def test_every_package_says_its_role(pkg):
     doc = ast.get_docstring(ast.parse(MODULES[pkg].read_text()))
     assert doc and doc.strip(), f"{pkg}/__init__.py has no docstring naming its role"
+
+
+def test_ruff_is_clean():
+    """The lint rules of pyproject.toml hold on the whole tree (ruff comes with the dev extra)."""
+    import shutil
+    import subprocess
+    import sys
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    if not Path(ruff).exists():
+        pytest.skip("ruff is not installed (pip install -e '.[dev]')")
+    proc = subprocess.run([ruff, "check", "--no-cache", "--quiet", str(ROOT)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
