@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from relaxations.crown import Relaxations, _final, intermediate_bounds, output_errors, unstable_rows
+from relaxations.options import DEFAULTS, BoundOptions
 from relaxations.state import BoundResult, DomainState
 
 
@@ -51,30 +52,32 @@ class _Adam:
                 p[idx] = p[idx] - lr * (mi / c1) / ((vi / c2).sqrt() + self.eps)
 
 
-def optimized(net, state: DomainState, C, iters=20, lr=0.1, lr_beta=0.05, use_beta=True,
-              optimize_intermediate=True, want_upper=False, lower_slope="adaptive", settled=None,
-              should_stop=None, rigorous=True, lr_gamma=0.05):
+def optimized(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iters=20, use_beta=True,
+              optimize_intermediate=True, want_upper=False, settled=None, should_stop=None):
     """alpha-CROWN (and beta-CROWN when ``use_beta`` and the domains carry splits) bounds of ``C y``
-    (``C``: ``(m, n_out)`` or ``(N, m, n_out)``).
+    (``C``: ``(m, n_out)`` or ``(N, m, n_out)``), ``iters`` projected Adam steps.
 
     Slopes are optimised per domain, per bounded row and per neuron, for the final bound and (with
     ``optimize_intermediate`` and no fixed ``state.pre_bounds``) for every intermediate layer. Returns
-    the best bound found over the iterations (every iterate is sound).
+    the best bound found over the iterations (every iterate is sound). From ``opts``: the step sizes
+    (``alpha_lr``, ``beta_lr``, ``gamma_lr``), the default lower slope, and ``rigorous``.
 
     ``settled(lb (N, m), infeasible (N,)) -> (N, m) bool``: rows that need no more work (e.g. their
     polytope is refuted); the optimisation stops when all are. ``should_stop()``: stop early (e.g. at a
     deadline) with the best bound so far, which is still sound.
 
     With ``state.constraints`` (multi-neuron constraints, :mod:`relaxations.multineuron`) their multipliers
-    ``gamma >= 0`` are optimised too (step ``lr_gamma``), warm-started from ``state.gammas``.
+    ``gamma >= 0`` are optimised too (step ``opts.gamma_lr``), warm-started from ``state.gammas``.
     """
     if want_upper:
-        lo = optimized(net, state, C, iters, lr, lr_beta, use_beta, optimize_intermediate, False, lower_slope,
-                       settled, should_stop, rigorous, lr_gamma)
-        hi = optimized(net, state, -C, iters, lr, lr_beta, use_beta, optimize_intermediate, False, lower_slope,
-                       None, should_stop, rigorous, lr_gamma)
+        kw = dict(iters=iters, use_beta=use_beta, optimize_intermediate=optimize_intermediate,
+                  should_stop=should_stop)
+        lo = optimized(net, state, C, opts, settled=settled, **kw)
+        hi = optimized(net, state, -C, opts, **kw)
         lo.ub = -hi.lb
         return lo
+    lr, lr_beta, lr_gamma = opts.alpha_lr, opts.beta_lr, opts.gamma_lr
+    lower_slope, rigorous = opts.lower_slope, opts.rigorous
     N = state.size
     Cn = C.expand(N, *C.shape[-2:]) if C.dim() == 2 else C
     m = Cn.shape[1]

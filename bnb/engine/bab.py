@@ -18,13 +18,14 @@ import time
 import torch
 
 from bnb.engine.attack import pgd, stack_polytopes
+from bnb.engine.bound_options import bound_options
 from bnb.engine.strategies import Search, strategy_class
 from bnb.engine.store import DomainStore
 from bnb.errors import ConfigError
 from heuristics import UnknownHeuristic, resolve
 from relaxations.fp import down, finite_or_neg_inf, reach, threshold_up
 from relaxations.ibp import ibp
-from relaxations.methods import bound_rows, mn_options
+from relaxations.methods import bound_rows
 from relaxations.polytope import box_min, group_index, mix_rows
 from relaxations.state import DomainState
 from relaxations.verdict import proven
@@ -130,13 +131,11 @@ def _bound(net, state, rows, method, cfg, iters, optimize_intermediate, stats, d
     ``units``: ``(U,)`` row numbers: domain ``u`` of ``state`` bounds only row ``units[u]`` (``floor`` is then
     ``(U, 1)``) and is settled when that row is refuted."""
     t0 = time.monotonic()
-    b = cfg.bounds
     margin = cfg.bab.verify_margin
     C = rows.C if units is None else rows.C[units][:, None]
     settled = lambda lb, infeasible: rows.settled(lb, infeasible, margin, floor, units)  # noqa: E731
-    r = bound_rows(net, state, C, method, intermediate=b.intermediate, lower_slope=b.lower_slope,
-                   iters=iters, lr=b.alpha_lr, lr_beta=b.beta_lr, optimize_intermediate=optimize_intermediate,
-                   settled=settled, should_stop=deadline.expired, rigorous=b.fp_sound, mn=mn_options(b))
+    r = bound_rows(net, state, C, method, bound_options(cfg), iters=iters, optimize_intermediate=optimize_intermediate,
+                   settled=settled, should_stop=deadline.expired)
     stats.add("time_bounding", time.monotonic() - t0)
     if units is None:  # (with units, the caller counts its domains)
         stats.add("domains_bounded", state.size)
@@ -194,7 +193,7 @@ def run_bab(net, lower, upper, polys, cfg, deadline, validate, stats: Stats, log
     if cfg.bounds.lp_refine and r.pre_bounds and float(rows.score(r.lb)[0][0]) <= margin:
         from relaxations.lp.bab_hooks import refine_root_bounds
         t0 = time.monotonic()
-        pre = refine_root_bounds(net, lower, upper, r.pre_bounds, cfg, deadline)
+        pre = refine_root_bounds(net, lower, upper, r.pre_bounds, bound_options(cfg), deadline)
         stats.add("time_lp_refine", time.monotonic() - t0)
         refined = _bound(net, DomainState(lo, hi, pre_bounds=pre), rows, "alpha", cfg, cfg.bounds.alpha_iters,
                          False, stats, deadline)

@@ -234,11 +234,12 @@ class ReluSplitting(Strategy):
                 return
         if cfg.bab.relu_method == "mn-crown" and r.constraints is None:
             # children with multi-neuron constraints although the root had none: compute them on the root's bounds
-            from relaxations.methods import mn_constraints, mn_options
+            from bnb.engine.bound_options import bound_options
+            from relaxations.methods import mn_constraints
             t0 = time.monotonic()
             margin_rows = r.lb[0] - rows.d
             order = [int(j) for j in torch.argsort(margin_rows) if bool(margin_rows[j] <= 0)]
-            r.constraints = mn_constraints(net, lo, hi, r.pre_bounds, rows.C[order], **mn_options(cfg.bounds, True))
+            r.constraints = mn_constraints(net, lo, hi, r.pre_bounds, rows.C[order], bound_options(cfg))
             ctx.timed("time_constraints", t0)
             if all(c is None for c in r.constraints):
                 r.constraints = None
@@ -315,11 +316,12 @@ class ReluSplitting(Strategy):
             ctx.timed("time_retighten", t0)
         res = bound_open_rows(ctx.net, child, ctx.rows, ctx.lo, ctx.hi, cfg, ctx.stats, ctx.deadline, self.cons)
         if cfg.bab.relu_method == "lp":
+            from bnb.engine.bound_options import bound_options
             from relaxations.lp.bab_hooks import lp_tighten
             t0 = time.monotonic()
             state = relu_state(child, ctx.lo, ctx.hi, self.cons)
-            res.lb = torch.maximum(res.lb, lp_tighten(ctx.net, state, ctx.rows.C, res.lb, cfg, ctx.deadline,
-                                                      d=ctx.rows.d))
+            res.lb = torch.maximum(res.lb, lp_tighten(ctx.net, state, ctx.rows.C, res.lb, bound_options(cfg),
+                                                      ctx.deadline, d=ctx.rows.d))
             ctx.timed("time_lp", t0)
         sc, rw, wr = ctx.rows.score(res.lb)
         return Children(sc, res.infeasible, {"child": child, "res": res, "row": rw, "worst": wr})
