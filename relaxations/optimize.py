@@ -1,5 +1,5 @@
 """alpha-CROWN (optimised ReLU slopes) and beta-CROWN (split multipliers): projected Adam over
-:func:`relaxations.crown._final`'s back-substitution, batched over domains.
+:func:`relaxations.crown.final_bounds`'s back-substitution, batched over domains.
 
 Every ``alpha`` in ``[0, 1]`` and ``beta >= 0`` gives a valid bound, so every iterate is sound and the best
 bound seen is returned. The optimisation stops as soon as the caller's ``settled`` test says that every row
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from relaxations.crown import Relaxations, _final, intermediate_bounds, output_errors, unstable_rows
+from relaxations.crown import Relaxations, final_bounds, intermediate_bounds, output_errors, unstable_rows
 from relaxations.options import DEFAULTS, BoundOptions
 from relaxations.state import BoundResult, DomainState
 
@@ -98,14 +98,9 @@ def optimized(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iter
         lrs.extend([rate] * len(tensors))
 
     def init_alpha(rows, upto, key):
+        """Slopes ``(N, rows, n_i)`` of the ReLU layers before ``upto``: the warm start where it fits."""
         warm = None if state.alphas is None else state.alphas.get(key)
-        out = []
-        for i in range(upto):
-            if warm is not None and warm[i].shape == (N, rows, sizes[i]):
-                out.append(warm[i].detach().clone())
-            else:
-                out.append(ref_relax[i].low_slope[:, None].expand(N, rows, sizes[i]).clone())
-        add(key, out, lr)
+        add(key, [ref_relax[i].initial_alpha(rows, None if warm is None else warm[i]) for i in range(upto)], lr)
 
     init_alpha(m, len(relus), "final")
     alpha_rows = {}  # intermediate slopes only for the neurons the reference leaves unstable (stable ones stay)
@@ -163,8 +158,8 @@ def optimized(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iter
             relax = intermediate_bounds(net, state, lower_slope, "crown", alphas, reference, rigorous, alpha_rows)
         elif relax is None:
             relax = ref_relax
-        lb, A_in, bias, coeffs, infeasible = _final(net, st, Cs, relax, alphas["final"], betas, collect=True,
-                                                    rigorous=rigorous, errors=rs, gammas=gammas)
+        lb, A_in, bias, coeffs, infeasible = final_bounds(net, st, Cs, relax, alphas["final"], betas, collect=True,
+                                                          rigorous=rigorous, errors=rs, gammas=gammas)
         with torch.no_grad():
             at = slice(None) if sub is None else sub
             # a rigorous split contradiction at any iterate proves the domain empty
@@ -192,11 +187,11 @@ def optimized(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iter
                     p.requires_grad_(False)
             adam.step(grads, sub)
             for key, pos in layout.items():
-                for i in pos:
+                for i, p in enumerate(pos):  # (an alpha key's i-th tensor belongs to ReLU layer i)
                     if key in ("beta", "gamma"):
-                        params[i].clamp_(min=0.0)
+                        params[p].clamp_(min=0.0)
                     else:
-                        params[i].clamp_(0.0, 1.0)
+                        ref_relax[i].project_(params[p])
             if not opt_inter:
                 live = open_rows.any(dim=1)
                 if int(live.sum()) <= 0.75 * (N if sub is None else sub.numel()):

@@ -12,10 +12,9 @@ from bnb.engine.bab import Rows, Stats, run_bab
 from bnb.config import Config
 from bnb.io.spec import Polytope
 from bnb.timing import Deadline
-from relaxations.crown import ReluRelaxation
 from relaxations.fp import outward_box, threshold_up
 from relaxations.layers import Linear, ReLU
-from relaxations.layers.relu import upper_relaxation
+from relaxations.layers.relu import ReluRelaxation, upper_relaxation
 from relaxations.methods import bound_rows
 from relaxations.options import BoundOptions
 from relaxations.network import Network
