@@ -15,6 +15,8 @@ from relaxations.network import Network
 from relaxations.state import DomainState
 from conftest import pre_activations, random_fc
 
+pytestmark = pytest.mark.fast
+
 D = torch.float64
 
 

@@ -21,6 +21,8 @@ from relaxations.network import Network
 from relaxations.state import DomainState
 from relaxations.verdict import proven
 
+pytestmark = pytest.mark.fast
+
 F32 = torch.float32
 
 
