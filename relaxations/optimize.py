@@ -187,11 +187,11 @@ def optimized(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iter
                     p.requires_grad_(False)
             adam.step(grads, sub)
             for key, pos in layout.items():
-                for i, p in enumerate(pos):  # (an alpha key's i-th tensor belongs to ReLU layer i)
+                for i, slot in enumerate(pos):  # (an alpha key's i-th tensor belongs to ReLU layer i)
                     if key in ("beta", "gamma"):
-                        params[p].clamp_(min=0.0)
+                        params[slot].clamp_(min=0.0)
                     else:
-                        ref_relax[i].project_(params[p])
+                        ref_relax[i].project_(params[slot])
             if not opt_inter:
                 live = open_rows.any(dim=1)
                 if int(live.sum()) <= 0.75 * (N if sub is None else sub.numel()):
