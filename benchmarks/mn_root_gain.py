@@ -25,6 +25,7 @@ from bnb.io.onnx_loader import load_onnx  # noqa: E402
 from bnb.io.vnnlib import parse_vnnlib  # noqa: E402
 from relaxations.fp import outward_box  # noqa: E402
 from relaxations.methods import bound_rows  # noqa: E402
+from relaxations.options import BoundOptions, MultiNeuronOptions  # noqa: E402
 from relaxations.state import DomainState  # noqa: E402
 
 
@@ -54,8 +55,8 @@ def main(argv=None):
         a = bound_rows(net, state, rows.C, "alpha", iters=args.iters)
         ta = time.perf_counter() - t0
         t0 = time.perf_counter()
-        m = bound_rows(net, state, rows.C, "mn-crown", iters=args.iters,
-                       mn=dict(k=args.k, max_groups=args.groups, time_budget=args.time, cuts=args.cuts))
+        mn = MultiNeuronOptions(k=args.k, max_groups=args.groups, time_budget=args.time, cuts=args.cuts)
+        m = bound_rows(net, state, rows.C, "mn-crown", BoundOptions(mn=mn), iters=args.iters)
         tm = time.perf_counter() - t0
         va, vm = float(rows.group_values(a.lb).min()), float(rows.group_values(m.lb).min())
         n_cons = sum(c.count for c in (m.constraints or []) if c is not None)

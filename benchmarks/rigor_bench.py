@@ -23,6 +23,7 @@ from bnb.io.onnx_loader import load_onnx  # noqa: E402
 from bnb.io.vnnlib import parse_vnnlib  # noqa: E402
 from relaxations.fp import outward_box  # noqa: E402
 from relaxations.methods import bound_rows  # noqa: E402
+from relaxations.options import BoundOptions  # noqa: E402
 from relaxations.state import DomainState  # noqa: E402
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "mnist_fc"
@@ -53,7 +54,7 @@ def main(argv=None):
     for _ in range(args.repeats):
         for rigorous in (True, False):
             t0 = time.perf_counter()
-            bound_rows(net, state, rows.C, "beta", iters=args.iters, rigorous=rigorous)
+            bound_rows(net, state, rows.C, "beta", BoundOptions(rigorous=rigorous), iters=args.iters)
             best[rigorous] = min(best[rigorous], time.perf_counter() - t0)
     print(f"{N} children, {args.iters} beta steps: rigorous {best[True]:.3f} s, plain {best[False]:.3f} s, "
           f"ratio {best[True] / best[False]:.3f}")

@@ -3,9 +3,10 @@
 All methods are batched over ``N`` domains; there is no Python loop over domains or neurons.
 
 Back-substitution bounds a linear function ``A . h`` of the input ``h`` of layer ``end`` from below: walking
-backwards, affine layers are substituted exactly (``Layer.backward``) and each ReLU is replaced by its
-lower linear bound where the coefficient is positive and its upper bound where it is negative. The
-result ``A_in . x + bias`` is minimised over the input box in closed form.
+backwards, affine layers are substituted exactly (``Layer.backward``) and each activation is replaced by the
+lower linear bound of its relaxation (``Activation.relaxation``, for ReLU
+:class:`relaxations.layers.relu.ReluRelaxation`) where the coefficient is positive and its upper bound where it
+is negative. The result ``A_in . x + bias`` is minimised over the input box in closed form.
 
 beta-CROWN: a split ``s * z >= 0`` (``s = +1`` active, ``-1`` inactive) enters the Lagrangian as
 ``- beta * s * z`` with ``beta >= 0``, i.e. the coefficient of ``z`` is shifted by ``-beta * s`` when the
@@ -16,57 +17,11 @@ from __future__ import annotations
 
 import torch
 
-from relaxations.fp import dot_abs, down, err_coeff, reach, tiny, unit_roundoff
+from relaxations.fp import dot_abs, down, err_coeff, reach, tiny
 from relaxations.ibp import ibp
-from relaxations.layers.relu import default_lower_slope, upper_relaxation
 from relaxations.state import BoundResult, DomainState
 
 SLOPE_MODES = {"crown": "adaptive", "dp0": "zero", "dp1": "one"}
-
-
-class ReluRelaxation:
-    """Linear bounds of one ReLU layer for N domains, from (split-tightened) pre-activation bounds.
-
-    ``l``/``u``: ``(N, n)`` rigorous bounds of the pre-activation on each domain; ``split``: ``(N, n)`` int8 or
-    None. ``infeasible`` ``(N,)`` is True only where a split phase contradicts these bounds by more than a
-    rounding margin (a fixed-active neuron with ``u < -tol``, a fixed-inactive one with ``l > tol``): then no
-    point of the domain exists. Bounds that merely cross (by rounding, or on an unsplit neuron) are repaired
-    to the interval between them, never turned into a proof. A domain without splits is never infeasible.
-    """
-
-    def __init__(self, l, u, split, lower_slope: str):
-        self.infeasible = torch.zeros(l.shape[0], dtype=torch.bool, device=l.device)
-        if split is not None:
-            act, ina = split > 0, split < 0
-            tol = 8 * unit_roundoff(l.dtype) * reach(l, u) + tiny(l.dtype)
-            self.infeasible = ((act & (u < -tol)) | (ina & (l > tol))).any(dim=1)
-            l = torch.where(act, l.clamp(min=0), l)
-            u = torch.where(ina, u.clamp(max=0), u)
-        l, u = torch.minimum(l, u), torch.maximum(l, u)  # repair a crossing: never a proof by itself
-        self.l, self.u = l, u
-        self.split = None if split is None or not bool((split != 0).any()) else split.to(l.dtype)
-        self.unstable = (l < 0) & (u > 0)
-        self.up_slope, self.up_int = upper_relaxation(l, u)
-        self.low_slope = default_lower_slope(l, u, lower_slope)
-
-    def select(self, idx: torch.Tensor) -> "ReluRelaxation":
-        """The relaxation of the domains ``idx`` ``(k,)`` only."""
-        out = object.__new__(ReluRelaxation)
-        for name in ("infeasible", "l", "u", "unstable", "up_slope", "up_int", "low_slope"):
-            setattr(out, name, getattr(self, name)[idx])
-        out.split = None if self.split is None else self.split[idx]
-        return out
-
-    @property
-    def reach(self):
-        """``(N, n)``: bound on ``|pre-activation|`` on the domain."""
-        return reach(self.l, self.u)
-
-    def lower_slope(self, alpha=None):
-        """``(N, n)`` default slopes, or ``(N, m, n)`` with ``alpha`` on the unstable neurons."""
-        if alpha is None:
-            return self.low_slope[:, None]
-        return torch.where(self.unstable[:, None], alpha, self.low_slope[:, None])
 
 
 class ErrorCache:
@@ -84,7 +39,7 @@ class ErrorCache:
                 self.r = layer.reach_out(self.r)
             else:
                 self.out.append(None)
-                self.r = relax[self.k].u.clamp(min=0).reshape(N, *layer.out_shape)
+                self.r = relax[self.k].out_reach().reshape(N, *layer.out_shape)
                 self.k += 1
         return self.out[:end]
 
@@ -93,7 +48,8 @@ def layer_errors(net, lower, upper, relax, end: int, cache: ErrorCache | None = 
     """Per layer of ``net.layers[:end]``, its rounding weights ``Layer.err_weight(r)`` (``(w, under)``, each
     ``(N, ...)`` or None) for ``r`` a rigorous bound ``(N, *in_shape)`` on ``|input|`` over the domains: the
     box's ``max(|l|, |u|)`` pushed through ``Layer.reach_out``, restarted after every ReLU from its
-    relaxation's upper bound (``0 <= relu(z) <= max(u, 0)``). Entries of ReLU layers are None.
+    relaxation's bound on its output (``ActivationRelaxation.out_reach``: ``0 <= relu(z) <= max(u, 0)``).
+    Entries of ReLU layers are None.
     ``cache``: reuse (and extend) the weights of earlier calls with the same ``relax``."""
     cache = cache if cache is not None else ErrorCache(net, lower, upper)
     return cache.upto(relax, end)
@@ -103,7 +59,8 @@ def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=Non
              errors=None, gammas=None, constraints=None):
     """Lower-bound coefficients of ``A . h`` where ``h`` is the input of ``net.layers[end]``.
 
-    ``A``: ``(N, m, *shape of h)``; ``relax``: ReluRelaxation of every ReLU before ``end``; ``alphas``:
+    ``A``: ``(N, m, *shape of h)``; ``relax``: the relaxation
+    (:class:`~relaxations.layers.activation.ActivationRelaxation`) of every ReLU before ``end``; ``alphas``:
     per ReLU ``(N, m, n_i)`` or None; ``betas``: per ReLU ``(N, m, n_i)`` or None; ``errors``: from
     :func:`layer_errors`, to bound the rounding (None: no error bound, ``err`` is zero).
     Returns ``(A_in (N, m, n_in), bias (N, m), coeffs, err (N, m))``: for every point of the domain,
@@ -141,6 +98,8 @@ def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=Non
             continue
         k -= 1
         r = relax[k]
+        if r.low_int is not None:  # (the error bound below covers lower bounds through the origin only)
+            raise NotImplementedError("back-substitution through a lower bound with an intercept")
         Af = A.reshape(N, m, -1)
         if pending is not None:
             err = err + dot_abs(Af.detach(), pending.reshape(N, -1))
@@ -157,7 +116,7 @@ def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=Non
             bias = bias + G @ cons.p
             if errors is not None:
                 nc, Gd = cons.count, G.detach().abs()
-                ry = r.u.clamp(min=0)                                   # |y| <= max(u, 0)
+                ry = r.out_reach()                                      # |y| <= max(u, 0)
                 pz = (ry @ cons.Pz.abs().T) * (1 + err_coeff(ry.shape[-1], dt))   # (N, c) >= |Pz| ry
                 # |fl(A + fl(G Pz)) - (A + G Pz)| <= g (|A| + |G| |Pz|), times |y| <= ry; G . p likewise
                 err = err + err_coeff(nc + 1, dt) * (dot_abs(Af0.detach(), ry) + dot_abs(Gd, pz)) \
@@ -309,7 +268,9 @@ def _forward_linear(net, state, lower_slope, rigorous=True):
         u = torch.minimum(-minimum(U, -1), ibp_pre[j][1].reshape(N, -1))
         out.append((l, u))
         split = None if state.splits is None else state.splits[j]
-        rl = ReluRelaxation(l, u, split, lower_slope)
+        rl = layer.relaxation(l, u, split, lower_slope)
+        if rl.low_int is not None:  # (the slack below covers lower bounds through the origin only)
+            raise NotImplementedError("forward linear bounds through a lower bound with an intercept")
         shape = (N, 1, *layer.in_shape)
         a = rl.low_slope.reshape(shape)
         s, t = rl.up_slope.reshape(shape), rl.up_int.reshape(shape)
@@ -328,7 +289,8 @@ def _forward_linear(net, state, lower_slope, rigorous=True):
 
 
 class Relaxations(list):
-    """The ReluRelaxation of every ReLU layer, with the :class:`ErrorCache` built while computing them."""
+    """The relaxation of every ReLU layer (``Activation.relaxation``), with the :class:`ErrorCache` built while
+    computing them."""
     error_cache = None
 
 
@@ -384,7 +346,7 @@ def _crown_unstable_only(net, idx, l, u, relax, state, rigorous=True, cache=None
 
 def intermediate_bounds(net, state: DomainState, lower_slope="adaptive", mode="crown", alphas=None,
                         reference=None, rigorous=True, alpha_rows=None):
-    """ReluRelaxation of every ReLU layer.
+    """The relaxation (``Activation.relaxation``) of every ReLU layer, as :class:`Relaxations`.
 
     ``mode``: ``crown`` (back-substitution to the input, intersected with IBP), ``forward`` (forward-mode
     linear bounds, for low input dimension) or ``ibp``. Known
@@ -425,20 +387,26 @@ def intermediate_bounds(net, state: DomainState, lower_slope="adaptive", mode="c
                 l, u = torch.maximum(l, b[:, :n]), torch.minimum(u, -b[:, n:])
             if reference is not None:
                 l, u = torch.maximum(l, reference[j][0]), torch.minimum(u, reference[j][1])
-        relax.append(ReluRelaxation(l, u, split, lower_slope))
+        relax.append(net.layers[idx].relaxation(l, u, split, lower_slope))
     return relax
 
 
 def output_errors(net, state, relax):
-    """:func:`layer_errors` of every layer (what :func:`_final` needs), reusing ``relax``'s cache."""
+    """:func:`layer_errors` of every layer (what :func:`final_bounds` needs), reusing ``relax``'s cache."""
     return layer_errors(net, state.lower, state.upper, relax, len(net.layers), getattr(relax, "error_cache", None))
 
 
-def _final(net, state, C, relax, alphas=None, betas=None, collect=False, rigorous=True, errors=None, gammas=None):
-    """Bounds of ``C y``: ``lb`` ``(N, m)``, ``A_in`` ``(N, m, n_in)``, ``bias`` ``(N, m)`` (rigorous:
-    ``C y >= A_in x + bias`` on the domain in real arithmetic), coefficients, ``infeasible`` ``(N,)``.
-    ``errors``: :func:`output_errors` of these domains, when already known; ``gammas``: multipliers of
-    ``state.constraints`` (see :func:`backward`)."""
+def final_bounds(net, state, C, relax, alphas=None, betas=None, collect=False, rigorous=True, errors=None,
+                 gammas=None):
+    """Lower bounds of ``C y`` (``C``: ``(m, n_out)`` or ``(N, m, n_out)``) by one back-substitution from the
+    output through the given relaxations ``relax`` (of :func:`intermediate_bounds`), with slopes ``alphas``
+    (per ReLU ``(N, m, n_i)`` or None), split multipliers ``betas`` and constraint multipliers ``gammas`` (of
+    ``state.constraints``; see :func:`backward`).
+
+    Returns ``(lb (N, m), A_in (N, m, n_in), bias (N, m), coeffs, infeasible (N,))``: with ``rigorous``,
+    ``C y >= A_in x + bias`` on the domain in real arithmetic and ``lb`` its minimum over the box, rounding
+    bounded; ``coeffs`` (with ``collect``): per ReLU the coefficients ``(N, m, n_i)`` on its output.
+    ``errors``: :func:`output_errors` of these domains, when already known."""
     N = state.size
     A0 = C.expand(N, *C.shape[-2:]) if C.dim() == 2 else C
     m = A0.shape[1]
@@ -463,6 +431,6 @@ def crown(net, state: DomainState, C, lower_slope="adaptive", intermediate="crow
     """CROWN / DeepPoly bounds of ``C y`` (``C``: ``(m, n_out)`` or ``(N, m, n_out)``)."""
     with torch.no_grad():
         relax = intermediate_bounds(net, state, lower_slope, intermediate, rigorous=rigorous)
-        lb, A_in, bias, coeffs, infeasible = _final(net, state, C, relax, collect=True, rigorous=rigorous)
-        ub = -_final(net, state, -C, relax, rigorous=rigorous)[0] if want_upper else None
+        lb, A_in, bias, coeffs, infeasible = final_bounds(net, state, C, relax, collect=True, rigorous=rigorous)
+        ub = -final_bounds(net, state, -C, relax, rigorous=rigorous)[0] if want_upper else None
     return BoundResult(lb, ub, [(r.l, r.u) for r in relax], A_in, bias, coeffs, infeasible=infeasible)

@@ -11,6 +11,7 @@ from relaxations.fp import finite_or_neg_inf, to_dtype_down, to_dtype_up
 from relaxations.ibp import ibp
 from relaxations.names import LP_METHODS, METHODS, SINGLE_NEURON_METHODS  # noqa: F401 (re-exported)
 from relaxations.optimize import optimized
+from relaxations.options import DEFAULTS, BoundOptions
 from relaxations.state import BoundResult, DomainState
 
 # defaults of the LP methods' options where the library's are too slow for interactive use
@@ -18,23 +19,22 @@ from relaxations.state import BoundResult, DomainState
 LP_DEFAULTS = {"anderson": {"max_rounds": 4}}
 
 
-def bound_rows(net, state: DomainState, C: torch.Tensor, method: str, *, intermediate="crown",
-               lower_slope="adaptive", iters=30, lr=0.1, lr_beta=0.05, optimize_intermediate=True,
-               want_upper=False, settled=None, should_stop=None, rigorous=True, mn=None) -> BoundResult:
+def bound_rows(net, state: DomainState, C: torch.Tensor, method: str, opts: BoundOptions = DEFAULTS, *, iters=30,
+               optimize_intermediate=True, want_upper=False, settled=None, should_stop=None) -> BoundResult:
     """Bounds of ``C y`` (``C``: ``(m, n_out)`` or ``(N, m, n_out)``) over each domain of ``state``.
 
-    With ``rigorous`` (the default) every single-neuron bound carries its floating-point error bound
-    (:mod:`relaxations.fp`); the LP methods' bounds are dual certificates. Bounds that are NaN or infinite
-    come back as ``-inf``: they prove nothing. ``settled(lb, infeasible) -> (N, m) bool``: rows that need no
-    more work, so that alpha/beta-CROWN stop when all are (:func:`relaxations.optimize.optimized`). ``mn``:
-    options of ``mn-crown`` (:func:`mn_crown`: ``k``, ``max_groups``, ``time_budget``, ``octa_iters``,
-    ``lr_gamma``, ``cuts``, ``rounds``)."""
+    ``opts``: what is fixed for the run (:class:`relaxations.options.BoundOptions`); with ``opts.rigorous``
+    (the default) every single-neuron bound carries its floating-point error bound (:mod:`relaxations.fp`);
+    the LP methods' bounds are dual certificates. Bounds that are NaN or infinite come back as ``-inf``: they
+    prove nothing. ``iters``: optimisation steps of alpha/beta-CROWN and mn-crown; ``optimize_intermediate``:
+    alpha-CROWN optimises the intermediate layers' slopes too. ``settled(lb, infeasible) -> (N, m) bool``: rows
+    that need no more work, so that alpha/beta-CROWN stop when all are (:func:`relaxations.optimize.optimized`);
+    ``should_stop()``: stop optimising now (a deadline), with the best bound so far."""
     if method == "mn-crown":
-        res = mn_crown(net, state, C, iters, lr, lr_beta, want_upper, lower_slope, settled, should_stop, rigorous,
-                       **(mn or {}))
+        res = mn_crown(net, state, C, opts, iters=iters, want_upper=want_upper, settled=settled,
+                       should_stop=should_stop)
     else:
-        res = _bound_rows(net, state, C, method, intermediate, lower_slope, iters, lr, lr_beta,
-                          optimize_intermediate, want_upper, settled, should_stop, rigorous)
+        res = _bound_rows(net, state, C, method, opts, iters, optimize_intermediate, want_upper, settled, should_stop)
     res.lb = finite_or_neg_inf(res.lb)
     if res.infeasible is None:  # IBP and the LP methods prove no domain empty
         res.infeasible = torch.zeros(state.size, dtype=torch.bool, device=res.lb.device)
@@ -43,8 +43,7 @@ def bound_rows(net, state: DomainState, C: torch.Tensor, method: str, *, interme
     return res
 
 
-def _bound_rows(net, state, C, method, intermediate, lower_slope, iters, lr, lr_beta, optimize_intermediate,
-                want_upper, settled, should_stop, rigorous):
+def _bound_rows(net, state, C, method, opts, iters, optimize_intermediate, want_upper, settled, should_stop):
     if method == "ibp":
         lb, ub, pre = ibp(net, state.lower, state.upper)
         Cn = C if C.dim() == 3 else C.expand(state.size, *C.shape)
@@ -53,56 +52,51 @@ def _bound_rows(net, state, C, method, intermediate, lower_slope, iters, lr, lr_
         hi = -concretize(-Cn, zero, lb, ub, zero) if want_upper else None
         return BoundResult(lo, hi, [(l.reshape(state.size, -1), u.reshape(state.size, -1)) for l, u in pre])
     if method in SLOPE_MODES:
-        slope = lower_slope if method == "crown" else SLOPE_MODES[method]
-        return crown(net, state, C, slope, intermediate, want_upper, rigorous)
+        slope = opts.lower_slope if method == "crown" else SLOPE_MODES[method]
+        return crown(net, state, C, slope, opts.intermediate, want_upper, opts.rigorous)
     if method in ("alpha", "beta"):
-        return optimized(net, state, C, iters, lr, lr_beta, use_beta=(method == "beta"),
-                         optimize_intermediate=optimize_intermediate, want_upper=want_upper,
-                         lower_slope=lower_slope, settled=settled, should_stop=should_stop,
-                         rigorous=rigorous)
+        return optimized(net, state, C, opts, iters=iters, use_beta=(method == "beta"),
+                         optimize_intermediate=optimize_intermediate, want_upper=want_upper, settled=settled,
+                         should_stop=should_stop)
     if method in LP_METHODS:
-        return lp_rows(net, state, C, method, want_upper=want_upper)
+        return lp_rows(net, state, C, method, opts, want_upper=want_upper)
     raise ValueError(f"unknown bounding method {method!r}; choose from {', '.join(METHODS)}")
 
 
-def mn_crown(net, state: DomainState, C, iters=30, lr=0.1, lr_beta=0.05, want_upper=False, lower_slope="adaptive",
-             settled=None, should_stop=None, rigorous=True, k=2, max_groups=64, time_budget=10.0, octa_iters=20,
-             lr_gamma=0.05, cuts="hull", rounds=4) -> BoundResult:
+def mn_crown(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iters=30, want_upper=False, settled=None,
+             should_stop=None) -> BoundResult:
     """alpha-CROWN, then multi-neuron constraints of every ReLU layer taken with multipliers optimised jointly
-    with the slopes (``iters`` steps each; beta too where the domains carry splits). ``cuts``: ``hull`` (the
-    k-neuron group hulls of :func:`relaxations.multineuron.group_hull_constraints`), ``anderson`` (the
-    Anderson cuts of :func:`relaxations.multineuron.anderson_constraints`, at most ``rounds`` separation rounds
-    per open row, worst first) or ``both``; each source within ``time_budget`` seconds, on each domain's box
-    and alpha bounds. Domains that already carry ``state.constraints`` (children of a split) skip the first
-    two steps. The result keeps the constraints (``constraints``) and multipliers (``gammas``) for the
+    with the slopes (``iters`` steps each; beta too where the domains carry splits). ``opts.mn.cuts``: ``hull``
+    (the k-neuron group hulls of :func:`relaxations.multineuron.group_hull_constraints`), ``anderson`` (the
+    Anderson cuts of :func:`relaxations.multineuron.anderson_constraints`, at most ``opts.mn.rounds`` separation
+    rounds per open row, worst first) or ``both``; each source within ``opts.mn.time_budget`` seconds, on each
+    domain's box and alpha bounds. Domains that already carry ``state.constraints`` (children of a split) skip
+    the first two steps. The result keeps the constraints (``constraints``) and multipliers (``gammas``) for the
     children."""
-    kw = dict(lower_slope=lower_slope, should_stop=should_stop, rigorous=rigorous, lr_gamma=lr_gamma)
+    kw = dict(iters=iters, use_beta=True, want_upper=want_upper, settled=settled, should_stop=should_stop)
     if state.constraints is not None:
-        res = optimized(net, state, C, iters, lr, lr_beta, use_beta=True, optimize_intermediate=False,
-                        want_upper=want_upper, settled=settled, **kw)
+        res = optimized(net, state, C, opts, optimize_intermediate=False, **kw)
         res.constraints = state.constraints
         return res
     if state.size > 1:  # constraints are shared by the domains of a batch: one domain at a time
-        parts = [mn_crown(net, _select_state(state, i), C if C.dim() == 2 else C[i:i + 1], iters, lr, lr_beta,
-                          want_upper, lower_slope, settled, should_stop, rigorous, k, max_groups, time_budget,
-                          octa_iters, lr_gamma, cuts, rounds) for i in range(state.size)]
+        parts = [mn_crown(net, _select_state(state, i), C if C.dim() == 2 else C[i:i + 1], opts, iters=iters,
+                          want_upper=want_upper, settled=settled, should_stop=should_stop)
+                 for i in range(state.size)]
         lb = torch.cat([p.lb for p in parts])
         ub = torch.cat([p.ub for p in parts]) if want_upper else None
         pre = [(torch.cat([p.pre_bounds[j][0] for p in parts]), torch.cat([p.pre_bounds[j][1] for p in parts]))
                for j in range(len(parts[0].pre_bounds))]
         return BoundResult(lb, ub, pre, infeasible=torch.cat([p.infeasible for p in parts]))
-    first = optimized(net, state, C, iters, lr, lr_beta, use_beta=True, want_upper=want_upper, settled=settled,
-                      **kw)
+    first = optimized(net, state, C, opts, **kw)
     if settled is not None and bool(settled(first.lb, first.infeasible).all()):
         return first  # proven without the constraints
-    cons = _mn_constraints(net, state, C, first, settled, cuts, k, max_groups, time_budget, octa_iters, rounds)
+    cons = _mn_constraints(net, state, C, first, settled, opts)
     if all(c is None for c in cons):
         return first
     warm = {"final": first.alphas["final"]} if first.alphas is not None else None
     mn_state = DomainState(state.lower, state.upper, state.splits, first.pre_bounds, warm, state.betas,
                            constraints=cons)
-    res = optimized(net, mn_state, C, iters, lr, lr_beta, use_beta=True, optimize_intermediate=False,
-                    want_upper=want_upper, settled=settled, **kw)
+    res = optimized(net, mn_state, C, opts, optimize_intermediate=False, **kw)
     res.lb = torch.maximum(res.lb, first.lb)  # both are valid bounds
     if want_upper:
         res.ub = torch.minimum(res.ub, first.ub)
@@ -111,38 +105,30 @@ def mn_crown(net, state: DomainState, C, iters=30, lr=0.1, lr_beta=0.05, want_up
     return res
 
 
-def _mn_constraints(net, state, C, first, settled, cuts, k, max_groups, time_budget, octa_iters, rounds):
+def _mn_constraints(net, state, C, first, settled, opts):
     """:func:`mn_constraints` of one domain (``state.size == 1``) for :func:`mn_crown`: Anderson cuts for its
     open rows, the worst-bounded first."""
     rows = C[0] if C.dim() == 3 else C
     lb = first.lb[0]
     open_rows = ~settled(first.lb, first.infeasible)[0] if settled is not None else torch.ones_like(lb, dtype=bool)
     order = [int(j) for j in torch.argsort(lb) if bool(open_rows[j])]
-    return mn_constraints(net, state.lower, state.upper, first.pre_bounds, rows[order], cuts, k, max_groups,
-                          time_budget, octa_iters, rounds)
+    return mn_constraints(net, state.lower, state.upper, first.pre_bounds, rows[order], opts)
 
 
-def mn_constraints(net, lower, upper, pre_bounds, rows, cuts="hull", k=2, max_groups=64, time_budget=10.0,
-                   octa_iters=20, rounds=4):
+def mn_constraints(net, lower, upper, pre_bounds, rows, opts: BoundOptions = DEFAULTS):
     """Multi-neuron constraints per ReLU layer (None where a layer has none) valid on the box ``lower``/
-    ``upper`` ``(1, n_in)`` with rigorous bounds ``pre_bounds``: k-neuron group hulls (``cuts`` ``hull`` or
-    ``both``) and Anderson cuts separated for the output ``rows`` ``(m, n_out)`` in that order (``anderson``
-    or ``both``), each source within ``time_budget`` seconds."""
+    ``upper`` ``(1, n_in)`` with rigorous bounds ``pre_bounds``: k-neuron group hulls (``opts.mn.cuts``
+    ``hull`` or ``both``) and Anderson cuts separated for the output ``rows`` ``(m, n_out)`` in that order
+    (``anderson`` or ``both``), each source within ``opts.mn.time_budget`` seconds."""
     from relaxations.multineuron import anderson_constraints, group_hull_constraints, join
+    mn = opts.mn
     hull = anderson = [None] * len(pre_bounds)
-    if cuts in ("hull", "both"):
-        hull, _ = group_hull_constraints(net, lower, upper, pre_bounds, k, max_groups, time_budget, octa_iters)
-    if cuts in ("anderson", "both") and rows.shape[0]:
-        anderson, _ = anderson_constraints(net, lower, upper, pre_bounds, rows, rounds, time_budget)
+    if mn.cuts in ("hull", "both"):
+        hull, _ = group_hull_constraints(net, lower, upper, pre_bounds, mn.k, mn.max_groups, mn.time_budget,
+                                         mn.octa_iters)
+    if mn.cuts in ("anderson", "both") and rows.shape[0]:
+        anderson, _ = anderson_constraints(net, lower, upper, pre_bounds, rows, mn.rounds, mn.time_budget)
     return [join(a, b) for a, b in zip(hull, anderson)]
-
-
-def mn_options(b, constraints_only=False) -> dict:
-    """:func:`mn_crown`'s options from a ``bounds`` config section (with ``constraints_only``: those of
-    :func:`mn_constraints`)."""
-    kw = dict(k=b.mn_k, max_groups=b.mn_max_groups, time_budget=b.mn_time, octa_iters=b.mn_iters, cuts=b.mn_cuts,
-              rounds=b.mn_rounds)
-    return kw if constraints_only else dict(kw, lr_gamma=b.gamma_lr)
 
 
 def _select_state(state: DomainState, i: int) -> DomainState:
@@ -153,27 +139,24 @@ def _select_state(state: DomainState, i: int) -> DomainState:
                        None, pick(state.betas))
 
 
-def output_bounds(net, lower: torch.Tensor, upper: torch.Tensor, method: str, cfg=None):
-    """Elementwise bounds ``(N, out_size)`` of the outputs over boxes ``(N, in_size)``."""
+def output_bounds(net, lower: torch.Tensor, upper: torch.Tensor, method: str, opts: BoundOptions = DEFAULTS, *,
+                  iters=30):
+    """Elementwise bounds ``(N, out_size)`` of the outputs over boxes ``(N, in_size)`` (``iters``: optimisation
+    steps of the methods that optimise)."""
     C = torch.eye(net.out_size, dtype=lower.dtype, device=lower.device)
-    kw = {}
-    if cfg is not None:
-        b = cfg.bounds
-        kw = dict(intermediate=b.intermediate, lower_slope=b.lower_slope, iters=b.alpha_iters, lr=b.alpha_lr,
-                  lr_beta=b.beta_lr, mn=mn_options(b))
-    if method in LP_METHODS:
-        solver = cfg.bounds.lp_solver if cfg is not None else "HIGHS"
-        r = lp_rows(net, DomainState(lower, upper), C, method, want_upper=True, solver=solver)
+    if method in LP_METHODS:  # the LP values as they are (an empty box gives lb = +inf, ub = -inf)
+        r = lp_rows(net, DomainState(lower, upper), C, method, opts, want_upper=True)
         return r.lb, r.ub
-    r = bound_rows(net, DomainState(lower, upper), C, method, want_upper=True, **kw)
+    r = bound_rows(net, DomainState(lower, upper), C, method, opts, iters=iters, want_upper=True)
     return r.lb, r.ub
 
 
-def lp_rows(net, state: DomainState, C: torch.Tensor, method: str, want_upper=False, solver="HIGHS",
-            **opts) -> BoundResult:
+def lp_rows(net, state: DomainState, C: torch.Tensor, method: str, opts: BoundOptions = DEFAULTS, *,
+            want_upper=False, **method_options) -> BoundResult:
     """Bounds of ``C y`` by an LP method of :mod:`relaxations.lp` (``lp``, ``mn``, ``p1``, ``anderson``,
-    ``milp``), one domain at a time, with CROWN's intermediate bounds (much tighter than the IBP default
-    of :func:`relaxations.lp.lp_method_bounds`, see docs/lp.md) intersected with ``state.pre_bounds``.
+    ``milp``) with the solver ``opts.lp_solver``, one domain at a time, with CROWN's intermediate bounds (much
+    tighter than the IBP default of :func:`relaxations.lp.lp_method_bounds`, see docs/lp.md) intersected with
+    ``state.pre_bounds``. ``method_options``: the LP method's own (over :data:`LP_DEFAULTS`).
     The LP methods' bounds are dual-certified; ``milp``'s are exact solver values (an oracle, not a
     proof). ``p1`` raises :class:`relaxations.lp.layer_hull.P1TooLarge` on large layers.
     """
@@ -188,14 +171,15 @@ def lp_rows(net, state: DomainState, C: torch.Tensor, method: str, want_upper=Fa
     if state.pre_bounds is not None:
         pre = [(torch.maximum(l, l0.reshape(l.shape)), torch.minimum(u, u0.reshape(u.shape)))
                for (l, u), (l0, u0) in zip(pre, state.pre_bounds)]
-    opts = {**LP_DEFAULTS.get(method, {}), **opts}
-    opts.setdefault("solver", "HIGHS" if method == "milp" else solver)  # the MILP needs a MIP solver
+    solver = opts.lp_solver
+    kw0 = {**LP_DEFAULTS.get(method, {}), **method_options}
+    kw0.setdefault("solver", "HIGHS" if method == "milp" else solver)  # the MILP needs a MIP solver
     model = NetworkLP(net, solver) if method == "lp" else None
     lbs, ubs = [], []
     for k in range(N):
         splits = None if state.splits is None else [s[k].detach().cpu().numpy().astype(np.int8)
                                                     for s in state.splits]
-        kw = dict(opts)
+        kw = dict(kw0)
         if model is not None:
             kw["model"] = model
         lb, ub = lp_method_bounds(method, net, state.lower[k].detach().cpu().double().numpy(),

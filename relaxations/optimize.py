@@ -1,5 +1,5 @@
 """alpha-CROWN (optimised ReLU slopes) and beta-CROWN (split multipliers): projected Adam over
-:func:`relaxations.crown._final`'s back-substitution, batched over domains.
+:func:`relaxations.crown.final_bounds`'s back-substitution, batched over domains.
 
 Every ``alpha`` in ``[0, 1]`` and ``beta >= 0`` gives a valid bound, so every iterate is sound and the best
 bound seen is returned. The optimisation stops as soon as the caller's ``settled`` test says that every row
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from relaxations.crown import Relaxations, _final, intermediate_bounds, output_errors, unstable_rows
+from relaxations.crown import Relaxations, final_bounds, intermediate_bounds, output_errors, unstable_rows
+from relaxations.options import DEFAULTS, BoundOptions
 from relaxations.state import BoundResult, DomainState
 
 
@@ -51,30 +52,32 @@ class _Adam:
                 p[idx] = p[idx] - lr * (mi / c1) / ((vi / c2).sqrt() + self.eps)
 
 
-def optimized(net, state: DomainState, C, iters=20, lr=0.1, lr_beta=0.05, use_beta=True,
-              optimize_intermediate=True, want_upper=False, lower_slope="adaptive", settled=None,
-              should_stop=None, rigorous=True, lr_gamma=0.05):
+def optimized(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iters=20, use_beta=True,
+              optimize_intermediate=True, want_upper=False, settled=None, should_stop=None):
     """alpha-CROWN (and beta-CROWN when ``use_beta`` and the domains carry splits) bounds of ``C y``
-    (``C``: ``(m, n_out)`` or ``(N, m, n_out)``).
+    (``C``: ``(m, n_out)`` or ``(N, m, n_out)``), ``iters`` projected Adam steps.
 
     Slopes are optimised per domain, per bounded row and per neuron, for the final bound and (with
     ``optimize_intermediate`` and no fixed ``state.pre_bounds``) for every intermediate layer. Returns
-    the best bound found over the iterations (every iterate is sound).
+    the best bound found over the iterations (every iterate is sound). From ``opts``: the step sizes
+    (``alpha_lr``, ``beta_lr``, ``gamma_lr``), the default lower slope, and ``rigorous``.
 
     ``settled(lb (N, m), infeasible (N,)) -> (N, m) bool``: rows that need no more work (e.g. their
     polytope is refuted); the optimisation stops when all are. ``should_stop()``: stop early (e.g. at a
     deadline) with the best bound so far, which is still sound.
 
     With ``state.constraints`` (multi-neuron constraints, :mod:`relaxations.multineuron`) their multipliers
-    ``gamma >= 0`` are optimised too (step ``lr_gamma``), warm-started from ``state.gammas``.
+    ``gamma >= 0`` are optimised too (step ``opts.gamma_lr``), warm-started from ``state.gammas``.
     """
     if want_upper:
-        lo = optimized(net, state, C, iters, lr, lr_beta, use_beta, optimize_intermediate, False, lower_slope,
-                       settled, should_stop, rigorous, lr_gamma)
-        hi = optimized(net, state, -C, iters, lr, lr_beta, use_beta, optimize_intermediate, False, lower_slope,
-                       None, should_stop, rigorous, lr_gamma)
+        kw = dict(iters=iters, use_beta=use_beta, optimize_intermediate=optimize_intermediate,
+                  should_stop=should_stop)
+        lo = optimized(net, state, C, opts, settled=settled, **kw)
+        hi = optimized(net, state, -C, opts, **kw)
         lo.ub = -hi.lb
         return lo
+    lr, lr_beta, lr_gamma = opts.alpha_lr, opts.beta_lr, opts.gamma_lr
+    lower_slope, rigorous = opts.lower_slope, opts.rigorous
     N = state.size
     Cn = C.expand(N, *C.shape[-2:]) if C.dim() == 2 else C
     m = Cn.shape[1]
@@ -95,14 +98,9 @@ def optimized(net, state: DomainState, C, iters=20, lr=0.1, lr_beta=0.05, use_be
         lrs.extend([rate] * len(tensors))
 
     def init_alpha(rows, upto, key):
+        """Slopes ``(N, rows, n_i)`` of the ReLU layers before ``upto``: the warm start where it fits."""
         warm = None if state.alphas is None else state.alphas.get(key)
-        out = []
-        for i in range(upto):
-            if warm is not None and warm[i].shape == (N, rows, sizes[i]):
-                out.append(warm[i].detach().clone())
-            else:
-                out.append(ref_relax[i].low_slope[:, None].expand(N, rows, sizes[i]).clone())
-        add(key, out, lr)
+        add(key, [ref_relax[i].initial_alpha(rows, None if warm is None else warm[i]) for i in range(upto)], lr)
 
     init_alpha(m, len(relus), "final")
     alpha_rows = {}  # intermediate slopes only for the neurons the reference leaves unstable (stable ones stay)
@@ -160,8 +158,8 @@ def optimized(net, state: DomainState, C, iters=20, lr=0.1, lr_beta=0.05, use_be
             relax = intermediate_bounds(net, state, lower_slope, "crown", alphas, reference, rigorous, alpha_rows)
         elif relax is None:
             relax = ref_relax
-        lb, A_in, bias, coeffs, infeasible = _final(net, st, Cs, relax, alphas["final"], betas, collect=True,
-                                                    rigorous=rigorous, errors=rs, gammas=gammas)
+        lb, A_in, bias, coeffs, infeasible = final_bounds(net, st, Cs, relax, alphas["final"], betas, collect=True,
+                                                          rigorous=rigorous, errors=rs, gammas=gammas)
         with torch.no_grad():
             at = slice(None) if sub is None else sub
             # a rigorous split contradiction at any iterate proves the domain empty
@@ -189,11 +187,11 @@ def optimized(net, state: DomainState, C, iters=20, lr=0.1, lr_beta=0.05, use_be
                     p.requires_grad_(False)
             adam.step(grads, sub)
             for key, pos in layout.items():
-                for i in pos:
+                for i, slot in enumerate(pos):  # (an alpha key's i-th tensor belongs to ReLU layer i)
                     if key in ("beta", "gamma"):
-                        params[i].clamp_(min=0.0)
+                        params[slot].clamp_(min=0.0)
                     else:
-                        params[i].clamp_(0.0, 1.0)
+                        ref_relax[i].project_(params[slot])
             if not opt_inter:
                 live = open_rows.any(dim=1)
                 if int(live.sum()) <= 0.75 * (N if sub is None else sub.numel()):

@@ -58,7 +58,7 @@ class BoundResult:
     - ``alphas``/``betas``/``gammas``: optimised parameters for warm starts; ``constraints``: the multi-neuron
       constraints the bound used (``mn-crown``), for the children of these domains.
     - ``infeasible``: ``(N,)`` bool (always set by ``bound_rows``): True where a split phase rigorously contradicts the domain's
-      bounds, so that the domain holds no point at all (see :class:`relaxations.crown.ReluRelaxation`).
+      bounds, so that the domain holds no point at all (see :class:`relaxations.layers.relu.ReluRelaxation`).
     """
 
     lb: torch.Tensor

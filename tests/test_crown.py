@@ -7,12 +7,15 @@ import torch
 
 from relaxations.crown import crown
 from relaxations.optimize import optimized
+from relaxations.options import BoundOptions
 from relaxations.ibp import ibp
 from relaxations.methods import SINGLE_NEURON_METHODS, bound_rows
 from relaxations.milp import milp_bounds
 from relaxations.network import Network
 from relaxations.state import DomainState
 from conftest import pre_activations, random_fc
+
+pytestmark = pytest.mark.fast
 
 D = torch.float64
 
@@ -131,7 +134,8 @@ def test_beta_crown_matches_triangle_lp_with_splits():
     lo, hi = _boxes(2, 4, seed=5)
     splits, pre = _split_batch(net, lo, hi, seed=4)
     C = torch.eye(1, dtype=D)
-    b = optimized(net, DomainState(lo, hi, splits, pre), C, iters=400, lr=0.2, lr_beta=0.2, use_beta=True)
+    b = optimized(net, DomainState(lo, hi, splits, pre), C, BoundOptions(alpha_lr=0.2, beta_lr=0.2), iters=400,
+                  use_beta=True)
     for k in range(4):
         lp_lb, _ = lp_bounds(net, lo[k].numpy(), hi[k].numpy(), C=C.numpy(),
                              pre_bounds=[(l[k:k + 1].numpy(), u[k:k + 1].numpy()) for l, u in pre],
@@ -290,8 +294,9 @@ def test_settled_domains_leave_the_batch_without_changing_the_others():
         return done[:, None].expand_as(lb)
 
     state = DomainState(lo, hi, splits, pre)
-    full = optimized(net, state, C, iters=30, lr=0.2, lr_beta=0.2)
-    part = optimized(net, state, C, iters=30, lr=0.2, lr_beta=0.2, settled=half)
+    fast = BoundOptions(alpha_lr=0.2, beta_lr=0.2)
+    full = optimized(net, state, C, fast, iters=30)
+    part = optimized(net, state, C, fast, iters=30, settled=half)
     assert torch.allclose(part.lb[~done], full.lb[~done], rtol=0, atol=1e-9)
     assert torch.equal(part.lb[done], optimized(net, state, C, iters=0).lb[done])
     x = _samples(lo, hi, 2000, 3)

@@ -11,7 +11,7 @@ from relaxations.lp.triangle import lp_bounds, refined_pre_bounds
 from relaxations.milp import milp_bounds
 from relaxations.network import Network
 
-
+pytestmark = pytest.mark.fast
 
 
 def _linear(W, b):

@@ -18,6 +18,7 @@ from bnb.pipeline.verify import verify
 from bnb.io.vnnlib import parse_vnnlib
 from relaxations.methods import LP_METHODS, METHODS, bound_rows
 from relaxations.milp import milp_bounds
+from relaxations.options import BoundOptions
 from relaxations.state import DomainState
 from conftest import acas, expected_label, pre_activations, random_points, torch_mlp, write_vnnlib
 
@@ -113,8 +114,7 @@ def _acas_root(name, prop):
 
 def test_refine_root_bounds_never_looser_and_tightens():
     net, lo, hi, pre = _acas_root("1_1", "prop_3")
-    cfg = load_config([], ["bounds.lp_refine_time=4"])
-    out = refine_root_bounds(net, lo, hi, pre, cfg, Deadline(60))
+    out = refine_root_bounds(net, lo, hi, pre, BoundOptions(lp_refine_time=4), Deadline(60))
     assert len(out) == len(pre)
     width_in = width_out = 0.0
     for (l0, u0), (l1, u1) in zip(pre, out):
@@ -133,7 +133,7 @@ def test_refine_root_bounds_never_looser_and_tightens():
 
 def test_refine_root_bounds_respects_an_expired_deadline():
     net, lo, hi, pre = _acas_root("1_1", "prop_3")
-    out = refine_root_bounds(net, lo, hi, pre, load_config([], []), Deadline(1e-9))
+    out = refine_root_bounds(net, lo, hi, pre, BoundOptions(), Deadline(1e-9))
     for (l0, u0), (l1, u1) in zip(pre, out):
         assert torch.equal(l0, l1) and torch.equal(u0, u1)
 
@@ -157,12 +157,12 @@ def _split_state(net, N, seed):
 def test_lp_tighten_sound_and_not_below_beta():
     net = load_onnx_from_torch(torch_mlp([3, 6, 6, 3], 4))
     state, C = _split_state(net, 8, seed=5)
-    cfg = load_config([], [])
+    opts = BoundOptions()
     beta = bound_rows(net, DomainState(state.lower, state.upper, state.splits), C, "beta", iters=10).lb
-    out = lp_tighten(net, state, C, beta, cfg, Deadline(None))
+    out = lp_tighten(net, state, C, beta, opts, Deadline(None))
     assert out.shape == beta.shape and out.dtype == beta.dtype
     assert bool((out >= beta).all())  # the returned bound itself never drops below the one passed in
-    free = lp_tighten(net, state, C, torch.full_like(beta, -float("inf")), cfg, Deadline(None))
+    free = lp_tighten(net, state, C, torch.full_like(beta, -float("inf")), opts, Deadline(None))
     finite = 0
     for k in range(state.size):
         mlo, _ = milp_bounds(net, state.lower[k].numpy(), state.upper[k].numpy(), C=C.numpy(),
@@ -176,13 +176,13 @@ def test_lp_tighten_sound_and_not_below_beta():
 def test_lp_tighten_skips_verified_and_stops_at_deadline():
     net = load_onnx_from_torch(torch_mlp([3, 6, 6, 3], 4))
     state, C = _split_state(net, 4, seed=6)
-    cfg = load_config([], [])
+    opts = BoundOptions()
     lb = torch.full((4, 2), -10.0, dtype=net.dtype)
     lb[0] = float("inf")  # empty: left alone
     lb[1] = 1.0  # verified against d = 0.5: left alone when d is given
-    out = lp_tighten(net, state, C, lb, cfg, Deadline(None), d=torch.full((2,), 0.5, dtype=net.dtype))
+    out = lp_tighten(net, state, C, lb, opts, Deadline(None), d=torch.full((2,), 0.5, dtype=net.dtype))
     assert torch.equal(out[:2], lb[:2]) and bool((out[2:] > lb[2:]).all())
-    late = lp_tighten(net, state, C, lb, cfg, Deadline(1e-9))
+    late = lp_tighten(net, state, C, lb, opts, Deadline(1e-9))
     assert torch.equal(late, lb)
 
 

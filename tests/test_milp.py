@@ -9,7 +9,7 @@ from scipy.optimize import linprog
 from relaxations.milp import MILPNotOptimal, milp_bounds, milp_solve
 from conftest import random_fc
 
-
+pytestmark = pytest.mark.fast
 
 
 def _region_extremes(net, lo, hi, c, fixed=None):

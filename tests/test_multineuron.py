@@ -20,6 +20,7 @@ from relaxations.methods import bound_rows, mn_constraints
 from relaxations.milp import milp_bounds
 from relaxations.multineuron import group_hull_constraints
 from relaxations.optimize import optimized
+from relaxations.options import BoundOptions, MultiNeuronOptions
 from relaxations.state import DomainState
 from conftest import random_fc
 
@@ -39,7 +40,7 @@ def _root(widths, seed, dtype=D):
 def _constraints(source, net, lo, hi, C, alpha):
     if source == "hull":
         return group_hull_constraints(net, lo, hi, alpha.pre_bounds, k=2)[0]
-    return mn_constraints(net, lo, hi, alpha.pre_bounds, C, cuts="anderson")
+    return mn_constraints(net, lo, hi, alpha.pre_bounds, C, BoundOptions(mn=MultiNeuronOptions(cuts="anderson")))
 
 
 @pytest.mark.parametrize("source", ["hull", "anderson"])
@@ -77,7 +78,8 @@ def test_constraints_hold_on_sampled_points(widths, seed, dtype, source):
                                                                                   (*NETS[2], "both")])
 def test_mn_crown_is_sound_and_not_worse_than_alpha(widths, seed, cuts):
     net, lo, hi, C, alpha = _root(widths, seed)
-    mn = bound_rows(net, DomainState(lo, hi), C, "mn-crown", iters=100, mn=dict(cuts=cuts))
+    mn = bound_rows(net, DomainState(lo, hi), C, "mn-crown", BoundOptions(mn=MultiNeuronOptions(cuts=cuts)),
+                    iters=100)
     exact, _ = milp_bounds(net, lo[0].numpy(), hi[0].numpy())
     assert np.all(mn.lb[0].numpy() <= exact + 1e-9)
     assert torch.all(mn.lb >= alpha.lb - 1e-12)
@@ -111,7 +113,7 @@ def test_mn_crown_approaches_the_lp_with_the_same_constraints(widths, seed, sour
     net, lo, hi, C, alpha = _root(widths, seed)
     cons = _constraints(source, net, lo, hi, C, alpha)
     st = DomainState(lo, hi, pre_bounds=alpha.pre_bounds, alphas={"final": alpha.alphas["final"]}, constraints=cons)
-    mn = optimized(net, st, C, iters=400, lr=0.05, lr_gamma=0.05).lb[0].numpy()
+    mn = optimized(net, st, C, BoundOptions(alpha_lr=0.05, gamma_lr=0.05), iters=400).lb[0].numpy()
     lp = _lp_with(net, lo, hi, alpha.pre_bounds, cons, C)
     a = alpha.lb[0].numpy()
     assert np.all(mn <= lp + 1e-7)

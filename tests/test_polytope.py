@@ -9,6 +9,8 @@ from relaxations.polytope import group_index, mix_rows
 from relaxations.state import DomainState
 from conftest import random_fc
 
+pytestmark = pytest.mark.fast
+
 D = torch.float64
 
 

@@ -15,14 +15,16 @@ from bnb.engine.rows import Rows
 from bnb.config import Config
 from bnb.io.spec import Polytope
 from bnb.timing import Deadline
-from relaxations.crown import ReluRelaxation
 from relaxations.fp import outward_box, threshold_up
 from relaxations.layers import Linear, ReLU
-from relaxations.layers.relu import upper_relaxation
+from relaxations.layers.relu import ReluRelaxation, upper_relaxation
 from relaxations.methods import bound_rows
+from relaxations.options import BoundOptions
 from relaxations.network import Network
 from relaxations.state import DomainState
 from relaxations.verdict import proven
+
+pytestmark = pytest.mark.fast
 
 F32 = torch.float32
 
@@ -99,8 +101,8 @@ def test_float32_bounds_contain_the_exact_value_far_from_the_origin(method, inte
         exact = _exact_forward(net, x.tolist())
         for width in (0.0, 1e-3):
             lo, hi = x[None] - width, x[None] + width
-            r = bound_rows(net, DomainState(lo, hi), torch.eye(3), method, want_upper=True, iters=5,
-                           intermediate=intermediate)
+            r = bound_rows(net, DomainState(lo, hi), torch.eye(3), method, BoundOptions(intermediate=intermediate),
+                           want_upper=True, iters=5)
             for i in range(3):
                 if width == 0.0:
                     assert Fraction(float(r.lb[0, i])) <= exact[i] <= Fraction(float(r.ub[0, i])), (seed, i)
@@ -117,7 +119,7 @@ def test_without_rigour_float32_crown_can_claim_more_than_the_truth():
         g = torch.Generator().manual_seed(seed)
         x = (torch.randn(8, generator=g, dtype=torch.float64) * 1e3).to(F32)[None]
         exact = _exact_forward(net, x[0].tolist())
-        plain = bound_rows(net, DomainState(x, x), torch.eye(4), "crown", rigorous=False).lb[0]
+        plain = bound_rows(net, DomainState(x, x), torch.eye(4), "crown", BoundOptions(rigorous=False)).lb[0]
         rig = bound_rows(net, DomainState(x, x), torch.eye(4), "crown").lb[0]
         for i in range(4):
             assert Fraction(float(rig[i])) <= exact[i]

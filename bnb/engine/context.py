@@ -17,7 +17,7 @@ from bnb.engine.rows import Rows
 from bnb.errors import ConfigError
 from bnb.timing import Deadline
 from heuristics import UnknownHeuristic, resolve
-from relaxations.methods import bound_rows, mn_options
+from relaxations.methods import bound_rows
 from relaxations.network import Network
 from relaxations.state import BoundResult, DomainState
 
@@ -72,16 +72,14 @@ class SearchContext:
         ``units``: ``(U,)`` row numbers: domain ``u`` of ``state`` bounds only row ``units[u]`` (``floor`` is then
         ``(U, 1)``) and is settled when that row is refuted."""
         t0 = time.monotonic()
-        b = self.opts.bounds
         rows, margin = self.rows, self.opts.loop.verify_margin
         C = rows.C if units is None else rows.C[units][:, None]
 
         def settled(lb, infeasible):
             return rows.settled(lb, infeasible, margin, floor, units)
 
-        r = bound_rows(self.net, state, C, method, intermediate=b.intermediate, lower_slope=b.lower_slope,
-                       iters=iters, lr=b.alpha_lr, lr_beta=b.beta_lr, optimize_intermediate=optimize_intermediate,
-                       settled=settled, should_stop=self.deadline.expired, rigorous=b.fp_sound, mn=mn_options(b))
+        r = bound_rows(self.net, state, C, method, self.opts.bounds, iters=iters,
+                       optimize_intermediate=optimize_intermediate, settled=settled, should_stop=self.deadline.expired)
         self.stats.timed("time_bounding", t0)
         if units is None:  # (with units, the caller counts its domains)
             self.stats.add("domains_bounded", state.size)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from bnb.engine.bound_options import bound_options
+from relaxations.options import BoundOptions
+
 
 @dataclass(frozen=True)
 class LoopOptions:
@@ -56,7 +59,6 @@ class RootOptions:
     method: str        # bounds.method
     alpha_iters: int   # bounds.alpha_iters
     lp_refine: bool    # bounds.lp_refine
-    mix_iters: int     # bounds.mix_iters
     enabled: bool      # bab.enabled
     branching: str     # bab.branching
 
@@ -69,7 +71,7 @@ class EngineOptions:
     attack: AttackOptions
     input: InputSplitOptions
     relu: ReluSplitOptions
-    bounds: object
+    bounds: BoundOptions
     seed: int
 
 
@@ -88,7 +90,6 @@ def _take(cls, *sections):
 
 def engine_options(cfg) -> EngineOptions:
     """The engine's options from a :class:`~bnb.config.Config`."""
-    from bnb.engine.bound_options import bound_options
     return EngineOptions(root=_take(RootOptions, cfg.bounds, cfg.bab), loop=_take(LoopOptions, cfg.bab),
                          attack=_take(AttackOptions, cfg.bab), input=_take(InputSplitOptions, cfg.bab),
                          relu=_take(ReluSplitOptions, cfg.bab), bounds=bound_options(cfg), seed=cfg.general.seed)

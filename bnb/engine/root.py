@@ -63,7 +63,7 @@ def run_bab(net, lower, upper, polys, opts: EngineOptions, deadline, validate, s
         refined.lb = torch.maximum(refined.lb, r.lb)
         refined.infeasible = refined.infeasible | r.infeasible
         r = refined
-    values, coef = polytope_values(rows, r, lo, hi, ro.mix_iters)
+    values, coef = polytope_values(rows, r, lo, hi, opts.bounds.mix_iters)
     score, worst = values.min(dim=1)
     stats["root_score"] = float(score[0])
     log(f"root bound ({ro.method}): worst polytope margin {float(score[0]):.6g}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from bnb.engine.bound_options import bound_options
 from bnb.engine.rows import Rows, output_reach, polytope_values
 from bnb.io.spec import Property
 from relaxations.fp import outward_box
@@ -28,7 +29,7 @@ def worthwhile(net, cfg) -> bool:
 def refuted_pairs(net, prop: Property, cfg, deadline) -> list[bool]:
     """One boolean per (box, polytope) pair, in the property's order: True where CROWN proves the polytope
     unreachable from the box. Polytopes without constraints are never refuted."""
-    b = cfg.bounds
+    opts = bound_options(cfg)
     out = []
     for spec in prop.specs:
         deadline.check()
@@ -37,9 +38,8 @@ def refuted_pairs(net, prop: Property, cfg, deadline) -> list[bool]:
             continue
         lo, hi = outward_box(spec.lower, spec.upper, net.dtype, net.device)
         rows = Rows(spec.disjuncts, net.out_size, net.dtype, net.device, lambda lo=lo, hi=hi: output_reach(net, lo, hi))
-        res = bound_rows(net, DomainState(lo[None], hi[None]), rows.C, "crown", intermediate=b.intermediate,
-                         lower_slope=b.lower_slope, rigorous=b.fp_sound)
-        values, _ = polytope_values(rows, res, lo[None], hi[None], cfg.bounds.mix_iters)
+        res = bound_rows(net, DomainState(lo[None], hi[None]), rows.C, "crown", opts)
+        values, _ = polytope_values(rows, res, lo[None], hi[None], opts.mix_iters)
         out += proven(values, cfg.bab.verify_margin, res.infeasible)[0].tolist()
     return out
 

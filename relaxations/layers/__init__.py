@@ -1,14 +1,24 @@
-"""Layer types of the internal network representation.
+"""Layer types of the internal network representation, one module per operator family.
+
+Affine layers: :class:`Linear` (``linear.py``), :class:`Conv2d` and :class:`ConvTranspose2d` (``conv.py``),
+:class:`ElementwiseAffine` (``elementwise.py``), :class:`Reshape` (``reshape.py``), :class:`Gather` (``gather.py``),
+:class:`MatMul` (``matmul.py``) and :class:`Stage` (``stage.py``: a step of a computation graph lowered to a chain).
+Activations (:class:`Activation`, ``activation.py``): :class:`ReLU` (``relu.py``). The common interface is
+:class:`Layer` (``base.py``).
 
 Shapes in docstrings: ``N`` is the batch of subdomains (or points), ``m`` the number of linear
 functions being back-substituted, ``*in``/``*out`` the per-sample tensor shape of the layer.
 """
-from relaxations.layers.base import Layer
+from relaxations.layers.base import Layer, dense_map
+from relaxations.layers.activation import Activation, ActivationRelaxation
 from relaxations.layers.linear import Linear
-from relaxations.layers.conv import Conv2d
+from relaxations.layers.conv import Conv2d, ConvTranspose2d
 from relaxations.layers.elementwise import ElementwiseAffine
 from relaxations.layers.reshape import Reshape
-from relaxations.layers.relu import ReLU
-from relaxations.layers.graph import ConvTranspose2d, Gather, MatMul, Stage
+from relaxations.layers.relu import ReLU, ReluRelaxation
+from relaxations.layers.gather import Gather
+from relaxations.layers.matmul import MatMul
+from relaxations.layers.stage import Stage
 
-__all__ = ["Layer", "Linear", "Conv2d", "ElementwiseAffine", "Reshape", "ReLU", "Gather", "MatMul", "ConvTranspose2d", "Stage"]
+__all__ = ["Layer", "dense_map", "Activation", "ActivationRelaxation", "Linear", "Conv2d", "ConvTranspose2d",
+           "ElementwiseAffine", "Reshape", "ReLU", "ReluRelaxation", "Gather", "MatMul", "Stage"]

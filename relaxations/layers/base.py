@@ -1,6 +1,7 @@
 """The common layer interface."""
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -115,3 +116,18 @@ class Layer:
 
     def __repr__(self):
         return f"{type(self).__name__}({self.in_shape} -> {self.out_shape})"
+
+
+def dense_map(layer) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(W (out_size, in_size), b (out_size,))`` float64 of an affine layer; from its ``linear`` on the identity
+    when it has no ``dense`` of its own (ElementwiseAffine)."""
+    try:
+        W, b = layer.dense()
+    except NotImplementedError:
+        n = layer.in_size
+        eye = torch.eye(n, dtype=torch.float64).reshape(n, *layer.in_shape)
+        W = copy.deepcopy(layer).to(dtype=torch.float64).linear(eye).reshape(n, -1).T
+        b = copy.deepcopy(layer).to(dtype=torch.float64).offset()
+    b = torch.as_tensor(b).detach().cpu().double()
+    b = b.reshape(-1) if b.numel() == layer.out_size else torch.broadcast_to(b, layer.out_shape).reshape(-1)
+    return W.detach().cpu().double(), b

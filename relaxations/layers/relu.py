@@ -1,32 +1,90 @@
-"""ReLU: the only non-linear layer. Its linear relaxation lives here too.
+"""ReLU, the one activation so far, and its linear relaxation (:class:`ReluRelaxation`).
 
 For a neuron with pre-activation bounds ``l <= x <= u``:
 
 - stable active (``l >= 0``): ``y = x``; stable inactive (``u <= 0``): ``y = 0``;
 - unstable (``l < 0 < u``): upper bound the chord ``y <= u (x - l) / (u - l)``, lower bound
-  ``y >= a x`` for any slope ``a`` in ``[0, 1]``.
+  ``y >= a x`` for any slope ``a`` in ``[0, 1]`` (the parameter alpha-CROWN optimises).
 """
 from __future__ import annotations
 
 import torch
 
-from relaxations.fp import tiny, unit_roundoff
-from relaxations.layers.base import Layer
+from relaxations.fp import reach, tiny, unit_roundoff
+from relaxations.layers.activation import Activation, ActivationRelaxation
 
 LOWER_SLOPES = ("zero", "one", "adaptive")
 
 
-class ReLU(Layer):
-    affine = False
-
-    def __init__(self, shape):
-        super().__init__(shape, shape)
+class ReLU(Activation):
+    """``y = max(x, 0)`` elementwise; per-sample shape ``(*s) -> (*s)``."""
 
     def forward(self, x):
+        """``(N, *s) -> (N, *s)``."""
         return torch.relu(x)
 
     def interval(self, l, u):
-        return torch.relu(l), torch.relu(u)  # exact: no rounding
+        """``(relu(l), relu(u))``, each ``(N, *s)``: exact (no rounding)."""
+        return torch.relu(l), torch.relu(u)
+
+    def relaxation(self, l, u, split=None, lower_slope="adaptive") -> "ReluRelaxation":
+        """:class:`ReluRelaxation` of input bounds ``(N, n)``."""
+        return ReluRelaxation(l, u, split, lower_slope)
+
+
+class ReluRelaxation(ActivationRelaxation):
+    """Linear bounds of one ReLU layer for N domains, from (split-tightened) pre-activation bounds.
+
+    ``l``/``u``: ``(N, n)`` rigorous bounds of the pre-activation on each domain; ``split``: ``(N, n)`` int8 or
+    None. ``infeasible`` ``(N,)`` is True only where a split phase contradicts these bounds by more than a
+    rounding margin (a fixed-active neuron with ``u < -tol``, a fixed-inactive one with ``l > tol``): then no
+    point of the domain exists. Bounds that merely cross (by rounding, or on an unsplit neuron) are repaired
+    to the interval between them, never turned into a proof. A domain without splits is never infeasible.
+
+    Upper bound: :func:`upper_relaxation`; lower bound ``a x`` with ``a`` from :func:`default_lower_slope`, or on
+    the unstable neurons (``optimisable``) any ``alpha`` in ``[0, 1]``.
+    """
+
+    def __init__(self, l, u, split, lower_slope: str):
+        self.infeasible = torch.zeros(l.shape[0], dtype=torch.bool, device=l.device)
+        if split is not None:
+            act, ina = split > 0, split < 0
+            tol = 8 * unit_roundoff(l.dtype) * reach(l, u) + tiny(l.dtype)
+            self.infeasible = ((act & (u < -tol)) | (ina & (l > tol))).any(dim=1)
+            l = torch.where(act, l.clamp(min=0), l)
+            u = torch.where(ina, u.clamp(max=0), u)
+        l, u = torch.minimum(l, u), torch.maximum(l, u)  # repair a crossing: never a proof by itself
+        self.l, self.u = l, u
+        self.split = None if split is None or not bool((split != 0).any()) else split.to(l.dtype)
+        self.unstable = (l < 0) & (u > 0)
+        self.up_slope, self.up_int = upper_relaxation(l, u)
+        self.low_slope = default_lower_slope(l, u, lower_slope)
+
+    @property
+    def optimisable(self):
+        """``(N, n)`` bool: the unstable neurons (stable ones have exact, fixed lines)."""
+        return self.unstable
+
+    def lower_slope(self, alpha=None):
+        """``(N, 1, n)`` default slopes, or ``(N, m, n)`` with ``alpha`` on the unstable neurons."""
+        if alpha is None:
+            return self.low_slope[:, None]
+        return torch.where(self.unstable[:, None], alpha, self.low_slope[:, None])
+
+    def initial_alpha(self, rows, warm=None):
+        """``(N, rows, n)``: a copy of ``warm`` where its shape fits, else the default slopes."""
+        N, n = self.low_slope.shape
+        if warm is not None and warm.shape == (N, rows, n):
+            return warm.detach().clone()
+        return self.low_slope[:, None].expand(N, rows, n).clone()
+
+    def project_(self, alpha):
+        """Every slope in ``[0, 1]`` gives ``relu(x) >= a x`` for all real ``x``: clamp ``(N, m, n)`` in place."""
+        return alpha.clamp_(0.0, 1.0)
+
+    def out_reach(self):
+        """``(N, n)``: ``0 <= relu(z) <= max(u, 0)``."""
+        return self.u.clamp(min=0)
 
 
 def upper_relaxation(l: torch.Tensor, u: torch.Tensor):

@@ -10,9 +10,11 @@ class Reshape(Layer):
     """``(N, *in) -> (N, *out)`` with the same number of elements in row-major order (exact: no rounding)."""
 
     def forward(self, x):
+        """``(N, *in) -> (N, *out)``."""
         return x.reshape(x.shape[0], *self.out_shape)
 
     def interval(self, l, u):
+        """``(N, *in)`` bounds to ``(N, *out)``: the same numbers (exact)."""
         return self.forward(l), self.forward(u)
 
     def linear(self, x):

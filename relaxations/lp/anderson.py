@@ -22,7 +22,7 @@ import scipy.sparse as sp
 
 from relaxations.lp.model import NetworkLP
 from relaxations.lp.sound import EPS
-from relaxations.lp.triangle import _C, fresh_domain
+from relaxations.lp.triangle import fresh_domain, output_rows
 
 
 def separate_neuron(w, b, Lx, Ux, x_star, y_star, tol=1e-7):
@@ -88,7 +88,7 @@ def anderson_bounds(net, lower, upper, C=None, pre_bounds=None, splits=None, sol
     Arguments as :func:`relaxations.lp.triangle.lp_bounds`; ``max_rounds`` caps the separation rounds
     per objective (the bound is sound at any round, just less tight).
     """
-    C = _C(net, C)
+    C = output_rows(net, C)
     model, dom = fresh_domain(net, lower, upper, pre_bounds, splits, refine, solver, model)
     m = C.shape[0]
     if dom.empty:

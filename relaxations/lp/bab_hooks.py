@@ -4,7 +4,7 @@ Two hooks called by :mod:`bnb.engine.root` and :mod:`bnb.engine.strategies.relu_
 
 - :func:`refine_root_bounds` (``bounds.lp_refine``): at the root, before ReLU branching, re-bound the
   unstable neurons' pre-activations by two certified triangle LPs each (min and max over the LP of the
-  layers before), within the time budget ``bounds.lp_refine_time``: earliest layers first, within a layer
+  layers before), within the time budget ``BoundOptions.lp_refine_time``: earliest layers first, within a layer
   the most unstable neurons first (largest ``min(-l, u)``); neurons not reached keep their bounds. The
   result is intersected with the input bounds (never looser).
 - :func:`lp_tighten` (``bab.relu_method = "lp"``): per domain, a certified triangle-LP lower bound of every
@@ -12,8 +12,8 @@ Two hooks called by :mod:`bnb.engine.root` and :mod:`bnb.engine.strategies.relu_
   unstable free neurons get triangles). Meant for small networks: one LP per row and domain.
 
 The :class:`~relaxations.lp.model.NetworkLP` (one compiled cvxpy problem per depth) is built once per
-network and solver and cached (weakly keyed by the network object). All LP values are float64 dual certificates; they
-are rounded outward when cast to the network's dtype.
+network and solver (``BoundOptions.lp_solver``) and cached (weakly keyed by the network object). All LP values
+are float64 dual certificates; they are rounded outward when cast to the network's dtype.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import torch
 
 from relaxations.fp import finite_or_neg_inf, to_dtype_down, to_dtype_up
 from relaxations.lp.model import NetworkLP
+from relaxations.options import BoundOptions
 
 _MODELS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 # seconds kept in hand at the deadline: one LP solve must still fit before the engine's own check
@@ -50,23 +51,25 @@ def _np(t) -> np.ndarray:
     return t.detach().cpu().double().numpy().reshape(-1)
 
 
-def _budget_end(cfg, deadline) -> float:
-    end = time.monotonic() + max(0.0, float(cfg.bounds.lp_refine_time))
+def _budget_end(seconds, deadline) -> float:
+    end = time.monotonic() + max(0.0, float(seconds))
     if deadline is not None:
         end = min(end, time.monotonic() + deadline.remaining() - _RESERVE)
     return end
 
 
-def refine_root_bounds(net, lower, upper, pre_bounds, cfg, deadline):
+def refine_root_bounds(net, lower, upper, pre_bounds, opts: BoundOptions, deadline):
     """Tighten the root's intermediate bounds by LP; returns bounds in the same format (never looser).
 
-    ``lower``/``upper``: ``(n_in,)`` tensors; ``pre_bounds``: list of ``(l, u)`` tensors ``(1, n_i)``.
+    ``lower``/``upper``: ``(n_in,)`` tensors; ``pre_bounds``: list of ``(l, u)`` tensors ``(1, n_i)``;
+    ``opts``: the LP solver and the time budget (``lp_solver``, ``lp_refine_time``); ``deadline``: a
+    ``bnb.timing.Deadline`` or None (``remaining()``, ``expired()``).
     Returns a new list of ``(l, u)`` of the same shapes, dtype and device, each within the input's.
     """
     if not pre_bounds:
         return pre_bounds
-    end = _budget_end(cfg, deadline)
-    model = network_lp(net, cfg.bounds.lp_solver)
+    end = _budget_end(opts.lp_refine_time, deadline)
+    model = network_lp(net, opts.lp_solver)
     dom = model.set_box(_np(lower), _np(upper), [(_np(l), _np(u)) for l, u in pre_bounds])
     if dom.empty:
         return pre_bounds
@@ -112,8 +115,9 @@ def refine_root_bounds(net, lower, upper, pre_bounds, cfg, deadline):
 refine_root_bounds.last_solved = 0
 
 
-def lp_tighten(net, state, C, lb, cfg, deadline, d=None):
-    """Per-domain sound LP lower bounds of ``C y`` ``(N, m)``; must never exceed the true minimum.
+def lp_tighten(net, state, C, lb, opts: BoundOptions, deadline, d=None):
+    """Per-domain sound LP lower bounds of ``C y`` ``(N, m)`` with the solver ``opts.lp_solver``; must never
+    exceed the true minimum.
 
     ``state``: the domains (input boxes ``(N, n_in)``, splits and intermediate bounds ``(N, n_i)``);
     ``C``: ``(m, n_out)``; ``lb``: the current lower bounds ``(N, m)``, returned unchanged for domains the
@@ -126,7 +130,7 @@ def lp_tighten(net, state, C, lb, cfg, deadline, d=None):
     N = state.size
     if N == 0:
         return out
-    model = network_lp(net, cfg.bounds.lp_solver)
+    model = network_lp(net, opts.lp_solver)
     pre = state.pre_bounds
     if pre is None:
         from relaxations.methods import bound_rows

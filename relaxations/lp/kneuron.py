@@ -27,7 +27,7 @@ import scipy.sparse as sp
 from scipy.spatial import ConvexHull, QhullError
 
 from relaxations.lp.model import NetworkLP
-from relaxations.lp.triangle import _C, fresh_domain
+from relaxations.lp.triangle import fresh_domain, output_rows
 
 
 def octahedral_directions(k: int) -> np.ndarray:
@@ -172,7 +172,7 @@ def kneuron_bounds(net, lower, upper, C=None, pre_bounds=None, splits=None, k=3,
     """
     if not 1 <= k <= 4:
         raise ValueError("k must be in 1..4")
-    C = _C(net, C)
+    C = output_rows(net, C)
     model, dom = fresh_domain(net, lower, upper, pre_bounds, splits, refine, solver, model)
     if dom.empty:
         return np.full(C.shape[0], np.inf), np.full(C.shape[0], -np.inf)

@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from relaxations.lp.model import NetworkLP
-from relaxations.lp.triangle import _C
+from relaxations.lp.triangle import output_rows
 
 
 class P1TooLarge(ValueError):
@@ -138,7 +138,7 @@ def p1_bounds(net, lower, upper, C=None, pre_bounds=None, splits=None, solver="H
     Raises :class:`P1TooLarge` above ``max_unstable`` unstable neurons in a layer or ``max_vars``
     variables. Arguments otherwise as :func:`relaxations.lp.triangle.lp_bounds`.
     """
-    C = _C(net, C)
+    C = output_rows(net, C)
     model = p1_model(net, lower, upper, pre_bounds, splits, solver, max_unstable, max_vars, model)
     if model.dom.empty:
         return np.full(C.shape[0], np.inf), np.full(C.shape[0], -np.inf)

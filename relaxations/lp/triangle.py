@@ -9,7 +9,9 @@ from relaxations.lp.encoding import DomainBounds
 from relaxations.lp.model import NetworkLP
 
 
-def _C(net, C):
+def output_rows(net, C) -> np.ndarray:
+    """The rows to bound as a float64 ``(m, out_size)`` array: ``C`` (a row or rows), or the identity (every
+    output) when ``C`` is None."""
     return np.eye(net.out_size) if C is None else np.atleast_2d(np.asarray(C, dtype=np.float64))
 
 
@@ -68,7 +70,7 @@ def lp_bounds(net, lower, upper, C=None, pre_bounds=None, splits=None, refine=Fa
     ``model``: a :class:`NetworkLP` of ``net`` to reuse across domains (built when None).
     Empty domains give ``(+inf, -inf)``.
     """
-    C = _C(net, C)
+    C = output_rows(net, C)
     model = NetworkLP(net, solver) if model is None else model
     dom = model.set_box(lower, upper, pre_bounds, splits)
     if refine:

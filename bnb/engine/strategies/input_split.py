@@ -81,7 +81,7 @@ class InputSplitting(Strategy):
             ref = [(l.repeat(parts * k, 1), u.repeat(parts * k, 1)) for l, u in batch.pre_bounds]
         res = ctx.bound(DomainState(c_lo, c_hi, ref_bounds=ref), method, self.opts.input_alpha_iters,
                         self.opts.input_alpha_intermediate)
-        refutation, coef = polytope_values(ctx.rows, res, c_lo, c_hi, ctx.opts.root.mix_iters)
+        refutation, coef = polytope_values(ctx.rows, res, c_lo, c_hi, ctx.opts.bounds.mix_iters)
         if coef is None:
             coef = torch.zeros(refutation.shape[0], ctx.rows.K, c_lo.shape[1], dtype=c_lo.dtype, device=c_lo.device)
         # the parent's bound holds on its children too (CROWN is not monotone under bisection)

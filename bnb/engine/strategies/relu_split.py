@@ -18,7 +18,7 @@ from bnb.engine.domains import ReluDomains
 from bnb.engine.strategies.base import Children, Strategy
 from heuristics import ReluBatch
 from relaxations.crown import intermediate_bounds
-from relaxations.methods import mn_constraints, mn_options
+from relaxations.methods import mn_constraints
 from relaxations.multineuron import active_only, implied_by_box
 from relaxations.polytope import box_min
 from relaxations.state import BoundResult, DomainState
@@ -224,8 +224,7 @@ class ReluSplitting(Strategy):
             t0 = time.monotonic()
             margin_rows = r.lb[0] - rows.d
             order = [int(j) for j in torch.argsort(margin_rows) if bool(margin_rows[j] <= 0)]
-            r.constraints = mn_constraints(net, lower, upper, r.pre_bounds, rows.C[order],
-                                           **mn_options(ctx.opts.bounds, True))
+            r.constraints = mn_constraints(net, lower, upper, r.pre_bounds, rows.C[order], ctx.opts.bounds)
             ctx.stats.timed("time_constraints", t0)
             if all(c is None for c in r.constraints):
                 r.constraints = None
