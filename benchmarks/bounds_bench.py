@@ -126,7 +126,7 @@ def throughput(name, net, lo, hi, C, device, args, rng):
             st = DomainState(torch.tensor(blo, dtype=torch.float32, device=device),
                              torch.tensor(bhi, dtype=torch.float32, device=device))
 
-            def call():
+            def call(st=st, Ct=Ct, method=method):
                 sync(device)
                 t0 = time.perf_counter()
                 bound_rows(n32, st, Ct, method, iters=args.alpha_iters)

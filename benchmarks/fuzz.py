@@ -9,7 +9,8 @@ Instance families
   rounded to float32 once; ``residual`` and ``concat`` graphs (DAGs: residual ``Add`` onto the input and onto a
   ReLU output, ``Concat`` of hidden tensors with the input, ``Slice`` of the input; 1-6 inputs, widths 2-10), whose
   float64 ground truth is this harness's own chain form (``_dag_blocks``: every tensor carried past a ReLU as the
-  pair ``relu(t), relu(-t)``, exact in the MILP). The ONNX file (float32, written with the onnx helper API) and the float64
+  pair ``relu(t), relu(-t)``, exact in the MILP). The ONNX file (float32, written with the onnx helper API) and the
+  float64
   ground-truth network hold exactly the same values, and each instance checks its ONNX file against the
   float64 network on onnxruntime before it is used.
 - input boxes (``BOX_KINDS``): ``box`` (ordinary), ``point`` (lower == upper everywhere), ``zero_some``
@@ -214,7 +215,8 @@ def random_net(rng, kind=None) -> Net:
 
 
 def random_dag(rng, kind) -> Net:
-    """A small residual or concatenating DAG (see NET_KINDS) with float32 weights; ``blocks`` from :func:`_dag_blocks`."""
+    """A small residual or concatenating DAG (see NET_KINDS) with float32 weights; ``blocks`` from
+    :func:`_dag_blocks`."""
     scale = float(10 ** rng.uniform(-1, 1))
     big = rng.random() < 0.25
     n = int(rng.integers(1, 7))

@@ -41,7 +41,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     rows_csv = list(csv.reader(open(args.benchmark / "instances.csv")))[::args.every]
-    print("| network | property | alpha margin | mn-crown margin | gain | closed | alpha s | mn-crown s | constraints |")
+    print("| network | property | alpha margin | mn-crown margin | gain | closed | alpha s | mn-crown s "
+          "| constraints |")
     print("|---|---|---|---|---|---|---|---|---|")
     gains, closed, models = [], [], {}
     for onnx, vnnlib, *_ in rows_csv:

@@ -29,8 +29,10 @@ from bnb.theory.relaxation_error import random_blocks  # noqa: E402
 DOCS = ROOT / "docs"
 OUT = DOCS / "theory"
 MODELS = OUT / "models"
-FORMULAS = {"barrier": "2T abs(relu(z+1) - 1) + 2T abs(relu(z) - 1/2), T = 1", "barrier_pumped": "the same, 2 identity layers",
-            "nested_max3": "max(x1, x2, x3), nested, inputs carried", "max2_carried": "x2 + relu(x1 - x2), x2 carried as relu(x2)",
+FORMULAS = {"barrier": "2T abs(relu(z+1) - 1) + 2T abs(relu(z) - 1/2), T = 1",
+            "barrier_pumped": "the same, 2 identity layers",
+            "nested_max3": "max(x1, x2, x3), nested, inputs carried",
+            "max2_carried": "x2 + relu(x1 - x2), x2 carried as relu(x2)",
             "max2_plain": "x2 + relu(x1 - x2), x2 as relu(x2) - relu(-x2)",
             "max2_symmetric": "(x1 + x2)/2 + abs(x1 - x2)/2", "abs_sum": "relu(x) + relu(-x)",
             "abs_max": "-x + relu(2x), -x as relu(-x) - relu(x)", "abs_deep": "relu(relu(x) + relu(-x))",
@@ -58,7 +60,8 @@ def box_arg(lo, hi):
 
 
 def vnnlib(path, lo, hi, n_out=1):
-    lines = [f"(declare-const X_{i} Real)" for i in range(len(lo))] + [f"(declare-const Y_{j} Real)" for j in range(n_out)]
+    lines = [f"(declare-const X_{i} Real)" for i in range(len(lo))]
+    lines += [f"(declare-const Y_{j} Real)" for j in range(n_out)]
     for i, (a, b) in enumerate(zip(lo, hi)):
         lines += [f"(assert (>= X_{i} {a!r}))", f"(assert (<= X_{i} {b!r}))"]
     lines.append("(assert (<= Y_0 -1000.0))")
@@ -150,7 +153,8 @@ def barrier(md):
     md.append("The network is `>= T` everywhere on `[-1, 1]`, but P1 admits the phantom point `(y0, y1) = (1, 1/2)` "
               "where the valley is 0: P1's lower bound is off by exactly `T`, for every `T`, and pumping `k` "
               "identity layers between the two parts changes nothing for the layer-wise hull.\n")
-    md.append("| T | identity layers k | command | P1 lower bound | exact minimum | gap |\n|---:|---:|---|---:|---:|---:|")
+    md.append("| T | identity layers k | command | P1 lower bound | exact minimum | gap |\n"
+              "|---:|---:|---|---:|---:|---:|")
     for T, k in ((1, 0), (2.5, 0), (10, 0), (100, 0), (3, 1), (3, 3)):
         path = MODELS / f"barrier_T{T:g}_k{k}.onnx"
         save_onnx(K.barrier(float(T), k), path)
@@ -168,8 +172,8 @@ def partitioning(md):
               "(sampled points or the MILP). `activation_patterns` counts the activation regions of the network "
               "on the box (exact LP enumeration). THEORY.md: the barrier is P1-exact after one split at `z = 0`; "
               "the carried nested max of d inputs needs 1 piece for P1 and all `2^(d-1)` for a single-neuron "
-              "relaxation. The loop is the engine's (`bnb.engine.loop.search`), and the same split order is the branching "
-              "strategy `bab.branching: partition` of `bnb verify` / `bnb run`, which stops a piece when the "
+              "relaxation. The loop is the engine's (`bnb.engine.loop.search`), and the same split order is the "
+              "branching strategy `bab.branching: partition` of `bnb verify` / `bnb run`, which stops a piece when the "
               "property is proven on it instead of when the relaxation is exact.\n")
     nets = [("barrier", MODELS / "barrier.onnx", MODELS / "barrier.vnnlib")]
     for d in (2, 3, 4):
@@ -190,15 +194,17 @@ def partitioning(md):
             lines.append(line)
             curve.setdefault(m, {})[name] = r["pieces"]
             curve.setdefault("patterns", {})[name] = r["activation_patterns"]
-            md.append(f"| {name} | {m} | {r['pieces']} | {r['activation_patterns']} | {'yes' if r['exact'] else 'no'} | "
-                      f"{r['lower'][0]:.6g} | {r['upper'][0]:.6g} | [{r['exact_lower'][0]:.6g}, {r['exact_upper'][0]:.6g}] | "
-                      f"{r['time']:.1f} |")
+            exact = "yes" if r["exact"] else "no"
+            md.append(f"| {name} | {m} | {r['pieces']} | {r['activation_patterns']} | {exact} | "
+                      f"{r['lower'][0]:.6g} | {r['upper'][0]:.6g} | "
+                      f"[{r['exact_lower'][0]:.6g}, {r['exact_upper'][0]:.6g}] | {r['time']:.1f} |")
     md.append("\nCommands:\n\n```\n" + "\n".join(lines) + "\n```\n")
     p = plt()
     fig, ax = p.subplots(figsize=(6, 4))
     ds = [2, 3, 4]
     for m, style in (("patterns", "k:"), ("lp", "o-"), ("anderson", "s--"), ("p1", "^-")):
-        ax.plot(ds, [curve[m][f"nested_max{d}"] for d in ds], style, label="activation patterns" if m == "patterns" else m)
+        ax.plot(ds, [curve[m][f"nested_max{d}"] for d in ds], style,
+                label="activation patterns" if m == "patterns" else m)
     ax.set(xlabel="d (inputs of the nested max)", ylabel="pieces to reach the exact bound", yscale="log",
            title="partition complexity: single-neuron vs P1")
     ax.set_xticks(ds)
@@ -240,11 +246,13 @@ def augmentation(md):
     both[-1] = (both[-1][0].sum(axis=0, keepdims=True), both[-1][1].sum(keepdims=True))
     save_onnx(both, MODELS / "barrier_plus_x2.onnx")
     save_onnx(K.barrier(1.0, 2), MODELS / "barrier_pumped.onnx")
-    cases = [("barrier", "--box=-1:1"), ("barrier_pumped", "--box=-1:1"), ("barrier_plus_x2", "--box=-1:1,0:1"), ("hat", "--box=-2:2"), ("random_univariate", "--box=-2:2"),
+    cases = [("barrier", "--box=-1:1"), ("barrier_pumped", "--box=-1:1"), ("barrier_plus_x2", "--box=-1:1,0:1"),
+             ("hat", "--box=-2:2"), ("random_univariate", "--box=-2:2"),
              ("max2_symmetric", "--box=0:1"), ("max2_plain", "--box=-1:1"), ("min2_concave", "--box=0:1")]
     md.append("`barrier_plus_x2` is `barrier(x1) + x2` on `[-1,1] x [0,1]` (convex, two inputs: re-encoded as the "
               "nested max of its 3 affine pieces).\n")
-    md.append("| network | kind | layers / neurons before -> after | max diff (sampled, MILP) | P1 before | P1 after | triangle LP after | exact |")
+    md.append("| network | kind | layers / neurons before -> after | max diff (sampled, MILP) | P1 before | P1 after "
+              "| triangle LP after | exact |")
     md.append("|---|---|---|---|---|---|---|---|")
     lines = []
     b = lambda v: "refused" if v is None else f"[{v[0]:.6g}, {v[1]:.6g}]"  # noqa: E731
@@ -253,7 +261,8 @@ def augmentation(md):
                       rel(MODELS / f"{name}_augmented.onnx"), box)
         lines.append(line)
         md.append(f"| `{name}` | {r['kind']} | {r['layers_before']} / {r['neurons_before']} -> {r['layers_after']} / "
-                  f"{r['neurons_after']} | {r['max_diff_sampled']:.2g}, {r['max_diff_milp']:.2g} | {b(r['before']['p1'])} | "
+                  f"{r['neurons_after']} | {r['max_diff_sampled']:.2g}, {r['max_diff_milp']:.2g} | "
+                  f"{b(r['before']['p1'])} | "
                   f"{b(r['after']['p1'])} | {b(r['after']['lp'])} | {b(r['after']['exact'])} |")
     md.append("\nCommands:\n\n```\n" + "\n".join(lines) + "\n```\n")
 
@@ -263,7 +272,8 @@ def relaxation_error(md):
     md.append("Every unstable ReLU replaced by its upper chord (IBP bounds over the ball) gives an affine network `g`; "
               "the table brackets `max over the ball of |f - g|`: *lower* is attained (samples, then gradient ascent), "
               "*upper* is CROWN on the difference network (rigorous, loose: the two copies are relaxed independently). "
-              "Random networks: 2 inputs, width 8, He-scaled weights, balls around 0, 8 seeds (medians in the table and the plot).\n")
+              "Random networks: 2 inputs, width 8, He-scaled weights, balls around 0, 8 seeds (medians in the table "
+              "and the plot).\n")
     png = OUT / "relaxation_error.png"
     line, r = bnb("relaxation-error", "--depths", "1,2,3,4,6,8", "--radii", "0.02,0.1,0.5", "--width", 8,
                   "--seeds", 8, "--plot", rel(png))
@@ -286,7 +296,8 @@ def relaxation_error(md):
     md.append(f"```\n{line}\n```\n")
     md.append("| relaxed layers | lower (attained) | upper (MILP) |\n|---|---:|---:|")
     for x in r["lattice"]:
-        md.append(f"| {', '.join(map(str, x['relaxed'])) or 'none (the network)'} | {x['lower']:.4g} | {x['upper']:.4g} |")
+        relaxed = ", ".join(map(str, x["relaxed"])) or "none (the network)"
+        md.append(f"| {relaxed} | {x['lower']:.4g} | {x['upper']:.4g} |")
     md.append("")
 
 
@@ -295,7 +306,8 @@ def main_():
     MODELS.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     md = ["# Theory, demonstrated\n",
-          "Each result of `THEORY.md` (in `../shared/`, beside the repository; Baader et al.; Mao, Zhang & Vechev, arXiv 2410.06816; Papamichail "
+          "Each result of `THEORY.md` (in `../shared/`, beside the repository; Baader et al.; Mao, Zhang & Vechev, "
+          "arXiv 2410.06816; Papamichail "
           "et al.) reproduced by one `bnb` command. Generated by `PYTHONPATH=. python benchmarks/theory_docs.py` "
           "(every table is the `--json` output of the command printed above it; the models are in "
           "`docs/theory/models/`). Bounds of the relaxations are certified (LP methods: dual certificates; "

@@ -31,7 +31,8 @@ class GeneralConfig:
     timeout: float = opt(300.0, "wall-clock limit per instance in seconds (in `bnb run`, each row's own timeout wins)")
     threads: int = opt(0, "torch CPU threads (0: torch's default)")
     verbose: bool = opt(False, "print progress of long runs to stderr")
-    preset: str = opt("auto", "settings chosen from the network for options left at their defaults (bnb/pipeline/presets.py): "
+    preset: str = opt("auto",
+                      "settings chosen from the network for options left at their defaults (bnb/pipeline/presets.py): "
                       "auto (input splitting as for ACAS Xu with <= 16 inputs, ReLU splitting as for mnist_fc "
                       "otherwise), input, relu, or none", ("auto", "input", "relu", "none"))
 
@@ -54,14 +55,16 @@ class BoundsConfig:
     method: str = opt("alpha", "bounding method of the root domain (mn-crown: alpha-CROWN, then k-neuron group "
                       "hull constraints taken with optimised multipliers; ReLU-split children keep them)",
                       ("ibp", "crown", "dp0", "dp1", "alpha", "beta", "mn-crown"))
-    intermediate: str = opt("crown", "how intermediate (pre-ReLU) bounds are computed: backward CROWN, forward linear bounds "
+    intermediate: str = opt("crown",
+                            "how intermediate (pre-ReLU) bounds are computed: backward CROWN, forward linear bounds "
                             "(cheap for few inputs) or IBP", ("crown", "forward", "ibp"))
     lower_slope: str = opt("adaptive", "CROWN lower slope of unstable ReLUs", ("adaptive", "zero", "one"))
     alpha_iters: int = opt(30, "alpha-CROWN iterations at the root")
     alpha_lr: float = opt(0.1, "Adam step size of the slopes")
     beta_lr: float = opt(0.05, "Adam step size of the split multipliers")
     fp_sound: bool = opt(True, "bound the floating-point rounding of every CROWN/alpha/beta/forward bound rigorously "
-                         "(docs/soundness.md; IBP always is); off only to measure its cost: proofs then ignore rounding")
+                         "(docs/soundness.md; IBP always is); off only to measure its cost: proofs then ignore "
+                         "rounding")
     mn_k: int = opt(2, "mn-crown: neurons per group hull (2 or 3; 3 gives ~10x more constraints)")
     mn_max_groups: int = opt(64, "mn-crown: groups per ReLU layer (the widest unstable neurons first)")
     mn_time: float = opt(10.0, "mn-crown: time budget in seconds for computing the constraints at the root")
@@ -71,7 +74,8 @@ class BoundsConfig:
                        ("hull", "anderson", "both"))
     mn_rounds: int = opt(4, "mn-crown: Anderson separation rounds per output row (each one LP solve)")
     gamma_lr: float = opt(0.05, "Adam step size of the multi-neuron constraint multipliers")
-    mix_iters: int = opt(20, "ascent steps mixing the rows of a multi-row output polytope into one bound (0: row by row)")
+    mix_iters: int = opt(20,
+                         "ascent steps mixing the rows of a multi-row output polytope into one bound (0: row by row)")
     lp_refine: bool = opt(False, "tighten the root's intermediate bounds neuron by neuron by LP before branching")
     lp_refine_time: float = opt(30.0, "time budget of the LP refinement in seconds")
     lp_solver: str = opt("HIGHS", "LP solver used through cvxpy", ("HIGHS", "CLARABEL", "SCS"))

@@ -12,7 +12,8 @@ bound; projected gradient ascent over gamma (with the slopes and split multiplie
 
 Where the constraints come from (:func:`group_hull_constraints`): groups of ``k`` (2-3) unstable neurons of a
 layer; for each group, rigorous upper bounds ``beta_d`` of ``d . z_g`` for the ``3^k - 1`` octahedral directions
-``d`` (alpha-CROWN with its rounding bound, in float64, intersected with the box of the layer's bounds); then the facets of ``conv{(z_g, relu z_g) : D z_g <= beta}``
+``d`` (alpha-CROWN with its rounding bound, in float64, intersected with the box of the layer's bounds); then the
+facets of ``conv{(z_g, relu z_g) : D z_g <= beta}``
 (:func:`relaxations.lp.kneuron.relu_hull_facets`, whose right-hand sides are recomputed over the hull's lifted
 vertices with a margin). Facets over a single neuron are dropped (the triangle relaxation has them). The
 working-dtype coefficients differ from the float64 facet by rounding, so each right-hand side is raised by that
@@ -183,7 +184,8 @@ def anderson_constraints(net, lower, upper, pre_bounds, C, max_rounds=4, time_bu
 
     The cuts are those most violated at the optimum of the triangle LP of each row of ``C`` ``(m, n_out)``
     (in the given order: put the worst-bounded rows first), ``max_rounds`` separation rounds per row, until
-    ``time_budget`` seconds have passed (a HiGHS solve is stopped at the budget; building the LP is not). Each cut ``y_j <= a . h + c0`` (float64, its intercept rounded
+    ``time_budget`` seconds have passed (a HiGHS solve is stopped at the budget; building the LP is not). Each cut
+    ``y_j <= a . h + c0`` (float64, its intercept rounded
     outward) becomes ``Pz = e_j``, ``Ph = -a``, ``p = -c0``. Returns ``(constraints, seconds)``."""
     from relaxations.lp.anderson import separate
     from relaxations.lp.triangle import fresh_domain

@@ -57,8 +57,8 @@ class BoundResult:
       layer's output (what branching heuristics score); None for IBP.
     - ``alphas``/``betas``/``gammas``: optimised parameters for warm starts; ``constraints``: the multi-neuron
       constraints the bound used (``mn-crown``), for the children of these domains.
-    - ``infeasible``: ``(N,)`` bool (always set by ``bound_rows``): True where a split phase rigorously contradicts the domain's
-      bounds, so that the domain holds no point at all (see :class:`relaxations.layers.relu.ReluRelaxation`).
+    - ``infeasible``: ``(N,)`` bool (always set by ``bound_rows``): True where a split phase rigorously contradicts the
+      domain's bounds, so that the domain holds no point at all (see :class:`relaxations.layers.relu.ReluRelaxation`).
     """
 
     lb: torch.Tensor

@@ -208,7 +208,6 @@ def random_points(lower, upper, n: int = 32, seed: int = 0) -> np.ndarray:
 
 def random_fc(widths, seed):
     """A random fully connected ReLU network (float64) with the given layer widths, e.g. ``[3, 8, 8, 1]``."""
-    import torch
 
     from relaxations.network import Network
     return Network.from_torch(torch_mlp(widths, seed), (widths[0],))

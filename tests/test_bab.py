@@ -5,16 +5,17 @@ import numpy as np
 import pytest
 import torch
 
+from bnb.config import Config
 from bnb.engine.context import Stats
+from bnb.engine.domains import InputDomains, PieceDomains, ReluDomains
 from bnb.engine.options import engine_options
 from bnb.engine.root import run_bab
-from bnb.config import Config
-from bnb.engine.domains import InputDomains, PieceDomains, ReluDomains
 from bnb.engine.store import DomainStore
-from bnb.results import Counterexample
 from bnb.io.spec import Polytope
+from bnb.results import Counterexample
 from bnb.timing import Deadline
 from relaxations.milp import milp_bounds
+
 from conftest import pre_activations, random_fc
 
 D = torch.float64
@@ -80,7 +81,8 @@ def test_disjunction_of_polytopes(branching):
     safe = [Polytope(np.array([[1.0, 0.0]]), np.array([exact_lo[0] - 0.05])),
             Polytope(np.array([[0.0, -1.0]]), np.array([-(exact_hi[1] + 0.05)]))]
     cfg = _cfg(branching)
-    status, _ = run_bab(net, torch.tensor(lo), torch.tensor(hi), safe, engine_options(cfg), Deadline(60), lambda xs: None, Stats())
+    status, _ = run_bab(net, torch.tensor(lo), torch.tensor(hi), safe, engine_options(cfg), Deadline(60),
+                        lambda xs: None, Stats())
     assert status == "unsat"
     unsafe = safe + [Polytope(np.array([[0.0, 1.0]]), np.array([exact_lo[1] + 0.05]))]
     status, ce = run_bab(net, torch.tensor(lo), torch.tensor(hi), unsafe, engine_options(cfg), Deadline(60),
@@ -109,8 +111,8 @@ def test_timeout_raises():
     lo, hi = -np.ones(4), np.ones(4)
     poly = Polytope(np.array([[1.0]]), np.array([-1e-9]))  # needs a long search
     with pytest.raises(VerificationTimeout):
-        run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], engine_options(_cfg("input", batch_size=2)), Deadline(0.5),
-                lambda xs: None, Stats())
+        run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], engine_options(_cfg("input", batch_size=2)),
+                Deadline(0.5), lambda xs: None, Stats())
 
 
 def test_domain_store_pop_order():
@@ -172,7 +174,7 @@ def test_children_bound_only_their_open_rows():
                       lb=r.lb, splits=[torch.zeros_like(l, dtype=torch.int8) for l, _ in r.pre_bounds],
                       pre_lower=[l for l, _ in r.pre_bounds], pre_upper=[u for _, u in r.pre_bounds],
                       coeffs=[c[:, 0] for c in r.relu_coeffs],
-                      alphas=[r.relu_coeffs[i].new_full((1, 3, l.shape[1]), 0.5) for i, (l, _) in enumerate(r.pre_bounds)],
+                      alphas=[c.new_full((1, 3, l.shape[1]), 0.5) for c, (l, _) in zip(r.relu_coeffs, r.pre_bounds)],
                       betas=[torch.zeros(1, 3, l.shape[1], dtype=D) for l, _ in r.pre_bounds])
     assert len(dom.splits) == L
     l0, u0 = r.pre_bounds[0]
@@ -256,5 +258,6 @@ def test_retighten_children_bounds_hold_and_tighten():
             assert bool((zi[inside] >= l[c]).all()) and bool((zi[inside] <= u[c]).all())
     for (l0, u0), l, u in zip(before, child.pre_lower, child.pre_upper):
         assert bool((l >= l0).all()) and bool((u <= u0).all())
-    gain = sum(float(((u0 - l0) - (u - l)).sum()) for (l0, u0), l, u in zip(before[1:], child.pre_lower[1:], child.pre_upper[1:]))
+    gain = sum(float(((u0 - l0) - (u - l)).sum()) for (l0, u0), l, u in zip(before[1:], child.pre_lower[1:],
+                                                                            child.pre_upper[1:]))
     assert gain > 1e-3

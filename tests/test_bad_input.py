@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bnb.cli.main import main
 from bnb.results import EXIT_BAD_INPUT
+
 from conftest import ROOT, write_vnnlib
 
 

@@ -8,6 +8,7 @@ import yaml
 
 from bnb.config import Config, apply_mapping, load_config, parse_override, render_yaml, to_dict
 from bnb.errors import ConfigError
+
 from conftest import ROOT
 
 DEFAULT_YAML = ROOT / "configs" / "default.yaml"

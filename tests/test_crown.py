@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from relaxations.crown import crown
-from relaxations.optimize import optimized
-from relaxations.options import BoundOptions
 from relaxations.ibp import ibp
 from relaxations.methods import SINGLE_NEURON_METHODS, bound_rows
 from relaxations.milp import milp_bounds
 from relaxations.network import Network
+from relaxations.optimize import optimized
+from relaxations.options import BoundOptions
 from relaxations.state import DomainState
+
 from conftest import pre_activations, random_fc
 
 pytestmark = pytest.mark.fast

@@ -6,9 +6,10 @@ import pytest
 
 from bnb.config import load_config
 from bnb.io.onnx_loader import load_onnx
-from bnb.results import Verdict
-from bnb.pipeline.verify import verify
 from bnb.io.vnnlib import parse_vnnlib
+from bnb.pipeline.verify import verify
+from bnb.results import Verdict
+
 from conftest import ROOT, expected_label
 
 CASES = [

@@ -6,18 +6,19 @@ import numpy as np
 import pytest
 import torch
 from onnx import helper
+from test_onnx_loader import make_model
 
 from bnb.config import Config
 from bnb.errors import ModelError
 from bnb.io.onnx_loader import load_onnx
 from bnb.pipeline.verify import verify
-from conftest import export_onnx, random_points, write_vnnlib
 from relaxations.ibp import ibp
 from relaxations.layers import Stage
 from relaxations.methods import bound_rows
 from relaxations.milp import milp_bounds
 from relaxations.state import DomainState
-from test_onnx_loader import make_model
+
+from conftest import export_onnx, random_points, write_vnnlib
 
 torch.set_num_threads(1)  # tiny tensors: one thread is ~10x faster than two on a busy machine
 rng = np.random.default_rng(5)

@@ -121,7 +121,8 @@ def test_multiway_split_covers_the_box():
     from bnb.engine.strategies.input_split import split_boxes
     lo, hi = torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 1.0 + 2e-7]])
     c_lo, c_hi = split_boxes(lo, hi, torch.tensor([0]), 3)
-    assert c_lo[:, 0].tolist() == pytest.approx([0, 1 / 3, 2 / 3]) and c_hi[:, 0].tolist() == pytest.approx([1 / 3, 2 / 3, 1])
+    assert c_lo[:, 0].tolist() == pytest.approx([0, 1 / 3, 2 / 3]) and c_hi[:, 0].tolist() == pytest.approx([1 / 3,
+                                                                                                             2 / 3, 1])
     assert (c_hi[:-1, 0] == c_lo[1:, 0]).all() and (c_lo[:, 1] == 1.0).all()
     c_lo, c_hi = split_boxes(lo, hi, torch.tensor([1]), 5)  # cuts below resolution: still a cover, no empty box
     assert c_lo[0, 1] == lo[0, 1] and c_hi[-1, 1] == hi[0, 1]

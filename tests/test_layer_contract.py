@@ -21,8 +21,20 @@ import torch
 
 import relaxations.layers as layers_pkg
 from relaxations.fp import dot_abs, reach
-from relaxations.layers import (Activation, Conv2d, ConvTranspose2d, ElementwiseAffine, Gather, Layer, Linear, MatMul,
-                                ReLU, Reshape, Stage, dense_map)
+from relaxations.layers import (
+    Activation,
+    Conv2d,
+    ConvTranspose2d,
+    ElementwiseAffine,
+    Gather,
+    Layer,
+    Linear,
+    MatMul,
+    ReLU,
+    Reshape,
+    Stage,
+    dense_map,
+)
 
 pytestmark = pytest.mark.fast
 

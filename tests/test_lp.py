@@ -78,8 +78,8 @@ def test_perturbed_duals_stay_below_lp_optimum():
     tightest = -np.inf
     for trial in range(30):
         scale = [1e-6, 1e-3, 0.1, 1.0][trial % 4]
-        pert = lambda lam: None if lam is None else lam * (1 + scale * rng.normal(size=lam.shape)) \
-            * np.where(rng.random(lam.shape) < 0.05 * (trial % 3), -1, 1)
+        pert = lambda lam, scale=scale, trial=trial: None if lam is None else \
+            lam * (1 + scale * rng.normal(size=lam.shape)) * np.where(rng.random(lam.shape) < 0.05 * (trial % 3), -1, 1)
         ci = [(A, bb, pert(lam)) for A, bb, lam in ineqs]
         ce = [(E, e, pert(mu)) for E, e, mu in eqs]
         val = certified_min(c, c0, ci, ce, L, U)
@@ -158,7 +158,8 @@ def test_max_net_triangle_is_loose():
 from relaxations.lp import lp_method_bounds  # noqa: E402
 from relaxations.lp.kneuron import octahedral_directions, relu_hull_facets  # noqa: E402
 from relaxations.lp.layer_hull import P1TooLarge  # noqa: E402
-from conftest import random_fc
+
+from conftest import random_fc  # noqa: E402
 
 
 def test_max_net_multi_neuron_methods_are_exact():

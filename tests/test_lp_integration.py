@@ -11,15 +11,16 @@ from click.testing import CliRunner
 
 from bnb.cli.main import main
 from bnb.config import load_config
-from relaxations.lp.bab_hooks import lp_tighten, refine_root_bounds
 from bnb.io.onnx_loader import load_onnx
-from bnb.timing import Deadline
-from bnb.pipeline.verify import verify
 from bnb.io.vnnlib import parse_vnnlib
+from bnb.pipeline.verify import verify
+from bnb.timing import Deadline
+from relaxations.lp.bab_hooks import lp_tighten, refine_root_bounds
 from relaxations.methods import LP_METHODS, METHODS, bound_rows
 from relaxations.milp import milp_bounds
 from relaxations.options import BoundOptions
 from relaxations.state import DomainState
+
 from conftest import acas, expected_label, pre_activations, random_points, torch_mlp, write_vnnlib
 
 TOL = 1e-5

@@ -7,6 +7,7 @@ import torch
 from scipy.optimize import linprog
 
 from relaxations.milp import MILPNotOptimal, milp_bounds, milp_solve
+
 from conftest import random_fc
 
 pytestmark = pytest.mark.fast

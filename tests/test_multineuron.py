@@ -3,17 +3,17 @@ the bound is sound against the exact MILP, never worse than alpha-CROWN, and app
 constraints; branch and bound with them gives the MILP's verdicts."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from types import SimpleNamespace
-
 import torch
 
+from bnb.config import Config
 from bnb.engine.context import Stats
 from bnb.engine.options import engine_options
 from bnb.engine.root import run_bab
-from bnb.config import Config
 from bnb.io.spec import Polytope
 from bnb.timing import Deadline
 from relaxations.methods import bound_rows, mn_constraints
@@ -22,6 +22,7 @@ from relaxations.multineuron import group_hull_constraints
 from relaxations.optimize import optimized
 from relaxations.options import BoundOptions, MultiNeuronOptions
 from relaxations.state import DomainState
+
 from conftest import random_fc
 
 D = torch.float64
@@ -161,7 +162,8 @@ def test_relu_bab_with_constraints_matches_milp(widths, seed, heuristic, where):
             cfg.bounds.method, cfg.bab.relu_method = "alpha", "mn-crown"
         if where == "root-both":  # group hulls and Anderson cuts
             cfg.bounds.mn_cuts = "both"
-        status, _ = run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], engine_options(cfg), Deadline(60), validate, Stats())
+        status, _ = run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], engine_options(cfg), Deadline(60),
+                            validate, Stats())
         assert status == label, (t, label, status)
 
 
@@ -181,6 +183,7 @@ def test_box_max_is_the_largest_value_over_the_split_box(seed):
     """box_max against enumeration: over a box the maximum of a linear function sits at a vertex, with
     ``y = z`` on active neurons, ``y = 0`` on inactive ones and ``y`` in ``{0, u}`` (its own box) on free ones."""
     import itertools
+
     from relaxations.multineuron import LayerConstraints, box_max, implied_by_box
     g = torch.Generator().manual_seed(seed)
     n, nh, c, N = 3, 2, 5, 6

@@ -10,9 +10,10 @@ from onnx import TensorProto, helper, numpy_helper
 from bnb.errors import ModelError
 from bnb.io.onnx_loader import load_onnx
 from bnb.io.vnnlib import parse_vnnlib
-from conftest import BENCHMARKS, random_points, require_bench
 from relaxations.layers import ElementwiseAffine
 from relaxations.network import Network
+
+from conftest import BENCHMARKS, random_points, require_bench
 
 
 def assert_agrees(model, lower, upper, n=32, seed=0, tol=1e-4):
@@ -224,6 +225,7 @@ def test_misread_acas_weight_is_caught(monkeypatch, layer_no, misread):
     tolerance (~3e-4 here) follows the rounding the network really shows at the checked points (~3e-7), not a
     worst-case bound of the term sizes (which allowed errors of ~900 on outputs of ~0.3)."""
     import bnb.io.onnx_loader as loader
+
     from conftest import acas
     onnx_path, spec = acas("4_1", "prop_4")
     load_onnx(onnx_path).check_property([(s.lower, s.upper) for s in parse_vnnlib(

@@ -6,15 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_verify import check_witness, run_cli
 
 from bnb.config import load_config
 from bnb.io.onnx_loader import load_onnx
 from bnb.pipeline.verify import verify
-from conftest import torch_mlp, write_vnnlib
 from heuristics import resolve
 from heuristics.base import ReluBatch
 from relaxations.milp import milp_bounds
-from test_verify import check_witness, run_cli
+
+from conftest import torch_mlp, write_vnnlib
 
 
 def test_phase_heuristic_splits_the_first_layer_with_unstable_neurons_most_balanced_first():
@@ -23,7 +24,8 @@ def test_phase_heuristic_splits_the_first_layer_with_unstable_neurons_most_balan
     # must wait. domain 1: layer 0 is stable or split, so layer 1 (neuron 1, the only free one) is next.
     l0, u0 = torch.stack([t(-0.5, 0.1, -1.0), t(-1.0, 0.5, -2.0)]), torch.stack([t(2.0, 3.0, 1.0), t(1.0, 4.0, 2.0)])
     l1, u1 = torch.stack([t(-5.0, -1.0), t(-5.0, -1.0)]), torch.stack([t(5.0, 1.0), t(5.0, 1.0)])
-    splits = [torch.tensor([[0, 0, 0], [1, 0, -1]], dtype=torch.int8), torch.tensor([[0, 0], [-1, 0]], dtype=torch.int8)]
+    splits = [torch.tensor([[0, 0, 0], [1, 0, -1]], dtype=torch.int8), torch.tensor([[0, 0], [-1, 0]],
+                                                                                    dtype=torch.int8)]
     batch = ReluBatch([(l0, u0), (l1, u1)], [torch.zeros(2, 3), torch.zeros(2, 2)], splits)
     assert resolve("relu", "phase")(batch).tolist() == [2, 3 + 1]
 

@@ -7,6 +7,7 @@ import torch
 from relaxations.crown import crown
 from relaxations.polytope import group_index, mix_rows
 from relaxations.state import DomainState
+
 from conftest import random_fc
 
 pytestmark = pytest.mark.fast

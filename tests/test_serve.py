@@ -8,8 +8,9 @@ import subprocess
 import sys
 import time
 
-from conftest import ROOT, acas, expected_label
 from test_verify import check_witness
+
+from conftest import ROOT, acas, expected_label
 
 
 def _cli(*args, timeout=300):

@@ -8,19 +8,19 @@ import numpy as np
 import pytest
 import torch
 
+from bnb.config import Config
 from bnb.engine.context import Stats
 from bnb.engine.options import engine_options
 from bnb.engine.root import run_bab
 from bnb.engine.rows import Rows
-from bnb.config import Config
 from bnb.io.spec import Polytope
 from bnb.timing import Deadline
 from relaxations.fp import outward_box, threshold_up
 from relaxations.layers import Linear, ReLU
 from relaxations.layers.relu import ReluRelaxation, upper_relaxation
 from relaxations.methods import bound_rows
-from relaxations.options import BoundOptions
 from relaxations.network import Network
+from relaxations.options import BoundOptions
 from relaxations.state import DomainState
 from relaxations.verdict import proven
 

@@ -12,15 +12,16 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from bnb.pipeline import screen
-from bnb.engine.attack import _best_samples, stack_polytopes
 from bnb.config import Config, load_config
+from bnb.engine.attack import _best_samples, stack_polytopes
 from bnb.errors import ModelError
 from bnb.io.models import ModelCache
 from bnb.io.onnx_loader import load_onnx
 from bnb.io.onnx_proto import to_array
-from bnb.pipeline.verify import verify
 from bnb.io.vnnlib import parse_vnnlib
+from bnb.pipeline import screen
+from bnb.pipeline.verify import verify
+
 from conftest import ROOT, acas, expected_label, small_mlp, write_vnnlib
 
 HEAVY = ("cvxpy", "highspy", "matplotlib", "ray", "onnx", "scipy")

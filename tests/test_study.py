@@ -13,11 +13,13 @@ import textwrap
 import time
 
 import pytest
+from test_suite_isolation import _cfg, _copy, _suite, make_instances
 
 from bnb.runs.study import read_study, run_study
 from bnb.runs.suite import read_results, run_suite
+
 from conftest import ROOT
-from test_suite_isolation import _cfg, _copy, _suite, make_instances
+
 
 @pytest.fixture(scope="module")
 def instances(tmp_path_factory):

@@ -25,9 +25,10 @@ import pytest
 import torch
 
 from bnb.config import Config
+from bnb.pipeline.verify import verify
 from bnb.runs.suite import FIELDS, read_results, run_suite
 from bnb.timing import Deadline
-from bnb.pipeline.verify import verify
+
 from conftest import ROOT, write_vnnlib
 
 

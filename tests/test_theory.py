@@ -99,7 +99,8 @@ def test_random_one_hidden_layer_is_p1_exact():
         lo, hi = -np.ones(2), np.ones(2)
         lb, ub = _p1(net, lo, hi)
         elb, eub = milp_bounds(net, lo, hi)
-        assert np.all(np.abs(lb - elb) <= TOL * (1 + np.abs(elb))) and np.all(np.abs(ub - eub) <= TOL * (1 + np.abs(eub)))
+        assert np.all(np.abs(lb - elb) <= TOL * (1 + np.abs(elb)))
+        assert np.all(np.abs(ub - eub) <= TOL * (1 + np.abs(eub)))
 
 
 def test_precision_table_ranks_the_relaxations():
@@ -174,7 +175,8 @@ def test_augment_barrier_and_convex(tmp_path):
 
 
 def test_augment_refuses_and_equivalence_detects(tmp_path):
-    saddle = [(np.array([[1.0, -1.0], [-1.0, 1.0], [1.0, 1.0]]), np.zeros(3)), (np.array([[1.0, 1.0, -1.0]]), np.zeros(1))]
+    saddle = [(np.array([[1.0, -1.0], [-1.0, 1.0], [1.0, 1.0]]), np.zeros(3)), (np.array([[1.0, 1.0, -1.0]]),
+                                                                                np.zeros(1))]
     with pytest.raises(BnbError, match="not convex or concave"):
         augment(load_onnx(save_onnx(saddle, tmp_path / "s.onnx")), -np.ones(2), np.ones(2), tmp_path / "s_new.onnx")
     a = load_onnx(save_onnx(K.abs_sum(), tmp_path / "a.onnx"))
@@ -231,7 +233,8 @@ def test_cli_theory_commands(tmp_path):
 @pytest.mark.parametrize("args,msg", [(["precision", "{net}"], "--box"),
                                       (["precision", "{net}", "--box=0:1,0:1"], "2 intervals"),
                                       (["precision", "{net}", "--box=1:0"], "LO <= HI"),
-                                      (["recover", "partition", "{net}", "{net}", "--method", "nope"], "unknown method"),
+                                      (["recover", "partition", "{net}", "{net}", "--method", "nope"],
+                                       "unknown method"),
                                       (["relaxation-error", "--radii", "x"], "--radii")])
 def test_cli_theory_bad_input(tmp_path, args, msg):
     net = save_onnx(K.barrier(1.0), tmp_path / "b.onnx")

@@ -15,8 +15,9 @@ from click.testing import CliRunner
 
 from bnb.cli.main import main
 from bnb.config import Config, to_dict
-from bnb.results import EXIT_CODES, Verdict
 from bnb.io.vnnlib import parse_vnnlib
+from bnb.results import EXIT_CODES, Verdict
+
 from conftest import ROOT, acas, expected_label, random_points, require_bench
 
 _ENTRY = re.compile(r"\(([XY])_(\d+)\s+(\S+?)\)")

@@ -14,6 +14,7 @@ import onnxruntime as ort
 import pytest
 
 from bnb.io.vnnlib import parse_vnnlib
+
 from conftest import ROOT, acas, expected_label
 
 SCRIPTS = ROOT / "vnncomp"

@@ -8,6 +8,7 @@ import pytest
 
 from bnb.errors import SpecError
 from bnb.io.vnnlib import parse_vnnlib, parse_vnnlib_text
+
 from conftest import BENCHMARKS, acas, require_bench
 
 DECL = "".join(f"(declare-const X_{i} Real)\n" for i in range(2)) + \

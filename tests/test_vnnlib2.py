@@ -20,9 +20,10 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper
 
 from bnb.errors import SpecError
-from bnb.results import Result, Verdict
 from bnb.io.spec import Property
 from bnb.io.vnnlib import parse_vnnlib
+from bnb.results import Result, Verdict
+
 from conftest import ROOT, acas, expected_label, small_mlp
 
 vnnlib = pytest.importorskip("vnnlib", reason="the VNN-LIB 2.0 tests need the 'vnnlib' package (extra vnnlib2)")
@@ -254,7 +255,8 @@ def test_timeout_and_error_answers(tmp_path, tiny, monkeypatch):
     q.write_text(header((1, 2), (1, 1)) + box2("(<= Y[0,0] 0.5)"))
     monkeypatch.setattr(bnb.pipeline.verify, "verify", lambda *a, **k: Result(Verdict.TIMEOUT, 1.0))
     assert cli(["verify", q, "--network", f"N={tiny}", "--timeout", "1"])[:2] == (0, "timed-out\n")
-    monkeypatch.setattr(bnb.pipeline.verify, "verify", lambda *a, **k: Result(Verdict.ERROR, 0.0, message="internal error: X"))
+    monkeypatch.setattr(bnb.pipeline.verify, "verify", lambda *a, **k: Result(Verdict.ERROR, 0.0,
+                                                                              message="internal error: X"))
     code, out, err = cli(["verify", q, "--network", f"N={tiny}"])
     assert (code, out) == (1, "") and "internal error" in err
 

@@ -1,1 +1,2 @@
-"""The command lines: ``bnb`` (:mod:`bnb.cli.main`) and the VNN-LIB 2.0 solver interface ``bnb-vnnlib`` (:mod:`bnb.cli.vnnlib`)."""
+"""The command lines: ``bnb`` (:mod:`bnb.cli.main`) and the VNN-LIB 2.0 solver interface ``bnb-vnnlib``
+(:mod:`bnb.cli.vnnlib`)."""

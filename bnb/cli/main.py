@@ -57,8 +57,8 @@ def main():
 @click.option("-v", "--verbose", is_flag=True, help="Progress and statistics on stderr.")
 def verify(network, spec, configs, sets, timeout, results_file, verbose):
     """Verify the property SPEC (VNN-LIB) on the network NETWORK (ONNX)."""
-    from bnb.timing import process_age
     from bnb.pipeline.verify import verify as run_verify
+    from bnb.timing import process_age
     t_startup = process_age()
     try:
         cfg = _config(configs, sets, timeout)
@@ -205,7 +205,8 @@ def run_cmd(instances, configs, sets, out, timeout, limit, select, workers, grac
               help="Cap each worker's address space at this many MiB.")
 @click.option("--resume", is_flag=True, help="Continue a killed study in --out: finished rows are kept.")
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS", help="Run on the Ray cluster at ADDRESS.")
-@click.option("--baseline", default=None, help="Heuristic the branch scatter plots compare against (default: the first).")
+@click.option("--baseline", default=None,
+              help="Heuristic the branch scatter plots compare against (default: the first).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def study(instances, heuristics, out, configs, sets, timeout, limit, select, every, workers, grace, memory_mb,
           resume, ray_address, baseline, no_progress):

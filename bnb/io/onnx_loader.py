@@ -18,6 +18,7 @@ from bnb.io.onnx_graph import convert_model
 from bnb.io.onnx_proto import parse_model
 from relaxations.network import Network
 
+
 class LoadedModel:
     """A converted network together with what is needed to replay points on the original model."""
 
@@ -135,7 +136,8 @@ def load_onnx(path, check: bool = True) -> LoadedModel:
     try:
         model = parse_model(data)
     except Exception as e:  # protobuf raises several types
-        raise ModelError(f"not a readable ONNX model ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'parse error'})", path) from None
+        first = str(e).splitlines()[0] if str(e) else "parse error"
+        raise ModelError(f"not a readable ONNX model ({type(e).__name__}: {first})", path) from None
     if len(model.graph.node) == 0:
         raise ModelError("not a readable ONNX model (empty graph)", path)
     net, in_shape, in_name, batchable = convert_model(model, path)

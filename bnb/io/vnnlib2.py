@@ -193,8 +193,8 @@ def _conjunction(comparisons, atoms: list, x: Declaration, y: Declaration, path:
         coefs, const = _difference(c, path, line)
         kinds = {k for k, _ in coefs}
         if len(kinds) > 1:
-            raise SpecError(f"the constraint {_show(c)} compares the input {x.name} with the output {y.name}; bnb supports "
-                            "comparisons within one node (theory SNC)", path, line)
+            raise SpecError(f"the constraint {_show(c)} compares the input {x.name} with the output {y.name}; "
+                            "bnb supports comparisons within one node (theory SNC)", path, line)
         if kinds == {"X"} and len(coefs) > 1:
             raise SpecError(f"the constraint {_show(c)} is a linear constraint on several input elements; bnb supports "
                             "bounds on single input elements (input sets are boxes; theories BND, OUTC)", path, line)

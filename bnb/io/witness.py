@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnb.results import Counterexample
 from bnb.io.spec import Property
+from bnb.results import Counterexample
 
 
 def snap_to_box(x: np.ndarray, lower: np.ndarray, upper: np.ndarray):

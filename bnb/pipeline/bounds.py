@@ -8,11 +8,12 @@ import torch
 from bnb.engine.bound_options import bound_options
 from bnb.errors import BnbError
 from bnb.io.onnx_loader import load_onnx
-from bnb.pipeline.verify import resolve_device
 from bnb.io.vnnlib import parse_vnnlib
+from bnb.pipeline.verify import resolve_device
 from relaxations.lp.layer_hull import P1TooLarge
+from relaxations.methods import METHODS
+from relaxations.methods import output_bounds as method_bounds
 from relaxations.milp import MILPNotOptimal
-from relaxations.methods import METHODS, output_bounds as method_bounds
 
 
 def output_bounds(network, spec, method, cfg):

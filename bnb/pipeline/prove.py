@@ -4,12 +4,11 @@ The property holds (``unsat``) iff every box is decided safe; a counterexample i
 """
 from __future__ import annotations
 
-
 from bnb.engine.context import Stats
 from bnb.engine.options import engine_options
 from bnb.engine.root import run_bab
-from bnb.results import Verdict
 from bnb.io.witness import replay
+from bnb.results import Verdict
 from relaxations.fp import outward_box
 
 

@@ -15,19 +15,19 @@ import time
 
 import torch
 
-from bnb.pipeline import presets, screen
+from bnb.config import Config
 from bnb.engine.attack import attack_property
 from bnb.engine.context import check_heuristics
-from bnb.config import Config
 from bnb.errors import BnbError
 from bnb.io.models import ModelCache
 from bnb.io.onnx_loader import load_onnx
-from bnb.pipeline.prove import prove
-from bnb.results import Result, Verdict
 from bnb.io.spec import Property
-from bnb.timing import Deadline, VerificationTimeout
 from bnb.io.vnnlib import parse_vnnlib
 from bnb.io.witness import replay
+from bnb.pipeline import presets, screen
+from bnb.pipeline.prove import prove
+from bnb.results import Result, Verdict
+from bnb.timing import Deadline, VerificationTimeout
 from relaxations.fp import ieee_kernels
 
 

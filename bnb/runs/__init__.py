@@ -1,1 +1,2 @@
-"""Many instances: suites with progress and summaries, worker processes, Ray clusters, the warm server and heuristic studies."""
+"""Many instances: suites with progress and summaries, worker processes, Ray clusters, the warm server and heuristic
+studies."""

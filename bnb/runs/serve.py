@@ -107,7 +107,7 @@ def serve(path, cfg, echo=print) -> int:
             with conn:
                 conn.settimeout(None)
                 f = conn.makefile("rwb")
-                for line in iter(lambda: f.readline(_MAX_LINE + 1), b""):
+                for line in iter(lambda f=f: f.readline(_MAX_LINE + 1), b""):
                     if len(line) > _MAX_LINE:
                         _send(f, {"error": "request too long", "exit_code": EXIT_BAD_INPUT})
                         break

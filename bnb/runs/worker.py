@@ -15,7 +15,8 @@ parent's is copied into a worker) and the parent
   imports), so that running out of memory is a ``MemoryError`` in that worker: an ``error`` row.
 
 A healthy worker is reused: the warm-up (importing torch, the pipeline and onnxruntime, and one autograd
-step) is paid once per suite by the fork server, then a few milliseconds per worker; it is measured and reported (:attr:`WorkerPool.warmups`). A cooperative timeout is an ordinary return of
+step) is paid once per suite by the fork server, then a few milliseconds per worker; it is measured and reported
+(:attr:`WorkerPool.warmups`). A cooperative timeout is an ordinary return of
 :func:`bnb.pipeline.verify.verify` (the deadline never raises asynchronously), so that worker is reused too.
 """
 from __future__ import annotations
@@ -90,8 +91,8 @@ def run_task(task: Task) -> dict:
     """Verify one instance in this process; always a complete dict ``verdict, message, stats``."""
     from bnb.errors import BnbError
     from bnb.io.models import ModelCache
-    from bnb.results import Verdict
     from bnb.pipeline.verify import verify
+    from bnb.results import Verdict
     global _MODELS
     if _MODELS is None:
         _MODELS = ModelCache()

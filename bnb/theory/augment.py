@@ -137,8 +137,8 @@ def equivalence(model, fresh, lower, upper, samples=20_000, seed=0) -> dict:
 
 def compare_bounds(net, lower, upper, methods=COMPARE) -> dict:
     """``{method: [lb, ub] or None}`` of the single output, and ``"exact"`` (MILP)."""
-    from bnb.theory.precision import method_bounds
     from bnb.theory.exact import exact_bounds
+    from bnb.theory.precision import method_bounds
     out = {}
     for m in methods:
         b = method_bounds(net, lower, upper, m)

@@ -43,8 +43,8 @@ def precision_cmd(network, box, samples, methods):
 
 
 def partition_cmd(network, spec, method, max_pieces, count_patterns=True):
-    from bnb.theory.partition import PARTITION_METHODS, partition
     from bnb.io.vnnlib import parse_vnnlib
+    from bnb.theory.partition import PARTITION_METHODS, partition
     if method not in PARTITION_METHODS:
         raise BnbError(f"unknown method '{method}'; choose from {', '.join(PARTITION_METHODS)}")
     model = _load(network)
@@ -113,7 +113,8 @@ def relaxation_error_cmd(network, center, radii, depths, width, inputs, seeds, r
         rows = re.depth_sweep(ds, rs, inputs, width, seeds, layers, bound)
     if plot:
         re.plot(rows, plot)
-    text = "\n".join(["| depth | radius | seed | unstable | lower (attained) | upper |", "|---:|---:|---:|---:|---:|---:|"]
+    text = "\n".join(["| depth | radius | seed | unstable | lower (attained) | upper |",
+                      "|---:|---:|---:|---:|---:|---:|"]
                      + [f"| {r['depth']} | {r['radius']:g} | {r['seed']} | {r['unstable']} | {r['lower']:.4g} | "
                         f"{r['upper']:.4g} |" for r in rows])
     return {"rows": rows}, text

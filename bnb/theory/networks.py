@@ -127,7 +127,8 @@ def save_onnx(net_or_blocks, path) -> Path:
             cur = f"r{k}"
     nodes.append(helper.make_node("Identity", [cur], ["output"]))
     n_in, n_out = blocks[0][0].shape[1], blocks[-1][0].shape[0]
-    graph = helper.make_graph(nodes, "bnb_theory", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, n_in])],
+    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, n_in])
+    graph = helper.make_graph(nodes, "bnb_theory", [inp],
                               [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, n_out])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8

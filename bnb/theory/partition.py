@@ -31,10 +31,10 @@ from bnb.engine.domains import PieceDomains
 from bnb.engine.loop import search
 from bnb.engine.options import LoopOptions
 from bnb.engine.strategies.base import Children, Strategy
-from bnb.timing import Deadline
 from bnb.theory.exact import exact_solve
 from bnb.theory.networks import blocks_of, evaluate
 from bnb.theory.regions import Regions
+from bnb.timing import Deadline
 from heuristics.base import ReluBatch
 from relaxations.names import LP_METHODS
 from relaxations.state import DomainState

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from bnb.theory.exact import exact_bounds
 from relaxations.lp.layer_hull import P1TooLarge
 from relaxations.methods import output_bounds
-from bnb.theory.exact import exact_bounds
 
 METHODS = ("ibp", "dp0", "dp1", "crown", "alpha", "lp", "mn", "p1", "anderson")
 LABELS = {"ibp": "IBP", "dp0": "DeepPoly-0", "dp1": "DeepPoly-1", "crown": "CROWN", "alpha": "alpha-CROWN",

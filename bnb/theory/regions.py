@@ -69,7 +69,7 @@ class Regions:
         stable), the phases (``splits`` plus the LP-stable neurons) and ``[(j, lo, hi)]`` of the unstable
         neurons of that layer; ``None`` when the piece is empty."""
         phases = [s.copy() for s in splits]
-        for i, n in enumerate(self.sizes):
+        for i in range(len(self.sizes)):
             A_ub, b_ub = self._constraints(phases, splits, i)
             A, c = _affine_upto(self.blocks, phases, i)
             unstable = []

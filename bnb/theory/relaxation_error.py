@@ -79,8 +79,8 @@ BOUNDS = ("crown", "alpha", "milp")
 def error_bounds(blocks, center, radius, relax=None, samples=2000, seed=0, bound="crown") -> dict:
     """``{"lower", "upper", "unstable"}``: the bracket of ``max_B |f - g|_inf`` and the number of unstable
     neurons of ``f`` over the ball (IBP)."""
-    from relaxations.methods import output_bounds
     from bnb.theory.exact import exact_bounds
+    from relaxations.methods import output_bounds
     center = np.asarray(center, float)
     lower, upper = center - radius, center + radius
     unstable = sum(int(np.sum((l < 0) & (u > 0))) for l, u in ibp_pre(blocks, lower, upper))

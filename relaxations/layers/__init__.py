@@ -9,15 +9,15 @@ Activations (:class:`Activation`, ``activation.py``): :class:`ReLU` (``relu.py``
 Shapes in docstrings: ``N`` is the batch of subdomains (or points), ``m`` the number of linear
 functions being back-substituted, ``*in``/``*out`` the per-sample tensor shape of the layer.
 """
-from relaxations.layers.base import Layer, dense_map
 from relaxations.layers.activation import Activation, ActivationRelaxation
-from relaxations.layers.linear import Linear
+from relaxations.layers.base import Layer, dense_map
 from relaxations.layers.conv import Conv2d, ConvTranspose2d
 from relaxations.layers.elementwise import ElementwiseAffine
-from relaxations.layers.reshape import Reshape
-from relaxations.layers.relu import ReLU, ReluRelaxation
 from relaxations.layers.gather import Gather
+from relaxations.layers.linear import Linear
 from relaxations.layers.matmul import MatMul
+from relaxations.layers.relu import ReLU, ReluRelaxation
+from relaxations.layers.reshape import Reshape
 from relaxations.layers.stage import Stage
 
 __all__ = ["Layer", "dense_map", "Activation", "ActivationRelaxation", "Linear", "Conv2d", "ConvTranspose2d",

@@ -1,4 +1,5 @@
-"""The interface every branching strategy implements, and what its ``branch`` returns (see :mod:`bnb.engine.strategies`)."""
+"""The interface every branching strategy implements, and what its ``branch`` returns (see
+:mod:`bnb.engine.strategies`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

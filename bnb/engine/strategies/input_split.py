@@ -56,7 +56,8 @@ class InputSplitting(Strategy):
         self.chooser = heuristic("input", opts.input_heuristic)
         self.parts = max(2, opts.input_split_parts)
         self.method = opts.input_method
-        self.min_width = (ctx.upper - ctx.lower) * 1e-6  # below a millionth of the root box, bisecting is rounding noise
+        # below a millionth of the root box, bisecting is rounding noise
+        self.min_width = (ctx.upper - ctx.lower) * 1e-6
         if coef is None:
             coef = torch.zeros(1, ctx.rows.K, ctx.lower.shape[1], dtype=ctx.lower.dtype, device=ctx.lower.device)
         self._root = InputDomains(score=refutation.min(dim=1).values, depth=torch.zeros(1, device=ctx.lower.device),

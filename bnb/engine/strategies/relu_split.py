@@ -24,6 +24,7 @@ from relaxations.polytope import box_min
 from relaxations.state import BoundResult, DomainState
 from relaxations.verdict import proven
 
+
 def relu_biases(net, pre_shapes):
     """Per ReLU layer the bias ``(n_i,)`` of the dense, convolutional or elementwise affine layer right before it
     (None where there is none, e.g. a graph stage); what ``babsr-bias`` scores. ``pre_shapes``: per ReLU
