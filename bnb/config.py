@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from bnb.errors import ConfigError
+from relaxations.options import DEFAULTS as BOUNDS
 
 
 def opt(default, help: str, choices: tuple | None = None):
@@ -52,33 +53,36 @@ class AttackConfig:
 
 @dataclass
 class BoundsConfig:
+    # the bounding methods' own options take their defaults from relaxations.options (listed there once)
     method: str = opt("alpha", "bounding method of the root domain (mn-crown: alpha-CROWN, then k-neuron group "
                       "hull constraints taken with optimised multipliers; ReLU-split children keep them)",
                       ("ibp", "crown", "dp0", "dp1", "alpha", "beta", "mn-crown"))
-    intermediate: str = opt("crown",
+    intermediate: str = opt(BOUNDS.intermediate,
                             "how intermediate (pre-ReLU) bounds are computed: backward CROWN, forward linear bounds "
                             "(cheap for few inputs) or IBP", ("crown", "forward", "ibp"))
-    lower_slope: str = opt("adaptive", "CROWN lower slope of unstable ReLUs", ("adaptive", "zero", "one"))
+    lower_slope: str = opt(BOUNDS.lower_slope, "CROWN lower slope of unstable ReLUs", ("adaptive", "zero", "one"))
     alpha_iters: int = opt(30, "alpha-CROWN iterations at the root")
-    alpha_lr: float = opt(0.1, "Adam step size of the slopes")
-    beta_lr: float = opt(0.05, "Adam step size of the split multipliers")
-    fp_sound: bool = opt(True, "bound the floating-point rounding of every CROWN/alpha/beta/forward bound rigorously "
-                         "(docs/soundness.md; IBP always is); off only to measure its cost: proofs then ignore "
-                         "rounding")
-    mn_k: int = opt(2, "mn-crown: neurons per group hull (2 or 3; 3 gives ~10x more constraints)")
-    mn_max_groups: int = opt(64, "mn-crown: groups per ReLU layer (the widest unstable neurons first)")
-    mn_time: float = opt(10.0, "mn-crown: time budget in seconds for computing the constraints at the root")
-    mn_iters: int = opt(20, "mn-crown: alpha-CROWN steps of each group's octahedral bounds")
-    mn_cuts: str = opt("hull", "mn-crown: where the constraints come from: k-neuron group hulls, Anderson cuts "
+    alpha_lr: float = opt(BOUNDS.alpha_lr, "Adam step size of the slopes")
+    beta_lr: float = opt(BOUNDS.beta_lr, "Adam step size of the split multipliers")
+    fp_sound: bool = opt(BOUNDS.rigorous, "bound the floating-point rounding of every CROWN/alpha/beta/forward bound "
+                         "rigorously (docs/soundness.md; IBP always is); off only to measure its cost: proofs then "
+                         "ignore rounding")
+    mn_k: int = opt(BOUNDS.mn.k, "mn-crown: neurons per group hull (2 or 3; 3 gives ~10x more constraints)")
+    mn_max_groups: int = opt(BOUNDS.mn.max_groups,
+                             "mn-crown: groups per ReLU layer (the widest unstable neurons first)")
+    mn_time: float = opt(BOUNDS.mn.time_budget,
+                         "mn-crown: time budget in seconds for computing the constraints at the root")
+    mn_iters: int = opt(BOUNDS.mn.octa_iters, "mn-crown: alpha-CROWN steps of each group's octahedral bounds")
+    mn_cuts: str = opt(BOUNDS.mn.cuts, "mn-crown: where the constraints come from: k-neuron group hulls, Anderson cuts "
                        "(separated at the root's triangle-LP optima of the open rows), or both",
                        ("hull", "anderson", "both"))
-    mn_rounds: int = opt(4, "mn-crown: Anderson separation rounds per output row (each one LP solve)")
-    gamma_lr: float = opt(0.05, "Adam step size of the multi-neuron constraint multipliers")
-    mix_iters: int = opt(20,
+    mn_rounds: int = opt(BOUNDS.mn.rounds, "mn-crown: Anderson separation rounds per output row (each one LP solve)")
+    gamma_lr: float = opt(BOUNDS.gamma_lr, "Adam step size of the multi-neuron constraint multipliers")
+    mix_iters: int = opt(BOUNDS.mix_iters,
                          "ascent steps mixing the rows of a multi-row output polytope into one bound (0: row by row)")
     lp_refine: bool = opt(False, "tighten the root's intermediate bounds neuron by neuron by LP before branching")
-    lp_refine_time: float = opt(30.0, "time budget of the LP refinement in seconds")
-    lp_solver: str = opt("HIGHS", "LP solver used through cvxpy", ("HIGHS", "CLARABEL", "SCS"))
+    lp_refine_time: float = opt(BOUNDS.lp_refine_time, "time budget of the LP refinement in seconds")
+    lp_solver: str = opt(BOUNDS.lp_solver, "LP solver used through cvxpy", ("HIGHS", "CLARABEL", "SCS"))
 
 
 @dataclass
