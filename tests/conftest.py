@@ -222,3 +222,14 @@ def pre_activations(net, x):
             out.append(h.reshape(h.shape[0], -1))
         h = layer.forward(h)
     return out
+
+
+
+def pytest_collection_modifyitems(config, items):
+    """A slow test is never in the fast tier (``-m fast``), even in a module marked ``fast`` as a whole."""
+    if "fast" not in (config.getoption("markexpr") or ""):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item.get_closest_marker("slow") is None]

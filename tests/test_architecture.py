@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.fast  # the quick tier (`pytest -m fast`)
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bnb", "relaxations", "heuristics")
 

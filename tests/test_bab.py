@@ -18,6 +18,8 @@ from relaxations.milp import milp_bounds
 
 from conftest import pre_activations, random_fc
 
+pytestmark = pytest.mark.fast  # the quick tier (`pytest -m fast`)
+
 D = torch.float64
 
 

@@ -16,6 +16,8 @@ from bnb.results import EXIT_BAD_INPUT
 
 from conftest import ROOT, write_vnnlib
 
+pytestmark = pytest.mark.fast  # the quick tier (`pytest -m fast`)
+
 
 @pytest.fixture
 def tiny(tiny_unsat):

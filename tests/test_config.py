@@ -11,6 +11,8 @@ from bnb.errors import ConfigError
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.fast  # the quick tier (`pytest -m fast`)
+
 DEFAULT_YAML = ROOT / "configs" / "default.yaml"
 REGENERATE = ("python -c \"from bnb.config import Config, render_yaml; "
               "print(render_yaml(Config()), end='')\"")

@@ -9,6 +9,8 @@ import torch
 from heuristics import InputBatch, ReluBatch, UnknownHeuristic, lookahead_choice, names, resolve, splittable
 from relaxations.network import Network
 
+pytestmark = pytest.mark.fast  # the quick tier (`pytest -m fast`)
+
 
 def _ibatch(lo, hi, A=None, values=None, ok=None, **kw):
     lo, hi = torch.tensor(lo), torch.tensor(hi)

@@ -15,6 +15,8 @@ from relaxations.network import Network
 
 from conftest import BENCHMARKS, random_points, require_bench
 
+pytestmark = pytest.mark.fast  # the quick tier (`pytest -m fast`)
+
 
 def assert_agrees(model, lower, upper, n=32, seed=0, tol=1e-4):
     x = random_points(lower, upper, n, seed)

@@ -17,6 +17,8 @@ from relaxations.milp import milp_bounds
 
 from conftest import torch_mlp, write_vnnlib
 
+pytestmark = pytest.mark.fast  # the quick tier (`pytest -m fast`)
+
 
 def test_phase_heuristic_splits_the_first_layer_with_unstable_neurons_most_balanced_first():
     t = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731

@@ -8,9 +8,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 from test_verify import check_witness
 
 from conftest import ROOT, acas, expected_label
+
+pytestmark = pytest.mark.fast  # the quick tier (`pytest -m fast`)
 
 
 def _cli(*args, timeout=300):

@@ -30,6 +30,8 @@ _PROBE = """
 import json, sys
 import bnb.cli.main  # the command line's own imports
 from bnb.pipeline.verify import verify
+
+pytestmark = pytest.mark.fast  # the quick tier (`pytest -m fast`)
 r = verify(sys.argv[1], sys.argv[2])
 print(json.dumps({"verdict": r.verdict.value, "loaded": sorted(m for m in %r if m in sys.modules)}))
 """ % (HEAVY,)

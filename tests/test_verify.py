@@ -20,6 +20,8 @@ from bnb.results import EXIT_CODES, Verdict
 
 from conftest import ROOT, acas, expected_label, random_points, require_bench
 
+pytestmark = pytest.mark.fast  # the quick tier (`pytest -m fast`)
+
 _ENTRY = re.compile(r"\(([XY])_(\d+)\s+(\S+?)\)")
 
 

@@ -11,6 +11,8 @@ from bnb.io.vnnlib import parse_vnnlib, parse_vnnlib_text
 
 from conftest import BENCHMARKS, acas, require_bench
 
+pytestmark = pytest.mark.fast  # the quick tier (`pytest -m fast`)
+
 DECL = "".join(f"(declare-const X_{i} Real)\n" for i in range(2)) + \
        "".join(f"(declare-const Y_{j} Real)\n" for j in range(3))
 BOX = "(assert (>= X_0 -1))\n(assert (<= X_0 1))\n(assert (>= X_1 0))\n(assert (<= X_1 2))\n"

@@ -30,6 +30,8 @@ vnnlib = pytest.importorskip("vnnlib", reason="the VNN-LIB 2.0 tests need the 'v
 from bnb.cli import vnnlib as vnnlib_cli  # noqa: E402
 from bnb.io.vnnlib2 import parse_query_text, read_query  # noqa: E402
 
+pytestmark = pytest.mark.fast  # the quick tier (`pytest -m fast`)
+
 PROG = "bnb-vnnlib: error: "
 
 
