@@ -24,14 +24,14 @@ from bnb.pipeline.verify import verify
 
 from conftest import ROOT, acas, expected_label, small_mlp, write_vnnlib
 
+pytestmark = pytest.mark.fast  # the quick tier (`pytest -m fast`)
+
 HEAVY = ("cvxpy", "highspy", "matplotlib", "ray", "onnx", "scipy")
 
 _PROBE = """
 import json, sys
 import bnb.cli.main  # the command line's own imports
 from bnb.pipeline.verify import verify
-
-pytestmark = pytest.mark.fast  # the quick tier (`pytest -m fast`)
 r = verify(sys.argv[1], sys.argv[2])
 print(json.dumps({"verdict": r.verdict.value, "loaded": sorted(m for m in %r if m in sys.modules)}))
 """ % (HEAVY,)

@@ -8,7 +8,7 @@ import time
 
 import click
 
-from bnb.cli.process import WATCHDOG_GRACE, end_process, start_watchdog
+from bnb.cli.process import WATCHDOG_GRACE, end_process, with_watchdog
 from bnb.config import load_config, render_yaml
 from bnb.errors import BnbError
 from bnb.results import EXIT_BAD_INPUT, EXIT_CODES, Verdict, write_atomic
@@ -64,12 +64,9 @@ def verify(network, spec, configs, sets, timeout, results_file, verbose):
         cfg = _config(configs, sets, timeout)
         verbose = verbose or cfg.general.verbose
         log = (lambda m: click.echo(f"[bnb] {m}", err=True)) if verbose else None
-        watchdog = _watchdog(cfg.general.timeout, network, spec, results_file)
-        try:
-            result = run_verify(network, spec, cfg, log=log)
-        finally:
-            if watchdog is not None:
-                watchdog.cancel()
+        limit = cfg.general.timeout
+        result = with_watchdog(limit, _announce_timeout(limit, network, spec, results_file),
+                               EXIT_CODES[Verdict.TIMEOUT], lambda: run_verify(network, spec, cfg, log=log))
     except BnbError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -89,15 +86,15 @@ def verify(network, spec, configs, sets, timeout, results_file, verbose):
     end_process(EXIT_CODES[result.verdict])
 
 
-def _watchdog(limit, network, spec, results_file):
-    """Backstop of the cooperative deadline in ``bnb verify``: if the run is still going ``WATCHDOG_GRACE``
-    seconds after the limit, answer ``timeout`` and end the process (``os._exit``)."""
+def _announce_timeout(limit, network, spec, results_file):
+    """What ``bnb verify`` says when its watchdog ends a run still going ``WATCHDOG_GRACE`` seconds after the
+    limit (the backstop of the cooperative deadline): ``timeout``, on stdout and in the results file."""
     def announce():
         if results_file:
             write_atomic(results_file, "timeout\n")
         print(f"{os.path.basename(network)} / {os.path.basename(spec)}: timeout in {limit + WATCHDOG_GRACE:.2f}s "
               f"(limit {limit:g}s reached; the run did not stop, ended by the watchdog)", flush=True)
-    return start_watchdog(limit, announce, EXIT_CODES[Verdict.TIMEOUT])
+    return announce
 
 
 def _fmt(v):

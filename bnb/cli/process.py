@@ -1,5 +1,5 @@
 """How a command's process ends: quickly once its work is done (:func:`end_process`), and at the latest a grace
-period after its time limit (:func:`start_watchdog`), whatever the running code does."""
+period after its time limit (:func:`start_watchdog`, :func:`with_watchdog`), whatever the running code does."""
 from __future__ import annotations
 
 import os
@@ -39,3 +39,14 @@ def start_watchdog(limit, announce, code: int):
     timer.daemon = True
     timer.start()
     return timer
+
+
+def with_watchdog(limit, announce, code: int, work):
+    """``work()`` under :func:`start_watchdog` (``limit``, ``announce``, ``code`` as there); the watchdog is
+    cancelled however ``work`` ends. Returns what ``work`` returns."""
+    watchdog = start_watchdog(limit, announce, code)
+    try:
+        return work()
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()

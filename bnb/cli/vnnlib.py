@@ -124,7 +124,7 @@ main.add_command(supports, "capabilities")  # section 5.1 names the command so
 @click.option("-v", "--verbose", is_flag=True, help="bnb's progress and statistics on stderr.")
 def verify(query, networks, timeout, serialise, configs, sets, verbose):
     """Decide the VNN-LIB 2.0 QUERY on the ONNX model given for its network."""
-    from bnb.cli.process import end_process, start_watchdog
+    from bnb.cli.process import end_process, with_watchdog
     from bnb.config import load_config
     try:
         cfg = load_config(configs, sets)
@@ -142,12 +142,8 @@ def verify(query, networks, timeout, serialise, configs, sets, verbose):
                        "stdout", err=True)
         verbose = verbose or cfg.general.verbose
         log = (lambda m: click.echo(f"[bnb] {m}", err=True)) if verbose else None
-        watchdog = start_watchdog(cfg.general.timeout, lambda: print("timed-out", flush=True), 0)
-        try:
-            result = run_verify(onnx_path, q.prop, cfg, log=log, models=models)
-        finally:
-            if watchdog is not None:
-                watchdog.cancel()
+        result = with_watchdog(cfg.general.timeout, lambda: print("timed-out", flush=True), 0,
+                               lambda: run_verify(onnx_path, q.prop, cfg, log=log, models=models))
     except BnbError as e:
         _fail(e)
     except KeyboardInterrupt:
