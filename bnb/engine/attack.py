@@ -11,6 +11,7 @@ import math
 import numpy as np
 import torch
 
+from bnb.engine.options import PgdOptions
 from bnb.io.spec import Property
 from bnb.timing import Deadline
 
@@ -113,7 +114,7 @@ def _best_samples(net, lo, hi, C, d, keep: int, samples: int, gen, deadline=None
     return torch.cat(starts).reshape(-1, n)
 
 
-def attack_property(net, prop: Property, cfg, validate, deadline: Deadline | None = None, seed: int = 0,
+def attack_property(net, prop: Property, opts: PgdOptions, validate, deadline: Deadline | None = None, seed: int = 0,
                     refuted=None):
     """PGD over every box and polytope of ``prop``; candidates with margin ``<= 0`` go to ``validate``.
 
@@ -131,7 +132,7 @@ def attack_property(net, prop: Property, cfg, validate, deadline: Deadline | Non
             box_of.append(b)
     if not polys:
         return None, math.inf
-    restarts = max(1, min(cfg.restarts, cfg.max_batch // len(polys)))
+    restarts = max(1, min(opts.restarts, opts.max_batch // len(polys)))
     active = torch.ones(len(polys), dtype=torch.bool) if refuted is None else ~torch.as_tensor(refuted).bool()
     if not bool(active.any()):
         return None, math.inf
@@ -139,12 +140,12 @@ def attack_property(net, prop: Property, cfg, validate, deadline: Deadline | Non
     lo = torch.tensor(np.stack([prop.specs[b].lower for b in box_of]), dtype=dtype, device=device)
     hi = torch.tensor(np.stack([prop.specs[b].upper for b in box_of]), dtype=dtype, device=device)
     gen = torch.Generator().manual_seed(seed)
-    x0 = _best_samples(net, lo, hi, C, d, restarts, cfg.samples, gen, deadline, active)
+    x0 = _best_samples(net, lo, hi, C, d, restarts, opts.samples, gen, deadline, active)
     act = active.to(device)
     rep = lambda t: t[act].repeat_interleave(restarts, dim=0)  # noqa: E731
     lo_r, hi_r, C_r, d_r = rep(lo), rep(hi), rep(C), rep(d)
     box_r = np.repeat(np.array(box_of)[active.numpy()], restarts)
-    x, m = pgd(net, lo_r, hi_r, C_r, d_r, cfg.steps, cfg.step_size, gen, deadline, x0)
+    x, m = pgd(net, lo_r, hi_r, C_r, d_r, opts.steps, opts.step_size, gen, deadline, x0)
     hits = torch.nonzero(m <= 0).flatten()
     if hits.numel():
         order = hits[torch.argsort(m[hits])][:64].cpu().numpy()

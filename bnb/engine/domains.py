@@ -8,7 +8,7 @@ the heuristics all go through it. ``score`` (``(N,)``, > 0 verified; lowest firs
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -47,9 +47,6 @@ class DomainBatch:
     def tile(self, reps: int):
         """``reps`` copies of the batch one after the other (``reps N`` domains)."""
         return self.map(lambda t: _tile(t, reps))
-
-    def clone(self):
-        return self.map(torch.Tensor.clone)
 
 
 @dataclass
@@ -115,8 +112,3 @@ class PieceDomains(DomainBatch):
     """Pieces of the theory's partition (:mod:`bnb.theory.partition`): ``piece`` ``(N,)`` indexes the
     strategy's own list of pieces."""
     piece: torch.Tensor
-
-
-def with_score(batch: DomainBatch, score: torch.Tensor) -> DomainBatch:
-    """The batch with a new ``score`` ``(N,)``."""
-    return replace(batch, score=score)

@@ -30,6 +30,16 @@ class AttackOptions:
 
 
 @dataclass(frozen=True)
+class PgdOptions:
+    """The attack before bounding (:func:`bnb.engine.attack.attack_property`); from the ``attack`` section."""
+    restarts: int
+    samples: int
+    steps: int
+    step_size: float
+    max_batch: int
+
+
+@dataclass(frozen=True)
 class InputSplitOptions:
     """Input splitting (:mod:`bnb.engine.strategies.input_split`); from ``bab``."""
     input_heuristic: str
@@ -86,6 +96,11 @@ def _take(cls, *sections):
         else:
             raise AttributeError(f"no configuration option named {f.name!r} for {cls.__name__}")
     return cls(**values)
+
+
+def pgd_options(cfg) -> PgdOptions:
+    """The attack's options from a :class:`~bnb.config.Config`."""
+    return _take(PgdOptions, cfg.attack)
 
 
 def engine_options(cfg) -> EngineOptions:

@@ -18,6 +18,7 @@ import torch
 from bnb.config import Config
 from bnb.engine.attack import attack_property
 from bnb.engine.context import check_heuristics
+from bnb.engine.options import pgd_options
 from bnb.errors import BnbError
 from bnb.io.models import ModelCache
 from bnb.io.onnx_loader import load_onnx
@@ -104,7 +105,7 @@ def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | N
         if cfg.attack.enabled:
             t0 = time.monotonic()
             validate = lambda xs, boxes: replay(model, prop, xs, boxes)  # noqa: E731
-            ce, best = attack_property(net, prop, cfg.attack, validate, deadline, cfg.general.seed, refuted)
+            ce, best = attack_property(net, prop, pgd_options(cfg), validate, deadline, cfg.general.seed, refuted)
             stats["time_attack"] = stats["time_attack_stage"] = time.monotonic() - t0
             stats["attack_best_margin"] = best
             if ce is not None:
