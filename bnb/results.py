@@ -28,13 +28,29 @@ EXIT_BAD_INPUT = 2
 
 @dataclass
 class Counterexample:
-    """An input ``x`` (float32 values, flat) and the output ``y`` the ONNX model computes for it."""
+    """An input ``x`` (float32 values, flat) and the output ``y`` the ONNX model computes for it.
+
+    When the box holds no float32 point (``x32`` set; :mod:`bnb.io.witness`), ``x`` is the exact point (float64)
+    at which the real-arithmetic network is proven to violate (``real_margin``: a rigorous upper bound of
+    ``max_i (C y - d)_i`` there, < 0), and ``y`` and ``margin`` are those of its nearest float32 point ``x32``
+    on the ONNX model (``margin`` at most the checker's tolerance)."""
 
     x: np.ndarray
     y: np.ndarray
     box: int = 0       # which input box of the property it lies in
     disjunct: int = 0  # which output polytope it reaches
-    margin: float = 0.0  # max_i (C y - d)_i on the ONNX output, <= 0
+    margin: float = 0.0  # max_i (C y - d)_i on the ONNX output, <= 0 (<= the tolerance for an exact point)
+    x32: np.ndarray | None = None  # the float32 point replayed, when x is not one
+    real_margin: float | None = None  # proven bound of the margin at x in real arithmetic (exact points)
+
+    def describe(self) -> str:
+        """What the witness rests on, for the result's message."""
+        if self.x32 is None:
+            return f"ONNX margin {self.margin:.4g}"
+        moved = float(np.max(np.abs(self.x - self.x32.astype(np.float64))))
+        return (f"the box holds no float32 point: violation proven at the exact point in real arithmetic "
+                f"(margin <= {self.real_margin:.4g}); its nearest float32 point (at most {moved:.3g} away) "
+                f"replayed on the ONNX model: margin {self.margin:.4g}")
 
 
 @dataclass

@@ -158,7 +158,8 @@ def test_bad_queries_give_one_line(body, needles):
 
 
 @pytest.mark.parametrize("text,needles", [
-    (header((2,), (2,), etype="float32") + "(assert (<= Y[0] 1.0))", [":3:", "float32", "element type real"]),
+    (header((2,), (2,), etype="float16") + "(assert (<= Y[0] 1.0))", [":3:", "float16", "real", "float32"]),
+    (header((2,), (2,)).replace("Y real", "Y float32") + "(assert (<= Y[0] 1.0))", ["input X as real", "float32"]),
     (header((2,), (2,), etype="Real") + "(assert (<= Y[0] 1.0))", ["does not define"]),
     (header((2,), (2,)).replace("    (declare-output", "    (declare-hidden H real [2] \"relu\")\n    (declare-output")
      + "(assert (<= Y[0] 1.0))", ["hidden node H", "NH"]),
@@ -272,7 +273,7 @@ def test_timeout_and_error_answers(tmp_path, tiny, monkeypatch):
     ("outputs", ["3 element(s)", "1 outputs"]),
     ("missing-query", ["no such file"]),
     ("missing-model", ["no such file"]),
-    ("bad-query", ["float32"]),
+    ("bad-query", ["float16"]),
 ])
 def test_cli_bad_input(tmp_path, tiny, case, needles):
     q = tmp_path / "q.vnnlib"
@@ -296,7 +297,7 @@ def test_cli_bad_input(tmp_path, tiny, case, needles):
     elif case == "missing-model":
         args[3] = f"N={tmp_path / 'absent.onnx'}"
     elif case == "bad-query":
-        q.write_text(header((1, 2), (1, 1), etype="float32") + box2("(<= Y[0,0] 0.5)"))
+        q.write_text(header((1, 2), (1, 1), etype="float16") + box2("(<= Y[0,0] 0.5)"))
     code, out, err = cli(args)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and out == "" and len(lines) == 1 and lines[0].startswith(PROG), (code, out, err)
@@ -306,7 +307,7 @@ def test_cli_bad_input(tmp_path, tiny, case, needles):
 
 # ------------------------------------------------------------------------------------------ supports
 def test_supports_answers():
-    assert cli(["supports", "--onnx-element-types"])[:2] == (0, "real\n")
+    assert cli(["supports", "--onnx-element-types"])[:2] == (0, "real\nfloat32\n")
     assert cli(["supports", "--vnnlib-versions"])[:2] == (0, "2.0\n2.0\n")
     assert cli(["supports", "--multiple-network-theories"])[:2] == (0, "SNET\n")
     assert cli(["supports", "--arithmetic-complexity-theories"])[:2] == (0, "BND\nOUTC\n")

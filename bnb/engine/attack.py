@@ -27,7 +27,7 @@ def stack_polytopes(polys, n_out: int, dtype=torch.float64, device="cpu"):
     for i, p in enumerate(polys):
         k = len(p.d)
         if k:
-            C[i, :k], d[i, :k] = p.C, p.d
+            C[i, :k], d[i, :k] = p.C, p.refute_d  # the slack of a float32 query widens the target
             d[i, k:] = _PAD
     return torch.tensor(C, dtype=dtype, device=device), torch.tensor(d, dtype=dtype, device=device)
 

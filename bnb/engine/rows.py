@@ -16,7 +16,8 @@ class Rows:
     """All output polytopes of one box as one row matrix: ``C`` ``(M, n_out)``, ``d`` ``(M,)``, and the
     polytope (group) of each row. A domain is verified when every group has a row with ``lb > d``.
 
-    ``d`` is the file's right-hand side rounded up in the working dtype, so that ``C y > d`` proves the
+    ``d`` is the file's right-hand side (widened by a float32 query's slack, ``Polytope.refute_d``) rounded up in
+    the working dtype, so that ``C y > d`` proves the
     file's ``C y > d``. Coefficients that the dtype cannot hold exactly (rare: VNN-LIB rows are mostly +-1)
     need ``y_reach()``, called only then, which returns ``(n_out,)``, a rigorous bound on ``|y|`` over the box:
     ``d`` is then raised by ``|C_file - C| . y_reach()`` (float64, rounded up)."""
@@ -24,9 +25,10 @@ class Rows:
     def __init__(self, polys, n_out, dtype, device, y_reach=None):
         rows, rhs, groups = [], [], []
         for g, p in enumerate(polys):
-            for i in range(len(p.d)):
+            d = p.refute_d
+            for i in range(len(d)):
                 rows.append(torch.as_tensor(p.C[i], dtype=torch.float64))
-                rhs.append(float(p.d[i]))
+                rhs.append(float(d[i]))
                 groups.append(g)
         C64 = torch.stack(rows)
         d64 = torch.tensor(rhs, dtype=torch.float64)

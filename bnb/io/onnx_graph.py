@@ -18,9 +18,11 @@ from relaxations.network import Network
 
 
 def convert_model(model, path):
-    """``(network, onnx_input_shape, input_name, batchable)`` of a parsed ``ModelProto`` (file ``path``, for errors):
-    ``onnx_input_shape`` is ``(1, *per_sample)``, the network's input shape ``per_sample``; ``batchable``: the
-    model's batch dimension is symbolic, so onnxruntime may evaluate many points at once."""
+    """``(network, onnx_input_shape, input_name, batchable, chain)`` of a parsed ``ModelProto`` (file ``path``, for
+    errors): ``onnx_input_shape`` is ``(1, *per_sample)``, the network's input shape ``per_sample``; ``batchable``:
+    the model's batch dimension is symbolic, so onnxruntime may evaluate many points at once; ``chain``: the same
+    network before simplification, one layer per operator step (what the float32 evaluation-error bound of
+    :mod:`relaxations.float_error` reads: the folds would hide the operators' own roundings)."""
     consts = initializers(model, path)
     inp, onnx_in_shape, batchable = network_input(model, consts, path)
     g = Dataflow(consts, path)
@@ -35,7 +37,8 @@ def convert_model(model, path):
         raise ModelError(f"graph output {outs[0]!r} is not computed from the input by supported ops", path)
     try:
         layers = adapt(lower(g.ops, inp.name, out, g.shapes), onnx_in_shape[1:])
-        net = Network(layers, onnx_in_shape[1:]).simplified()
+        chain = Network(layers, onnx_in_shape[1:])
+        net = chain.simplified()
     except ValueError as e:
         raise ModelError(f"inconsistent shapes: {e}", path) from None
-    return net, onnx_in_shape, inp.name, batchable
+    return net, onnx_in_shape, inp.name, batchable, chain

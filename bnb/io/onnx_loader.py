@@ -23,15 +23,16 @@ class LoadedModel:
     """A converted network together with what is needed to replay points on the original model."""
 
     def __init__(self, path: Path, network: Network, onnx_input_shape, input_name: str, batchable: bool,
-                 model_bytes: bytes):
+                 model_bytes: bytes, chain: Network | None = None):
         self.path = path
         self.network = network
+        self.chain = chain if chain is not None else network  # before simplification (float32 error bound)
         self.onnx_input_shape = tuple(onnx_input_shape)
         self.input_name = input_name
         self.batchable = batchable
         self._bytes = model_bytes
         self._session = None
-        self._net32 = None  # float32 copy of the network, for the check's rounding scale
+        self._net32 = None  # float32 copy of the chain, for the check's rounding scale
         self.load_checked = False  # set by the first check that passes (every check batch holds the load box)
 
     @property
@@ -58,13 +59,14 @@ class LoadedModel:
     def _rounding_scale(self, x: np.ndarray, boxes: list[int]) -> np.ndarray:
         """``(K, 1)``: how far float32 rounding moves this network's outputs at points like ``x`` ``(K, n_in)``:
         per box (``boxes[k]``: the box of point ``k``), the largest ``|f64(x) - f32(x)|`` of the converted network
-        evaluated in both precisions. onnxruntime rounds the same sums in another order, so its error is of the
-        same size; it is measured at the points themselves, so a box far from the origin gets the large
-        rounding it really has, and a deep network is not charged for worst-case growth it does not show."""
-        if self._net32 is None:
-            self._net32 = self.network.to(dtype=torch.float32)
+        before simplification (one layer per operator step) evaluated in both precisions. onnxruntime rounds the
+        same sums in another order, so its error is of the same size; it is measured at the points themselves, so
+        a box far from the origin gets the large rounding it really has, and a deep network is not charged for
+        worst-case growth it does not show."""
+        if self._net32 is None:  # the chain, not the simplified network: its steps round as onnxruntime's do
+            self._net32 = self.chain.to(dtype=torch.float32)
         with torch.no_grad():
-            y64 = self.network.forward(torch.from_numpy(x.astype(np.float64))).numpy()
+            y64 = self.chain.forward(torch.from_numpy(x.astype(np.float64))).numpy()
             y32 = self._net32.forward(torch.from_numpy(x.astype(np.float32))).double().numpy()
         dev = np.abs(y64 - y32).max(axis=1)
         dev = np.where(np.isfinite(dev), dev, np.inf)
@@ -140,8 +142,8 @@ def load_onnx(path, check: bool = True) -> LoadedModel:
         raise ModelError(f"not a readable ONNX model ({type(e).__name__}: {first})", path) from None
     if len(model.graph.node) == 0:
         raise ModelError("not a readable ONNX model (empty graph)", path)
-    net, in_shape, in_name, batchable = convert_model(model, path)
-    loaded = LoadedModel(path, net, in_shape, in_name, batchable, data)
+    net, in_shape, in_name, batchable, chain = convert_model(model, path)
+    loaded = LoadedModel(path, net, in_shape, in_name, batchable, data, chain)
     if check:
         loaded.check_load()
     return loaded

@@ -107,7 +107,10 @@ def batch_normalization(g: Dataflow, node, a, ins, out):
     gamma, beta, mean, var = (np.asarray(g.const(node, i), np.float64) for i in ins[1:5])
     scale = gamma / np.sqrt(var + float(a.get("epsilon", 1e-5)))
     bshape = (1, -1) + (1,) * (len(s) - 2)
-    g.elementwise(node, ins[0], scale.reshape(bshape), (beta - mean * scale).reshape(bshape), out)
+    # two steps, (x - mean) then scale * . + beta: the same real map (simplification folds them into one), but the
+    # float32 error bound sees the terms onnxruntime rounds, |mean| and |beta|, not only their difference
+    centred = g.elementwise(node, ins[0], 1.0, -mean.reshape(bshape))
+    g.elementwise(node, centred, scale.reshape(bshape), beta.reshape(bshape), out)
 
 
 # ------------------------------------------------------------------------------------------ matrix products

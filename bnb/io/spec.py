@@ -19,10 +19,22 @@ class Polytope:
     """``{y : C y <= d}`` with ``C`` of shape ``(k, n_outputs)`` and ``d`` of shape ``(k,)``.
 
     ``k = 0`` is the whole output space (every input of the box is a counterexample).
+
+    ``slack`` ``(k,)`` (float32 queries only, else None): how far float32 evaluation can move ``C y`` from the
+    real-arithmetic network's value over the box; a proof refutes ``C y <= d + slack`` (:attr:`refute_d`) for the
+    real network, which refutes ``C y <= d`` for every float32 evaluation. A witness is checked against ``d``.
     """
 
     C: np.ndarray
     d: np.ndarray
+    slack: np.ndarray | None = None
+
+    @property
+    def refute_d(self) -> np.ndarray:
+        """The right-hand side proofs refute and the search aims at: ``d``, widened by ``slack`` (rounded up)."""
+        if self.slack is None:
+            return self.d
+        return np.nextafter(np.asarray(self.d, np.float64) + self.slack, np.inf)
 
     def margin(self, y: np.ndarray) -> np.ndarray:
         """``max_i (C y - d)_i`` for outputs ``y`` of shape ``(N, n_outputs)``; ``<= 0`` means inside."""
@@ -46,6 +58,9 @@ class Property:
     n_inputs: int
     n_outputs: int
     path: str = ""
+    # float32 semantics (a VNN-LIB 2.0 query declaring float32): a witness must be a float32 input, and proofs
+    # cover the float32 evaluation error of the outputs (the polytopes' ``slack``); otherwise real semantics
+    float32: bool = False
 
     @property
     def n_disjuncts(self) -> int:

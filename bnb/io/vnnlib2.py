@@ -9,9 +9,11 @@ standard's theory that would be needed (chapter 4 of the standard). Supported, i
   (``BND``), constraints on the output are any linear ones (``OUTC`` and more), combined with ``and``/``or``;
 - non-strict comparisons ``<=``, ``>=`` and ``==`` (a strict ``<``, ``>`` or ``!=`` is refused: a
   counterexample on its boundary would be reported ``sat`` for a query that excludes it);
-- the element type ``real`` only: an ``unsat`` of bnb holds for the network in real arithmetic
-  (``docs/soundness.md``), not under float32 rounding, so by section 5.3.2 a query declaring ``float32``
-  must be refused; writing ``real`` is how the standard lets the user accept that.
+- the element types ``real`` and ``float32``, the same for the input and the output. ``real``: the network in
+  real arithmetic (``docs/soundness.md``); a ``sat`` may rest on an exact input that float32 cannot hold
+  (:mod:`bnb.io.witness`). ``float32``: the network as onnxruntime computes it: a ``sat`` is a float32 input
+  whose onnxruntime output satisfies the constraints, an ``unsat`` is proven for the real network with a margin
+  that covers the float32 evaluation error of every summation order (:mod:`relaxations.float_error`).
 
 A query's input and output are the network's (flattened row-major, as the ONNX tensors); their declared
 shapes are checked against the model by :func:`check_model`.
@@ -36,7 +38,7 @@ THEORIES = {
     "multiple-node-comparison": ("SNC",),
     "arithmetic-complexity": ("BND", "OUTC"),
 }
-ELEMENT_TYPES = ("real",)
+ELEMENT_TYPES = ("real", "float32")
 VNNLIB_VERSIONS = ("2.0", "2.0")
 
 # the parser's element type enum -> the standard's spelling
@@ -108,6 +110,10 @@ def parse_query_text(text: str, path: str = "<string>") -> Query:
                         "bnb supports one of each (theory SIO)", path)
     x = _declaration(net.inputs[0], "input", text, path)
     y = _declaration(net.outputs[0], "output", text, path)
+    if x.element_type != y.element_type:
+        raise SpecError(f"declares the input {x.name} as {x.element_type} and the output {y.name} as "
+                        f"{y.element_type}; bnb decides queries whose input and output have one element type "
+                        "(both real or both float32)", path, _line_of(text, "declare-output", y.name))
 
     atoms: list[tuple] = []
     dnf: list[list[int]] = [[]]
@@ -123,6 +129,7 @@ def parse_query_text(text: str, path: str = "<string>") -> Query:
         return (x if kind == "X" else y).element(i)
 
     prop = build_property(atoms, dnf, x.size, y.size, path, lambda line, msg: SpecError(msg, path, line), name)
+    prop.float32 = x.element_type == "float32"
     return Query(path, net.name, x, y, prop)
 
 
@@ -173,10 +180,9 @@ def _declaration(d, kind: str, text: str, path: str) -> Declaration:
         raise SpecError(f"{kind} {d.name} has an element type the standard does not define (element types are "
                         "lower case: real, float32, ...)", path, line)
     if etype not in ELEMENT_TYPES:
-        raise SpecError(f"{kind} {d.name} is declared {etype}; bnb's unsat answers hold for the network in real "
-                        f"arithmetic, not under {etype} rounding, so it verifies only queries declared with the "
-                        "element type real (rewrite the declarations as real to accept that; standard 5.3.2)",
-                        path, line)
+        raise SpecError(f"{kind} {d.name} is declared {etype}; bnb decides queries declared real (the network in "
+                        "real arithmetic) or float32 (as onnxruntime computes it), not other element types "
+                        "(standard 5.3.2)", path, line)
     return Declaration(d.name, etype, tuple(int(s) for s in d.shape))
 
 

@@ -29,7 +29,7 @@ def prove(model, net, prop, cfg, deadline, stats, log):
                 stats[k] = stats[k] + v if both_numeric else v
             bab_stats = Stats()
         if status == "sat":
-            return Verdict.SAT, ce, f"counterexample found in box {b} during branch and bound"
+            return Verdict.SAT, ce, f"counterexample found in box {b} during branch and bound; {ce.describe()}"
         undecided += status == "unknown"
     if undecided:
         reason = "branch and bound disabled" if not cfg.bab.enabled else "domains left undecided"

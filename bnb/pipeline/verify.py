@@ -11,8 +11,10 @@ Stages, each honouring the deadline:
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
+import numpy as np
 import torch
 
 from bnb.config import Config
@@ -29,7 +31,8 @@ from bnb.pipeline import presets, screen
 from bnb.pipeline.prove import prove
 from bnb.results import Result, Verdict
 from bnb.timing import Deadline, VerificationTimeout
-from relaxations.fp import ieee_kernels
+from relaxations.float_error import evaluation_error
+from relaxations.fp import err_coeff, ieee_kernels, outward_box, tiny
 
 
 def resolve_device(name: str) -> torch.device:
@@ -40,6 +43,26 @@ def resolve_device(name: str) -> torch.device:
         raise BnbError("general.device is 'cuda' but no CUDA device is available")
     ieee_kernels(name)
     return torch.device(name)
+
+
+def float32_slack(model, prop: Property) -> Property:
+    """The property of a float32 query with every polytope's ``slack`` set: ``|C| E`` (rounded up), where ``E``
+    bounds how far float32 evaluation moves each output over the box
+    (:func:`relaxations.float_error.evaluation_error`, on the network before simplification)."""
+    specs = []
+    for spec in prop.specs:
+        lo, hi = outward_box(spec.lower, spec.upper, torch.float64)
+        E = evaluation_error(model.chain, lo, hi).numpy()
+        polys = []
+        for p in spec.disjuncts:
+            C = np.abs(np.asarray(p.C, np.float64))
+            with np.errstate(invalid="ignore", over="ignore"):
+                slack = C @ E if len(p.d) else np.zeros(0)
+            slack = np.where(np.isnan(slack), np.inf, slack)
+            slack = slack * (1 + err_coeff(C.shape[1] + 2, torch.float64)) + (C.shape[1] + 6) * tiny(torch.float64)
+            polys.append(dataclasses.replace(p, slack=slack))
+        specs.append(dataclasses.replace(spec, disjuncts=polys))
+    return dataclasses.replace(prop, specs=specs)
 
 
 def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | None = None,
@@ -91,6 +114,14 @@ def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | N
 
     try:
         net = net0.to(device=device, dtype=dtype)
+        if prop.float32:
+            t0 = time.monotonic()
+            prop = float32_slack(model, prop)
+            stats["time_float32_error"] = time.monotonic() - t0
+            stats["float32_slack_max"] = max((float(p.slack.max()) for s in prop.specs for p in s.disjuncts
+                                              if len(p.d)), default=0.0)
+            log(f"float32 query: proofs cover float32 evaluation (output constraints widened by up to "
+                f"{stats['float32_slack_max']:.3g})")
         refuted, restricted = None, (prop, None, None)
         if cfg.attack.enabled and screen.worthwhile(net, cfg):
             t0 = time.monotonic()
@@ -109,7 +140,8 @@ def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | N
             stats["time_attack"] = stats["time_attack_stage"] = time.monotonic() - t0
             stats["attack_best_margin"] = best
             if ce is not None:
-                return finish(Verdict.SAT, ce, "counterexample found by PGD, replayed on the ONNX model")
+                return finish(Verdict.SAT, ce,
+                              f"counterexample found by PGD, replayed on the ONNX model; {ce.describe()}")
             deadline.check()
         t0 = time.monotonic()
         left, box_map, poly_map = restricted

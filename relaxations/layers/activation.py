@@ -91,6 +91,12 @@ class Activation(Layer):
         """Rigorous elementwise bounds ``(N, *s)`` of the output for inputs in ``[l, u]`` ``(N, *s)``."""
         raise NotImplementedError
 
+    def float_error(self, e: torch.Tensor, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """``(N, *s)``: a bound on ``|act_f32(x^) - act(x)|`` for inputs ``x`` in ``[l, u]`` (real) and float32
+        inputs ``x^`` with ``|x^ - x| <= e`` (all ``(N, *s)``): the activation's step of
+        :func:`relaxations.float_error.evaluation_error`."""
+        raise NotImplementedError
+
     def relaxation(self, l: torch.Tensor, u: torch.Tensor, split: torch.Tensor | None = None,
                    lower_slope: str = "adaptive") -> ActivationRelaxation:  # pragma: no cover - interface
         """The linear relaxation on input bounds ``l``/``u`` ``(N, n)`` (flattened), with split phases ``split``

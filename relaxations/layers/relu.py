@@ -27,6 +27,11 @@ class ReLU(Activation):
         """``(relu(l), relu(u))``, each ``(N, *s)``: exact (no rounding)."""
         return torch.relu(l), torch.relu(u)
 
+    def float_error(self, e, l, u):
+        """``(N, *s)``: ``e`` (ReLU is 1-Lipschitz and computed exactly), 0 where ``u + e < 0`` (both the real and
+        the computed input are negative there: both outputs are 0)."""
+        return torch.where(u + e < 0, torch.zeros_like(e), e)
+
     def relaxation(self, l, u, split=None, lower_slope="adaptive") -> "ReluRelaxation":
         """:class:`ReluRelaxation` of input bounds ``(N, n)``."""
         return ReluRelaxation(l, u, split, lower_slope)
