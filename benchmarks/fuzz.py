@@ -15,11 +15,22 @@ Instance families
   float64 network on onnxruntime before it is used.
 - input boxes (``BOX_KINDS``): ``box`` (ordinary), ``point`` (lower == upper everywhere), ``zero_some``
   (30-90 % of the inputs of zero width), ``one_free`` (all inputs fixed except one of width 1e-7), ``ulps``
-  (every width a few float32 ulps), ``far`` (centres ~1e3-1e5 where float32 rounding is large), ``mixed``
-  (each input drawn from the other kinds). Bounds are float32 values except the 1e-7-wide upper bound.
+  (every width a few float32 ulps), ``far`` (centres ~1e3-1e5 where float32 rounding is large), ``decimal``
+  (1 to all inputs fixed, lower == upper, at short decimals such as ``0.1`` or ``-2.37`` that are not float32
+  numbers, the rest ordinary intervals: the box holds no float32 point), ``mixed`` (each input drawn from the
+  other kinds, a decimal fixed input among them). Bounds are float32 values except the 1e-7-wide upper bound
+  and the decimals (float64, written with ``repr`` so that they read back as the same float64).
 - output specs (``SPEC_KINDS``): ``row`` (one ``c.y <= d``), ``poly`` (2-3 rows, a conjunction), ``disj`` (a
   disjunction of 2-3 polytopes), ``multibox`` (two input boxes, each with its own polytope). Rows are random
   Gaussian, one-hot, or differences ``y_i - y_j`` (the VNN-COMP form).
+- routes (``ROUTES``): ``v1``, a VNN-LIB 1.0 file read by ``verify`` (real-arithmetic semantics); ``v2f32``, for a
+  share ``--v2-float32`` (default 0.25) of the draws whose bounds are all float32 numbers (so never ``decimal``,
+  ``one_free`` or a ``mixed`` box with a decimal or 1e-7-wide input), the same property written as a VNN-LIB 2.0
+  query whose input and output are declared ``float32`` (float32 semantics: ``sat`` needs a float32 input whose
+  onnxruntime output satisfies the constraints, ``unsat`` a proof covering float32 evaluation), read by
+  ``bnb.io.vnnlib2.parse_query_text`` and passed to ``verify`` as a Property. Every spec kind goes both ways
+  (bnb's 2.0 reader takes disjunctions and several boxes); numbers are written positionally with float64
+  round-trip digits.
 
 Ground truth
 ------------
@@ -43,6 +54,29 @@ absolute gap 1e-6 on ``lo``, its feasibility and integrality tolerances, which o
 lower ``lo``) is bounded by the ``hi - lo <= 1e-7 S`` acceptance check and the 1e-6 gap, both below
 ``1e-5 S``. So ``unsat`` on a ``sat`` label, or ``sat`` on an ``unsat`` label, is a wrong verdict.
 
+``decimal`` boxes: the MILP runs over the exact box (lower == upper == the decimal's float64 for fixed inputs),
+i.e. the real-arithmetic question a VNN-LIB 1.0 file asks and bnb decides, so the labels hold as above. The box
+holds no float32 point, so a ``sat`` can only rest on bnb's exact-point witness (``x`` the exact point, ``x32``
+its float32 rounding, a proven ``real_margin``).
+
+``v2f32`` queries (float32 semantics; their bounds are float32 numbers): ``unsat`` label: every real point of the
+box misses every polytope by ``delta >= 1e-5 S``, and a float32 evaluation at a float32 point of the box errs by
+at most ~5e-6 M (above), so no float32 input's onnxruntime output reaches a polytope: ``sat`` is wrong. ``sat``
+label: the real point attaining ``hi`` reaches a polytope by ``delta``; rounding it to the nearest float32 point
+(inside the box, the bounds being float32) moves each input by at most 6e-8 of its magnitude, so the outputs by
+at most 6e-8 M, and the float32 evaluation adds at most ~5e-6 M: together below ``1e-5 S``, so a float32 input
+whose onnxruntime output reaches the polytope exists and ``unsat`` is wrong. The delta labels hold under both
+semantics.
+
+Witnesses: every ``sat`` verdict's counterexample is checked (``check_witness``); one that fails makes the
+verdict wrong. ``x`` must lie in a box (float64 comparison with the written bounds, so a fixed decimal input
+equals the decimal exactly) and reach one of its polytopes on the float64 ground-truth network within ``1e-5
+|C| (1 + M)`` (the tolerance ``check_onnx`` allows between the ONNX file and the float64 network). A float32
+witness (``x32`` unset, always on ``v2f32``): ``x`` is a float32 number and onnxruntime's output at ``x`` (one
+point per run) satisfies the polytope exactly. An exact-point witness (``x32`` set; never on ``v2f32``): ``x32``
+is ``x`` rounded to float32, onnxruntime at ``x32`` violates within 1e-4 (VNN-COMP's tolerance), ``real_margin``
+is negative and not below the float64 margin at ``x`` (beyond 1e-9 |C| (1 + M)).
+
 Configurations: per instance ``--configs`` (default 3) are drawn from the grid ``attack.enabled`` x
 ``bounds.method`` (ibp crown dp0 dp1 alpha beta mn-crown) x ``bab.branching`` (input relu) x ``general.dtype``
 (float32 float64) x ``bab.input_method`` (crown alpha) x ``bounds.mn_cuts`` (hull anderson both: where mn-crown's
@@ -56,6 +90,11 @@ Commands
         # (MILP included; 600 instances took 164 s), i.e. ~45 min with --jobs 1, ~25 min with --jobs 2
     python benchmarks/fuzz.py --seed 0 --instance 17 --set bounds.method=crown --set attack.enabled=false
         # reproduce one instance with one configuration (printed for every wrong/error pair)
+    python benchmarks/fuzz.py --n 150 --box decimal           # only boxes with non-float32 fixed inputs
+    python benchmarks/fuzz.py --n 150 --v2-float32 1           # every eligible draw as a float32 2.0 query
+
+The summary counts verdicts per box kind and per route (``exact``: sat verdicts resting on exact-point
+witnesses, all checked).
 
 Exit code 1 when any verdict is wrong, 0 otherwise (errors are reported but do not change it).
 """
@@ -78,10 +117,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 NET_KINDS = ("dense", "sparse", "conv", "residual", "concat")
-BOX_KINDS = ("box", "point", "zero_some", "one_free", "ulps", "far", "mixed")
+BOX_KINDS = ("box", "point", "zero_some", "one_free", "ulps", "far", "decimal", "mixed")
 SPEC_KINDS = ("row", "poly", "disj", "multibox")
 DELTA_REL = {"clear": 1e-3, "tight": 1e-5}
 MILP_ACCEPT = 1e-7  # hi - lo must be below this times S
+WITNESS_TOL = 1e-5  # a sat witness's float64 margin may exceed 0 by this times |C| (1 + M) (as check_onnx)
+ONNX_ATOL = 1e-4    # an exact-point witness's float32 point: onnxruntime margin at most this (VNN-COMP's atol)
+V2_FLOAT32 = 0.25   # default share of eligible draws (all bounds float32) written as float32 VNN-LIB 2.0 queries
+ROUTES = ("v1", "v2f32")
 GRID = {
     "attack.enabled": ("true", "false"),
     "bounds.method": ("ibp", "crown", "dp0", "dp1", "alpha", "beta", "mn-crown"),
@@ -395,6 +438,20 @@ def _ulps_up(x32, k):
     return out
 
 
+def _decimals(rng, m) -> np.ndarray:
+    """``m`` short decimals (1-3 digits after the point, e.g. ``0.1``, ``-2.37``) none of which is a float32
+    number: the float64 nearest each decimal, which ``repr`` writes back as the same short decimal."""
+    out = np.empty(m)
+    for i in range(m):
+        scale = 10 ** rng.uniform(-1, 1.5)
+        while True:
+            v = round(float(rng.normal(0, scale)), int(rng.integers(1, 4)))
+            if float(np.float32(v)) != v:
+                break
+        out[i] = v
+    return out
+
+
 def random_box(rng, n, kind=None):
     """``(lower, upper, kind)`` float64 arrays of length n."""
     kind = kind or str(rng.choice(BOX_KINDS))
@@ -422,6 +479,10 @@ def random_box(rng, n, kind=None):
         lo, hi = one("box", n)
         fixed = rng.random(n) < rng.uniform(0.3, 0.9)
         hi = np.where(fixed, lo, hi)
+    elif kind == "decimal":  # 1..n inputs fixed at decimals with no float32 equal, the rest float32 intervals
+        lo, hi = one("box", n)
+        fixed = rng.permutation(n)[:int(rng.integers(1, n + 1))]
+        lo[fixed] = hi[fixed] = _decimals(rng, fixed.size)
     elif kind == "one_free":
         lo, _ = one("point", n)
         hi = lo.copy()
@@ -429,8 +490,10 @@ def random_box(rng, n, kind=None):
     elif kind == "mixed":
         lo, hi = np.empty(n), np.empty(n)
         for i in range(n):
-            k = str(rng.choice(["box", "point", "ulps", "far", "tiny"]))
-            if k == "tiny":
+            k = str(rng.choice(["box", "point", "ulps", "far", "tiny", "decimal"]))
+            if k == "decimal":
+                lo[i] = hi[i] = _decimals(rng, 1)[0]
+            elif k == "tiny":
                 lo[i] = _f32(rng.normal(0, 1, 1))[0]
                 hi[i] = lo[i] + 1e-7
             else:
@@ -464,7 +527,11 @@ def random_spec(rng, net: Net, box, kind=None):
         lo, hi, _ = box
         shift = (hi - lo) + np.abs(lo) * 1e-3 + 0.1
         lo2 = _f32(lo + shift * rng.uniform(-1, 1, lo.size))
-        boxes.append((lo2, np.maximum(lo2, _f32(lo2 + (hi - lo))), box[2]))
+        hi2 = np.maximum(lo2, _f32(lo2 + (hi - lo)))
+        dec = np.flatnonzero((lo == hi) & (_f32(lo) != lo))  # decimal fixed inputs stay decimal in the second box
+        if dec.size:
+            lo2[dec] = hi2[dec] = _decimals(rng, dec.size)
+        boxes.append((lo2, hi2, box[2]))
     n_poly = int(rng.integers(2, 4)) if kind == "disj" else 1
     polys = []
     for lo, hi, _ in boxes:
@@ -509,6 +576,52 @@ def write_vnnlib(path, boxes, polys, n_out) -> Path:
         for (lo, hi), ps in zip(boxes, polys):
             for C, d in ps:
                 parts.append("(and " + " ".join(box_atoms(lo, hi)) + " " + poly(C, d) + ")")
+        lines.append("(assert (or " + " ".join(parts) + "))")
+    Path(path).write_text("\n".join(lines) + "\n")
+    return Path(path)
+
+
+def _num2(v) -> str:
+    """A VNN-LIB 2.0 decimal literal (no exponent) that reads back as the float64 ``v`` exactly."""
+    v = float(v)
+    return "0.0" if v == 0.0 else np.format_float_positional(v, unique=True, trim="0")
+
+
+def write_vnnlib2(path, boxes, polys, in_shape, n_out, etype="float32") -> Path:
+    """The same property as :func:`write_vnnlib` as a VNN-LIB 2.0 query on one network ``N`` with input
+    ``X`` of shape ``[1, *in_shape]`` and output ``Y`` of shape ``[1, n_out]`` (the ONNX tensors), both of
+    element type ``etype``. Numbers are written positionally with float64 round-trip digits. (bnb's 2.0
+    reader, through the ``vnnlib`` parser, drops coefficients below 1e-9 in absolute value; the rows here are
+    rounded to 6 decimals, so none is that small.)"""
+    shape = (1, *in_shape)
+
+    def elem(flat):
+        return "X[" + ",".join(str(int(i)) for i in np.unravel_index(flat, shape)) + "]"
+
+    def row(c, d):
+        terms = [f"(* {_num2(cj)} Y[0,{j}])" for j, cj in enumerate(c) if cj != 0.0]
+        lhs = terms[0] if len(terms) == 1 else "(+ " + " ".join(terms) + ")"
+        return f"(<= {lhs} {_num2(d)})"
+
+    def poly(C, d):
+        rows = [row(c, di) for c, di in zip(C, d)]
+        return rows[0] if len(rows) == 1 else "(and " + " ".join(rows) + ")"
+
+    def box_atoms(lo, hi):
+        return [atom for i, (a, b) in enumerate(zip(lo, hi))
+                for atom in (f"(>= {elem(i)} {_num2(a)})", f"(<= {elem(i)} {_num2(b)})")]
+
+    dims = lambda s: "[" + ",".join(str(int(k)) for k in s) + "]"  # noqa: E731
+    lines = ["(vnnlib-version <2.0>)", "(declare-network N",
+             f"    (declare-input X {etype} {dims(shape)})", f"    (declare-output Y {etype} {dims((1, n_out))})",
+             ")"]
+    if len(boxes) == 1:
+        lines += [f"(assert {a})" for a in box_atoms(*boxes[0])]
+        ps = [poly(C, d) for C, d in polys[0]]
+        lines.append(f"(assert {ps[0]})" if len(ps) == 1 else "(assert (or " + " ".join(ps) + "))")
+    else:
+        parts = ["(and " + " ".join(box_atoms(lo, hi)) + " " + poly(C, d) + ")"
+                 for (lo, hi), ps in zip(boxes, polys) for C, d in ps]
         lines.append("(assert (or " + " ".join(parts) + "))")
     Path(path).write_text("\n".join(lines) + "\n")
     return Path(path)
@@ -633,6 +746,7 @@ class Instance:
     spec_kind: str
     value: float         # min_x g(x) after the shift (sat: -delta, unsat: >= +delta)
     milp_time: float = 0.0
+    route: str = "v1"    # "v1": a VNN-LIB 1.0 file (real semantics); "v2f32": a float32-typed VNN-LIB 2.0 query
 
     @property
     def kind(self) -> str:
@@ -660,11 +774,18 @@ def ground_truth(net: Net, boxes, polys):
     return v_lo, v_hi, S
 
 
-def make_instances(seed: int, index: int, kinds=None):
+def float32_bounds(boxes) -> bool:
+    """Every bound of every box is a float32 number (the boxes a float32-typed query may use here)."""
+    return all(np.array_equal(a, _f32(a)) for box in boxes for a in box)
+
+
+def make_instances(seed: int, index: int, kinds=None, v2_float32=0.0):
     """Both labelled instances (sat, unsat) of one random (network, boxes, polytopes) draw.
 
     Deterministic in ``(seed, index)``. Returns ``([Instance, Instance], None)`` or ``([], reason)``.
-    ``kinds``: optional dict with net / box / spec / delta to force a family.
+    ``kinds``: optional dict with net / box / spec / delta to force a family. ``v2_float32``: the probability
+    that a draw whose bounds are all float32 numbers is written as a float32-typed VNN-LIB 2.0 query (drawn
+    from its own stream, so the instances themselves do not depend on it).
     """
     kinds = kinds or {}
     rng = np.random.default_rng([seed, index])
@@ -679,11 +800,12 @@ def make_instances(seed: int, index: int, kinds=None):
         return [], str(e)
     elapsed = time.monotonic() - t0
     delta = DELTA_REL[delta_kind] * S
+    v2 = float32_bounds(boxes) and np.random.default_rng([seed, index, 2]).random() < v2_float32
     out = []
     for label, shift in (("sat", v_hi + delta), ("unsat", v_lo - delta)):
         polys = [[(C, d + shift) for C, d in ps] for ps in polys0]
         out.append(Instance(seed, index, net, boxes, polys, label, delta_kind, box[2], spec_kind,
-                            -delta if label == "sat" else v_lo - shift, elapsed / 2))
+                            -delta if label == "sat" else v_lo - shift, elapsed / 2, "v2f32" if v2 else "v1"))
     return out, None
 
 
@@ -704,7 +826,11 @@ def write_instance(inst: Instance, folder, stem) -> tuple[Path, Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     onnx_path = write_onnx(inst.net, folder / f"{stem}.onnx")
-    vnn_path = write_vnnlib(folder / f"{stem}.vnnlib", inst.boxes, inst.polys, inst.net.n_out)
+    if inst.route == "v2f32":
+        vnn_path = write_vnnlib2(folder / f"{stem}.vnnlib", inst.boxes, inst.polys, inst.net.in_shape,
+                                 inst.net.n_out, "float32")
+    else:
+        vnn_path = write_vnnlib(folder / f"{stem}.vnnlib", inst.boxes, inst.polys, inst.net.n_out)
     return onnx_path, vnn_path
 
 
@@ -723,40 +849,119 @@ def sample_configs(rng, k: int) -> list[tuple[str, ...]]:
     return out
 
 
-def judge(label: str, verdict: str) -> str:
-    """"wrong" | "error" | "ok"."""
+def judge(label: str, verdict: str, witness_problem: str | None = None) -> str:
+    """"wrong" | "error" | "ok". A ``sat`` whose counterexample fails :func:`check_witness` is wrong."""
     if verdict == "error":
         return "error"
     if (label == "sat" and verdict == "unsat") or (label == "unsat" and verdict == "sat"):
         return "wrong"
+    if verdict == "sat" and witness_problem:
+        return "wrong"
     return "ok"
 
 
-def run_verify(onnx_path, vnn_path, overrides, timeout):
-    """``(verdict, seconds, message)``; bad-input exceptions count as errors."""
+def onnx_session(onnx_path):
+    import onnxruntime as ort
+    return ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+
+
+def onnx_eval(sess, net: Net, x) -> np.ndarray:
+    """onnxruntime's output (float64 copy) at the float32 point ``x``, one point per run as a checker runs it."""
+    x = np.asarray(x, np.float32).reshape(1, *net.in_shape)
+    return sess.run(None, {"input": x})[0].reshape(-1).astype(np.float64)
+
+
+def check_witness(inst: Instance, ce, sess, float32_semantics: bool) -> str | None:
+    """Why the counterexample ``ce`` of a ``sat`` verdict does not show the property violated, or None.
+
+    Always: ``x`` lies in one of the boxes (float64 comparison with the written bounds, so a fixed decimal input
+    must equal the decimal exactly) and reaches one of that box's polytopes on the float64 ground-truth network
+    within ``WITNESS_TOL (|C| (1 + M))`` (the tolerance :func:`check_onnx` allows between the ONNX file and the
+    float64 network, carried through the rows). A float32 witness (``x32`` unset): ``x`` is a float32 number and
+    onnxruntime's output at ``x`` satisfies the polytope with no tolerance (``C y <= d``). An exact-point witness
+    (``x32`` set; real semantics only, the box holding no float32 point): ``x32`` is ``x`` rounded to float32,
+    onnxruntime at ``x32`` violates within ``ONNX_ATOL``, and the proven bound ``real_margin`` (< 0) is not below
+    the float64 margin at ``x`` (by more than float64 rounding)."""
+    if ce is None:
+        return "sat without a counterexample"
+    x = np.asarray(ce.x, np.float64).reshape(-1)
+    if x.size != inst.net.n_in or not np.all(np.isfinite(x)):
+        return f"counterexample of size {x.size} (or not finite) for {inst.net.n_in} inputs"
+    inside = [b for b, (lo, hi) in enumerate(inst.boxes) if np.all(lo <= x) and np.all(x <= hi)]
+    if not inside:
+        out = min(float(np.max(np.maximum(lo - x, x - hi))) for lo, hi in inst.boxes)
+        return f"counterexample outside every box (by {out:.3g})"
+    exact = ce.x32 is not None
+    if exact and float32_semantics:
+        return "exact-point (non-float32) witness for a float32 query"
+    if not exact and not np.array_equal(x, x.astype(np.float32).astype(np.float64)):
+        return "witness without x32 is not a float32 point"
+    if exact and not np.array_equal(np.asarray(ce.x32, np.float32), x.astype(np.float32)):
+        return "x32 is not x rounded to float32"
+    if exact and (ce.real_margin is None or not ce.real_margin < 0):
+        return f"exact-point witness without a proven negative real margin ({ce.real_margin})"
+    M = magnitude(inst.net, inst.boxes)
+    y32 = onnx_eval(sess, inst.net, ce.x32 if exact else x)
+    problems = []
+    for b in inside:
+        for C, d in inst.polys[b]:
+            scale = float(np.max(np.abs(C) @ (1.0 + M)))
+            m64 = margin(inst.net, x, C, d)
+            m32 = float(np.max(C @ y32 - d))
+            why = []
+            if m64 > WITNESS_TOL * scale:
+                why.append(f"float64 margin {m64:.4g} > {WITNESS_TOL * scale:.3g}")
+            if exact:
+                if m32 > ONNX_ATOL:
+                    why.append(f"onnxruntime margin at x32 {m32:.4g} > {ONNX_ATOL:g}")
+                if m64 > ce.real_margin + 1e-9 * scale:
+                    why.append(f"float64 margin {m64:.4g} above the proven bound {ce.real_margin:.4g}")
+            elif m32 > 0.0:
+                why.append(f"onnxruntime margin {m32:.4g} > 0")
+            if not why:
+                return None
+            problems.append("; ".join(why))
+    return "no polytope reached: " + " | ".join(problems)
+
+
+def verify_call(onnx_path, spec_path, overrides, timeout, route="v1"):
+    """``(verdict, seconds, message, counterexample)``; bad-input exceptions count as errors. ``route``
+    ``v2f32``: ``spec_path`` is a VNN-LIB 2.0 query, read with bnb's 2.0 reader and passed as a Property."""
     from bnb.config import load_config
     from bnb.errors import BnbError
     from bnb.pipeline.verify import verify
     cfg = load_config([], list(FIXED) + list(overrides))
     t0 = time.monotonic()
     try:
-        r = verify(str(onnx_path), str(vnn_path), cfg, timeout=timeout)
-        return r.verdict.value, time.monotonic() - t0, r.message
+        if route == "v1":
+            spec = str(spec_path)
+        else:
+            from bnb.io.vnnlib2 import parse_query_text
+            spec = parse_query_text(Path(spec_path).read_text(), str(spec_path)).prop
+        r = verify(str(onnx_path), spec, cfg, timeout=timeout)
+        return r.verdict.value, time.monotonic() - t0, r.message, r.counterexample
     except BnbError as e:
-        return "error", time.monotonic() - t0, f"bad input: {e}"
+        return "error", time.monotonic() - t0, f"bad input: {e}", None
     except Exception as e:  # noqa: BLE001 - a crash is reported, not propagated
-        return "error", time.monotonic() - t0, f"crash: {type(e).__name__}: {e}"
+        return "error", time.monotonic() - t0, f"crash: {type(e).__name__}: {e}", None
 
 
-def run_index(seed, index, n_configs=3, timeout=5.0, forced=None, keep=None, kinds=None, workdir=None):
-    """Generate instance ``index`` (both labels) and verify each under sampled (or ``forced``) configs.
+def run_verify(onnx_path, vnn_path, overrides, timeout, route="v1"):
+    """``(verdict, seconds, message)`` of :func:`verify_call`."""
+    return verify_call(onnx_path, vnn_path, overrides, timeout, route)[:3]
+
+
+def run_index(seed, index, n_configs=3, timeout=5.0, forced=None, keep=None, kinds=None, workdir=None,
+              v2_float32=V2_FLOAT32):
+    """Generate instance ``index`` (both labels) and verify each under sampled (or ``forced``) configs; every
+    ``sat`` verdict's counterexample goes through :func:`check_witness`.
 
     Returns ``(rows, skipped_reason)``; each row is a dict (one verify call).
     """
     import torch
     torch.set_num_threads(1)
     try:
-        insts, why = make_instances(seed, index, kinds)
+        insts, why = make_instances(seed, index, kinds, v2_float32)
     except Exception as e:  # noqa: BLE001 - a harness failure skips the draw, loudly, instead of ending the run
         return [], f"harness failure: {type(e).__name__}: {e}"
     if why:
@@ -776,12 +981,21 @@ def run_index(seed, index, n_configs=3, timeout=5.0, forced=None, keep=None, kin
             files.append((inst, stem, onnx_path, vnn_path))
         for inst, stem, onnx_path, vnn_path in files:
             configs = [tuple(forced)] if forced is not None else sample_configs(crng, n_configs)
+            sess = None
             for ov in configs:
-                verdict, secs, msg = run_verify(onnx_path, vnn_path, ov, timeout)
-                status = judge(inst.label, verdict)
+                verdict, secs, msg, ce = verify_call(onnx_path, vnn_path, ov, timeout, inst.route)
+                witness = ""
+                if verdict == "sat":
+                    sess = sess or onnx_session(onnx_path)
+                    problem = check_witness(inst, ce, sess, inst.route == "v2f32")
+                    witness = "exact" if problem is None and ce.x32 is not None else "ok" if problem is None else "bad"
+                    if problem:
+                        msg = f"witness check failed: {problem}; bnb: {msg}"
+                status = judge(inst.label, verdict, msg if witness == "bad" else None)
                 rows.append(dict(seed=seed, index=index, kind=inst.kind, label=inst.label, verdict=verdict,
                                  status=status, time=round(secs, 3), milp_time=round(inst.milp_time, 3),
-                                 n_in=inst.net.n_in, overrides=" ".join(ov), message=msg))
+                                 n_in=inst.net.n_in, overrides=" ".join(ov), message=msg, route=inst.route,
+                                 witness=witness))
                 if status != "ok" and keep:
                     dest = Path(keep)
                     dest.mkdir(parents=True, exist_ok=True)
@@ -795,11 +1009,16 @@ def run_index(seed, index, n_configs=3, timeout=5.0, forced=None, keep=None, kin
 
 def repro_line(row, timeout) -> str:
     sets = " ".join(f"--set {o}" for o in row["overrides"].split())
+    route = "1" if row.get("route") == "v2f32" else "0"
     line = (f"python benchmarks/fuzz.py --seed {row['seed']} --instance {row['index']} --timeout {timeout:g} "
-            f"{sets}")
+            f"--v2-float32 {route} {sets}")
     if row.get("kept"):
         fixed = " ".join(f"--set {o}" for o in FIXED)
-        line += (f"\n    bnb verify {row['kept']}.onnx {row['kept']}.vnnlib --timeout {timeout:g} {fixed} {sets}")
+        if row.get("route") == "v2f32":
+            line += (f"\n    bnb-vnnlib verify {row['kept']}.vnnlib --network N={row['kept']}.onnx "
+                     f"--timeout {timeout:g} {fixed} {sets}")
+        else:
+            line += (f"\n    bnb verify {row['kept']}.onnx {row['kept']}.vnnlib --timeout {timeout:g} {fixed} {sets}")
     return line
 
 
@@ -808,18 +1027,18 @@ def _worker(args):
 
 
 def fuzz(draws, seed=0, n_configs=3, timeout=5.0, jobs=1, keep=None, out=None, indices=None, forced=None,
-         kinds=None, log=print, start=0):
+         kinds=None, log=print, start=0, v2_float32=V2_FLOAT32):
     """Run ``draws`` draw indices from ``start`` (or exactly ``indices``); each draw gives a sat and an unsat
     instance, each verified under ``n_configs`` sampled configurations (or ``forced``). Returns the summary."""
     t0 = time.monotonic()
     indices = list(indices) if indices is not None else list(range(start, start + draws))
-    tasks = [(seed, i, n_configs, timeout, forced, keep, kinds) for i in indices]
+    tasks = [(seed, i, n_configs, timeout, forced, keep, kinds, None, v2_float32) for i in indices]
     verdicts, statuses, skipped, all_rows = Counter(), Counter(), [], []
     writer = f = None
     if out:
         f = open(out, "w", newline="")
-        fields = ["seed", "index", "kind", "label", "verdict", "status", "time", "milp_time", "n_in",
-                  "overrides", "message", "kept"]
+        fields = ["seed", "index", "kind", "route", "label", "verdict", "status", "witness", "time", "milp_time",
+                  "n_in", "overrides", "message", "kept"]
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
 
@@ -843,7 +1062,7 @@ def fuzz(draws, seed=0, n_configs=3, timeout=5.0, jobs=1, keep=None, out=None, i
                 if writer:
                     writer.writerow(r)
                 if r["status"] != "ok":
-                    log(f"{r['status'].upper()}: seed {r['seed']} instance {r['index']} {r['kind']} label "
+                    log(f"{r['status'].upper()}: seed {r['seed']} instance {r['index']} {r['kind']} {r['route']} label "
                         f"{r['label']} -> {r['verdict']} [{r['overrides']}] {r['message'][:200]}\n"
                         f"    repro: {repro_line(r, timeout)}")
             if f:
@@ -861,6 +1080,26 @@ def fuzz(draws, seed=0, n_configs=3, timeout=5.0, jobs=1, keep=None, out=None, i
     return summary
 
 
+def family_table(rows) -> list[str]:
+    """Per box kind and per route (VNN-LIB 1.0 / float32 2.0): pairs, verdicts, wrong, and the ``sat``
+    witnesses checked (``exact``: exact-point witnesses, the box holding no float32 point)."""
+    cols = ("pairs", "sat", "unsat", "unknown", "timeout", "error", "wrong", "exact")
+    count: dict = {}
+    for r in rows:
+        for key in (("box", r["kind"].split("/")[1]), ("route", r.get("route", "v1"))):
+            c = count.setdefault(key, Counter())
+            c["pairs"] += 1
+            c[r["verdict"]] += 1
+            c["wrong"] += r["status"] == "wrong"
+            c["exact"] += r.get("witness") == "exact"
+    order = [("box", k) for k in BOX_KINDS] + [("route", k) for k in ROUTES]
+    out = [f"{'family':>16} " + " ".join(f"{c:>7}" for c in cols)]
+    for key in order:
+        if key in count:
+            out.append(f"{key[0] + ' ' + key[1]:>16} " + " ".join(f"{count[key][c]:>7}" for c in cols))
+    return out
+
+
 def print_summary(s, log=print):
     rows = s["rows"]
     log("")
@@ -875,6 +1114,8 @@ def print_summary(s, log=print):
         verify_t = np.mean([r["time"] for r in rows])
         log(f"{per:.3f} s per pair overall ({verify_t:.3f} s in verify); skipped draws: {s['skipped']} "
             f"(MILP not optimal or inexact)")
+        for line in family_table(rows):
+            log(line)
     bad = [r for r in rows if r["status"] == "wrong"]
     if bad:
         by = Counter()
@@ -887,6 +1128,7 @@ def print_summary(s, log=print):
             by[("dtype", ov["general.dtype"])] += 1
             by[("attack", ov["attack.enabled"])] += 1
             by[("branching", ov["bab.branching"])] += 1
+            by[("route", r.get("route", "v1"))] += 1
         log("wrong verdicts by " + ", ".join(f"{k}={v}: {n}" for (k, v), n in sorted(by.items())))
 
 
@@ -907,6 +1149,9 @@ def main(argv=None):
                     "repeatable; unspecified grid keys take the verifier's defaults)")
     for k, choices in (("net", NET_KINDS), ("box", BOX_KINDS), ("spec", SPEC_KINDS), ("delta", tuple(DELTA_REL))):
         ap.add_argument(f"--{k}", choices=choices, help=f"force the {k} family")
+    ap.add_argument("--v2-float32", type=float, default=V2_FLOAT32, metavar="FRACTION",
+                    help=f"share of draws whose bounds are all float32 numbers written as float32-typed VNN-LIB 2.0 "
+                    f"queries (default {V2_FLOAT32:g}; 1: all of them, 0: none)")
     a = ap.parse_args(argv)
     if a.quick:
         a.n = min(a.n, 100)
@@ -915,7 +1160,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     kinds = {k: getattr(a, k) for k in ("net", "box", "spec", "delta") if getattr(a, k)}
     s = fuzz((a.n + 1) // 2, a.seed, a.configs, a.timeout, a.jobs, a.keep, a.out, a.instance, a.sets, kinds or None,
-             start=a.start)
+             start=a.start, v2_float32=a.v2_float32)
     print_summary(s)
     harness = [(i, w) for i, w in s["skipped_reasons"] if w.startswith("harness")]
     for index, why in harness + [(i, w) for i, w in s["skipped_reasons"] if (i, w) not in harness][:5]:

@@ -7,6 +7,7 @@ threshold a hair above or below the exact value. A wrong verdict here is a sound
 from __future__ import annotations
 
 import sys
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -84,6 +85,96 @@ def test_fuzz_no_wrong_verdicts():
            for r in s["rows"] if r["status"] != "ok"]
     assert s["pairs"] >= 200
     assert not bad, f"{len(bad)} wrong/error pairs of {s['pairs']}:\n" + "\n".join(bad[:20])
+
+
+# ------------------------------------------------- decimal fixed inputs and float32-typed VNN-LIB 2.0 queries
+def test_decimal_boxes_and_float32_queries_read_back_exactly(tmp_path):
+    """Decimal fixed inputs are not float32 numbers and read back as the same float64 from the 1.0 file; a draw
+    sent the 2.0 way is a float32-typed query that reads back as the same boxes and rows."""
+    pytest.importorskip("vnnlib")
+    from bnb.io.vnnlib2 import check_model, parse_query_text
+    routes = Counter()
+    for i in range(10):
+        kinds = {"box": "decimal", "spec": F.SPEC_KINDS[i % 4]} if i % 2 else {"spec": F.SPEC_KINDS[i % 4]}
+        insts, why = F.make_instances(4, i, kinds, v2_float32=1.0)
+        if why:
+            continue
+        for inst in insts:
+            routes[inst.route] += 1
+            onnx_path, vnn_path = F.write_instance(inst, tmp_path, f"i{i}_{inst.label}")
+            if inst.box_kind == "decimal":
+                lo, hi = inst.boxes[0]
+                fixed = (lo == hi) & (lo.astype(np.float32) != lo)
+                assert fixed.any() and inst.route == "v1"
+            if inst.route == "v2f32":
+                q = parse_query_text(vnn_path.read_text(), str(vnn_path))
+                check_model(q, (1, *inst.net.in_shape), inst.net.n_out)
+                prop = q.prop
+                assert prop.float32 and F.float32_bounds(inst.boxes)
+            else:
+                prop = parse_vnnlib(vnn_path, inst.net.n_in, inst.net.n_out)
+            assert len(prop.specs) == len(inst.boxes)
+            for spec, (lo, hi), ps in zip(prop.specs, inst.boxes, inst.polys):
+                assert np.array_equal(spec.lower, lo) and np.array_equal(spec.upper, hi)
+                for poly, (C, d) in zip(spec.disjuncts, ps):
+                    assert np.array_equal(poly.C, C) and np.array_equal(poly.d, d)
+    assert routes["v1"] >= 4 and routes["v2f32"] >= 4
+
+
+def _sat_decimal_witness(tmp_path):
+    """A sat-labelled decimal-box instance and bnb's exact-point counterexample for it."""
+    for index in range(20):
+        insts, why = F.make_instances(6, index, {"net": "dense", "box": "decimal", "spec": "row", "delta": "clear"})
+        if why:
+            continue
+        inst = insts[0]
+        onnx_path, vnn_path = F.write_instance(inst, tmp_path, f"dec{index}")
+        verdict, _, msg, ce = F.verify_call(onnx_path, vnn_path, (), 10.0)
+        if verdict == "sat":
+            return inst, ce, F.onnx_session(onnx_path)
+    raise AssertionError("no sat decimal instance")
+
+
+def test_witness_check_accepts_exact_points_and_rejects_bad_ones(tmp_path):
+    """bnb's exact-point witness passes the harness's check; moved off the decimal by one float64 step, with a
+    wrong x32, without its proven margin, on a float32 query, or at a point that misses the polytope, it fails."""
+    import dataclasses
+    inst, ce, sess = _sat_decimal_witness(tmp_path)
+    assert ce.x32 is not None and F.check_witness(inst, ce, sess, False) is None
+    lo, hi = inst.boxes[0]
+    i = int(np.flatnonzero(lo == hi)[0])
+    moved = ce.x.copy()
+    moved[i] = np.nextafter(moved[i], np.inf)
+    assert "outside" in F.check_witness(inst, dataclasses.replace(ce, x=moved), sess, False)
+    x32 = ce.x32.copy()
+    x32[i] = np.nextafter(x32[i], np.float32(np.inf))
+    assert "x32" in F.check_witness(inst, dataclasses.replace(ce, x32=x32), sess, False)
+    assert "real margin" in F.check_witness(inst, dataclasses.replace(ce, real_margin=None), sess, False)
+    assert "float32 query" in F.check_witness(inst, ce, sess, True)
+    assert "without a counterexample" in F.check_witness(inst, None, sess, False)
+    (C, d), = inst.polys[0]
+    far = [(C, d - 2 * abs(F.margin(inst.net, ce.x, C, d)) - 1.0)]  # the same point, a polytope it misses
+    assert "no polytope reached" in F.check_witness(dataclasses.replace(inst, polys=[far]), ce, sess, False)
+
+
+@pytest.mark.parametrize("family", ["decimal", "v2-float32"])
+def test_fuzz_new_families_no_wrong_verdicts(family):
+    """A quick run of boxes with decimal fixed inputs (real semantics, exact-point witnesses) and of
+    float32-typed VNN-LIB 2.0 queries: no wrong verdict, no error, every sat witness checked."""
+    if family == "v2-float32":
+        pytest.importorskip("vnnlib")
+    kinds, v2 = ({"box": "decimal"}, 0.0) if family == "decimal" else (None, 1.0)
+    s = F.fuzz(6, seed=77, n_configs=2, timeout=2.0, kinds=kinds, log=lambda msg: None, v2_float32=v2)
+    bad = [f"{r['status']}: {r['kind']} {r['route']} label {r['label']} -> {r['verdict']} [{r['overrides']}] "
+           f"{r['message'][:300]}" for r in s["rows"] if r["status"] != "ok"]
+    assert not bad, "\n".join(bad)
+    sats = [r for r in s["rows"] if r["verdict"] == "sat"]
+    assert sats and all(r["witness"] in ("ok", "exact") for r in sats)
+    if family == "decimal":
+        assert all(r["witness"] == "exact" for r in sats)
+    else:
+        assert sum(r["route"] == "v2f32" for r in s["rows"]) >= s["pairs"] // 2
+        assert all(r["witness"] == "ok" for r in sats if r["route"] == "v2f32")
 
 
 # ------------------------------------------------------------------------------------- awkward boxes
