@@ -436,3 +436,19 @@ def test_bad_query_as_a_process_gives_one_line(tmp_path, tiny):
     assert (proc.returncode, proc.stdout) == (2, "")
     assert proc.stderr.splitlines() == [f"{PROG}{q}:6: Type mismatch in arithmetic expression (Expected type 'Real' "
                                         "(from 'Y'), but found a PositiveIntConstant constant '3'.)"]
+
+
+def test_small_coefficients_are_kept():
+    """The package's own linearisation drops coefficients below 1e-9; bnb walks the terms itself, so the row is
+    the one the file states (here (5e-10 - 2) Y0 + Y1 + 3 <= 2.5)."""
+    text = header((2,), (2,)) + (
+        "(assert (and (>= X[0] 0.0) (<= X[0] 1.0) (>= X[1] 0.0) (<= X[1] 1.0)))\n"
+        "(assert (<= (+ (* 0.0000000005 Y[0]) (* 1.0 Y[1]) 3.0) (- 2.5 (* 2.0 (- Y[0])))))\n")
+    (spec,) = parse_query_text(text, "q.vnnlib").prop.specs
+    (p,) = spec.disjuncts
+    assert p.C.tolist() == [[5e-10 - 2.0, 1.0]] and p.d.tolist() == [-0.5]
+    text = header((2,), (2,)) + (
+        "(assert (and (>= X[0] 0.0) (<= X[0] 1.0) (>= X[1] 0.0) (<= X[1] 1.0)))\n"
+        "(assert (<= (* 0.000000000001 (+ Y[0] 1.0)) 0.0))\n")
+    (p,) = parse_query_text(text, "q.vnnlib").prop.specs[0].disjuncts
+    assert p.C.tolist() == [[1e-12, 0.0]] and p.d.tolist() == [-1e-12]

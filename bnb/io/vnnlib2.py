@@ -218,23 +218,55 @@ def _conjunction(comparisons, atoms: list, x: Declaration, y: Declaration, path:
 
 def _difference(c, path: str, line):
     """``lhs - rhs`` of a comparison as ({(kind, flat index): coefficient}, constant)."""
-    vnnlib = _vnnlib()
-    try:
-        lhs, rhs = c.lhs.to_linear_expr(), c.rhs.to_linear_expr()
-    except vnnlib.VNNLibException as e:
-        raise SpecError(f"the constraint {_show(c)} is not linear ({e}); bnb supports linear constraints "
-                        "(theory POLY is not supported)", path, line) from None
-    coefs: dict[tuple[str, int], float] = {}
-    for sign, expr in ((1.0, lhs), (-1.0, rhs)):
-        for t in expr.terms:
-            kind = _KINDS.get(t.var.kind.name)
-            if kind is None:
-                raise SpecError(f"{t.var_name} is not an input or output variable (hidden nodes are not supported)",
-                                path, line)
-            key = (kind, _flat(t.var.indices, t.var.shape))
-            coefs[key] = coefs.get(key, 0.0) + sign * float(t.coeff)
+    (lc, lk), (rc, rk) = _linear(c.lhs, c, path, line), _linear(c.rhs, c, path, line)
+    coefs = dict(lc)
+    for v, k in rc.items():
+        coefs[v] = coefs.get(v, 0.0) - k
     coefs = {v: k for v, k in coefs.items() if k != 0.0}
-    return coefs, float(lhs.constant) - float(rhs.constant)
+    return coefs, lk - rk
+
+
+def _linear(e, c, path: str, line) -> tuple[dict, float]:
+    """An arithmetic expression as ({(kind, flat index): coefficient}, constant), walked here in float64: the
+    package's own ``to_linear_expr`` drops coefficients below 1e-9, which would change the property."""
+    kind = type(e).__name__
+    if kind == "Var":
+        name = _KINDS.get(e.kind.name)
+        if name is None:
+            raise SpecError(f"{e.name} is not an input or output variable (hidden nodes are not supported)", path, line)
+        return {(name, _flat(e.indices, e.shape)): 1.0}, 0.0
+    if kind in ("Float", "Int", "IntExpr"):
+        return {}, float(e.value)
+    if kind == "Literal":
+        return {}, float(e.lexeme)
+    if kind == "Negate":
+        cf, k = _linear(e.expr, c, path, line)
+        return {v: -a for v, a in cf.items()}, -k
+    if kind in ("Plus", "Minus"):
+        parts = [(1.0, a) for a in e.args] if kind == "Plus" else [(1.0, e.head)] + [(-1.0, a) for a in e.rest]
+        coefs, const = {}, 0.0
+        for sign, a in parts:
+            cf, k = _linear(a, c, path, line)
+            for v, x in cf.items():
+                coefs[v] = coefs.get(v, 0.0) + sign * x
+            const += sign * k
+        return coefs, const
+    if kind == "Multiply":
+        coefs, const = None, 1.0
+        for a in e.args:
+            cf, k = _linear(a, c, path, line)
+            if cf:
+                if coefs is not None:
+                    raise SpecError(f"the constraint {_show(c)} is not linear (a product of variables); bnb supports "
+                                    "linear constraints (theory POLY is not supported)", path, line)
+                coefs, scale = cf, k
+            else:
+                const *= k
+        if coefs is None:
+            return {}, const
+        return {v: x * const for v, x in coefs.items()}, scale * const  # (a x + b) k
+    raise SpecError(f"the constraint {_show(c)} holds an unsupported term ({kind}); bnb supports linear "
+                    "constraints", path, line)
 
 
 _KINDS = {"Input": "X", "Output": "Y"}
