@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from bnb.cli.main import main
+from bnb.io.onnx_ops import REFUSED
 from bnb.results import EXIT_BAD_INPUT
 
 from conftest import ROOT, write_vnnlib
@@ -52,13 +53,13 @@ def verify_fails(tmp_path, net, spec, *needles, extra=()):
     return line
 
 
-def make_onnx(path, nodes, inits, n_in, n_out):
+def make_onnx(path, nodes, inits, n_in, n_out, ir_version=8, out_type=TensorProto.FLOAT):
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n_in])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n_out])],
+        [helper.make_tensor_value_info("y", out_type, [1, n_out])],
         initializer=[numpy_helper.from_array(np.asarray(v, np.float32), name=k) for k, v in inits.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
+    model.ir_version = ir_version
     onnx.save(model, str(path))
     return path
 
@@ -110,13 +111,25 @@ def test_empty_onnx(tmp_path, tiny):
     verify_fails(tmp_path, bad, spec, str(bad))
 
 
-@pytest.mark.parametrize("op", ["Sigmoid", "Softmax"])
+@pytest.mark.parametrize("op", ["Sigmoid", "Softmax", "Tanh", "LogSoftmax"])
 def test_unsupported_op(tmp_path, tiny, op):
     _, spec = tiny
     net = make_onnx(tmp_path / f"{op}.onnx", [helper.make_node("Gemm", ["x", "W"], ["h"], transB=1),
                                               helper.make_node(op, ["h"], ["y"])],
                     {"W": np.ones((1, 2))}, 2, 1)
-    verify_fails(tmp_path, net, spec, str(net), op, "unsupported")
+    line = verify_fails(tmp_path, net, spec, str(net), op, "unsupported")
+    assert REFUSED[op] in line
+
+
+@pytest.mark.parametrize("case,needle", [("ir", "IR version"), ("type", "Type Error")])
+def test_model_onnxruntime_refuses(tmp_path, tiny, case, needle):
+    """bnb reads the model, but onnxruntime, which checks every converted network, will not load it."""
+    _, spec = tiny
+    kw = {"ir_version": 100} if case == "ir" else {"out_type": TensorProto.DOUBLE}
+    net = make_onnx(tmp_path / f"{case}.onnx", [helper.make_node("Gemm", ["x", "W"], ["y"], transB=1)],
+                    {"W": np.ones((1, 2))}, 2, 1, **kw)
+    line = verify_fails(tmp_path, net, spec, str(net), "onnxruntime cannot load the model", needle)
+    assert "ONNXRuntimeError" not in line and ".cc:" not in line
 
 
 def test_missing_network(tmp_path, tiny):

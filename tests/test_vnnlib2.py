@@ -228,6 +228,70 @@ def test_verify_two_boxes_of_a_disjunction(tmp_path, tiny_net):
     assert y[0] - y[1] >= best_right - 1e-3
 
 
+def read_serialised(folder: Path) -> dict:
+    """The serialised assignment of section 5.3.1 in ``folder``: {file name: array}, with each tensor's name."""
+    from onnx import load_tensor, numpy_helper
+    out = {}
+    for f in sorted(folder.iterdir()):
+        t = load_tensor(str(f))
+        assert f.name == f"{t.name}.pb"
+        out[f.name] = numpy_helper.to_array(t)
+    return out
+
+
+@pytest.mark.parametrize("etype,dtype", [("real", np.float64), ("float32", np.float32)])
+def test_serialise_assignments_writes_one_tensor_per_variable(tmp_path, tiny, etype, dtype):
+    q = tmp_path / "q.vnnlib"
+    q.write_text(header((1, 2), (1, 1), etype=etype) + box2("(>= Y[0,0] 2.5)"))
+    args = ["verify", q, "--network", f"N={tiny}", "--timeout", "30"]
+    code, printed, err = cli(args)
+    assert code == 0, err
+    folder = tmp_path / "out" / "assignment"  # created, parents too
+    code, out, err = cli(args + ["--serialise-assignments", folder])
+    assert (code, out) == (0, "sat\n"), err  # the assignment goes to the folder instead of stdout
+    tensors = read_serialised(folder)
+    assert sorted(tensors) == ["X.pb", "Y.pb"]
+    x, y = tensors["X.pb"], tensors["Y.pb"]
+    assert (x.dtype, x.shape, y.dtype, y.shape) == (dtype, (1, 2), dtype, (1, 1))
+    _, a = parse_answer(printed)  # the same search prints the same assignment
+    np.testing.assert_array_equal(x.reshape(-1), a["X"][2])
+    np.testing.assert_array_equal(y.reshape(-1), a["Y"][2])
+    assert np.all(np.abs(x) <= 1.0) and y[0, 0] >= 2.5
+    np.testing.assert_array_equal(y.reshape(-1), onnx_out(tiny, x, (1, 2)))
+    assert not [f for f in folder.iterdir() if f.name.startswith(".")]  # no temporary file left
+
+
+def test_serialise_assignments_writes_nothing_without_sat(tmp_path, tiny, monkeypatch):
+    q = tmp_path / "q.vnnlib"
+    q.write_text(header((1, 2), (1, 1)) + box2("(<= Y[0,0] 0.5)"))
+    folder = tmp_path / "out"
+    assert cli(["verify", q, "--network", f"N={tiny}", "--serialise-assignments", folder])[:2] == (0, "unsat\n")
+    import bnb.pipeline.verify
+    monkeypatch.setattr(bnb.pipeline.verify, "verify", lambda *a, **k: Result(Verdict.TIMEOUT, 1.0))
+    assert cli(["verify", q, "--network", f"N={tiny}", "--serialise-assignments", folder])[:2] == (0, "timed-out\n")
+    assert not folder.exists()
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    code, out, err = cli(["verify", q, "--network", f"N={tiny}", "--serialise-assignments", not_a_folder])
+    assert (code, out) == (2, "") and err.splitlines() == [f"{PROG}--serialise-assignments {not_a_folder}: exists "
+                                                            "and is not a folder"]
+
+
+def test_serialised_tensors_hold_the_values_exactly(tmp_path):
+    """``real`` values go out as float64 bit for bit; a float32 variable refuses a value float32 cannot hold."""
+    from bnb.io.vnnlib2 import serialised_assignment
+    q = parse_query_text(header((1, 2), (1, 1)) + box2("(>= Y[0,0] 2.5)"))
+    x, y = np.array([0.1, -1 / 3]), np.array([2.5])
+    for name, data in serialised_assignment(q, x, y):
+        (tmp_path / name).write_bytes(data)
+    got = read_serialised(tmp_path)
+    assert got["X.pb"].dtype == np.float64 and got["X.pb"].tolist() == [[0.1, -1 / 3]]
+    q32 = parse_query_text(header((1, 2), (1, 1), etype="float32") + box2("(>= Y[0,0] 2.5)"))
+    assert serialised_assignment(q32, np.float32([0.1, 0.5]), y)[0][0] == "X.pb"
+    with pytest.raises(ValueError, match="float32"):
+        serialised_assignment(q32, x, y)
+
+
 @pytest.mark.parametrize("net,prop", [("2_1", "prop_2"), ("4_1", "prop_4")])
 def test_acas_instance_in_2_0_syntax_as_a_process(tmp_path, net, prop):
     onnx_path, spec = acas(net, prop)
@@ -311,7 +375,7 @@ def test_supports_answers():
     assert cli(["supports", "--vnnlib-versions"])[:2] == (0, "2.0\n2.0\n")
     assert cli(["supports", "--multiple-network-theories"])[:2] == (0, "SNET\n")
     assert cli(["supports", "--arithmetic-complexity-theories"])[:2] == (0, "BND\nOUTC\n")
-    assert cli(["supports", "--serialise-assignments"])[:2] == (0, "false\n")
+    assert cli(["supports", "--serialise-assignments"])[:2] == (0, "true\n")
     assert cli(["capabilities", "--multiple-inputs-output-theories"])[:2] == (0, "SIO\n")
     from bnb.io.onnx_ops import OPERATORS
     assert cli(["supports", "--onnx-operators"])[1].split() == list(OPERATORS)

@@ -6,21 +6,25 @@
                       [--config FILE.yaml ...] [--set section.key=value ...] [-v]    (the last three: bnb's own)
 
 ``verify`` prints one line, ``sat``, ``unsat``, ``unknown`` or ``timed-out``, and after ``sat`` the satisfying
-assignment in the command-line format of section 5.3.1 (``NAME TYPE [dims]``, then the values row-major, one a
-line: the counterexample input, replayed on the ONNX model, and the output the model computes for it). Exit
-code 0 with an answer; 2 for bad input or usage (one line on stderr, nothing on stdout); 1 for an internal
-error. ``supports`` answers only what bnb really supports (:mod:`bnb.io.vnnlib2`). Nothing here imports torch
-before a query is verified (``supports --onnx-operators`` excepted: it reads the loader's operator list).
+assignment (the counterexample input, replayed on the ONNX model, and the output the model computes for it) in
+the command-line format of section 5.3.1 (``NAME TYPE [dims]``, then the values row-major, one a line), or, with
+``--serialise-assignments DIR``, in its serialised format instead: one ONNX TensorProto file ``DIR/NAME.pb`` per
+declared variable, of its shape and element type (``real`` as float64), each written atomically; nothing is
+written for any other answer. Exit code 0 with an answer; 2 for bad input or usage (one line on stderr, nothing
+on stdout); 1 for an internal error. ``supports`` answers only what bnb really supports (:mod:`bnb.io.vnnlib2`).
+Nothing here imports torch before a query is verified (``supports --onnx-operators`` excepted: it reads the
+loader's operator list).
 """
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import click
 
 from bnb.errors import BnbError
-from bnb.results import EXIT_BAD_INPUT, Verdict
+from bnb.results import EXIT_BAD_INPUT, Verdict, write_atomic
 
 NAME = "bnb (a complete branch-and-bound verifier for ReLU networks)"
 PROG = "bnb-vnnlib"
@@ -41,7 +45,7 @@ _LISTS = {
 }
 _BOOLEANS = {
     "--optimised-disjunctive-reasoning": False,  # the assertions are brought to disjunctive normal form
-    "--serialise-assignments": False,            # assignments are printed on stdout only
+    "--serialise-assignments": True,             # verify --serialise-assignments DIR writes DIR/NAME.pb
     "--unsat-proofs": False,                     # no proof format is produced
 }
 _ALIASES = {"--multiple-inputs-output-theories": "--multiple-input-output-theories"}  # as section 5.4 spells it
@@ -117,7 +121,8 @@ main.add_command(supports, "capabilities")  # section 5.1 names the command so
 @click.option("--timeout", type=click.FloatRange(min=0), default=None,
               help="Wall-clock limit in seconds (0: none; default: general.timeout).")
 @click.option("--serialise-assignments", "--assignments", "serialise", type=click.Path(), default=None,
-              help="Not supported (supports --serialise-assignments: false): the assignment goes to stdout.")
+              help="Write a sat answer's assignment into this folder (created if missing) as one ONNX TensorProto "
+                   "file NAME.pb per declared variable (real as float64), instead of on stdout.")
 @click.option("--config", "configs", multiple=True, type=click.Path(dir_okay=False),
               help="bnb's YAML configuration file(s), applied in order over the defaults.")
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override one bnb option.")
@@ -137,9 +142,8 @@ def verify(query, networks, timeout, serialise, configs, sets, verbose):
         models = ModelCache(1)
         model = models.get(onnx_path)
         _v2().check_model(q, model.onnx_input_shape, model.network.out_size)
-        if serialise is not None:
-            click.echo(f"{PROG}: warning: --serialise-assignments is not supported; an assignment is printed on "
-                       "stdout", err=True)
+        if serialise is not None and os.path.exists(serialise) and not os.path.isdir(serialise):
+            raise BnbError(f"--serialise-assignments {serialise}: exists and is not a folder")
         verbose = verbose or cfg.general.verbose
         log = (lambda m: click.echo(f"[bnb] {m}", err=True)) if verbose else None
         result = with_watchdog(cfg.general.timeout, lambda: print("timed-out", flush=True), 0,
@@ -154,11 +158,26 @@ def verify(query, networks, timeout, serialise, configs, sets, verbose):
     if result.verdict is Verdict.ERROR:
         click.echo(f"{PROG}: error: {result.message}", err=True)
         end_process(1)
+    if result.verdict is Verdict.SAT and serialise is not None:
+        ce = result.counterexample
+        try:
+            _write_assignment(serialise, _v2().serialised_assignment(q, ce.x, ce.y))
+        except OSError as e:
+            _fail(BnbError(f"--serialise-assignments {serialise}: cannot write the assignment: "
+                           f"{e.strerror or e}"))
     click.echo(ANSWERS[result.verdict])
-    if result.verdict is Verdict.SAT:
+    if result.verdict is Verdict.SAT and serialise is None:
         ce = result.counterexample
         click.echo("\n".join(_v2().assignment_lines(q, ce.x, ce.y)))
     end_process(0)
+
+
+def _write_assignment(folder: str, files) -> None:
+    """The serialised assignment ``files`` (``(name, bytes)``) into ``folder``, created if missing; each file
+    atomically (a reader never sees a half-written tensor)."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for name, data in files:
+        write_atomic(Path(folder) / name, data)
 
 
 def _network_file(q, networks) -> str:

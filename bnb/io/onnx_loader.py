@@ -8,6 +8,7 @@ from them) or computed from the network input; anything the converter cannot rea
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -37,23 +38,31 @@ class LoadedModel:
 
     @property
     def session(self):
+        """The onnxruntime session of the model; a model onnxruntime refuses is a :class:`ModelError`."""
         if self._session is None:
             import onnxruntime as ort
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = 1
             opts.log_severity_level = 3
-            self._session = ort.InferenceSession(self._bytes, opts, providers=["CPUExecutionProvider"])
+            try:
+                self._session = ort.InferenceSession(self._bytes, opts, providers=["CPUExecutionProvider"])
+            except Exception as e:  # onnxruntime raises its own types (Fail, InvalidGraph, ...) and RuntimeError
+                raise ModelError(f"onnxruntime cannot load the model (bnb checks its reading against it): "
+                                 f"{ort_message(e)}", self.path) from None
         return self._session
 
     def run_onnx(self, x: np.ndarray) -> np.ndarray:
         """Evaluate the original ONNX model on float32 points ``(N, in_size)`` -> ``(N, out_size)`` float64."""
         x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
         sess = self.session
-        if self.batchable and len(x) > 1:
-            out = sess.run(None, {self.input_name: x.reshape(len(x), *self.onnx_input_shape[1:])})[0]
-            return out.reshape(len(x), -1).astype(np.float64)
-        rows = [sess.run(None, {self.input_name: xi.reshape(self.onnx_input_shape)})[0].reshape(-1)
-                for xi in x]
+        try:
+            if self.batchable and len(x) > 1:
+                out = sess.run(None, {self.input_name: x.reshape(len(x), *self.onnx_input_shape[1:])})[0]
+                return out.reshape(len(x), -1).astype(np.float64)
+            rows = [sess.run(None, {self.input_name: xi.reshape(self.onnx_input_shape)})[0].reshape(-1)
+                    for xi in x]
+        except Exception as e:
+            raise ModelError(f"onnxruntime cannot evaluate the model: {ort_message(e)}", self.path) from None
         return np.stack(rows).astype(np.float64)
 
     def _rounding_scale(self, x: np.ndarray, boxes: list[int]) -> np.ndarray:
@@ -126,6 +135,21 @@ class LoadedModel:
             worst = float(np.nanmax(err - tol)) if np.isfinite(err - tol).any() else float("nan")
             raise ModelError(f"converted network disagrees with onnxruntime (max excess error {worst:.3g}); "
                              "refusing to verify a misread model", self.path)
+
+
+def ort_message(e: Exception) -> str:
+    """onnxruntime's message for ``e`` on one line, without its prefix (``[ONNXRuntimeError] : 1 : FAIL : ``)
+    and the C++ source location and signature some messages start with."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    text = re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*", "", text)
+    m = re.match(r"\S+\.(?:cc|cpp|h):\d+ [^(]*\(", text)
+    if m:  # skip "file.cc:123 name(args) ": the parentheses of the signature nest
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            i += 1
+        text = text[i:].strip() or text
+    return text
 
 
 def load_onnx(path, check: bool = True) -> LoadedModel:

@@ -58,20 +58,28 @@ def network_input(model, consts: dict, path):
     return inp, (1, *shape[1:]), batchable
 
 
-def fold_constant(node, consts: dict, path) -> np.ndarray:
-    """The output of ``node``, all of whose inputs are in ``consts`` (an empty input name: an omitted one)."""
+def fold_constant(node, consts: dict, path, reason: str | None = None) -> np.ndarray:
+    """The output of ``node``, all of whose inputs are in ``consts`` (an empty input name: an omitted one).
+    ``reason``: why bnb refuses the operator, if it does (:data:`bnb.io.onnx_ops.REFUSED`), for the error when it
+    cannot be evaluated here either."""
     op, a = node.op_type, attributes(node, path)
     vals = [consts[i] if i else None for i in node.input]
     try:
         return _evaluate(op, a, vals)
     except _Unsupported:
-        raise node_error(node, f"unsupported operator {op!r} on constants", path) from None
+        why = reason or f"constants are evaluated through {', '.join(FOLDED)} only"
+        raise node_error(node, f"unsupported operator {op!r} on constants: {why}", path) from None
     except Exception as e:
         raise node_error(node, f"cannot evaluate on constants: {e}", path) from None
 
 
 class _Unsupported(Exception):
     pass
+
+
+# the operators :func:`_evaluate` knows (shape arithmetic and elementwise arithmetic in exported graphs)
+FOLDED = ("Identity", "Dropout", "Cast", "Add", "Sub", "Mul", "Div", "Neg", "Reshape", "Transpose", "Unsqueeze",
+          "Squeeze", "Concat", "Gather", "Shape", "ConstantOfShape", "Slice")
 
 
 def _axes(a: dict, vals: list):

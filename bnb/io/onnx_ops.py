@@ -4,7 +4,9 @@
 :class:`~bnb.io.onnx_dataflow.Dataflow`, ``attrs``: the node's attributes, ``ins``: its input names, ``out``: its
 first output name). :func:`read_node` dispatches one node: a node whose inputs are all constants is evaluated
 (:func:`~bnb.io.onnx_nodes.fold_constant`); ``Shape`` of a data tensor is a constant; anything else is one error
-naming the operator and the node.
+naming the operator and the node. :data:`REFUSED` names the operators users meet that bnb does not convert, each
+with the reason its error gives (products and quotients of two tensors computed from the input are refused by
+``Mul``, ``Div``, ``MatMul`` and ``Gemm`` themselves).
 """
 from __future__ import annotations
 
@@ -25,11 +27,13 @@ def read_node(g: Dataflow, node):
     out = node.output[0] if node.output else None
     if op != "Constant" and not any([g.act(i) for i in ins]):
         if all((not i) or i in g.consts for i in ins):
-            g.consts[out] = fold_constant(node, g.consts, g.path)
+            g.consts[out] = fold_constant(node, g.consts, g.path, REFUSED.get(op))
             return
         raise g.err(node, "an input is neither a constant nor computed from the network input")
     convert = OPERATORS.get(op)
     if convert is None:
+        if op in REFUSED:
+            raise g.err(node, f"unsupported operator {op!r}: {REFUSED[op]}")
         raise g.err(node, f"unsupported operator {op!r}; supported: {', '.join(OPERATORS)}")
     convert(g, node, attributes(node, g.path), ins, out)
 
@@ -413,4 +417,23 @@ OPERATORS = {
     "Cast": cast, "Conv": conv, "ConvTranspose": conv_transpose, "BatchNormalization": batch_normalization,
     "AveragePool": average_pool, "Transpose": transpose, "Squeeze": squeeze, "Unsqueeze": unsqueeze,
     "Concat": concat, "Slice": slice_, "Split": split, "Gather": gather, "Pad": pad, "Shape": shape,
+}
+
+# operators users meet that bnb does not convert, each with the reason its error gives (none is in OPERATORS)
+_COMPARISON = "comparisons give booleans, not values a ReLU network computes"
+_LOGICAL = "logical operators act on booleans, not values a ReLU network computes"
+_MAXPOOL = "max pooling is not supported yet (no max layer; only ReLU; AveragePool is supported)"
+_MAX = "maxima and minima are not supported yet (no max layer; only ReLU)"
+_ARG = "the index of an extreme value is not a value a ReLU network computes (state the property on the scores)"
+_SOFTMAX = "softmax is neither linear nor ReLU (state the property on the scores before it: same order)"
+_S_SHAPED = "S-shaped activations are not supported yet (only ReLU)"
+REFUSED = {
+    **dict.fromkeys(("Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Equal"), _COMPARISON),
+    **dict.fromkeys(("And", "Or", "Not", "Xor"), _LOGICAL),
+    "Where": "selection by a condition is not supported (its condition is a comparison, which gives booleans)",
+    "Softmax": _SOFTMAX, "LogSoftmax": _SOFTMAX,
+    "Max": _MAX, "Min": _MAX,
+    "MaxPool": _MAXPOOL, "GlobalMaxPool": _MAXPOOL,
+    "ArgMax": _ARG, "ArgMin": _ARG,
+    "Sigmoid": _S_SHAPED, "Tanh": _S_SHAPED,
 }

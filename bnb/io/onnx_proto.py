@@ -55,6 +55,22 @@ def parse_model(data: bytes):
     return model
 
 
+def tensor_bytes(name: str, values: np.ndarray, data_type: int) -> bytes:
+    """A serialised ``TensorProto`` named ``name`` holding ``values`` (their shape; the values in ``raw_data``) as
+    ``data_type`` (a ``TensorProto.DataType``: 1 float32, 11 float64, ...); ``ValueError`` if a value would not
+    be held exactly."""
+    values = np.asarray(values)
+    stored = np.ascontiguousarray(values, dtype=_LITTLE_ENDIAN[data_type])
+    if not np.array_equal(stored.astype(values.dtype), values, equal_nan=values.dtype.kind in "fc"):
+        raise ValueError(f"{name}: values not representable exactly as {stored.dtype.name}")
+    t = _pb2().TensorProto()
+    t.name = name
+    t.data_type = data_type
+    t.dims.extend(int(d) for d in values.shape)
+    t.raw_data = stored.tobytes()
+    return t.SerializeToString()
+
+
 def to_array(t, float_dtype=None) -> np.ndarray:
     """The value of a ``TensorProto`` (a writable array), floating-point values in ``float_dtype`` where given
     (converted in the one copy out of the message), else in their own type; ``ValueError`` for types and storage

@@ -154,6 +154,23 @@ def assignment_lines(query: Query, x: np.ndarray, y: np.ndarray) -> list[str]:
     return lines
 
 
+# element type -> the ONNX TensorProto.DataType of its serialised assignment: real values as float64
+_SERIALISED_TYPES = {"real": 11, "float32": 1}
+
+
+def serialised_assignment(query: Query, x: np.ndarray, y: np.ndarray) -> list[tuple[str, bytes]]:
+    """A satisfying assignment in the serialised format of section 5.3.1: for each declared variable, in
+    declaration order, ``(NAME.pb, a serialised ONNX TensorProto)`` of the variable's shape and element type
+    (``real`` as float64, which holds every value bnb reports exactly)."""
+    from bnb.io.onnx_proto import tensor_bytes
+    files = []
+    for decl, values in ((query.input, x), (query.output, y)):
+        onnx_type = _SERIALISED_TYPES[decl.element_type]
+        values = np.asarray(values, np.float64).reshape(decl.shape)
+        files.append((f"{decl.name}.pb", tensor_bytes(decl.name, values, onnx_type)))
+    return files
+
+
 # ------------------------------------------------------------------------------------------ helpers
 def _vnnlib():
     try:
