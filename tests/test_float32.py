@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
@@ -27,6 +28,7 @@ from bnb.results import Verdict
 from relaxations.float_error import evaluation_error
 from relaxations.fp import outward_box
 
+import onnx_builders
 from conftest import ROOT, acas, export_onnx, require_bench, write_vnnlib
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -273,3 +275,51 @@ def test_acas_unsat_with_decimal_fixed_inputs(tmp_path, net):
     spec = _rewrite(src, tmp_path / "prop_1_fixed.vnnlib", {0: 0.61, 3: 0.46, 4: -0.46})
     r = decide(onnx_path, spec, cfg(*NO_ATTACK), timeout=120.0)
     assert r.verdict is Verdict.UNSAT, r.message
+
+
+# ------------------------------------------------------------------------------ every claimed operator
+def _num(v) -> str:
+    """A decimal literal of the 2.0 grammar (no exponent) that reads back as the same float64."""
+    return np.format_float_positional(float(v), unique=True, trim="0")
+
+
+def _float32_query(in_shape, out_shape, lower, upper, out: str) -> Property:
+    def name(v, shape, flat):
+        return f"{v}[{','.join(str(int(i)) for i in np.unravel_index(flat, shape))}]"
+
+    num = _num
+
+    box = " ".join(f"(>= {name('X', in_shape, i)} {num(lo)}) (<= {name('X', in_shape, i)} {num(hi)})"
+                   for i, (lo, hi) in enumerate(zip(lower, upper)))
+    dims = lambda s: "[" + ",".join(map(str, s)) + "]"  # noqa: E731
+    text = ("(vnnlib-version <2.0>)\n(declare-network N\n"
+            f"    (declare-input X float32 {dims(in_shape)})\n    (declare-output Y float32 {dims(out_shape)})\n)\n"
+            f"(assert (and {box}))\n(assert {out.replace('Y0', name('Y', out_shape, 0))})\n")
+    prop = parse_query_text(text, "q.vnnlib").prop
+    assert prop.float32
+    return prop
+
+
+@pytest.mark.parametrize("op", sorted(onnx_builders.BUILDERS))
+def test_obvious_float32_queries_on_every_operator(tmp_path, op):
+    """On a tiny model of each converted operator: ``Y0 <= y0`` over a box holding x0 (sat: x0 itself violates),
+    and ``Y0 >= y0 + 1`` on a box 1e-3 wide about x0 (unsat: far beyond any float32 error or slope there)."""
+    for variant in range(len(onnx_builders.BUILDERS[op])):
+        model, in_shape = onnx_builders.build_model(op, variant)
+        if model.graph.output[0].type.tensor_type.elem_type != TensorProto.FLOAT:
+            continue
+        path = tmp_path / f"{op}_{variant}.onnx"
+        onnx.save(model, path)
+        x0 = np.random.default_rng(variant).uniform(-1, 1, int(np.prod(in_shape))).astype(np.float32)
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        out = sess.run(None, {sess.get_inputs()[0].name: x0.reshape(in_shape)})[0]
+        out_shape, y0 = out.shape, float(out.reshape(-1)[0])
+        lo32, hi32 = x0 - np.float32(0.25), x0 + np.float32(0.25)
+        r = decide(path, _float32_query(in_shape, out_shape, lo32, hi32, f"(<= Y0 {_num(y0)})"))
+        assert r.verdict is Verdict.SAT, (op, variant, r.message)
+        ce = r.counterexample
+        assert np.all(ce.x == ce.x.astype(np.float32)) and np.all((ce.x >= lo32) & (ce.x <= hi32))
+        assert ce.y[0] <= y0
+        lo32, hi32 = x0 - np.float32(5e-4), x0 + np.float32(5e-4)
+        r = decide(path, _float32_query(in_shape, out_shape, lo32, hi32, f"(>= Y0 {_num(y0 + 1.0)})"))
+        assert r.verdict is Verdict.UNSAT, (op, variant, r.message)
