@@ -547,16 +547,13 @@ def random_spec(rng, net: Net, box, kind=None):
     return [(lo, hi) for lo, hi, _ in boxes], polys, kind
 
 
-def write_vnnlib(path, boxes, polys, n_out) -> Path:
-    """VNN-LIB: one box with a disjunction of polytopes, or a disjunction over several boxes."""
-    n_in = boxes[0][0].size
-    lines = [f"(declare-const X_{i} Real)" for i in range(n_in)]
-    lines += [f"(declare-const Y_{j} Real)" for j in range(n_out)]
-
+def _assertions(boxes, polys, x, y, num) -> list[str]:
+    """The property's ``assert`` lines: ``x(i)`` / ``y(j)`` name input / output elements, ``num`` writes a
+    number; one box with a disjunction of polytopes, or a disjunction over several boxes."""
     def row(c, d):
-        terms = [f"(* {float(cj)!r} Y_{j})" for j, cj in enumerate(c) if cj != 0.0]
+        terms = [f"(* {num(cj)} {y(j)})" for j, cj in enumerate(c) if cj != 0.0]
         lhs = terms[0] if len(terms) == 1 else "(+ " + " ".join(terms) + ")"
-        return f"(<= {lhs} {float(d)!r})"
+        return f"(<= {lhs} {num(d)})"
 
     def poly(C, d):
         rows = [row(c, di) for c, di in zip(C, d)]
@@ -564,19 +561,24 @@ def write_vnnlib(path, boxes, polys, n_out) -> Path:
 
     def box_atoms(lo, hi):
         return [atom for i, (a, b) in enumerate(zip(lo, hi))
-                for atom in (f"(>= X_{i} {float(a)!r})", f"(<= X_{i} {float(b)!r})")]
+                for atom in (f"(>= {x(i)} {num(a)})", f"(<= {x(i)} {num(b)})")]
 
     if len(boxes) == 1:
-        lo, hi = boxes[0]
-        lines += [f"(assert {a})" for a in box_atoms(lo, hi)]
         ps = [poly(C, d) for C, d in polys[0]]
-        lines.append(f"(assert {ps[0]})" if len(ps) == 1 else "(assert (or " + " ".join(ps) + "))")
-    else:
-        parts = []
-        for (lo, hi), ps in zip(boxes, polys):
-            for C, d in ps:
-                parts.append("(and " + " ".join(box_atoms(lo, hi)) + " " + poly(C, d) + ")")
-        lines.append("(assert (or " + " ".join(parts) + "))")
+        return ([f"(assert {a})" for a in box_atoms(*boxes[0])]
+                + [f"(assert {ps[0]})" if len(ps) == 1 else "(assert (or " + " ".join(ps) + "))"])
+    parts = ["(and " + " ".join(box_atoms(lo, hi)) + " " + poly(C, d) + ")"
+             for (lo, hi), ps in zip(boxes, polys) for C, d in ps]
+    return ["(assert (or " + " ".join(parts) + "))"]
+
+
+def write_vnnlib(path, boxes, polys, n_out) -> Path:
+    """VNN-LIB 1.0: one box with a disjunction of polytopes, or a disjunction over several boxes (numbers with
+    float64 round-trip digits)."""
+    n_in = boxes[0][0].size
+    lines = [f"(declare-const X_{i} Real)" for i in range(n_in)]
+    lines += [f"(declare-const Y_{j} Real)" for j in range(n_out)]
+    lines += _assertions(boxes, polys, lambda i: f"X_{i}", lambda j: f"Y_{j}", lambda v: repr(float(v)))
     Path(path).write_text("\n".join(lines) + "\n")
     return Path(path)
 
@@ -590,39 +592,14 @@ def _num2(v) -> str:
 def write_vnnlib2(path, boxes, polys, in_shape, n_out, etype="float32") -> Path:
     """The same property as :func:`write_vnnlib` as a VNN-LIB 2.0 query on one network ``N`` with input
     ``X`` of shape ``[1, *in_shape]`` and output ``Y`` of shape ``[1, n_out]`` (the ONNX tensors), both of
-    element type ``etype``. Numbers are written positionally with float64 round-trip digits. (bnb's 2.0
-    reader, through the ``vnnlib`` parser, drops coefficients below 1e-9 in absolute value; the rows here are
-    rounded to 6 decimals, so none is that small.)"""
+    element type ``etype``. Numbers are written positionally with float64 round-trip digits."""
     shape = (1, *in_shape)
-
-    def elem(flat):
-        return "X[" + ",".join(str(int(i)) for i in np.unravel_index(flat, shape)) + "]"
-
-    def row(c, d):
-        terms = [f"(* {_num2(cj)} Y[0,{j}])" for j, cj in enumerate(c) if cj != 0.0]
-        lhs = terms[0] if len(terms) == 1 else "(+ " + " ".join(terms) + ")"
-        return f"(<= {lhs} {_num2(d)})"
-
-    def poly(C, d):
-        rows = [row(c, di) for c, di in zip(C, d)]
-        return rows[0] if len(rows) == 1 else "(and " + " ".join(rows) + ")"
-
-    def box_atoms(lo, hi):
-        return [atom for i, (a, b) in enumerate(zip(lo, hi))
-                for atom in (f"(>= {elem(i)} {_num2(a)})", f"(<= {elem(i)} {_num2(b)})")]
-
     dims = lambda s: "[" + ",".join(str(int(k)) for k in s) + "]"  # noqa: E731
     lines = ["(vnnlib-version <2.0>)", "(declare-network N",
              f"    (declare-input X {etype} {dims(shape)})", f"    (declare-output Y {etype} {dims((1, n_out))})",
              ")"]
-    if len(boxes) == 1:
-        lines += [f"(assert {a})" for a in box_atoms(*boxes[0])]
-        ps = [poly(C, d) for C, d in polys[0]]
-        lines.append(f"(assert {ps[0]})" if len(ps) == 1 else "(assert (or " + " ".join(ps) + "))")
-    else:
-        parts = ["(and " + " ".join(box_atoms(lo, hi)) + " " + poly(C, d) + ")"
-                 for (lo, hi), ps in zip(boxes, polys) for C, d in ps]
-        lines.append("(assert (or " + " ".join(parts) + "))")
+    lines += _assertions(boxes, polys, lambda i: "X[" + ",".join(str(int(k)) for k in np.unravel_index(i, shape)) + "]",
+                         lambda j: f"Y[0,{j}]", _num2)
     Path(path).write_text("\n".join(lines) + "\n")
     return Path(path)
 
