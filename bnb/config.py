@@ -36,6 +36,10 @@ class GeneralConfig:
                       "settings chosen from the network for options left at their defaults (bnb/pipeline/presets.py): "
                       "auto (input splitting as for ACAS Xu with <= 16 inputs, ReLU splitting as for mnist_fc "
                       "otherwise), input, relu, or none", ("auto", "input", "relu", "none"))
+    proof_only: bool = opt(False, "turn off every falsification (the attack before bounding, candidate points and "
+                           "PGD inside branch and bound): a run can then only answer unsat, unknown, timeout or "
+                           "error, so unsat on a violated property is a soundness bug (for soundness tests; "
+                           "`--proof-only` on the command line)")
 
 
 @dataclass

@@ -23,8 +23,8 @@ def _fail(e: BaseException) -> None:
     sys.exit(EXIT_BAD_INPUT)
 
 
-def _config(configs, sets, timeout=None):
-    cfg = load_config(configs, sets)
+def _config(configs, sets, timeout=None, proof_only=False):
+    cfg = load_config(configs, list(sets) + (["general.proof_only=true"] if proof_only else []))
     if timeout is not None:
         cfg.general.timeout = float(timeout)
     return cfg
@@ -32,6 +32,10 @@ def _config(configs, sets, timeout=None):
 
 config_option = click.option("--config", "configs", multiple=True, type=click.Path(dir_okay=False),
                              help="YAML configuration file(s), applied in order over the defaults.")
+proof_only_option = click.option(
+    "--proof-only", is_flag=True,
+    help="Turn off every falsification (general.proof_only): answers are unsat, unknown, timeout or error, never "
+         "sat, so an unsat on a violated property shows an unsound bound. For soundness testing.")
 set_option = click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
                           help="Override one option (applied after --config); repeatable.")
 
@@ -55,13 +59,14 @@ def main():
 @click.option("--results-file", type=click.Path(dir_okay=False), default=None,
               help="Write a VNN-COMP results file (verdict, and the witness for sat).")
 @click.option("-v", "--verbose", is_flag=True, help="Progress and statistics on stderr.")
-def verify(network, spec, configs, sets, timeout, results_file, verbose):
+@proof_only_option
+def verify(network, spec, configs, sets, timeout, results_file, verbose, proof_only):
     """Verify the property SPEC (VNN-LIB) on the network NETWORK (ONNX)."""
     from bnb.pipeline.verify import verify as run_verify
     from bnb.timing import process_age
     t_startup = process_age()
     try:
-        cfg = _config(configs, sets, timeout)
+        cfg = _config(configs, sets, timeout, proof_only)
         verbose = verbose or cfg.general.verbose
         log = (lambda m: click.echo(f"[bnb] {m}", err=True)) if verbose else None
         limit = cfg.general.timeout
@@ -153,7 +158,9 @@ def bounds(network, spec, method, as_json, configs, sets):
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
               help="Spread the instances over the Ray cluster at ADDRESS (host:port, or 'auto'), --workers at a "
                    "time, with the same per-instance limits (pip install 'bnb-verifier[ray]').")
-def run_cmd(instances, configs, sets, out, timeout, limit, select, workers, grace, memory_mb, resume, ray_address):
+@proof_only_option
+def run_cmd(instances, configs, sets, out, timeout, limit, select, workers, grace, memory_mb, resume, ray_address,
+            proof_only):
     """Run a VNN-COMP INSTANCES.csv suite (onnx,vnnlib,timeout rows) and print a summary table.
 
     Verdicts are compared with an expected.csv beside the instances file when there is one.
@@ -164,7 +171,7 @@ def run_cmd(instances, configs, sets, out, timeout, limit, select, workers, grac
     if resume and not out:
         _fail(BnbError("--resume needs --out (the results file to continue)"))
     try:
-        cfg = _config(configs, sets)
+        cfg = _config(configs, sets, proof_only=proof_only)
         results = run_suite(Path(instances), cfg, Path(out) if out else None, click.echo, timeout, limit, select,
                             workers=workers, grace=grace, memory_mb=memory_mb or None, resume=resume,
                             ray_address=ray_address)

@@ -68,7 +68,7 @@ def search(strategy: Strategy, opts: LoopOptions, deadline: Deadline, stats: Sta
         children = strategy.branch(batch)
         open_mask = ~proven(children.score, opts.verify_margin, children.infeasible)
         if bool(open_mask.any()):
-            ce = strategy.falsify(children, open_mask)
+            ce = None if opts.proof_only else strategy.falsify(children, open_mask)
             if ce is not None:
                 return "sat", ce
             store.push(children.batch.select(open_mask))

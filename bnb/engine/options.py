@@ -14,11 +14,13 @@ from relaxations.options import BoundOptions
 
 @dataclass(frozen=True)
 class LoopOptions:
-    """The branch-and-bound loop (:func:`bnb.engine.loop.search`); from the ``bab`` section."""
+    """The branch-and-bound loop (:func:`bnb.engine.loop.search`); from the ``bab`` section (and
+    ``general.proof_only``)."""
     batch_size: int
     order: str
     max_domains: int
     verify_margin: float
+    proof_only: bool  # general.proof_only: no falsification anywhere in the engine
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,6 @@ def pgd_options(cfg) -> PgdOptions:
 
 def engine_options(cfg) -> EngineOptions:
     """The engine's options from a :class:`~bnb.config.Config`."""
-    return EngineOptions(root=_take(RootOptions, cfg.bounds, cfg.bab), loop=_take(LoopOptions, cfg.bab),
+    return EngineOptions(root=_take(RootOptions, cfg.bounds, cfg.bab), loop=_take(LoopOptions, cfg.bab, cfg.general),
                          attack=_take(AttackOptions, cfg.bab), input=_take(InputSplitOptions, cfg.bab),
                          relu=_take(ReluSplitOptions, cfg.bab), bounds=bound_options(cfg), seed=cfg.general.seed)

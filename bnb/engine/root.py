@@ -46,6 +46,8 @@ def run_bab(net, lower, upper, polys, opts: EngineOptions, deadline, validate, s
     log = log or (lambda m: None)
     margin = opts.loop.verify_margin
     if any(len(p.d) == 0 for p in polys):  # an unconstrained polytope: every input violates
+        if opts.loop.proof_only:
+            return "unknown", None
         ce = validate(((lower + upper) / 2)[None].double().cpu().numpy())
         return ("sat", ce) if ce is not None else ("unknown", None)
     rows = Rows(polys, net.out_size, net.dtype, net.device, lambda: output_reach(net, lower, upper))
@@ -69,7 +71,7 @@ def run_bab(net, lower, upper, polys, opts: EngineOptions, deadline, validate, s
     log(f"root bound ({ro.method}): worst polytope margin {float(score[0]):.6g}")
     if bool(proven(score, margin, r.infeasible)[0]):
         return "unsat", None
-    if coef is not None:
+    if coef is not None and not opts.loop.proof_only:
         ce, _ = ctx.check_points(box_min(coef[0, worst], lo, hi)[1])
         if ce is not None:
             return "sat", ce

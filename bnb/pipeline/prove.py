@@ -12,6 +12,12 @@ from bnb.results import Verdict
 from relaxations.fp import outward_box
 
 
+def falsification_off(xs, *boxes):
+    """The replay of proof-only mode (``general.proof_only``): the engine must not look for counterexamples,
+    so a call is an internal error (the run ends ``error``), never a verdict."""
+    raise RuntimeError("a candidate counterexample was replayed in proof-only mode (general.proof_only)")
+
+
 def prove(model, net, prop, cfg, deadline, stats, log):
     """Returns ``(verdict, counterexample, message)``."""
     bab_stats = Stats()
@@ -20,7 +26,8 @@ def prove(model, net, prop, cfg, deadline, stats, log):
     for b, spec in enumerate(prop.specs):
         # rounded outward: the working box contains every real point of the file's box
         lo, hi = outward_box(spec.lower, spec.upper, net.dtype, net.device)
-        validate = lambda xs, b=b: replay(model, prop, xs, [b] * len(xs))  # noqa: E731
+        validate = (falsification_off if cfg.general.proof_only else
+                    lambda xs, b=b: replay(model, prop, xs, [b] * len(xs)))  # noqa: E731
         try:
             status, ce = run_bab(net, lo, hi, spec.disjuncts, opts, deadline, validate, bab_stats, log)
         finally:
@@ -32,6 +39,7 @@ def prove(model, net, prop, cfg, deadline, stats, log):
             return Verdict.SAT, ce, f"counterexample found in box {b} during branch and bound; {ce.describe()}"
         undecided += status == "unknown"
     if undecided:
-        reason = "branch and bound disabled" if not cfg.bab.enabled else "domains left undecided"
+        reason = ("branch and bound disabled" if not cfg.bab.enabled else
+                  "domains left undecided" + ("; proof-only mode: no falsification" if cfg.general.proof_only else ""))
         return Verdict.UNKNOWN, None, f"{undecided} input box(es) not decided ({reason})"
     return Verdict.UNSAT, None, "every output polytope is unreachable"

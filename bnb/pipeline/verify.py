@@ -8,6 +8,9 @@ Stages, each honouring the deadline:
    ones are done, and when all are, ``unsat``;
 4. PGD falsification of the pairs left; a hit replayed on the ONNX model is ``sat``;
 5. branch and bound (``prove``) on the pairs left: every polytope provably unreachable from its box, ``unsat``.
+
+In proof-only mode (``general.proof_only``, ``--proof-only``) stage 4 and every falsification inside branch and
+bound are off: the answer is ``unsat``, ``unknown``, ``timeout`` or ``error``, never ``sat``.
 """
 from __future__ import annotations
 
@@ -133,7 +136,7 @@ def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | N
             if refuted and all(refuted):
                 return finish(Verdict.UNSAT, message="every output polytope is unreachable (root CROWN bound)")
             restricted = screen.remaining(prop, refuted)
-        if cfg.attack.enabled:
+        if cfg.attack.enabled and not cfg.general.proof_only:
             t0 = time.monotonic()
             validate = lambda xs, boxes: replay(model, prop, xs, boxes)  # noqa: E731
             ce, best = attack_property(net, prop, pgd_options(cfg), validate, deadline, cfg.general.seed, refuted)
