@@ -133,6 +133,7 @@ def test_fuzz_no_wrong_verdicts():
            f"(python benchmarks/fuzz.py --seed {r['seed']} --instance {r['index']} "
            + " ".join(f"--set {o}" for o in r["overrides"].split()) + ")"
            for r in s["rows"] if r["status"] != "ok"]
+    F.print_summary(s)  # decided per family and the skipped draws, shown with pytest -rP or on failure
     assert s["pairs"] >= 200
     assert not bad, f"{len(bad)} wrong/error pairs of {s['pairs']}:\n" + "\n".join(bad[:20])
     assert s["skipped"] <= F.MAX_SKIPPED * s["draws"], f"skipped draws: {s['skipped_reasons']}"
