@@ -47,12 +47,36 @@ instance is dropped (``skipped``) when the MILP is not optimal or ``hi - lo > 1e
 
 Why delta is safe: ``S = 1 + |v| + max_i (|C_i| . M + |d0_i|)`` where ``M`` is the magnitude of the outputs
 (``|W|`` propagated through the network from ``max(|lower|, |upper|)``, plus ``|b|``), i.e. a bound on every
-term a float32 evaluation sums. ``delta = 1e-3 S`` (``clear``) or ``1e-5 S`` (``tight``). A float32 forward
+term a float32 evaluation sums. ``delta = 1e-3 S`` (``clear``, half the draws), ``1e-5 S`` (``tight``, a quarter)
+or ``1e-6 + 1e-10 S`` (``hair``, a quarter; below). A float32 forward
 pass (onnxruntime, the attack) errs by at most ~ depth x width x 6e-8 x M <= 5e-6 M on these networks (far less
 in practice), so it cannot turn an ``unsat`` label into a replayed counterexample; the MILP's error (HiGHS's
 absolute gap 1e-6 on ``lo``, its feasibility and integrality tolerances, which only relax the problem and
 lower ``lo``) is bounded by the ``hi - lo <= 1e-7 S`` acceptance check and the 1e-6 gap, both below
 ``1e-5 S``. So ``unsat`` on a ``sat`` label, or ``sat`` on an ``unsat`` label, is a wrong verdict.
+
+The ``hair`` delta, ``1e-6 + 1e-10 S`` (about 1e-6 absolute: S is below 1e4 on 3 of 4 draws, median ~150; far
+boxes reach 1e6-1e8), puts the threshold as close to the optimum as the ground truth allows, on each side for a
+different reason:
+
+- ``sat`` label (``d = d0 + hi + delta``): exact under real semantics. ``hi`` is ``g`` at a real point of the box
+  (the MILP's argmin clipped into it), evaluated in float64: the real ``g`` there is within ``~ (sum of the
+  layers' fan-ins, <= 300 here) x 1.1e-16 x S <= 1e-13 S`` of ``hi`` (the ground-truth blocks hold the network's
+  values exactly: compositions with selection matrices only), far below ``1e-10 S``. A fixed decimal input is
+  the float64 nearest the decimal the 1.0 file states (``repr``), within 1.1e-16 of it relative: ``g`` moves by
+  less than 1e-16 S more. So the real network violates the property by almost ``delta`` and ``unsat`` is wrong
+  in every configuration. bnb's outward rounding (box widened, ``d`` rounded up) only makes the question it
+  decides easier to violate. Not under float32 semantics: a float32 evaluation errs by up to ~5e-6 M, so a
+  ``hair`` draw is never sent the ``v2f32`` way (there delta stays >= 1e-5 S).
+- ``unsat`` label (``d = d0 + lo - delta``): rests on HiGHS's dual bound ``lo``, which is only as exact as its
+  tolerances (primal and dual feasibility 1e-7, MIP feasibility 1e-6, on rows of size up to S; absolute gap
+  1e-6), so the true minimum may lie below ``lo - delta`` and the property be violated: the label would be wrong
+  the other way, and a falsifying run could find (or, on onnxruntime's float32 outputs, seem to find) a
+  counterexample, a false alarm judged ``wrong``. So such an instance (``Instance.proof_only_pair``) runs only
+  in proof-only configurations (``general.proof_only=true`` is added to whatever was drawn or forced), where
+  ``sat`` cannot happen; ``unsat`` and ``unknown`` are both accepted and the pair counts only in the statistics
+  (per family and delta kind; not among the decidable pairs below). On ``point`` boxes its label is exact
+  (``lo = hi`` by float64 evaluation), but it runs the same way.
 
 ``decimal`` boxes: the MILP runs over the exact box (lower == upper == the decimal's float64 for fixed inputs),
 i.e. the real-arithmetic question a VNN-LIB 1.0 file asks and bnb decides, so the labels hold as above. The box
@@ -77,26 +101,52 @@ point per run) satisfies the polytope exactly. An exact-point witness (``x32`` s
 is ``x`` rounded to float32, onnxruntime at ``x32`` violates within 1e-4 (VNN-COMP's tolerance), ``real_margin``
 is negative and not below the float64 margin at ``x`` (beyond 1e-9 |C| (1 + M)).
 
-Configurations: per instance ``--configs`` (default 3) are drawn from the grid ``attack.enabled`` x
-``bounds.method`` (ibp crown dp0 dp1 alpha beta mn-crown) x ``bab.branching`` (input relu) x ``general.dtype``
-(float32 float64) x ``bab.input_method`` (crown alpha) x ``bounds.mn_cuts`` (hull anderson both: where mn-crown's
-constraints come from), with small attack settings.
+Configurations: per instance ``--configs`` (default 3) are drawn from the grid ``general.proof_only`` (true with
+probability 0.65) x ``attack.enabled`` (true 0.4) x ``bounds.method`` (ibp crown dp0 dp1 alpha beta mn-crown) x
+``bab.branching`` (input relu partition) x ``general.dtype`` (float32 float64) x ``bab.input_method`` (crown alpha) x
+``bounds.mn_cuts`` (hull anderson both: where mn-crown's constraints come from) x ``bab.retighten_depth`` (0 3),
+with small attack settings. ``--proof-only`` puts every configuration in proof-only mode.
+
+Proof-only configurations (``general.proof_only``, docs/soundness.md): no falsification anywhere, so an unsound
+bound cannot hide behind a counterexample found first (inside branch and bound, where ``attack.enabled=false``
+does not reach). There any ``sat`` is wrong whatever the label (the mode leaked), and so is the error bnb raises
+when its engine asks for a replay (``judge``). A ``sat``-labelled pair can only end ``unknown`` / ``timeout``
+there, and input splitting runs to the time limit; such pairs, and the ``hair`` unsat ones, get
+``--short-timeout`` (default 0.5 s) instead of ``--timeout`` (``Instance.undecidable``). The falsifying
+configurations (a third of the draws) still check every ``sat`` witness.
+
+Decidedness: a verifier answering ``unknown`` to everything would never be wrong. A pair is *decidable* when its
+delta is ``clear`` (1e-3 S, far from every tolerance) and the configuration can reach its label (a ``sat`` label
+needs falsification, so not in proof-only mode); it is *decided* when the verdict is the label (and ``ok``). The
+summary prints decided / decidable overall and per network kind, box kind, delta kind, route and mode, and the
+skipped draws with their reasons; ``--min-decided FRACTION`` makes the run exit 1 below that share. On
+``--n 80 --seed 2024 --configs 3 --timeout 3`` (the test's draw) 92 of 96 decidable pairs were decided;
+``tests/test_fuzz.py`` requires 80 %, and at most 10 % of the draws skipped (``MAX_SKIPPED``).
 
 Commands
 --------
-    python benchmarks/fuzz.py --quick                          # 100 instances, 300 pairs, ~25 s
+    python benchmarks/fuzz.py --quick                          # 100 instances, 300 pairs
+    python benchmarks/fuzz.py --n 10000 --seed 1 --jobs 2 --configs 1 --proof-only --min-decided 0.8 \
+        --out fuzz.csv --keep fuzz_wrong
+        # the soundness run: 10,000 instances (5,000 draws x 2 labels), one configuration each, all in
+        # proof-only mode; the 5,000 sat-labelled pairs can only end unknown/timeout and get the 0.5 s short
+        # timeout, the unsat ones mostly end in 0.05-0.1 s. Measured on --n 200 --seed 5 with the same flags:
+        # 200 pairs in 66.5 s on one core of a machine at load 5-7 (56 s inside verify: 43.6 s in the 100
+        # sat-labelled pairs, 12.6 s in the unsat ones, 3.3 s MILP), i.e. ~0.27-0.33 s per pair and
+        # ~23-28 min for 10,000 pairs with --jobs 2 on 2 idle cores (the short timeouts are wall-clock, so
+        # they do not shrink on an idle machine).
     python benchmarks/fuzz.py --n 10000 --seed 1 --jobs 2 --out fuzz.csv --keep fuzz_wrong
-        # 10,000 instances (5,000 draws, 30,000 verify calls): measured ~0.09 s per pair on one core
-        # (MILP included; 600 instances took 164 s), i.e. ~45 min with --jobs 1, ~25 min with --jobs 2
+        # the mixed grid, 3 configurations per instance (30,000 verify calls, two thirds proof-only)
     python benchmarks/fuzz.py --seed 0 --instance 17 --set bounds.method=crown --set attack.enabled=false
         # reproduce one instance with one configuration (printed for every wrong/error pair)
     python benchmarks/fuzz.py --n 150 --box decimal           # only boxes with non-float32 fixed inputs
     python benchmarks/fuzz.py --n 150 --v2-float32 1           # every eligible draw as a float32 2.0 query
 
-The summary counts verdicts per box kind and per route (``exact``: sat verdicts resting on exact-point
-witnesses, all checked).
+The summary counts verdicts and decided pairs per network, box and delta kind, route and mode (``exact``: sat
+verdicts resting on exact-point witnesses, all checked), and the skipped draws.
 
-Exit code 1 when any verdict is wrong, 0 otherwise (errors are reported but do not change it).
+Exit code 1 when any verdict is wrong or fewer than ``--min-decided`` of the decidable pairs are decided, 0
+otherwise (errors are reported but do not change it).
 """
 from __future__ import annotations
 
@@ -119,13 +169,18 @@ if str(ROOT) not in sys.path:
 NET_KINDS = ("dense", "sparse", "conv", "residual", "concat")
 BOX_KINDS = ("box", "point", "zero_some", "one_free", "ulps", "far", "decimal", "mixed")
 SPEC_KINDS = ("row", "poly", "disj", "multibox")
-DELTA_REL = {"clear": 1e-3, "tight": 1e-5}
+DELTA = {"clear": (1e-3, 0.0), "tight": (1e-5, 0.0), "hair": (1e-10, 1e-6)}  # delta = rel S + abs
+DELTA_P = (0.5, 0.25, 0.25)  # how often each delta kind is drawn (clear pairs carry the decidedness count)
 MILP_ACCEPT = 1e-7  # hi - lo must be below this times S
 WITNESS_TOL = 1e-5  # a sat witness's float64 margin may exceed 0 by this times |C| (1 + M) (as check_onnx)
 ONNX_ATOL = 1e-4    # an exact-point witness's float32 point: onnxruntime margin at most this (VNN-COMP's atol)
 V2_FLOAT32 = 0.25   # default share of eligible draws (all bounds float32) written as float32 VNN-LIB 2.0 queries
 ROUTES = ("v1", "v2f32")
+PROOF_ONLY_P = 0.65  # share of sampled configurations in proof-only mode (general.proof_only: no falsification)
+SHORT_TIMEOUT = 0.5  # default time limit of a pair whose only correct answers are unknown/timeout (see run_index)
+MAX_SKIPPED = 0.1    # a run with more skipped draws than this share says so (the tests fail on it)
 GRID = {
+    "general.proof_only": ("true", "false"),
     "attack.enabled": ("true", "false"),
     "bounds.method": ("ibp", "crown", "dp0", "dp1", "alpha", "beta", "mn-crown"),
     "bab.branching": ("input", "relu", "partition"),
@@ -729,6 +784,23 @@ class Instance:
     def kind(self) -> str:
         return f"{self.net.kind}/{self.box_kind}/{self.spec_kind}/{self.delta_kind}"
 
+    @property
+    def proof_only_pair(self) -> bool:
+        """The label is not certain enough to judge a ``sat``: an ``unsat`` label with the ``hair`` delta rests on
+        HiGHS's dual bound ``lo`` within its tolerances (module docstring), so this instance runs only in
+        proof-only configurations, where it counts toward the decidedness statistics and nothing else."""
+        return self.label == "unsat" and self.delta_kind == "hair"
+
+    def undecidable(self, proof_only: bool) -> bool:
+        """No verdict but ``unknown`` / ``timeout`` can be both correct and judged: a ``sat`` label in a
+        proof-only configuration, or a :attr:`proof_only_pair`. Such a pair gets the short timeout."""
+        return (self.label == "sat" and proof_only) or self.proof_only_pair
+
+    def decidable(self, proof_only: bool) -> bool:
+        """The pair counts toward the decided fraction: a ``clear`` delta (1e-3 S, far from every tolerance)
+        and a label the configuration can reach (``sat`` needs falsification)."""
+        return self.delta_kind == "clear" and not (self.label == "sat" and proof_only)
+
 
 def ground_truth(net: Net, boxes, polys):
     """``(lo, hi, S)`` of ``min_x g(x)`` (see the module docstring); raises MILPFailed."""
@@ -769,15 +841,18 @@ def make_instances(seed: int, index: int, kinds=None, v2_float32=0.0):
     net = random_net(rng, kinds.get("net"))
     box = random_box(rng, net.n_in, kinds.get("box"))
     boxes, polys0, spec_kind = random_spec(rng, net, box, kinds.get("spec"))
-    delta_kind = kinds.get("delta") or str(rng.choice(list(DELTA_REL)))
+    delta_kind = kinds.get("delta") or str(rng.choice(list(DELTA), p=DELTA_P))
     t0 = time.monotonic()
     try:
         v_lo, v_hi, S = ground_truth(net, boxes, polys0)
     except MILPFailed as e:
         return [], str(e)
     elapsed = time.monotonic() - t0
-    delta = DELTA_REL[delta_kind] * S
-    v2 = float32_bounds(boxes) and np.random.default_rng([seed, index, 2]).random() < v2_float32
+    rel, absolute = DELTA[delta_kind]
+    delta = rel * S + absolute
+    # hair deltas only under real semantics (v1): float32 evaluation errs by far more than 1e-6
+    v2 = (float32_bounds(boxes) and np.random.default_rng([seed, index, 2]).random() < v2_float32
+          and delta_kind != "hair")
     out = []
     for label, shift in (("sat", v_hi + delta), ("unsat", v_lo - delta)):
         polys = [[(C, d + shift) for C, d in ps] for ps in polys0]
@@ -813,21 +888,46 @@ def write_instance(inst: Instance, folder, stem) -> tuple[Path, Path]:
 
 # ------------------------------------------------------------------------------------------- running
 def sample_configs(rng, k: int) -> list[tuple[str, ...]]:
-    """``k`` distinct override tuples drawn from GRID (the attack is off more often: it hides bound bugs)."""
+    """``k`` distinct override tuples drawn from GRID: proof-only mode with probability PROOF_ONLY_P (no
+    falsification, so an unsound bound cannot hide behind a counterexample found first), the attack off more
+    often than on (it hides bound bugs too)."""
+    probs = {"general.proof_only": [PROOF_ONLY_P, 1 - PROOF_ONLY_P], "attack.enabled": [0.4, 0.6]}
     seen, out = set(), []
     for _ in range(50 * k):
         if len(out) == k:
             break
-        c = tuple(f"{key}={rng.choice(vals, p=[0.4, 0.6]) if key == 'attack.enabled' else rng.choice(vals)}"
-                  for key, vals in GRID.items())
+        c = tuple(f"{key}={rng.choice(vals, p=probs.get(key))}" for key, vals in GRID.items())
         if c not in seen:
             seen.add(c)
             out.append(c)
     return out
 
 
-def judge(label: str, verdict: str, witness_problem: str | None = None) -> str:
-    """"wrong" | "error" | "ok". A ``sat`` whose counterexample fails :func:`check_witness` is wrong."""
+LEAK = "replayed in proof-only mode"  # bnb's message when the engine asks for a replay in proof-only mode
+
+
+def is_proof_only(overrides) -> bool:
+    """Whether a configuration (override strings; the last one for a key wins, as in load_config) is proof-only."""
+    value = "false"
+    for o in overrides:
+        key, _, v = o.partition("=")
+        if key == "general.proof_only":
+            value = v.strip().lower()
+    return value in ("true", "1", "yes")
+
+
+def with_proof_only(overrides) -> tuple[str, ...]:
+    """The configuration in proof-only mode."""
+    return tuple(o for o in overrides if not o.startswith("general.proof_only=")) + ("general.proof_only=true",)
+
+
+def judge(label: str, verdict: str, witness_problem: str | None = None, proof_only: bool = False,
+          message: str = "") -> str:
+    """"wrong" | "error" | "ok". A ``sat`` whose counterexample fails :func:`check_witness` is wrong; in a
+    proof-only configuration any ``sat`` is wrong, whatever the label (the mode leaked: no falsification may run),
+    and so is the error bnb raises when its engine asks for a replay there."""
+    if proof_only and (verdict == "sat" or (verdict == "error" and LEAK in message)):
+        return "wrong"
     if verdict == "error":
         return "error"
     if (label == "sat" and verdict == "unsat") or (label == "unsat" and verdict == "sat"):
@@ -929,9 +1029,14 @@ def run_verify(onnx_path, vnn_path, overrides, timeout, route="v1"):
 
 
 def run_index(seed, index, n_configs=3, timeout=5.0, forced=None, keep=None, kinds=None, workdir=None,
-              v2_float32=V2_FLOAT32):
+              v2_float32=V2_FLOAT32, proof_only=False, short_timeout=SHORT_TIMEOUT):
     """Generate instance ``index`` (both labels) and verify each under sampled (or ``forced``) configs; every
     ``sat`` verdict's counterexample goes through :func:`check_witness`.
+
+    ``proof_only``: every configuration in proof-only mode; an instance whose label only proof-only mode may use
+    (:attr:`Instance.proof_only_pair`) always is. A pair that can only correctly end ``unknown`` / ``timeout``
+    (:meth:`Instance.undecidable`: a ``sat`` label in proof-only mode runs to its time limit) gets
+    ``min(timeout, short_timeout)``.
 
     Returns ``(rows, skipped_reason)``; each row is a dict (one verify call).
     """
@@ -960,7 +1065,11 @@ def run_index(seed, index, n_configs=3, timeout=5.0, forced=None, keep=None, kin
             configs = [tuple(forced)] if forced is not None else sample_configs(crng, n_configs)
             sess = None
             for ov in configs:
-                verdict, secs, msg, ce = verify_call(onnx_path, vnn_path, ov, timeout, inst.route)
+                if proof_only or inst.proof_only_pair:
+                    ov = with_proof_only(ov)
+                po = is_proof_only(ov)
+                limit = min(timeout, short_timeout) if inst.undecidable(po) else timeout
+                verdict, secs, msg, ce = verify_call(onnx_path, vnn_path, ov, limit, inst.route)
                 witness = ""
                 if verdict == "sat":
                     sess = sess or onnx_session(onnx_path)
@@ -968,11 +1077,13 @@ def run_index(seed, index, n_configs=3, timeout=5.0, forced=None, keep=None, kin
                     witness = "exact" if problem is None and ce.x32 is not None else "ok" if problem is None else "bad"
                     if problem:
                         msg = f"witness check failed: {problem}; bnb: {msg}"
-                status = judge(inst.label, verdict, msg if witness == "bad" else None)
+                status = judge(inst.label, verdict, msg if witness == "bad" else None, po, msg or "")
                 rows.append(dict(seed=seed, index=index, kind=inst.kind, label=inst.label, verdict=verdict,
                                  status=status, time=round(secs, 3), milp_time=round(inst.milp_time, 3),
                                  n_in=inst.net.n_in, overrides=" ".join(ov), message=msg, route=inst.route,
-                                 witness=witness))
+                                 witness=witness, proof_only=int(po), limit=limit,
+                                 decidable=int(inst.decidable(po)),
+                                 decided=int(inst.decidable(po) and verdict == inst.label and status == "ok")))
                 if status != "ok" and keep:
                     dest = Path(keep)
                     dest.mkdir(parents=True, exist_ok=True)
@@ -985,6 +1096,7 @@ def run_index(seed, index, n_configs=3, timeout=5.0, forced=None, keep=None, kin
 
 
 def repro_line(row, timeout) -> str:
+    timeout = row.get("limit", timeout)
     sets = " ".join(f"--set {o}" for o in row["overrides"].split())
     route = "1" if row.get("route") == "v2f32" else "0"
     line = (f"python benchmarks/fuzz.py --seed {row['seed']} --instance {row['index']} --timeout {timeout:g} "
@@ -1004,18 +1116,21 @@ def _worker(args):
 
 
 def fuzz(draws, seed=0, n_configs=3, timeout=5.0, jobs=1, keep=None, out=None, indices=None, forced=None,
-         kinds=None, log=print, start=0, v2_float32=V2_FLOAT32):
+         kinds=None, log=print, start=0, v2_float32=V2_FLOAT32, proof_only=False, short_timeout=SHORT_TIMEOUT):
     """Run ``draws`` draw indices from ``start`` (or exactly ``indices``); each draw gives a sat and an unsat
-    instance, each verified under ``n_configs`` sampled configurations (or ``forced``). Returns the summary."""
+    instance, each verified under ``n_configs`` sampled configurations (or ``forced``), all in proof-only mode
+    with ``proof_only`` (:func:`run_index`). Returns the summary: counts, ``decidable`` / ``decided`` pairs
+    (:meth:`Instance.decidable`), the skipped draws and every row."""
     t0 = time.monotonic()
     indices = list(indices) if indices is not None else list(range(start, start + draws))
-    tasks = [(seed, i, n_configs, timeout, forced, keep, kinds, None, v2_float32) for i in indices]
+    tasks = [(seed, i, n_configs, timeout, forced, keep, kinds, None, v2_float32, proof_only, short_timeout)
+             for i in indices]
     verdicts, statuses, skipped, all_rows = Counter(), Counter(), [], []
     writer = f = None
     if out:
         f = open(out, "w", newline="")
-        fields = ["seed", "index", "kind", "route", "label", "verdict", "status", "witness", "time", "milp_time",
-                  "n_in", "overrides", "message", "kept"]
+        fields = ["seed", "index", "kind", "route", "label", "verdict", "status", "witness", "proof_only",
+                  "decidable", "decided", "limit", "time", "milp_time", "n_in", "overrides", "message", "kept"]
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
 
@@ -1053,27 +1168,43 @@ def fuzz(draws, seed=0, n_configs=3, timeout=5.0, jobs=1, keep=None, out=None, i
     elapsed = time.monotonic() - t0
     summary = dict(draws=len(tasks), instances=2 * (len(tasks) - len(skipped)), pairs=len(all_rows),
                    verdicts=dict(verdicts), wrong=statuses["wrong"], errors=statuses["error"],
-                   skipped=len(skipped), time=elapsed, rows=all_rows, skipped_reasons=skipped)
+                   skipped=len(skipped), time=elapsed, rows=all_rows, skipped_reasons=skipped,
+                   decidable=sum(r["decidable"] for r in all_rows), decided=sum(r["decided"] for r in all_rows),
+                   proof_only=sum(r["proof_only"] for r in all_rows))
     return summary
 
 
+def decided_fraction(summary) -> float:
+    """Decided share of the decidable pairs (1.0 when there are none)."""
+    return summary["decided"] / summary["decidable"] if summary["decidable"] else 1.0
+
+
 def family_table(rows) -> list[str]:
-    """Per box kind and per route (VNN-LIB 1.0 / float32 2.0): pairs, verdicts, wrong, and the ``sat``
-    witnesses checked (``exact``: exact-point witnesses, the box holding no float32 point)."""
+    """Per network kind, box kind, delta kind, route (VNN-LIB 1.0 / float32 2.0) and mode (proof-only or
+    falsifying): pairs, verdicts, wrong, the ``sat`` witnesses checked (``exact``: exact-point witnesses, the box
+    holding no float32 point), and ``decided``: decided / decidable pairs (:meth:`Instance.decidable`)."""
     cols = ("pairs", "sat", "unsat", "unknown", "timeout", "error", "wrong", "exact")
     count: dict = {}
     for r in rows:
-        for key in (("box", r["kind"].split("/")[1]), ("route", r.get("route", "v1"))):
+        net, box, _, delta = r["kind"].split("/")
+        mode = "proof-only" if r.get("proof_only") else "falsifying"
+        for key in (("net", net), ("box", box), ("delta", delta), ("route", r.get("route", "v1")), ("mode", mode)):
             c = count.setdefault(key, Counter())
             c["pairs"] += 1
             c[r["verdict"]] += 1
             c["wrong"] += r["status"] == "wrong"
             c["exact"] += r.get("witness") == "exact"
-    order = [("box", k) for k in BOX_KINDS] + [("route", k) for k in ROUTES]
-    out = [f"{'family':>16} " + " ".join(f"{c:>7}" for c in cols)]
+            c["decidable"] += r.get("decidable", 0)
+            c["decided"] += r.get("decided", 0)
+    order = ([("net", k) for k in NET_KINDS] + [("box", k) for k in BOX_KINDS] + [("delta", k) for k in DELTA]
+             + [("route", k) for k in ROUTES] + [("mode", k) for k in ("proof-only", "falsifying")])
+    out = [f"{'family':>16} " + " ".join(f"{c:>7}" for c in cols) + f" {'decided':>14}"]
     for key in order:
         if key in count:
-            out.append(f"{key[0] + ' ' + key[1]:>16} " + " ".join(f"{count[key][c]:>7}" for c in cols))
+            c = count[key]
+            dec = f"{c['decided']}/{c['decidable']}" + (f" {100 * c['decided'] / c['decidable']:3.0f}%"
+                                                         if c["decidable"] else "     ")
+            out.append(f"{key[0] + ' ' + key[1]:>16} " + " ".join(f"{c[k]:>7}" for k in cols) + f" {dec:>14}")
     return out
 
 
@@ -1089,10 +1220,17 @@ def print_summary(s, log=print):
     if rows:
         per = s["time"] / len(rows)
         verify_t = np.mean([r["time"] for r in rows])
-        log(f"{per:.3f} s per pair overall ({verify_t:.3f} s in verify); skipped draws: {s['skipped']} "
-            f"(MILP not optimal or inexact)")
+        log(f"{per:.3f} s per pair overall ({verify_t:.3f} s in verify); {s['proof_only']} pairs in proof-only mode")
+        log(f"decided: {s['decided']} of {s['decidable']} decidable pairs ({100 * decided_fraction(s):.1f} %; "
+            f"clear delta, and a sat label only where falsification is on)")
         for line in family_table(rows):
             log(line)
+    reasons = Counter("harness failure" if w.startswith("harness") else "MILP not optimal" if "status" in w
+                      else "MILP inexact" if "inexact" in w else "other" for _, w in s["skipped_reasons"])
+    share = s["skipped"] / s["draws"] if s["draws"] else 0.0
+    log(f"skipped draws: {s['skipped']} of {s['draws']} ({100 * share:.1f} %)"
+        + (": " + ", ".join(f"{k} {n}" for k, n in sorted(reasons.items())) if reasons else "")
+        + (f"; more than {100 * MAX_SKIPPED:g} %" if share > MAX_SKIPPED else ""))
     bad = [r for r in rows if r["status"] == "wrong"]
     if bad:
         by = Counter()
@@ -1101,10 +1239,11 @@ def print_summary(s, log=print):
             ov = dict(o.split("=", 1) for o in r["overrides"].split())
             by[("box", box)] += 1
             by[("label", r["label"])] += 1
-            by[("method", ov["bounds.method"])] += 1
-            by[("dtype", ov["general.dtype"])] += 1
-            by[("attack", ov["attack.enabled"])] += 1
-            by[("branching", ov["bab.branching"])] += 1
+            by[("method", ov.get("bounds.method", "default"))] += 1
+            by[("dtype", ov.get("general.dtype", "default"))] += 1
+            by[("attack", ov.get("attack.enabled", "default"))] += 1
+            by[("proof_only", ov.get("general.proof_only", "default"))] += 1
+            by[("branching", ov.get("bab.branching", "default"))] += 1
             by[("route", r.get("route", "v1"))] += 1
         log("wrong verdicts by " + ", ".join(f"{k}={v}: {n}" for (k, v), n in sorted(by.items())))
 
@@ -1124,11 +1263,20 @@ def main(argv=None):
     ap.add_argument("--instance", type=int, action="append", help="only these draw indices (repeatable)")
     ap.add_argument("--set", dest="sets", action="append", help="run only this configuration (section.key=value, "
                     "repeatable; unspecified grid keys take the verifier's defaults)")
-    for k, choices in (("net", NET_KINDS), ("box", BOX_KINDS), ("spec", SPEC_KINDS), ("delta", tuple(DELTA_REL))):
+    for k, choices in (("net", NET_KINDS), ("box", BOX_KINDS), ("spec", SPEC_KINDS), ("delta", tuple(DELTA))):
         ap.add_argument(f"--{k}", choices=choices, help=f"force the {k} family")
     ap.add_argument("--v2-float32", type=float, default=V2_FLOAT32, metavar="FRACTION",
                     help=f"share of draws whose bounds are all float32 numbers written as float32-typed VNN-LIB 2.0 "
                     f"queries (default {V2_FLOAT32:g}; 1: all of them, 0: none)")
+    ap.add_argument("--proof-only", action="store_true",
+                    help="every configuration in proof-only mode (general.proof_only: no falsification), for the "
+                    "soundness run: any sat is wrong, a violated pair can only end unknown/timeout")
+    ap.add_argument("--short-timeout", type=float, default=SHORT_TIMEOUT, metavar="SECONDS",
+                    help="time limit of the pairs that can only end unknown/timeout: a sat label in proof-only mode, "
+                    f"an unsat label with the hair delta (default {SHORT_TIMEOUT:g}; never above --timeout)")
+    ap.add_argument("--min-decided", type=float, default=0.0, metavar="FRACTION",
+                    help="exit 1 when fewer than this share of the decidable pairs (clear delta; a sat label only "
+                    "where falsification is on) are decided correctly")
     a = ap.parse_args(argv)
     if a.quick:
         a.n = min(a.n, 100)
@@ -1137,11 +1285,15 @@ def main(argv=None):
     torch.set_num_threads(1)
     kinds = {k: getattr(a, k) for k in ("net", "box", "spec", "delta") if getattr(a, k)}
     s = fuzz((a.n + 1) // 2, a.seed, a.configs, a.timeout, a.jobs, a.keep, a.out, a.instance, a.sets, kinds or None,
-             start=a.start, v2_float32=a.v2_float32)
+             start=a.start, v2_float32=a.v2_float32, proof_only=a.proof_only, short_timeout=a.short_timeout)
     print_summary(s)
     harness = [(i, w) for i, w in s["skipped_reasons"] if w.startswith("harness")]
     for index, why in harness + [(i, w) for i, w in s["skipped_reasons"] if (i, w) not in harness][:5]:
         print(f"skipped draw {index}: {why}")
+    if decided_fraction(s) < a.min_decided:
+        print(f"too few pairs decided: {s['decided']} of {s['decidable']} ({100 * decided_fraction(s):.1f} %) "
+              f"< --min-decided {a.min_decided:g}")
+        return 1
     return 1 if s["wrong"] else 0
 
 
