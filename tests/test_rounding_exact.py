@@ -248,6 +248,7 @@ def test_beta_crown_rounding_in_exact_arithmetic(dtype, width):
         C = torch.cat([C, -C])
         m = C.shape[0]
         r = bound_rows(net, state, C, "beta", iters=5)
+        assert any(bool((b > 0).any()) for b in r.betas)  # the optimised bound leans on its split multipliers
         _check(net, lo, hi, splits, C, r.lb, r.A_input, r.bias, seed)
         relax = intermediate_bounds(net, state)
         unstable_left += sum(int(rl.unstable.sum()) for rl in relax)
@@ -312,6 +313,8 @@ def test_mn_crown_rounding_in_exact_arithmetic(dtype, cuts, where):
             assert any(bool((s != 0).any()) for s in splits)
             r = bound_rows(net, DomainState(lo, hi, splits, root.pre_bounds, constraints=cons), C, "mn-crown", opts,
                            iters=5)
+        assert any(g is not None and bool((g > 0).any()) for g in r.gammas)  # it leans on the constraints
+        assert splits is None or any(bool((b > 0).any()) for b in r.betas)  # and on the splits
         _check(net, lo, hi, splits, C, r.lb, r.A_input, r.bias, seed)
         state = DomainState(lo, hi, splits, root.pre_bounds, constraints=cons)
         relax = intermediate_bounds(net, state)
