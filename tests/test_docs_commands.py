@@ -82,7 +82,11 @@ def _script_parser(path: Path) -> argparse.ArgumentParser | None:
     if name not in sys.modules:  # registered first: a script's dataclasses look their module up there
         spec = importlib.util.spec_from_file_location(name, path)
         sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
+        saved = list(sys.path)  # some scripts put their folder first on sys.path; the other tests must not see it
+        try:
+            spec.loader.exec_module(sys.modules[name])
+        finally:
+            sys.path[:] = saved
     module = sys.modules[name]
     caught = []
 
