@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import dataclasses
 import importlib.util
+import inspect
 import io
 import re
 import shlex
@@ -77,7 +78,10 @@ def cited_commands(text: str) -> list[str]:
 
 
 def _script_parser(path: Path) -> argparse.ArgumentParser | None:
-    """The ``argparse`` parser a script's ``main`` builds, caught at its ``parse_args`` call (nothing runs)."""
+    """The ``argparse`` parser a script's ``main`` builds, caught at its ``parse_args`` call (nothing runs);
+    None for a script without one (whose ``main`` is then not called: it would run)."""
+    if "ArgumentParser(" not in path.read_text() or "def main(" not in path.read_text():
+        return None
     name = f"_doc_script_{path.stem}"
     if name not in sys.modules:  # registered first: a script's dataclasses look their module up there
         spec = importlib.util.spec_from_file_location(name, path)
@@ -97,8 +101,10 @@ def _script_parser(path: Path) -> argparse.ArgumentParser | None:
         caught.append(self)
         raise Caught
 
-    with mock.patch.object(argparse.ArgumentParser, "parse_args", grab), contextlib.suppress(Caught):
-        module.main([])
+    takes_argv = bool(inspect.signature(module.main).parameters)
+    with mock.patch.object(argparse.ArgumentParser, "parse_args", grab), mock.patch.object(sys, "argv", [str(path)]), \
+            contextlib.suppress(Caught):
+        module.main([]) if takes_argv else module.main()
     return caught[0] if caught else None
 
 
@@ -130,8 +136,8 @@ def check_command(command: str) -> str | None:
         if path.name in PLAIN_ARGS:
             return None if PLAIN_ARGS[path.name](args) else f"{path.name}: bad arguments {args}"
         parser = _script_parser(path)
-        if parser is None:
-            return f"{path.name}: no argparse parser found in main()"
+        if parser is None:  # a script that takes no options
+            return None if not args else f"{path.name}: takes no arguments (no argparse parser in main), got {args}"
         err = io.StringIO()
         try:
             with contextlib.redirect_stderr(err):
