@@ -6,6 +6,7 @@ group hulls, Anderson cuts or both, ``--cuts``), their times, the number of cons
 alpha margin that mn-crown closes. Prints a markdown table and the median gain; one thread.
 
     python benchmarks/mn_root_gain.py ../shared/benchmarks/mnist_fc [--every 3] [--iters 50] [--k 2] [--cuts both]
+        [--select TEXT] [--limit N]
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("benchmark", type=Path, help="folder with instances.csv, onnx/ and vnnlib/")
     ap.add_argument("--every", type=int, default=1, help="every k-th row of instances.csv")
+    ap.add_argument("--select", default=None, help="only rows whose 'onnx,vnnlib' contains this text")
+    ap.add_argument("--limit", type=int, default=None, help="at most this many rows (after --every and --select)")
     ap.add_argument("--iters", type=int, default=50, help="alpha (and mn) iterations")
     ap.add_argument("--k", type=int, default=2, help="neurons per group hull")
     ap.add_argument("--groups", type=int, default=64, help="groups per layer")
@@ -41,6 +44,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     rows_csv = list(csv.reader(open(args.benchmark / "instances.csv")))[::args.every]
+    if args.select:
+        rows_csv = [r for r in rows_csv if args.select in f"{r[0]},{r[1]}"]
+    rows_csv = rows_csv[:args.limit]
     print("| network | property | alpha margin | mn-crown margin | gain | closed | alpha s | mn-crown s "
           "| constraints |")
     print("|---|---|---|---|---|---|---|---|---|")
