@@ -183,6 +183,7 @@ def unstable_after_the_operator(res):
 @pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
 @pytest.mark.parametrize("op,variant", CASES, ids=IDS)
 def test_single_neuron_methods_contain_sampled_values_around_the_operator(cases, op, variant, dtype):
+    """IBP, CROWN, DeepPoly (zero slopes) and alpha-CROWN on the moderate and the wide box at once."""
     case = cases(op, variant)
     net = case.net.to(dtype=dtype)
     C = torch.eye(N_OUT, dtype=dtype)
