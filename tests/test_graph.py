@@ -18,7 +18,7 @@ from relaxations.methods import bound_rows
 from relaxations.milp import milp_bounds
 from relaxations.state import DomainState
 
-from conftest import export_onnx, random_points, write_vnnlib
+from conftest import export_onnx, pre_activations, random_points, write_vnnlib
 
 torch.set_num_threads(1)  # tiny tensors: one thread is ~10x faster than two on a busy machine
 rng = np.random.default_rng(5)
@@ -215,6 +215,10 @@ METHODS = ("ibp", "crown", "dp0", "alpha", "beta", "mn-crown")
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_bounds_contain_sampled_outputs_on_dag_networks(tmp_path, dtype):
+    """Every method's output bounds contain onnxruntime's outputs at 4000 sampled points (within its float32
+    rounding), and its intermediate bounds (``pre_bounds``, per ReLU layer of the lowered chain: the whole state of
+    live tensors) contain the pre-activations of the float64 converted network at the same points, up to the
+    rounding of that float64 evaluation (``1e-12 (1 + max |z|)``; the bounds are rigorous in real arithmetic)."""
     for path, n in dag_models(tmp_path):
         model = check_against_onnxruntime(path, n, -1.0, 1.0)
         net = model.network.to(dtype=dtype)
@@ -222,19 +226,26 @@ def test_bounds_contain_sampled_outputs_on_dag_networks(tmp_path, dtype):
         g = np.random.default_rng(n)
         c = g.uniform(-1, 1, n)
         w = g.uniform(0.05, 0.6, n)
-        lo, hi = torch.tensor(c - w, dtype=dtype)[None], torch.tensor(c + w, dtype=dtype)[None]
-        x = random_points(c - w, c + w, 4000, seed=2)
+        box = (c - w).astype(np.float32), (c + w).astype(np.float32)  # the same box in both dtypes
+        lo, hi = (torch.tensor(b, dtype=dtype)[None] for b in box)
+        x = random_points(*box, 4000, seed=2)  # float32 points, inside the box
         y = model.run_onnx(x)  # onnxruntime's outputs, the reference
+        zs = pre_activations(model.network.to(dtype=torch.float64), torch.from_numpy(x).double())
         C = torch.eye(net.out_size, dtype=dtype)
-        for method in METHODS if dtype == torch.float32 else ("crown", "alpha"):  # (keeps the suite fast)
+        unstable = 0
+        for method in METHODS if dtype == torch.float32 else ("ibp", "crown", "alpha"):  # (keeps the suite fast)
             res = bound_rows(net, DomainState(lo, hi), C, method, iters=10, want_upper=True)
             lb, ub = res.lb.double().numpy()[0], res.ub.double().numpy()[0]
             tol = 1e-4 * (1 + np.abs(y).max())
             assert np.all(lb <= y.min(0) + tol), (path.name, method, lb, y.min(0))
             assert np.all(ub >= y.max(0) - tol), (path.name, method, ub, y.max(0))
-            if method != "ibp":  # every ReLU input's bounds hold too (sampled on the converted network)
-                _, _, pre = ibp(net, lo, hi)
-                assert len(res.pre_bounds) == len(pre)
+            assert len(res.pre_bounds) == len(zs) == len(net.relu_indices()), (path.name, method)
+            for j, (z, (l, u)) in enumerate(zip(zs, res.pre_bounds)):
+                ztol = 1e-12 * (1 + float(z.abs().max()))
+                assert torch.all(l[0].double() <= z.min(0).values + ztol), (path.name, method, "ReLU layer", j)
+                assert torch.all(u[0].double() >= z.max(0).values - ztol), (path.name, method, "ReLU layer", j)
+                unstable += int(((l < 0) & (u > 0)).sum())
+        assert unstable > 0, path.name  # relaxed neurons: the intermediate bounds matter
 
 
 def test_crown_bounds_below_the_exact_milp_optimum(tmp_path):

@@ -1,6 +1,7 @@
 """The network as affine blocks between ReLU layers, plus the per-domain bounds every LP/MILP needs.
 
-``affine_blocks(net)`` composes the ``.dense()`` maps of consecutive affine layers (float64):
+``affine_blocks(net)`` composes the dense maps (``relaxations.layers.dense_map``) of consecutive affine layers
+(float64):
 block 0 maps the input to the pre-activation of ReLU layer 0, block ``i`` maps the output of ReLU layer
 ``i - 1`` to the pre-activation of ReLU layer ``i``, and the last block maps the last ReLU output to the
 network output. Matrices are ``scipy.sparse.csr_matrix`` (convolutions are sparse; dense layers simply
@@ -19,6 +20,7 @@ import scipy.sparse as sp
 import torch
 
 from relaxations.ibp import ibp
+from relaxations.layers import dense_map
 
 
 @dataclass
@@ -29,7 +31,9 @@ class AffineBlock:
 
 
 def _dense_np(layer):
-    W, b = layer.dense()
+    # dense_map, not layer.dense(): an ElementwiseAffine has no dense() of its own, and one that no neighbour
+    # absorbs (a Pad value, a Gemm's alpha/beta, a Concat with a constant before a ReLU) stays in the network
+    W, b = dense_map(layer)
     W = W.detach().cpu().double().numpy() if isinstance(W, torch.Tensor) else np.asarray(W, float)
     b = b.detach().cpu().double().numpy() if isinstance(b, torch.Tensor) else np.asarray(b, float)
     return sp.csr_matrix(W), b.reshape(-1).astype(np.float64)
