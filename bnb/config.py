@@ -62,8 +62,9 @@ class BoundsConfig:
                       "hull constraints taken with optimised multipliers; ReLU-split children keep them)",
                       ("ibp", "crown", "dp0", "dp1", "alpha", "beta", "mn-crown"))
     intermediate: str = opt(BOUNDS.intermediate,
-                            "how intermediate (pre-ReLU) bounds are computed: backward CROWN, forward linear bounds "
-                            "(cheap for few inputs) or IBP", ("crown", "forward", "ibp"))
+                            "how intermediate (pre-ReLU) bounds are computed by crown, dp0 and dp1: backward CROWN, "
+                            "forward linear bounds (cheap for few inputs) or IBP (alpha, beta and mn-crown always "
+                            "start from backward CROWN)", ("crown", "forward", "ibp"))
     lower_slope: str = opt(BOUNDS.lower_slope, "CROWN lower slope of unstable ReLUs", ("adaptive", "zero", "one"))
     alpha_iters: int = opt(30, "alpha-CROWN iterations at the root")
     alpha_lr: float = opt(BOUNDS.alpha_lr, "Adam step size of the slopes")
