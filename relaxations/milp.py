@@ -3,7 +3,9 @@
 For tests and as ground truth only. Exactness limits (read before trusting a value):
 
 - the big-M encoding is exact only if the intermediate bounds ``pre_bounds`` are valid (sound) bounds
-  of the pre-activations over the domain; IBP bounds (the default) are;
+  of the pre-activations over the domain. The default ones are exact rational interval bounds computed from
+  the encoded affine maps alone and rounded outward (:mod:`relaxations.exact_interval`), not the product's
+  IBP: the oracle must not share its bounds with the code it is used to check;
 - the value is the MIP solver's floating-point optimum: HiGHS is run with ``mip_rel_gap`` and
   ``mip_abs_gap`` of ``1e-9`` and feasibility tolerances around ``1e-7``, so values are exact only up to
   such tolerances (a few ``1e-7`` relative on well-scaled networks). It is NOT a certified bound and
@@ -22,7 +24,9 @@ from dataclasses import dataclass, field
 
 import cvxpy as cp
 import numpy as np
+import torch
 
+from relaxations.exact_interval import exact_pre_bounds
 from relaxations.lp.encoding import affine_blocks, domain_bounds
 from relaxations.lp.quiet import silence_highs_banner
 
@@ -41,6 +45,12 @@ class MILPResult:
     argmax: np.ndarray
     status: str
     solve_times: list = field(default_factory=list)
+
+
+def _as_np(t) -> np.ndarray:
+    if isinstance(t, torch.Tensor):
+        t = t.detach().cpu().double()
+    return np.asarray(t, dtype=np.float64).reshape(-1)
 
 
 def _build(net, dom, blocks):
@@ -79,15 +89,18 @@ def milp_solve(net, lower, upper, C=None, pre_bounds=None, splits=None, solver="
     """Exact min/max of every row of ``C @ net(x)`` for ``x`` in the box; see the module docstring.
 
     ``C``: ``(m, out_size)`` (identity when None); ``lower``/``upper``: ``(in_size,)``;
-    ``pre_bounds``/``splits``: as in :func:`relaxations.lp.encoding.domain_bounds`.
+    ``pre_bounds``/``splits``: as in :func:`relaxations.lp.encoding.domain_bounds`, except that the default
+    intermediate bounds are :func:`relaxations.exact_interval.exact_pre_bounds` (independent of IBP).
     """
     C = np.eye(net.out_size) if C is None else np.atleast_2d(np.asarray(C, dtype=np.float64))
     m = C.shape[0]
+    blocks = affine_blocks(net)
+    if pre_bounds is None:
+        pre_bounds = exact_pre_bounds(blocks, _as_np(lower), _as_np(upper))
     dom = domain_bounds(net, lower, upper, pre_bounds, splits)
     nan = np.full((m, net.in_size), np.nan)
     if dom.empty:
         return MILPResult(np.full(m, np.inf), np.full(m, -np.inf), nan, nan.copy(), "infeasible")
-    blocks = affine_blocks(net)
     x, out, cons, n_bin = _build(net, dom, blocks)
     c = cp.Parameter(net.out_size)
     prob = cp.Problem(cp.Minimize(c @ out), cons)

@@ -39,7 +39,7 @@ from bnb.io.vnnlib2 import parse_query_text  # noqa: E402
 
 pytestmark = pytest.mark.fast
 
-NO_ATTACK = ("attack.enabled=false", "bab.attack_every=0")  # soundness checks run with falsification off
+PROOF_ONLY = ("general.proof_only=true",)  # soundness checks run with every falsification off (docs/soundness.md)
 
 
 def cfg(*overrides: str) -> Config:
@@ -273,7 +273,7 @@ def test_acas_unsat_with_decimal_fixed_inputs(tmp_path, net):
     """prop_1 (unsat on every network) on a sub-box with decimal fixed inputs: still unsat, proven."""
     onnx_path, src = acas(net, "prop_1")
     spec = _rewrite(src, tmp_path / "prop_1_fixed.vnnlib", {0: 0.61, 3: 0.46, 4: -0.46})
-    r = decide(onnx_path, spec, cfg(*NO_ATTACK), timeout=120.0)
+    r = decide(onnx_path, spec, cfg(*PROOF_ONLY), timeout=120.0)
     assert r.verdict is Verdict.UNSAT, r.message
 
 

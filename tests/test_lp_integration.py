@@ -8,6 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
+from proof_only_runs import NOT_PROVEN, exact_min, margins
 
 from bnb.cli.main import main
 from bnb.config import load_config
@@ -204,23 +205,27 @@ def test_verify_acas_lp_refine_unsat():
 
 @pytest.fixture
 def tiny_margin(tmp_path, tiny_net):
-    """A 2-16-16-1 network and thresholds just above / below its exact maximum on [-1, 1]^2 (with
-    ``bab.branching=relu``, beta-CROWN alone ends undecided on the safe one; the LP proves it)."""
+    """A 2-16-16-1 network and the exact minimum of ``-y`` on [-1, 1]^2 (``opt = -max y``, with its witness;
+    tests/proof_only_runs.py). With ``bab.branching=relu``, beta-CROWN alone ends undecided just above the
+    maximum; the LP proves it."""
     module = torch_mlp([2, 16, 16, 1], 3)
     path = tiny_net(module, (2,), name="deep")
     net = load_onnx(str(path)).network
-    _, top = milp_bounds(net, -np.ones(2), np.ones(2))
-    return path, float(top[0])
+    return path, exact_min(net, -np.ones(2), np.ones(2), c=[-1.0])
 
 
 @pytest.mark.parametrize("sets", [["bounds.lp_refine=true", "bounds.lp_refine_time=5"],
                                   ["bab.relu_method=lp", "bab.branching=relu"]])
 def test_verify_tiny_with_lp(tmp_path, tiny_margin, sets):
-    path, top = tiny_margin
+    """In proof-only mode: unsat ``max(1e-3 |max|, 1e-3)`` above the exact maximum, never unsat that far or
+    ``1e-6`` below the witness's value (violated: unknown or timeout only); with falsification on, sat 1e-3
+    below."""
+    path, o = tiny_margin
+    top, reached = -o.opt, -o.witness
+    rel, tiny = margins(o.opt)
     cfg_sets = ["general.threads=1"] + sets
-    safe = write_vnnlib(tmp_path / "safe.vnnlib", [-1, -1], [1, 1], 1, f"(>= Y_0 {top + 1e-3!r})")
-    unsafe = write_vnnlib(tmp_path / "unsafe.vnnlib", [-1, -1], [1, 1], 1, f"(>= Y_0 {top - 1e-3!r})")
-    cfg = load_config([], cfg_sets)
+    safe = write_vnnlib(tmp_path / "safe.vnnlib", [-1, -1], [1, 1], 1, f"(>= Y_0 {top + rel!r})")
+    cfg = load_config([], cfg_sets + ["general.proof_only=true"])
     cfg.general.timeout = 60
     r = verify(str(path), str(safe), cfg)
     assert r.verdict.value == "unsat", r
@@ -228,6 +233,14 @@ def test_verify_tiny_with_lp(tmp_path, tiny_margin, sets):
         assert r.stats.get("branches", 0) > 0 and "time_lp" in r.stats
     else:
         assert "time_lp_refine" in r.stats
+    cfg.general.timeout = 0.5  # a violated property ends in proof-only mode by the deadline or undecided
+    for m in (rel, tiny):
+        violated = write_vnnlib(tmp_path / "violated.vnnlib", [-1, -1], [1, 1], 1, f"(>= Y_0 {reached - m!r})")
+        r = verify(str(path), str(violated), cfg)
+        assert r.verdict.value in NOT_PROVEN, (m, o, r)
+    unsafe = write_vnnlib(tmp_path / "unsafe.vnnlib", [-1, -1], [1, 1], 1, f"(>= Y_0 {top - 1e-3!r})")
+    cfg = load_config([], cfg_sets)
+    cfg.general.timeout = 60
     r = verify(str(path), str(unsafe), cfg)
     assert r.verdict.value == "sat", r
 

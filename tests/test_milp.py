@@ -1,14 +1,22 @@
-"""The exact MILP oracle against independent ground truth (sampling and activation-region enumeration)."""
+"""The exact MILP oracle against independent ground truth (sampling and activation-region enumeration), and its
+big-M bounds (exact rational interval arithmetic, independent of the product's IBP) against sampled
+pre-activations and a plain ``Fraction`` recomputation."""
 import itertools
+from fractions import Fraction
 
 import numpy as np
 import pytest
 import torch
 from scipy.optimize import linprog
 
+import relaxations.ibp
+import relaxations.lp.encoding
+from relaxations.exact_interval import exact_pre_bounds
+from relaxations.lp.encoding import affine_blocks
 from relaxations.milp import MILPNotOptimal, milp_bounds, milp_solve
+from relaxations.network import Network
 
-from conftest import random_fc
+from conftest import pre_activations, random_fc
 
 pytestmark = pytest.mark.fast
 
@@ -106,3 +114,88 @@ def test_milp_not_optimal_raises():
     lo, hi = -np.ones(20), np.ones(20)
     with pytest.raises(MILPNotOptimal):
         milp_bounds(net, lo, hi, time_limit=1e-3)
+
+
+# ------------------------------------------------------------------ the big-M bounds (relaxations.exact_interval)
+def _conv_net(seed):
+    torch.manual_seed(seed)
+    module = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, stride=2, padding=1), torch.nn.ReLU(),
+                                 torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                 torch.nn.Linear(2 * 3 * 3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    return Network.from_torch(module, (1, 5, 5))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_big_m_contains_sampled_pre_activations_and_is_attained(kind):
+    net = random_fc([4, 12, 12, 12, 2], seed=2) if kind == "mlp" else _conv_net(3)
+    gen = np.random.default_rng(0)
+    lo = gen.uniform(-1.0, 0.0, net.in_size)
+    hi = lo + gen.uniform(0.0, 1.5, net.in_size)
+    pre = exact_pre_bounds(affine_blocks(net), lo, hi)
+    assert len(pre) == len(net.relu_indices())
+    xs = torch.as_tensor(lo + (hi - lo) * gen.uniform(size=(4000, net.in_size)))
+    # vertices of the box too: the first layer's interval bounds are attained at vertices
+    vert = np.where(gen.uniform(size=(4000, net.in_size)) < 0.5, lo, hi)
+    xs = torch.cat([xs, torch.as_tensor(vert)])
+    unstable = 0
+    for (l, u), z in zip(pre, pre_activations(net, xs)):
+        z = z.numpy()
+        # a vertex attains a first-layer bound exactly; the float64 forward pass may round past it by an ulp
+        assert (z >= l - 1e-12).all() and (z <= u + 1e-12).all()
+        unstable += int(((l < 0) & (u > 0)).sum())
+    assert unstable > 5  # the big-M matter: many neurons are unstable over this box
+    # first layer: the exact interval of an affine map over a box, attained at one vertex per bound
+    W, b = affine_blocks(net)[0].W.toarray(), affine_blocks(net)[0].b
+    x_min = np.where(W > 0, lo, hi)  # (n, n_in): the minimising vertex of each row
+    z_min = np.einsum("ij,ij->i", W, x_min) + b
+    assert np.allclose(pre[0][0], z_min, rtol=0, atol=1e-12) and (pre[0][0] <= z_min + 1e-12).all()
+
+
+def _exact_intervals(net, lo, hi):
+    """Per ReLU layer the exact interval bounds as ``Fraction``s, from the layers' weights (a plain MLP)."""
+    L = [Fraction(float(v)) for v in lo]
+    U = [Fraction(float(v)) for v in hi]
+    out = []
+    for layer in net.layers:
+        if layer.affine:
+            W = layer.weight.numpy()
+            b = layer.bias.numpy()
+            L, U = ([Fraction(float(b[i])) + sum(Fraction(float(w)) * (L[j] if w > 0 else U[j])
+                                                for j, w in enumerate(W[i])) for i in range(W.shape[0])],
+                    [Fraction(float(b[i])) + sum(Fraction(float(w)) * (U[j] if w > 0 else L[j])
+                                                for j, w in enumerate(W[i])) for i in range(W.shape[0])])
+        else:
+            out.append((L, U))
+            L, U = [max(v, Fraction(0)) for v in L], [max(v, Fraction(0)) for v in U]
+    return out
+
+
+def test_big_m_is_the_exact_rational_interval_rounded_outward():
+    """Not merely sound: each bound is the float64 nearest the exact rational value on the outer side."""
+    net = random_fc([3, 5, 4, 1], seed=11)
+    lo, hi = np.array([-0.3, -1.0, 0.1]), np.array([0.7, 0.25, 0.9])
+    pre = exact_pre_bounds(affine_blocks(net), lo, hi)
+    exact = _exact_intervals(net, lo, hi)
+    assert len(pre) == len(exact) == 2
+    rounded = 0
+    for (l, u), (el, eu) in zip(pre, exact):
+        for f, e in zip(l, el):
+            assert Fraction(f) <= e < Fraction(np.nextafter(f, np.inf))
+            rounded += Fraction(f) != e
+        for f, e in zip(u, eu):
+            assert Fraction(np.nextafter(f, -np.inf)) < e <= Fraction(f)
+            rounded += Fraction(f) != e
+    assert rounded > 0  # the exact values are not all floats: the outward rounding was exercised
+
+
+def test_oracle_takes_no_bound_from_ibp(monkeypatch):
+    """The oracle checks the bounding code, so it must not use it: with IBP broken it still answers exactly."""
+    def broken(*a, **k):
+        raise AssertionError("the MILP oracle called the product's IBP")
+    monkeypatch.setattr(relaxations.ibp, "ibp", broken)
+    monkeypatch.setattr(relaxations.lp.encoding, "ibp", broken)
+    net = random_fc([2, 3, 3, 2], seed=5)
+    lo, hi = np.array([-1.0, -0.5]), np.array([1.0, 2.0])
+    lb, ub = milp_bounds(net, lo, hi, C=np.array([[1.0, -1.0]]))
+    emin, emax = _region_extremes(net, lo, hi, np.array([1.0, -1.0]))
+    assert lb[0] == pytest.approx(emin, abs=1e-6) and ub[0] == pytest.approx(emax, abs=1e-6)

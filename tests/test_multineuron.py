@@ -9,13 +9,24 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from proof_only_runs import (
+    NOT_PROVEN,
+    REL,
+    DomainBoundCheck,
+    decide,
+    exact_min,
+    margins,
+    no_replay,
+    proof_only,
+    witness_cloud,
+)
 
 from bnb.config import Config
 from bnb.engine.context import Stats
 from bnb.engine.options import engine_options
 from bnb.engine.root import run_bab
 from bnb.io.spec import Polytope
-from bnb.timing import Deadline
+from bnb.timing import Deadline, VerificationTimeout
 from relaxations.methods import bound_rows, mn_constraints
 from relaxations.milp import milp_bounds
 from relaxations.multineuron import group_hull_constraints
@@ -144,27 +155,36 @@ def _cfg(**bab):
     return cfg
 
 
+VIOLATED_S = 0.3  # deadline of a proof-only run on a violated property
+
+
 @pytest.mark.parametrize("heuristic,where", [("babsr", "root"), ("acs", "root"), ("babsr", "children"),
                                              ("acs", "root-both")])
 @pytest.mark.parametrize("widths,seed", [([3, 10, 10, 1], 1), ([4, 8, 8, 8, 1], 3)])
-def test_relu_bab_with_constraints_matches_milp(widths, seed, heuristic, where):
+def test_relu_bab_with_constraints_matches_milp(widths, seed, heuristic, where, monkeypatch):
     """mn-crown at the root (children keep its constraints), or alpha at the root and the constraints computed
-    for the children only (``bab.relu_method: mn-crown``): the verdicts of the exact MILP."""
+    for the children only (``bab.relu_method: mn-crown``), in proof-only mode against the exact MILP minimum
+    ``opt`` and its witness value ``w`` (tests/proof_only_runs.py): unsat at ``opt - max(2e-3 |opt|, 2e-3)``
+    (ReLU splitting: a fully split domain's bound is optimised, not exact, so closer thresholds may end
+    unknown), never unsat at ``w + max(1e-3 |opt|, 1e-3)`` or ``w + 1e-6``. Every bound computed on the way is
+    checked against 2,000 sampled points (half near the minimiser), whatever the verdict."""
     net = random_fc(widths, seed)
     n_in = widths[0]
     lo, hi = -np.ones(n_in), np.ones(n_in)
-    exact, _ = milp_bounds(net, lo, hi)
-    for t, label in ((exact[0] - 0.02, "unsat"), (exact[0] + 0.02, "sat")):
+    o = exact_min(net, lo, hi)
+    check = DomainBoundCheck(monkeypatch, net, witness_cloud(o, lo, hi))
+    rel, tiny = margins(o.opt)
+    for t, seconds in ((o.opt - margins(o.opt, 2 * REL)[0], 60), (o.witness + rel, VIOLATED_S),
+                       (o.witness + tiny, VIOLATED_S)):
         poly = Polytope(np.array([[1.0]]), np.array([t]))  # violated where y <= t
-        validate = _validator(net, t)
         cfg = _cfg(relu_heuristic=heuristic)
         if where == "children":
             cfg.bounds.method, cfg.bab.relu_method = "alpha", "mn-crown"
         if where == "root-both":  # group hulls and Anderson cuts
             cfg.bounds.mn_cuts = "both"
-        status, _ = run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], engine_options(cfg), Deadline(60),
-                            validate, Stats())
-        assert status == label, (t, label, status)
+        status = decide(net, lo, hi, [poly], proof_only(cfg), seconds)
+        assert status == "unsat" if t < o.opt else status in NOT_PROVEN, (t, o, status)
+    assert check.checked > 1000  # the bounds of many (domain, point) pairs were compared
 
 
 def test_active_only_keeps_the_constraints_with_a_positive_multiplier():
@@ -235,17 +255,28 @@ def test_children_leave_out_the_constraints_their_box_implies():
     assert live[0] is None and keep[0] is None
 
 
-def test_bab_leaving_out_implied_constraints_keeps_the_milp_verdict(widths=(4, 16, 16, 16, 1), seed=1, gap=0.05):
-    """Branch and bound deep enough that some children's boxes imply constraints (which they then leave out):
-    proven at ``gap`` below the exact minimum, and not proven ``gap`` above it, as the MILP says."""
+def test_bab_leaving_out_implied_constraints_keeps_the_milp_verdict(monkeypatch, widths=(4, 16, 16, 16, 1), seed=1):
+    """Branch and bound deep enough that some children's boxes imply constraints (which they then leave out),
+    in proof-only mode: proven ``max(2e-3 |opt|, 2e-3)`` below the exact minimum, and never proven
+    ``max(1e-3 |opt|, 1e-3)`` or ``1e-6`` above the witness value (tests/proof_only_runs.py); every bound on the
+    way checked against sampled points."""
     net = random_fc(widths, seed)
     lo, hi = -np.ones(widths[0]), np.ones(widths[0])
-    exact, _ = milp_bounds(net, lo, hi)
-    cfg = _cfg(relu_heuristic="babsr", batch_size=8)
-    for t, label in ((exact[0] - gap, "unsat"), (exact[0] + gap, "sat")):
+    o = exact_min(net, lo, hi)
+    check = DomainBoundCheck(monkeypatch, net, witness_cloud(o, lo, hi))
+    rel, tiny = margins(o.opt)
+    for t, seconds in ((o.opt - margins(o.opt, 2 * REL)[0], 60), (o.witness + rel, VIOLATED_S),
+                       (o.witness + tiny, VIOLATED_S)):
         stats = Stats()
-        status, _ = run_bab(net, torch.tensor(lo), torch.tensor(hi), [Polytope(np.array([[1.0]]), np.array([t]))],
-                            engine_options(cfg), Deadline(60), _validator(net, t), stats)
-        assert status == label, (t, label, status)
-        if label == "unsat":
+        cfg = proof_only(_cfg(relu_heuristic="babsr", batch_size=8))
+        try:
+            status, _ = run_bab(net, torch.tensor(lo), torch.tensor(hi), [Polytope(np.array([[1.0]]), np.array([t]))],
+                                engine_options(cfg), Deadline(seconds), no_replay, stats)
+        except VerificationTimeout:
+            status = "timeout"
+        if t < o.opt:
+            assert status == "unsat", (t, o, status)
             assert stats["constraints_dropped"] > 0 and stats["branches"] > 10  # the path under test ran
+        else:
+            assert status in NOT_PROVEN, (t, o, status)
+    assert check.checked > 1000

@@ -170,7 +170,7 @@ def test_nan_or_inf_bounds_never_verify(monkeypatch, bad, branching):
     monkeypatch.setattr(context_mod, "bound_rows", poisoned)
     net = _tiny_net()
     cfg = Config()
-    cfg.attack.enabled = False
+    cfg.general.proof_only = True  # nothing may answer in place of the bounds
     cfg.bab.branching = branching
     cfg.bab.batch_size = 64
     lo, hi = torch.tensor([-1.0, -1.0]), torch.tensor([1.0, 1.0])
@@ -187,9 +187,10 @@ def test_nan_or_inf_bounds_never_verify(monkeypatch, bad, branching):
 @pytest.mark.parametrize("method", ["ibp", "crown", "alpha", "beta", "mn-crown"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_point_box_just_above_the_value_is_never_unsat(method, dtype):
-    """The issue's reproduction: every input fixed, threshold just above f(x) (violated), no attack."""
+    """The issue's reproduction: every input fixed, threshold just above f(x) (violated), in proof-only mode (no
+    falsification anywhere: only the bounds decide)."""
     cfg = Config()
-    cfg.attack.enabled = False
+    cfg.general.proof_only = True
     cfg.bounds.method = method
     for seed in range(2):
         net = _net(seed, [5, 12, 12, 1], dtype=dtype)

@@ -238,7 +238,8 @@ def partition(net, lower, upper, method="p1", tol=1e-6, max_pieces=4096, count_p
     (activation regions on which the relaxation is still not exact), ``splits``, ``milp_calls``, ``time``."""
     t0 = time.perf_counter()
     strat = PhasePartition(net, lower, upper, method, tol, max_pieces=max_pieces)
-    search(strat, LoopOptions(batch_size=1, order="best", max_domains=max_pieces + 1, verify_margin=0.0),
+    search(strat, LoopOptions(batch_size=1, order="best", max_domains=max_pieces + 1, verify_margin=0.0,
+                              proof_only=False),
            Deadline(None), strat.stats)
     finished = strat.finished
     live = [p for p in finished if not p.empty]
