@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from proof_only_runs import NOT_PROVEN, REL, DomainBoundCheck, decide, exact_min, margins, proof_only, witness_cloud
 
 from bnb.config import Config
 from bnb.engine.context import Stats
@@ -18,6 +17,7 @@ from bnb.timing import Deadline
 from relaxations.milp import milp_bounds
 
 from conftest import pre_activations, random_fc
+from proof_only_runs import NOT_PROVEN, REL, DomainBoundCheck, decide, exact_min, margins, proof_only, witness_cloud
 
 pytestmark = pytest.mark.fast  # the quick tier (`pytest -m fast`)
 

@@ -8,7 +8,6 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
-from proof_only_runs import NOT_PROVEN, exact_min, margins
 
 from bnb.cli.main import main
 from bnb.config import load_config
@@ -23,6 +22,7 @@ from relaxations.options import BoundOptions
 from relaxations.state import DomainState
 
 from conftest import acas, expected_label, pre_activations, random_points, torch_mlp, write_vnnlib
+from proof_only_runs import NOT_PROVEN, exact_min, margins
 
 TOL = 1e-5
 

@@ -9,17 +9,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from proof_only_runs import (
-    NOT_PROVEN,
-    REL,
-    DomainBoundCheck,
-    decide,
-    exact_min,
-    margins,
-    no_replay,
-    proof_only,
-    witness_cloud,
-)
 
 from bnb.config import Config
 from bnb.engine.context import Stats
@@ -35,6 +24,17 @@ from relaxations.options import BoundOptions, MultiNeuronOptions
 from relaxations.state import DomainState
 
 from conftest import random_fc
+from proof_only_runs import (
+    NOT_PROVEN,
+    REL,
+    DomainBoundCheck,
+    decide,
+    exact_min,
+    margins,
+    no_replay,
+    proof_only,
+    witness_cloud,
+)
 
 D = torch.float64
 NETS = [([4, 16, 16, 16, 3], 0), ([4, 16, 16, 16, 3], 1), ([3, 12, 12, 2], 2)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from proof_only_runs import NOT_PROVEN, exact_min, margins
 from test_verify import check_witness, run_cli
 
 from bnb.config import load_config
@@ -16,6 +15,7 @@ from heuristics import resolve
 from heuristics.base import ReluBatch
 
 from conftest import torch_mlp, write_vnnlib
+from proof_only_runs import NOT_PROVEN, exact_min, margins
 
 pytestmark = pytest.mark.fast  # the quick tier (`pytest -m fast`)
 
