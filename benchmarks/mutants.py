@@ -70,6 +70,7 @@ VERDICT = "tests/test_proof_decision.py"
 LPCERT = "tests/test_lp_certificate.py"
 SPLITS = "tests/test_split_masks.py"
 STAGE = "tests/test_stage_rounding.py"
+F32_MARGIN = "tests/test_float32_margin.py"
 ROUNDING = "tests/test_rounding_exact.py"
 OPERATORS = "tests/test_operator_bounds.py"
 
@@ -149,7 +150,7 @@ MUTANTS = (
     Mutant("float32_slack_sign", "bnb/io/spec.py",
            "np.asarray(self.d, np.float64) + self.slack", "np.asarray(self.d, np.float64) - self.slack",
            "a float32 query's evaluation-error slack is subtracted from d instead of added",
-           (F32,)),
+           (F32, F32_MARGIN)),
 )
 
 BY_NAME = {m.name: m for m in MUTANTS}
