@@ -19,7 +19,8 @@ Usage::
     python benchmarks/mutants.py [--only NAME[,NAME...]] [--jobs 1] [--timeout 600] [--out table.md]
 
 Exit status: 0 when every mutant run was caught by at least ``MIN_CAUGHT`` (2) tests, 1 when one was caught by
-fewer (the issue's "done" condition), 2 when an edit does not apply or the baseline fails.
+fewer (the issue's "done" condition), 2 when an edit does not apply or the baseline fails. Tests are counted as
+test functions: the parameter cases of one function count once.
 """
 from __future__ import annotations
 
@@ -263,6 +264,11 @@ def failed(outcomes: dict) -> list[str]:
     return sorted(n for n, o in outcomes.items() if o in ("FAILED", "ERROR", "XPASS"))
 
 
+def functions(nodes) -> list[str]:
+    """The distinct test functions of pytest node ids (parameter cases dropped)."""
+    return sorted({n.split("[")[0] for n in nodes})
+
+
 def run_mutant(m: Mutant, timeout: float, keep: bool = False) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f"bnb-mutant-{m.name}-"))
     try:
@@ -310,7 +316,8 @@ def summarise(caught: list[str], limit: int = 6) -> str:
 
 
 def table(results) -> str:
-    rows = ["| mutant | where | what | test files run | caught by | tests that caught it | time |",
+    rows = ["| mutant | where | what | test files run | caught by (functions; cases of all run) "
+            "| tests that caught it | time |",
             "|---|---|---|---|---|---|---|"]
     for r in results:
         m = r["mutant"]
@@ -318,8 +325,8 @@ def table(results) -> str:
                                         for t in r["run"]))
         if r["missing"]:
             files += " (absent: " + ", ".join(Path(t).stem for t in r["missing"]) + ")"
-        n = len(r["caught"])
-        flag = f"**{n}**" if n < MIN_CAUGHT else str(n)
+        n = len(functions(r["caught"]))
+        flag = (f"**{n}**" if n < MIN_CAUGHT else str(n)) + f"; {len(r['caught'])}"
         if r["timed_out"]:
             flag += " (timed out)"
         if r["collect_errors"]:
@@ -376,7 +383,8 @@ def main(argv=None) -> int:
         for fut in futures:
             r = fut.result()
             results.append(r)
-            print(f"{r['mutant'].name}: caught by {len(r['caught'])} of {len(r['outcomes'])} tests "
+            print(f"{r['mutant'].name}: caught by {len(functions(r['caught']))} test functions "
+                  f"({len(r['caught'])} of {len(r['outcomes'])} cases) "
                   f"in {r['seconds']:.0f} s" + (" (timed out)" if r["timed_out"] else "")
                   + (f"; absent: {', '.join(r['missing'])}" if r["missing"] else ""), flush=True)
             for n in r["caught"]:
@@ -384,8 +392,8 @@ def main(argv=None) -> int:
     text = table(results)
     print()
     print(text)
-    weak = [r["mutant"].name for r in results if len(r["caught"]) < MIN_CAUGHT]
-    print(f"\n{len(results)} mutants, {len(results) - len(weak)} caught by >= {MIN_CAUGHT} tests; "
+    weak = [r["mutant"].name for r in results if len(functions(r["caught"])) < MIN_CAUGHT]
+    print(f"\n{len(results)} mutants, {len(results) - len(weak)} caught by >= {MIN_CAUGHT} test functions; "
           f"{time.perf_counter() - t0:.0f} s in all" + (f"; too weak: {', '.join(weak)}" if weak else ""))
     if args.out:
         Path(args.out).write_text(text + "\n")
