@@ -1,17 +1,26 @@
 """Splits cover what they split, checked on sampled points: the children of a ReLU split (``relu_children``) and of
 an input split (``split_boxes``) together contain every point of their parent, and a split phase restricts only
-its own neuron (``ReluRelaxation``), calling a domain empty only beyond the rounding margin."""
+its own neuron (``ReluRelaxation``), calling a domain empty only beyond the rounding margin; and whole proof-only
+searches with either branching never refute a threshold just above the exact (MILP) minimum."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
+from bnb.config import Config
+from bnb.engine.context import Stats
 from bnb.engine.domains import ReluDomains
+from bnb.engine.options import engine_options
+from bnb.engine.root import run_bab
 from bnb.engine.strategies.input_split import split_boxes
 from bnb.engine.strategies.relu_split import relu_children
+from bnb.io.spec import Polytope
+from bnb.timing import Deadline, VerificationTimeout
 from relaxations.fp import unit_roundoff
 from relaxations.ibp import ibp
 from relaxations.layers.relu import ReluRelaxation
+from relaxations.milp import milp_bounds
 
 from conftest import pre_activations, random_fc
 
@@ -154,3 +163,44 @@ def test_input_split_children_cover_the_parent_box(parts):
         pts = torch.minimum(pts, P_hi[j])
         inside = ((pts[:, None] >= c_lo[kids][None]) & (pts[:, None] <= c_hi[kids][None])).all(-1).any(-1)
         assert bool(inside.all())
+
+
+# ------------------------------------------------------------------ whole searches, in proof-only mode
+NETS = [([2, 8, 8, 1], 0), ([3, 8, 8, 1], 1), ([2, 10, 1], 2), ([3, 6, 6, 6, 1], 3)]
+
+
+def _search(widths, seed, branching, rel, seconds):
+    """Proof-only branch and bound of ``y >= t`` (violated where ``y <= t``) for ``t`` at ``rel`` (relative)
+    from the exact MILP minimum; returns the status."""
+    net = random_fc(widths, seed)
+    lo, hi = -np.ones(widths[0]), np.ones(widths[0])
+    exact = milp_bounds(net, lo, hi)[0][0]
+    t = exact + rel * max(1.0, abs(exact))
+    cfg = Config()
+    cfg.general.dtype = "float64"
+    cfg.general.proof_only = True
+    cfg.bab.branching = branching
+    cfg.bab.batch_size = 16
+    cfg.bounds.alpha_iters = 10
+    poly = Polytope(np.array([[1.0]]), np.array([t]))
+    try:
+        return run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], engine_options(cfg), Deadline(seconds),
+                       lambda xs: None, Stats())[0]
+    except VerificationTimeout:
+        return "timeout"
+
+
+@pytest.mark.parametrize("widths,seed", NETS)
+def test_proof_only_relu_splitting_decides_both_sides_of_the_exact_minimum(widths, seed):
+    """ReLU splitting with no falsification: a threshold 1e-3 (relative) above the exact minimum (reachable) is
+    never unsat (the search ends unknown once every neuron is fixed), one 1e-3 below is unsat."""
+    assert _search(widths, seed, "relu", 1e-3, 20.0) in ("unknown", "timeout")
+    assert _search(widths, seed, "relu", -1e-3, 20.0) == "unsat"
+
+
+@pytest.mark.parametrize("widths,seed", NETS[:2])
+def test_proof_only_input_splitting_decides_both_sides_of_the_exact_minimum(widths, seed):
+    """Input splitting with no falsification: 1e-3 above the exact minimum is never unsat within a short
+    deadline (boxes are bisected until the deadline), 1e-3 below is unsat."""
+    assert _search(widths, seed, "input", 1e-3, 1.5) in ("unknown", "timeout")
+    assert _search(widths, seed, "input", -1e-3, 20.0) == "unsat"
