@@ -120,7 +120,7 @@ MUTANTS = (
     Mutant("beta_split_sign", "relaxations/crown.py",
            "            Az = Az - beta_term\n", "            Az = Az + beta_term\n",
            "beta-CROWN adds the split constraint s z >= 0 with the wrong sign",
-           (CROWN, BAB, ROUNDING)),
+           (CROWN, BAB, SPLITS, ROUNDING)),
     Mutant("infeasible_tol_sign", "relaxations/layers/relu.py",
            "(act & (u < -tol))", "(act & (u < tol))",
            "a fixed-active neuron whose upper bound is a little above 0 makes its domain 'infeasible'",
