@@ -331,7 +331,8 @@ def table(results) -> str:
             flag += " (timed out)"
         if r["collect_errors"]:
             flag += " (collection error)"
-        rows.append(f"| `{m.name}` | `{m.path}` | {m.what} | {files} | {flag} of {len(r['outcomes'])} | "
+        what = m.what.replace("|", "\\|")  # a pipe would end the table cell
+        rows.append(f"| `{m.name}` | `{m.path}` | {what} | {files} | {flag} of {len(r['outcomes'])} | "
                     f"{summarise(r['caught']) or '-'} | {r['seconds']:.0f} s |")
     return "\n".join(rows)
 
