@@ -9,20 +9,17 @@ import pytest
 import torch
 
 from bnb.config import Config
-from bnb.engine.context import Stats
 from bnb.engine.domains import ReluDomains
-from bnb.engine.options import engine_options
-from bnb.engine.root import run_bab
 from bnb.engine.strategies.input_split import split_boxes
 from bnb.engine.strategies.relu_split import relu_children
 from bnb.io.spec import Polytope
-from bnb.timing import Deadline, VerificationTimeout
 from relaxations.fp import unit_roundoff
 from relaxations.ibp import ibp
 from relaxations.layers.relu import ReluRelaxation
 from relaxations.milp import milp_bounds
 
 from conftest import pre_activations, random_fc
+from proof_only_runs import decide, proof_only
 
 pytestmark = pytest.mark.fast
 
@@ -176,18 +173,12 @@ def _search(widths, seed, branching, rel, seconds):
     lo, hi = -np.ones(widths[0]), np.ones(widths[0])
     exact = milp_bounds(net, lo, hi)[0][0]
     t = exact + rel * max(1.0, abs(exact))
-    cfg = Config()
+    cfg = proof_only(Config())
     cfg.general.dtype = "float64"
-    cfg.general.proof_only = True
     cfg.bab.branching = branching
     cfg.bab.batch_size = 16
     cfg.bounds.alpha_iters = 10
-    poly = Polytope(np.array([[1.0]]), np.array([t]))
-    try:
-        return run_bab(net, torch.tensor(lo), torch.tensor(hi), [poly], engine_options(cfg), Deadline(seconds),
-                       lambda xs: None, Stats())[0]
-    except VerificationTimeout:
-        return "timeout"
+    return decide(net, lo, hi, [Polytope(np.array([[1.0]]), np.array([t]))], cfg, seconds)
 
 
 @pytest.mark.parametrize("widths,seed", NETS)
