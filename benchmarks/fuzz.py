@@ -134,7 +134,8 @@ Commands
         # 200 pairs in 66.5 s on one core of a machine at load 5-7 (56 s inside verify: 43.6 s in the 100
         # sat-labelled pairs, 12.6 s in the unsat ones, 3.3 s MILP), i.e. ~0.27-0.33 s per pair and
         # ~23-28 min for 10,000 pairs with --jobs 2 on 2 idle cores (the short timeouts are wall-clock, so
-        # they do not shrink on an idle machine).
+        # they do not shrink on an idle machine). The full run: 9,980 pairs in 1,300 s with --jobs 2, load 4-7
+        # (docs/soundness.md).
     python benchmarks/fuzz.py --n 10000 --seed 1 --jobs 2 --out fuzz.csv --keep fuzz_wrong
         # the mixed grid, 3 configurations per instance (30,000 verify calls, two thirds proof-only)
     python benchmarks/fuzz.py --seed 0 --instance 17 --set bounds.method=crown --set attack.enabled=false
