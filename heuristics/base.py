@@ -97,7 +97,8 @@ class ReluBatch:
     children of splitting each candidate (flat positions) with the parent's parameters and returns their
     scores ``(2, k, N)``; ``links``: per ReLU layer ``i`` the dense matrix ``(n_i, n_{i-1})`` of the affine map
     from layer ``i-1``'s ReLU outputs to layer ``i``'s pre-activations (entry 0, and any link the engine could
-    not build or that is too large to store densely, None), or None (``deepsplit``)."""
+    not build or that is too large to store densely, None), or None; ``indirect_weight``: the weight of
+    ``deepsplit``'s indirect term."""
     pre_bounds: list
     coeffs: list
     splits: list
@@ -110,6 +111,7 @@ class ReluBatch:
     topk: int = 3
     extra: dict = field(default_factory=dict)
     links: list | None = None
+    indirect_weight: float = 1.0
 
     @property
     def n(self) -> int:

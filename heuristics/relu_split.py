@@ -28,7 +28,8 @@ leaves the least unverified margin is kept):
   links' absolute values and the layers' relaxation slopes), which grows ``m``'s intercept by
   ``rho_m = (l_m^2 + u_m^2) / (2 (u_m - l_m)^2)`` per unit of width (the mean of its two partial derivatives),
   and each unit of ``m``'s intercept costs ``|min(lam_m, 0)| + h_m`` in turn. One backward sweep over the
-  dense links (``batch.links``); a link the engine could not give counts nothing (then it is ``babsr``).
+  dense links (``batch.links``); a link the engine could not give counts nothing (then it is ``babsr``). The
+  indirect term is scaled by ``batch.indirect_weight`` (``bab.deepsplit_weight``).
 - ``phase``: partitioning along activation hyperplanes: the most balanced (``min(-l, u)``) free neuron of the
   first layer that still has one; later layers ``-inf`` (the heuristic of ``bab.branching: partition``).
 
@@ -168,7 +169,7 @@ def deepsplit_scores(batch: ReluBatch) -> list:
         if later is not None and i + 1 < len(links) and links[i + 1] is not None:
             h = later @ links[i + 1].abs().to(later)
         cost = batch.coeffs[i].clamp(max=0).abs() + h  # of a unit of error at layer i's outputs
-        out[i] = direct[i] + errors[i] * h
+        out[i] = direct[i] + batch.indirect_weight * errors[i] * h
         later = gains[i] * cost + slopes[i] * h
     return out
 

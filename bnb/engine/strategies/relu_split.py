@@ -324,7 +324,8 @@ class ReluSplitting(Strategy):
             gam = [None if g is None else g[arn, batch.row] for g in batch.gammas]
         heuristic_batch = ReluBatch(batch.pre_bounds, batch.coeffs, batch.splits, self.biases, gam, self.cons,
                                     lambda cands: self._trial(batch, cands), ctx.gen, opts.relu_lookahead,
-                                    opts.fsb_topk, links=self.links)
+                                    opts.fsb_topk, links=self.links,
+                                    indirect_weight=opts.deepsplit_weight)
         pos = self.chooser(heuristic_batch).to(dev)
         free = torch.cat(heuristic_batch.free(), dim=1)
         if pos.shape != (n,) or bool((pos < 0).any()) or bool((pos >= free.shape[1]).any()) or \
