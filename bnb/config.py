@@ -107,9 +107,13 @@ class BabConfig:
     relu_heuristic: str = opt("babsr", "ReLU neuron to split: babsr, babsr-bias (with its bias term), intercept, "
                               "width, random (seeded baseline), fsb / kfsb (filtered smart branching, per layer / "
                               "overall), acs (by the multipliers of the multi-neuron constraints involving it, "
-                              "with bounds.method mn-crown), or a plug-in module:function / file.py:function")
+                              "with bounds.method mn-crown), deepsplit (babsr plus the neuron's indirect effect: "
+                              "the relaxation error it induces in later layers' unstable neurons, after VeriNet's "
+                              "DeepSplit), or a plug-in module:function / file.py:function")
     fsb_topk: int = opt(3, "fsb / kfsb: candidates per score (babsr-bias and intercept), per layer for fsb, over "
                         "the network for kfsb; all their children are bounded in one batched pass")
+    deepsplit_weight: float = opt(1.0, "deepsplit: weight of the indirect term (the relaxation error a neuron "
+                                  "induces in later layers' unstable neurons) against babsr's direct one")
     relu_lookahead: int = opt(1, "bound both children of this many best-scored neurons (with the parent's slopes "
                               "and multipliers, no optimisation) and split the one that leaves the least "
                               "unverified margin (1: no look-ahead)")

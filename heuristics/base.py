@@ -95,7 +95,10 @@ class ReluBatch:
     ReLU, or None where there is none; ``gammas``/``constraints``: the deciding row's multi-neuron
     multipliers ``(N, c_i)`` and the constraints (``acs``), or None; ``evaluate(cands (N, k))``: bounds both
     children of splitting each candidate (flat positions) with the parent's parameters and returns their
-    scores ``(2, k, N)``."""
+    scores ``(2, k, N)``; ``links``: per ReLU layer ``i`` the dense matrix ``(n_i, n_{i-1})`` of the affine map
+    from layer ``i-1``'s ReLU outputs to layer ``i``'s pre-activations (entry 0, and any link the engine could
+    not build or that is too large to store densely, None), or None; ``indirect_weight``: the weight of
+    ``deepsplit``'s indirect term."""
     pre_bounds: list
     coeffs: list
     splits: list
@@ -107,6 +110,8 @@ class ReluBatch:
     lookahead: int = 1
     topk: int = 3
     extra: dict = field(default_factory=dict)
+    links: list | None = None
+    indirect_weight: float = 1.0
 
     @property
     def n(self) -> int:

@@ -20,6 +20,16 @@ leaves the least unverified margin is kept):
 - ``acs`` (active constraint score, MN-BaB): with multi-neuron constraints ``Pz y + Px z + p <= 0`` taken
   with multipliers ``gamma``, ``sum_c gamma_c (|Pz_cj| + |Px_cj|)``; ``babsr`` breaks ties (and decides
   alone where no constraint is active).
+- ``deepsplit`` (after DeepSplit, Henriksen & Lomuscio 2021: a split also tightens the relaxations of the
+  neurons after it): ``babsr``'s direct term plus an indirect one, ``e_j h_j`` with ``e_j`` the neuron's
+  relaxation error (its upper intercept) and ``h_j`` what a unit of error at its output costs the bound through
+  the later layers' free unstable neurons: error at ``a_j`` widens each later pre-activation ``z_m`` by
+  ``|C_mj| e_j`` (``C``: the linear map through the layers between, bounded entrywise by the product of the
+  links' absolute values and the layers' relaxation slopes), which grows ``m``'s intercept by
+  ``rho_m = (l_m^2 + u_m^2) / (2 (u_m - l_m)^2)`` per unit of width (the mean of its two partial derivatives),
+  and each unit of ``m``'s intercept costs ``|min(lam_m, 0)| + h_m`` in turn. One backward sweep over the
+  dense links (``batch.links``); a link the engine could not give counts nothing (then it is ``babsr``). The
+  indirect term is scaled by ``batch.indirect_weight`` (``bab.deepsplit_weight``).
 - ``phase``: partitioning along activation hyperplanes: the most balanced (``min(-l, u)``) free neuron of the
   first layer that still has one; later layers ``-inf`` (the heuristic of ``bab.branching: partition``).
 
@@ -135,8 +145,38 @@ def phase_scores(batch: ReluBatch) -> list:
             for i, (l, u) in enumerate(batch.pre_bounds)]
 
 
+def deepsplit_scores(batch: ReluBatch) -> list:
+    direct = babsr_scores(batch)
+    links = batch.links
+    if links is None:
+        return direct
+    free = batch.free()
+    n_layers = len(batch.pre_bounds)
+    errors, gains, slopes = [], [], []
+    for i, ((l, u), f) in enumerate(zip(batch.pre_bounds, free)):
+        width = (u - l).clamp(min=1e-12)
+        errors.append(torch.where(f, _intercept(l, u), torch.zeros_like(l)))
+        gains.append(torch.where(f, (l * l + u * u) / (2 * width * width), torch.zeros_like(l)))
+        s = batch.splits[i]
+        active = (l >= 0) if s is None else (l >= 0) | (s > 0)
+        inactive = (u <= 0) if s is None else (u <= 0) | (s < 0)
+        slopes.append(torch.where(active, torch.ones_like(l), torch.where(
+            inactive, torch.zeros_like(l), (u / width).clamp(0, 1))))
+    out = [None] * n_layers
+    later = None  # (N, n_{i+1}): cost of a unit of width of layer i+1's pre-activations, the layers after it included
+    for i in reversed(range(n_layers)):
+        h = torch.zeros_like(errors[i])
+        if later is not None and i + 1 < len(links) and links[i + 1] is not None:
+            h = later @ links[i + 1].abs().to(later)
+        cost = batch.coeffs[i].clamp(max=0).abs() + h  # of a unit of error at layer i's outputs
+        out[i] = direct[i] + batch.indirect_weight * errors[i] * h
+        later = gains[i] * cost + slopes[i] * h
+    return out
+
+
 SCORES = {"babsr": babsr_scores, "babsr-bias": babsr_bias_scores, "intercept": intercept_scores,
-          "width": width_scores, "random": random_scores, "acs": acs_scores, "phase": phase_scores}
+          "width": width_scores, "random": random_scores, "acs": acs_scores, "phase": phase_scores,
+          "deepsplit": deepsplit_scores}
 
 
 def _by_scores(scores):

@@ -57,7 +57,9 @@ ACAS_LIKE = dict(input_heuristic="mixed", input_lookahead=2, input_alpha_after=1
 def _make(branching):
     return {"input-acas": lambda: _cfg("input", **ACAS_LIKE),
             "relu-lookahead": lambda: _cfg("relu", relu_lookahead=3),
-            "relu-retighten": lambda: _cfg("relu", retighten_depth=4)}.get(branching, lambda: _cfg(branching))()
+            "relu-retighten": lambda: _cfg("relu", retighten_depth=4),
+            "relu-deepsplit": lambda: _cfg("relu", relu_heuristic="deepsplit")
+            }.get(branching, lambda: _cfg(branching))()
 
 
 def _below(t):
@@ -67,7 +69,8 @@ def _below(t):
 VIOLATED_S = 0.3  # deadline of a proof-only run on a violated property (input splitting never ends on one)
 
 
-@pytest.mark.parametrize("branching", ["input", "relu", "input-acas", "relu-lookahead", "relu-retighten"])
+@pytest.mark.parametrize("branching", ["input", "relu", "input-acas", "relu-lookahead", "relu-retighten",
+                                       "relu-deepsplit"])
 @pytest.mark.parametrize("widths,seed", CASES)
 def test_verdict_equals_milp(widths, seed, branching, monkeypatch):
     """Property "output >= t", against the exact MILP minimum ``opt`` and its witness value ``w``
@@ -123,6 +126,29 @@ def test_disjunction_of_polytopes(branching):
     assert status == "sat"
     y = net(torch.tensor(ce.x, dtype=D)[None])[0].numpy()
     assert np.all(ce.x >= lo) and np.all(ce.x <= hi) and y[1] <= t
+
+
+def test_deepsplit_gets_the_networks_links(monkeypatch):
+    """With ``relu_heuristic: deepsplit`` the engine hands the heuristic the dense weights between ReLU layers
+    (without them the rule falls back to babsr), and the search proves a property 1e-2 below the exact minimum."""
+    from heuristics import register, registry, resolve
+    net = random_fc([3, 10, 10, 10, 1], 4)
+    builtin, seen = resolve("relu", "deepsplit"), []
+
+    def spy(batch):
+        seen.append(batch.links)
+        return builtin(batch)
+    monkeypatch.setattr(registry, "_REGISTERED", {"input": {}, "relu": {}})
+    register("relu", "deepsplit")(spy)
+    lo, hi = -np.ones(3), np.ones(3)
+    o = exact_min(net, lo, hi)
+    status = decide(net, lo, hi, _below(o.opt - 1e-2), proof_only(_cfg("relu", relu_heuristic="deepsplit")), 60)
+    assert status == "unsat" and seen, (status, len(seen))
+    links = seen[0]
+    weights = [layer.weight for layer in net.layers if hasattr(layer, "weight")]
+    assert links[0] is None and len(links) == 3 and len(weights) == 4
+    for link, w in zip(links[1:], weights[1:3]):
+        assert torch.equal(link, w)
 
 
 def test_statistics_are_reported():

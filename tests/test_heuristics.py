@@ -211,6 +211,92 @@ def test_acs_follows_the_multipliers():
     assert choose("relu", "acs", b) == [0]  # no active constraint: babsr decides
 
 
+def _two_layers(links=True, splits1=None):
+    """Layer 0: neurons A (babsr's favourite: l=-1, u=1, lam=-1) and B (same interval, lam=-0.5); layer 1: two
+    unstable neurons (l=-0.1, u=10, lam=-2) that read B alone, with weight 4 (the link ``(2, 2)``)."""
+    l0, u0 = torch.tensor([[-1.0, -1.0]]), torch.tensor([[1.0, 1.0]])
+    l1, u1 = torch.tensor([[-0.1, -0.1]]), torch.tensor([[10.0, 10.0]])
+    coeffs = [torch.tensor([[-1.0, -0.5]]), torch.tensor([[-2.0, -2.0]])]
+    s1 = torch.zeros(1, 2, dtype=torch.int8) if splits1 is None else torch.tensor([splits1], dtype=torch.int8)
+    splits = [torch.zeros(1, 2, dtype=torch.int8), s1]
+    link = [None, torch.tensor([[0.0, 4.0], [0.0, -4.0]])] if links else None
+    return ReluBatch([(l0, u0), (l1, u1)], coeffs, splits, links=link)
+
+
+def test_deepsplit_adds_the_indirect_effect_through_later_unstable_neurons():
+    from heuristics.relu_split import babsr_scores, deepsplit_scores
+    b = _two_layers()
+    assert choose("relu", "babsr", b) == [0]       # A's direct term 0.5 beats B's 0.25 ...
+    assert choose("relu", "deepsplit", b) == [1]   # ... but B's error widens both later neurons
+    # by hand: rho = (0.1^2 + 10^2) / (2 * 10.1^2) per unit of width, each unit of intercept costs |lam| = 2
+    rho = (0.01 + 100.0) / (2 * 10.1 ** 2)
+    h_b = 2 * (rho * 2.0) * 4.0                    # two later neurons, |weight| 4 each
+    s = deepsplit_scores(b)
+    assert s[0][0, 1].item() == pytest.approx(0.5 * 0.5 + 1e-4 * 0.5 + 0.5 * h_b, rel=1e-6)
+    assert s[0][0, 0].item() == pytest.approx(babsr_scores(b)[0][0, 0].item())  # A reads into nothing
+    assert torch.equal(s[1], babsr_scores(b)[1])  # the last layer has no later neurons: babsr
+    # split (no longer free) later neurons take no indirect effect: babsr's choice again
+    assert choose("relu", "deepsplit", _two_layers(splits1=[1, -1])) == [0]
+    # no links (or a link left out): babsr
+    assert choose("relu", "deepsplit", _two_layers(links=False)) == [0]
+    b.links = [None, None]
+    assert choose("relu", "deepsplit", b) == [0]
+
+
+def test_deepsplit_follows_relaxation_slopes_through_a_middle_layer():
+    # x (layer 0, neuron 0 or 1) -> layer 1 (one neuron, stable or split) -> layer 2 (one unstable neuron)
+    def batch(split1):
+        pre = [(torch.tensor([[-1.0, -1.0]]), torch.tensor([[1.0, 1.0]])),
+               (torch.tensor([[-1.0]]), torch.tensor([[1.0]])),
+               (torch.tensor([[-0.5]]), torch.tensor([[1.0]]))]
+        coeffs = [torch.tensor([[-1.0, -0.9]]), torch.tensor([[0.0]]), torch.tensor([[-1.0]])]
+        splits = [torch.zeros(1, 2, dtype=torch.int8), torch.tensor([[split1]], dtype=torch.int8),
+                  torch.zeros(1, 1, dtype=torch.int8)]
+        links = [None, torch.tensor([[0.0, 1.0]]), torch.tensor([[2.0]])]
+        return ReluBatch(pre, coeffs, splits, links=links)
+    assert choose("relu", "deepsplit", batch(1)) == [1]    # active: neuron 1's error reaches layer 2 (slope 1)
+    assert choose("relu", "deepsplit", batch(-1)) == [0]   # inactive: the path is cut (slope 0): babsr's choice
+
+
+def _contract_batch(links):
+    """Two domains over two layers; domain 0 has free unstable neurons only at flat positions 1 and 3 (0 stable,
+    2 split, 4 stable inactive), domain 1 none at all (every unstable neuron already split)."""
+    l0 = torch.tensor([[0.5, -1.0, -2.0], [-1.0, -1.0, -1.0]])
+    u0 = torch.tensor([[2.0, 1.0, 3.0], [1.0, 1.0, 1.0]])
+    l1, u1 = torch.tensor([[-1.0, -3.0], [-1.0, -1.0]]), torch.tensor([[1.0, -0.5], [1.0, 1.0]])
+    coeffs = [torch.tensor([[-5.0, -1.0, -5.0], [-1.0, -1.0, -1.0]]), torch.tensor([[-1.0, -9.0], [-1.0, -1.0]])]
+    splits = [torch.tensor([[0, 0, 1], [1, -1, 1]], dtype=torch.int8),
+              torch.tensor([[0, 0], [-1, 1]], dtype=torch.int8)]
+    link = [None, torch.tensor([[1.0, -2.0, 3.0], [0.5, 0.5, 0.5]])] if links else None
+    return ReluBatch([(l0, u0), (l1, u1)], coeffs, splits, [torch.zeros(3), torch.zeros(2)],
+                     generator=torch.Generator().manual_seed(0), links=link)
+
+
+@pytest.mark.parametrize("links", [True, False])
+def test_every_relu_rule_keeps_the_contract_over_layers(links):
+    """Every registered ReLU heuristic: only free unstable neurons, ``-1`` for a domain with none, and (all but
+    ``random``) the same choice twice."""
+    for name in names("relu"):
+        got = choose("relu", name, _contract_batch(links))
+        assert got[0] in (1, 3) and got[1] == -1, (name, got)
+        if name != "random":
+            assert choose("relu", name, _contract_batch(links)) == got, name
+
+
+def test_relu_links_are_the_weights_between_relu_layers():
+    from bnb.engine.strategies.relu_split import relu_links
+    torch.manual_seed(0)
+    mods = [torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2),
+            torch.nn.ReLU(), torch.nn.Linear(2, 1)]
+    net = Network.from_torch(torch.nn.Sequential(*mods), (3,)).to(dtype=torch.float64)
+    links = relu_links(net, [4, 5, 2])
+    assert links[0] is None
+    assert torch.allclose(links[1], mods[2].weight.double()) and torch.allclose(links[2], mods[4].weight.double())
+    small = relu_links(net, [4, 5, 2], max_entries=12)  # 5 x 4 = 20 entries: too large; 2 x 5 = 10 kept
+    assert small[1] is None and torch.equal(small[2], links[2])
+    assert relu_links(net, [4, 5]) is None  # sizes that do not match the network
+
+
 # ----------------------------------------------------------------------------- registry and plug-ins
 def test_unknown_names_are_readable():
     with pytest.raises(UnknownHeuristic, match="did you mean 'babsr'"):

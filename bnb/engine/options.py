@@ -60,6 +60,7 @@ class ReluSplitOptions:
     relu_heuristic: str
     relu_lookahead: int
     fsb_topk: int
+    deepsplit_weight: float
     relu_method: str
     beta_iters: int
     retighten_depth: int

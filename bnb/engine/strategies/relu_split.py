@@ -50,6 +50,39 @@ def relu_biases(net, pre_shapes):
     return out
 
 
+LINK_ENTRIES = 4_000_000  # the largest dense link relu_links stores (16 MB in float32)
+
+
+def relu_links(net, sizes, max_entries: int = LINK_ENTRIES):
+    """Per ReLU layer ``i`` the dense matrix ``(n_i, n_{i-1})`` of the affine layers between ReLU layer ``i-1``'s
+    outputs and layer ``i``'s pre-activations (the linear part ``W``, no bias), what ``deepsplit`` propagates its
+    indirect effects through; None for layer 0, for a link with more than ``max_entries`` entries and where the
+    layers between are not all affine (e.g. a graph stage that cannot say); None for a network without layers."""
+    layers = getattr(net, "layers", None)
+    relus = net.relu_indices() if hasattr(net, "relu_indices") else []
+    if layers is None or len(relus) != len(sizes):
+        return None
+    out = [None]
+    with torch.no_grad():
+        for i in range(1, len(relus)):
+            n_prev, n = sizes[i - 1], sizes[i]
+            between = layers[relus[i - 1] + 1:relus[i]]
+            m = None
+            if n_prev * n <= max_entries and all(layer.affine for layer in between):
+                try:  # a heuristic's input: where a layer cannot say, the link is left out
+                    x = torch.eye(n_prev, dtype=net.dtype, device=net.device)
+                    x = x.reshape(n_prev, *layers[relus[i - 1]].out_shape)
+                    for layer in between:
+                        x = layer.linear(x)
+                    m = x.reshape(n_prev, -1).T.contiguous()
+                except Exception:
+                    m = None
+                if m is not None and m.shape != (n, n_prev):
+                    m = None
+            out.append(m)
+    return out
+
+
 def relu_children(batch: ReluDomains, pos: torch.Tensor, sizes) -> ReluDomains:
     """Both children of splitting, in each domain of ``batch`` (``n`` domains), the neuron at flat position
     ``pos`` ``(k n,)`` (over the concatenated ReLU layers of ``sizes`` neurons; the batch is tiled ``k``
@@ -238,6 +271,9 @@ class ReluSplitting(Strategy):
         self.cons = r.constraints
         self.sizes = [l.shape[1] for l, _ in r.pre_bounds]
         self.biases = relu_biases(net, [(l.shape[1], None) for l, _ in r.pre_bounds])
+        # dense links between ReLU layers: only for the heuristics that read them (deepsplit, plug-ins)
+        self.links = relu_links(net, self.sizes) if opts.relu_heuristic == "deepsplit" or \
+            ":" in opts.relu_heuristic else None
         score, row, _ = rows.score(r.lb)
         dev, M = lower.device, rows.C.shape[0]
         one = torch.arange(1, device=dev)
@@ -288,7 +324,8 @@ class ReluSplitting(Strategy):
             gam = [None if g is None else g[arn, batch.row] for g in batch.gammas]
         heuristic_batch = ReluBatch(batch.pre_bounds, batch.coeffs, batch.splits, self.biases, gam, self.cons,
                                     lambda cands: self._trial(batch, cands), ctx.gen, opts.relu_lookahead,
-                                    opts.fsb_topk)
+                                    opts.fsb_topk, links=self.links,
+                                    indirect_weight=opts.deepsplit_weight)
         pos = self.chooser(heuristic_batch).to(dev)
         free = torch.cat(heuristic_batch.free(), dim=1)
         if pos.shape != (n,) or bool((pos < 0).any()) or bool((pos >= free.shape[1]).any()) or \
