@@ -81,7 +81,7 @@ def main(argv=None):
         if args.tighten:
             t0 = time.perf_counter()
             mt = MultiNeuronOptions(k=args.k, max_groups=args.groups, time_budget=args.time, cuts=args.cuts,
-                                    tighten=True)
+                                    tighten=True, tighten_time=args.time)
             t = bound_rows(net, state, rows.C, "mn-crown", BoundOptions(mn=mt), iters=args.iters)
             tt = time.perf_counter() - t0
             st = t.stats or {}

@@ -140,7 +140,7 @@ def mn_constraints(net, lower, upper, pre_bounds, rows, opts: BoundOptions = DEF
     if mn.cuts in ("hull", "both"):
         if mn.tighten:
             hull, pre_bounds, _ = tightened_hull_constraints(net, lower, upper, pre_bounds, mn.k, mn.max_groups,
-                                                             mn.time_budget, mn.octa_iters)
+                                                             mn.time_budget, mn.octa_iters, mn.tighten_time)
         else:
             hull, _ = group_hull_constraints(net, lower, upper, pre_bounds, mn.k, mn.max_groups, mn.time_budget,
                                              mn.octa_iters)

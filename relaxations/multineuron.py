@@ -102,18 +102,22 @@ def group_hull_constraints(net, lower, upper, pre_bounds, k=2, max_groups=64, ti
     ``(l, u)`` ``(1, n_i)``), in the network's dtype. ``max_groups`` groups per layer (the widest unstable
     neurons first, consecutive groups sharing one neuron); ``time_budget``: seconds, after which the remaining
     layers get none; ``iters``: alpha-CROWN steps of the octahedral bounds. Returns ``(constraints, seconds)``."""
-    out, _, seconds = _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iters, False)
+    out, _, seconds = _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iters, 0.0)
     return out, seconds
 
 
-def tightened_hull_constraints(net, lower, upper, pre_bounds, k=2, max_groups=64, time_budget=10.0, iters=20):
+def tightened_hull_constraints(net, lower, upper, pre_bounds, k=2, max_groups=64, time_budget=10.0, iters=20,
+                               tighten_budget=10.0):
     """:func:`group_hull_constraints` built layer by layer on tightened intermediate bounds: before layer
     ``i >= 1``'s groups are chosen, its unstable neurons are re-bounded (:func:`rebound_unstable`: rigorous
     float64 alpha-CROWN of ``+-z_j`` on the network cut before the layer, with the tightened bounds and the
     constraints of layers ``< i``), intersected with the old bounds. Returns ``(constraints, pre_bounds,
     seconds)``: ``pre_bounds`` per layer ``(l, u)`` in the working dtype, rounded outward, never looser than the
-    given ones. Layers after the time budget keep their bounds and get no constraints."""
-    out, pre64, seconds = _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iters, True)
+    given ones. ``tighten_budget``: seconds of re-bounding, counted apart from ``time_budget`` (the hulls' own
+    seconds), so that tightening the first layers never starves the later ones of constraints; layers after it
+    keep their bounds."""
+    out, pre64, seconds = _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iters,
+                                       tighten_budget)
     dt, dev = lower.dtype, lower.device
     pre = []
     for (l0, u0), (l, u) in zip(pre_bounds, pre64):
@@ -156,9 +160,9 @@ def rebound_unstable(net64, idx, l64, u64, pre64, cons64, lower64, upper64, iter
     return l, u
 
 
-def _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iters, tighten):
-    """The loop of :func:`group_hull_constraints` (and, with ``tighten``, of :func:`tightened_hull_constraints`):
-    ``(constraints, float64 pre-activation bounds, seconds)``."""
+def _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iters, tighten_budget):
+    """The loop of :func:`group_hull_constraints` (and, with ``tighten_budget > 0`` seconds of re-bounding, of
+    :func:`tightened_hull_constraints`): ``(constraints, float64 pre-activation bounds, seconds)``."""
     from relaxations.lp.kneuron import make_groups, octahedral_directions, relu_hull_facets
     t0 = time.monotonic()
     dt, dev = lower.dtype, lower.device
@@ -167,13 +171,16 @@ def _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iter
     pre64 = [(l.detach().double().cpu(), u.detach().double().cpu()) for l, u in pre_bounds]
     relus = net.relu_indices()
     out, cons64 = [], []  # (working dtype, float64 for the next layers' octahedra)
+    t_tight = 0.0  # seconds spent re-bounding (not counted against ``time_budget``)
     for i, idx in enumerate(relus):
-        if time.monotonic() - t0 > time_budget:
+        if time.monotonic() - t0 - t_tight > time_budget:
             out.append(None)
             cons64.append(None)
             continue
-        if tighten and i > 0:
+        if i > 0 and t_tight < tighten_budget:
+            t1 = time.monotonic()
             pre64[i] = rebound_unstable(net64, idx, *pre64[i], pre64[:i], cons64[:i], lo64, hi64, iters)
+            t_tight += time.monotonic() - t1
         l, u = pre64[i]
         width = (u - l)[0]
         unstable = torch.nonzero((l[0] < 0) & (u[0] > 0)).flatten()
