@@ -6,7 +6,11 @@ group hulls, Anderson cuts or both, ``--cuts``), their times, the number of cons
 alpha margin that mn-crown closes. Prints a markdown table and the median gain; one thread.
 
     python benchmarks/mn_root_gain.py ../shared/benchmarks/mnist_fc [--every 3] [--iters 50] [--k 2] [--cuts both]
-        [--select TEXT] [--limit N]
+        [--select TEXT] [--limit N] [--tighten]
+
+``--tighten``: also mn-crown with ``bounds.mn_tighten`` (intermediate bounds re-bounded layer by layer with the
+earlier layers' constraints), in the same run: its margin, time, and the unstable neurons per layer before
+(alpha-CROWN's bounds) and after.
 """
 from __future__ import annotations
 
@@ -41,15 +45,17 @@ def main(argv=None):
     ap.add_argument("--groups", type=int, default=64, help="groups per layer")
     ap.add_argument("--cuts", default="hull", choices=("hull", "anderson", "both"), help="constraint sources")
     ap.add_argument("--time", type=float, default=60.0, help="time budget per constraint source, seconds")
+    ap.add_argument("--tighten", action="store_true", help="also mn-crown with the intermediate bounds tightened")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     rows_csv = list(csv.reader(open(args.benchmark / "instances.csv")))[::args.every]
     if args.select:
         rows_csv = [r for r in rows_csv if args.select in f"{r[0]},{r[1]}"]
     rows_csv = rows_csv[:args.limit]
+    extra = " tightened margin | tightened s | unstable before | unstable after |" if args.tighten else ""
     print("| network | property | alpha margin | mn-crown margin | gain | closed | alpha s | mn-crown s "
-          "| constraints |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| constraints |" + extra)
+    print("|---|---|---|---|---|---|---|---|---|" + "---|" * (4 if args.tighten else 0))
     gains, closed, models = [], [], {}
     for onnx, vnnlib, *_ in rows_csv:
         model = models.get(onnx) or models.setdefault(onnx, load_onnx(args.benchmark / onnx))
@@ -71,8 +77,18 @@ def main(argv=None):
         share = "" if va >= 0 else f"{min(vm - va, -va) / -va:.0%}"
         if va < 0:
             closed.append(min(vm - va, -va) / -va)
+        extra = ""
+        if args.tighten:
+            t0 = time.perf_counter()
+            mt = MultiNeuronOptions(k=args.k, max_groups=args.groups, time_budget=args.time, cuts=args.cuts,
+                                    tighten=True, tighten_time=args.time)
+            t = bound_rows(net, state, rows.C, "mn-crown", BoundOptions(mn=mt), iters=args.iters)
+            tt = time.perf_counter() - t0
+            st = t.stats or {}
+            extra = (f" {float(rows.group_values(t.lb).min()):.4f} | {tt:.1f} | {st.get('mn_unstable_before', '')} | "
+                     f"{st.get('mn_unstable_after', '')} |")
         print(f"| {Path(onnx).stem} | {Path(vnnlib).stem} | {va:.4f} | {vm:.4f} | {vm - va:+.4f} | {share} | "
-              f"{ta:.1f} | {tm:.1f} | {n_cons} |", flush=True)
+              f"{ta:.1f} | {tm:.1f} | {n_cons} |" + extra, flush=True)
     print(f"\n{len(gains)} instances; median gain {statistics.median(gains):+.4f}, "
           f"mean {statistics.mean(gains):+.4f}, min {min(gains):+.4f}, max {max(gains):+.4f}")
     if closed:

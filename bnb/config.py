@@ -82,6 +82,13 @@ class BoundsConfig:
                        "(separated at the root's triangle-LP optima of the open rows), or both",
                        ("hull", "anderson", "both"))
     mn_rounds: int = opt(BOUNDS.mn.rounds, "mn-crown: Anderson separation rounds per output row (each one LP solve)")
+    mn_tighten: bool = opt(BOUNDS.mn.tighten,
+                           "mn-crown: tighten the root's intermediate bounds layer by layer: before building a "
+                           "layer's group hulls, re-bound its unstable neurons by rigorous alpha-CROWN with the "
+                           "earlier layers' constraints (children inherit the bounds)")
+    mn_tighten_time: float = opt(BOUNDS.mn.tighten_time,
+                                 "mn-crown with mn_tighten: seconds of re-bounding at the root (apart from mn_time, "
+                                 "which the hulls keep); later layers keep their bounds")
     gamma_lr: float = opt(BOUNDS.gamma_lr, "Adam step size of the multi-neuron constraint multipliers")
     mix_iters: int = opt(BOUNDS.mix_iters,
                          "ascent steps mixing the rows of a multi-row output polytope into one bound (0: row by row)")

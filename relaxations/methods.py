@@ -90,19 +90,29 @@ def mn_crown(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iters
     first = optimized(net, state, C, opts, **kw)
     if settled is not None and bool(settled(first.lb, first.infeasible).all()):
         return first  # proven without the constraints
-    cons = _mn_constraints(net, state, C, first, settled, opts)
-    if all(c is None for c in cons):
+    cons, pre = _mn_constraints(net, state, C, first, settled, opts)
+    stats = None
+    if opts.mn.tighten:
+        stats = {"mn_unstable_before": _unstable_counts(first.pre_bounds), "mn_unstable_after": _unstable_counts(pre)}
+    if all(c is None for c in cons) and pre is first.pre_bounds:
+        first.stats = stats
         return first
     warm = {"final": first.alphas["final"]} if first.alphas is not None else None
-    mn_state = DomainState(state.lower, state.upper, state.splits, first.pre_bounds, warm, state.betas,
-                           constraints=cons)
+    mn_state = DomainState(state.lower, state.upper, state.splits, pre, warm, state.betas,
+                           constraints=None if all(c is None for c in cons) else cons)
     res = optimized(net, mn_state, C, opts, optimize_intermediate=False, **kw)
     res.lb = torch.maximum(res.lb, first.lb)  # both are valid bounds
     if want_upper:
         res.ub = torch.minimum(res.ub, first.ub)
     res.infeasible = res.infeasible | first.infeasible
-    res.constraints = cons
+    res.constraints = mn_state.constraints
+    res.stats = stats
     return res
+
+
+def _unstable_counts(pre_bounds) -> str:
+    """Unstable neurons per ReLU layer of one domain's bounds, as ``a/b/c``."""
+    return "/".join(str(int(((l[0] < 0) & (u[0] > 0)).sum())) for l, u in pre_bounds)
 
 
 def _mn_constraints(net, state, C, first, settled, opts):
@@ -112,23 +122,32 @@ def _mn_constraints(net, state, C, first, settled, opts):
     lb = first.lb[0]
     open_rows = ~settled(first.lb, first.infeasible)[0] if settled is not None else torch.ones_like(lb, dtype=bool)
     order = [int(j) for j in torch.argsort(lb) if bool(open_rows[j])]
-    return mn_constraints(net, state.lower, state.upper, first.pre_bounds, rows[order], opts)
+    return mn_constraints(net, state.lower, state.upper, first.pre_bounds, rows[order], opts, with_bounds=True)
 
 
-def mn_constraints(net, lower, upper, pre_bounds, rows, opts: BoundOptions = DEFAULTS):
+def mn_constraints(net, lower, upper, pre_bounds, rows, opts: BoundOptions = DEFAULTS, with_bounds=False):
     """Multi-neuron constraints per ReLU layer (None where a layer has none) valid on the box ``lower``/
     ``upper`` ``(1, n_in)`` with rigorous bounds ``pre_bounds``: k-neuron group hulls (``opts.mn.cuts``
     ``hull`` or ``both``) and Anderson cuts separated for the output ``rows`` ``(m, n_out)`` in that order
-    (``anderson`` or ``both``), each source within ``opts.mn.time_budget`` seconds."""
-    from relaxations.multineuron import anderson_constraints, group_hull_constraints, join
+    (``anderson`` or ``both``), each source within ``opts.mn.time_budget`` seconds. With ``opts.mn.tighten``
+    (and hulls) the hulls are built on intermediate bounds tightened layer by layer
+    (:func:`relaxations.multineuron.tightened_hull_constraints`), and the Anderson cuts on those bounds.
+    ``with_bounds``: return ``(constraints, pre_bounds)``, the bounds the constraints were built on (never
+    looser than ``pre_bounds``; the same object when not tightened)."""
+    from relaxations.multineuron import anderson_constraints, group_hull_constraints, join, tightened_hull_constraints
     mn = opts.mn
     hull = anderson = [None] * len(pre_bounds)
     if mn.cuts in ("hull", "both"):
-        hull, _ = group_hull_constraints(net, lower, upper, pre_bounds, mn.k, mn.max_groups, mn.time_budget,
-                                         mn.octa_iters)
+        if mn.tighten:
+            hull, pre_bounds, _ = tightened_hull_constraints(net, lower, upper, pre_bounds, mn.k, mn.max_groups,
+                                                             mn.time_budget, mn.octa_iters, mn.tighten_time)
+        else:
+            hull, _ = group_hull_constraints(net, lower, upper, pre_bounds, mn.k, mn.max_groups, mn.time_budget,
+                                             mn.octa_iters)
     if mn.cuts in ("anderson", "both") and rows.shape[0]:
         anderson, _ = anderson_constraints(net, lower, upper, pre_bounds, rows, mn.rounds, mn.time_budget)
-    return [join(a, b) for a, b in zip(hull, anderson)]
+    cons = [join(a, b) for a, b in zip(hull, anderson)]
+    return (cons, pre_bounds) if with_bounds else cons
 
 
 def _select_state(state: DomainState, i: int) -> DomainState:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from relaxations.fp import reach, to_dtype_up
+from relaxations.fp import reach, to_dtype_down, to_dtype_up
 
 
 @dataclass
@@ -102,6 +102,67 @@ def group_hull_constraints(net, lower, upper, pre_bounds, k=2, max_groups=64, ti
     ``(l, u)`` ``(1, n_i)``), in the network's dtype. ``max_groups`` groups per layer (the widest unstable
     neurons first, consecutive groups sharing one neuron); ``time_budget``: seconds, after which the remaining
     layers get none; ``iters``: alpha-CROWN steps of the octahedral bounds. Returns ``(constraints, seconds)``."""
+    out, _, seconds = _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iters, 0.0)
+    return out, seconds
+
+
+def tightened_hull_constraints(net, lower, upper, pre_bounds, k=2, max_groups=64, time_budget=10.0, iters=20,
+                               tighten_budget=10.0):
+    """:func:`group_hull_constraints` built layer by layer on tightened intermediate bounds: before layer
+    ``i >= 1``'s groups are chosen, its unstable neurons are re-bounded (:func:`rebound_unstable`: rigorous
+    float64 alpha-CROWN of ``+-z_j`` on the network cut before the layer, with the tightened bounds and the
+    constraints of layers ``< i``), intersected with the old bounds. Returns ``(constraints, pre_bounds,
+    seconds)``: ``pre_bounds`` per layer ``(l, u)`` in the working dtype, rounded outward, never looser than the
+    given ones. ``tighten_budget``: seconds of re-bounding, counted apart from ``time_budget`` (the hulls' own
+    seconds), so that tightening the first layers never starves the later ones of constraints; layers after it
+    keep their bounds."""
+    out, pre64, seconds = _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iters,
+                                       tighten_budget)
+    dt, dev = lower.dtype, lower.device
+    pre = []
+    for (l0, u0), (l, u) in zip(pre_bounds, pre64):
+        lw = torch.maximum(l0, to_dtype_down(l, dt, dev).reshape(l0.shape))
+        uw = torch.minimum(u0, to_dtype_up(u, dt, dev).reshape(u0.shape))
+        pre.append((lw, uw))
+    return out, pre, seconds
+
+
+def rebound_unstable(net64, idx, l64, u64, pre64, cons64, lower64, upper64, iters):
+    """Layer ``idx``'s pre-activation bounds ``l64``/``u64`` ``(1, n)`` (float64) with every neuron they leave
+    unstable re-bounded by alpha-CROWN (float64, ``iters`` steps, its rounding bounded: the bounds hold in real
+    arithmetic) on the network cut before layer ``idx``, with the earlier layers' bounds ``pre64`` and
+    constraints ``cons64`` (their multipliers optimised per neuron), intersected with ``l64``/``u64``. A neuron
+    whose new bounds would cross (impossible in real arithmetic on a non-empty box) keeps its old ones."""
+    from relaxations.network import Network
+    from relaxations.optimize import optimized
+    from relaxations.state import DomainState
+    unstable = torch.nonzero((l64[0] < 0) & (u64[0] > 0)).flatten()
+    m = unstable.numel()
+    if m == 0:
+        return l64, u64
+    rows = torch.zeros(2 * m, l64.shape[1], dtype=torch.float64)
+    at = torch.arange(m)
+    rows[at, unstable] = 1.0
+    rows[m + at, unstable] = -1.0
+    head = Network(net64.layers[:idx], net64.in_shape)
+    cons = cons64 if any(c is not None for c in cons64) else None
+    res = optimized(head, DomainState(lower64, upper64, pre_bounds=pre64 or None, constraints=cons), rows,
+                    iters=iters)
+    lb = res.lb[0].detach()
+    inf = torch.full((m,), float("inf"), dtype=torch.float64)
+    lo = torch.where(torch.isfinite(lb[:m]), lb[:m], -inf)
+    hi = torch.where(torch.isfinite(lb[m:]), -lb[m:], inf)  # z_j <= -min(-z_j)
+    nl, nu = torch.maximum(l64[0, unstable], lo), torch.minimum(u64[0, unstable], hi)
+    ok = nl <= nu
+    l, u = l64.clone(), u64.clone()
+    l[0, unstable] = torch.where(ok, nl, l64[0, unstable])
+    u[0, unstable] = torch.where(ok, nu, u64[0, unstable])
+    return l, u
+
+
+def _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iters, tighten_budget):
+    """The loop of :func:`group_hull_constraints` (and, with ``tighten_budget > 0`` seconds of re-bounding, of
+    :func:`tightened_hull_constraints`): ``(constraints, float64 pre-activation bounds, seconds)``."""
     from relaxations.lp.kneuron import make_groups, octahedral_directions, relu_hull_facets
     t0 = time.monotonic()
     dt, dev = lower.dtype, lower.device
@@ -110,11 +171,17 @@ def group_hull_constraints(net, lower, upper, pre_bounds, k=2, max_groups=64, ti
     pre64 = [(l.detach().double().cpu(), u.detach().double().cpu()) for l, u in pre_bounds]
     relus = net.relu_indices()
     out, cons64 = [], []  # (working dtype, float64 for the next layers' octahedra)
-    for i, (idx, (l, u)) in enumerate(zip(relus, pre64)):
-        if time.monotonic() - t0 > time_budget:
+    t_tight = 0.0  # seconds spent re-bounding (not counted against ``time_budget``)
+    for i, idx in enumerate(relus):
+        if time.monotonic() - t0 - t_tight > time_budget:
             out.append(None)
             cons64.append(None)
             continue
+        if i > 0 and t_tight < tighten_budget:
+            t1 = time.monotonic()
+            pre64[i] = rebound_unstable(net64, idx, *pre64[i], pre64[:i], cons64[:i], lo64, hi64, iters)
+            t_tight += time.monotonic() - t1
+        l, u = pre64[i]
         width = (u - l)[0]
         unstable = torch.nonzero((l[0] < 0) & (u[0] > 0)).flatten()
         cand = unstable[torch.argsort(width[unstable], descending=True)].tolist()
@@ -152,7 +219,7 @@ def group_hull_constraints(net, lower, upper, pre_bounds, k=2, max_groups=64, ti
         work, exact = _working(Pz64, Px64, None, b64, reach(l, u)[0], None, dt, dev)
         out.append(work)
         cons64.append(exact)
-    return out, time.monotonic() - t0
+    return out, pre64, time.monotonic() - t0
 
 
 def _working(Pz64, Px64, Ph64, b64, r, rh, dt, dev):

@@ -20,6 +20,8 @@ class MultiNeuronOptions:
     octa_iters: int = 20       # alpha-CROWN steps of each group's octahedral bounds
     cuts: str = "hull"         # where the constraints come from: "hull", "anderson" or "both"
     rounds: int = 4            # Anderson separation rounds per open output row (one LP solve each)
+    tighten: bool = False      # re-bound each layer's unstable neurons with the earlier layers' constraints first
+    tighten_time: float = 10.0  # seconds of that re-bounding per box (apart from time_budget)
 
 
 @dataclass(frozen=True)

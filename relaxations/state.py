@@ -57,6 +57,8 @@ class BoundResult:
       layer's output (what branching heuristics score); None for IBP.
     - ``alphas``/``betas``/``gammas``: optimised parameters for warm starts; ``constraints``: the multi-neuron
       constraints the bound used (``mn-crown``), for the children of these domains.
+    - ``stats``: figures of the computation for the run statistics (e.g. ``mn-crown``'s unstable neurons per
+      layer before and after tightening), or None.
     - ``infeasible``: ``(N,)`` bool (always set by ``bound_rows``): True where a split phase rigorously contradicts the
       domain's bounds, so that the domain holds no point at all (see :class:`relaxations.layers.relu.ReluRelaxation`).
     """
@@ -72,3 +74,4 @@ class BoundResult:
     infeasible: torch.Tensor | None = None
     gammas: list | None = None
     constraints: list | None = None
+    stats: dict | None = None

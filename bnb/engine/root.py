@@ -56,6 +56,9 @@ def run_bab(net, lower, upper, polys, opts: EngineOptions, deadline, validate, s
                         torch.Generator().manual_seed(opts.seed))
     ro = opts.root
     r = ctx.bound(DomainState(lo, hi), ro.method, ro.alpha_iters, True)
+    for key, value in (r.stats or {}).items():  # e.g. mn-crown's unstable neurons per layer before/after tightening
+        stats[key] = value
+        log(f"root {key}: {value}")
     if ro.lp_refine and r.pre_bounds and float(rows.score(r.lb)[0][0]) <= margin:
         from relaxations.lp.bab_hooks import refine_root_bounds
         t0 = time.monotonic()

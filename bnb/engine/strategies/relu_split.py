@@ -258,7 +258,9 @@ class ReluSplitting(Strategy):
             t0 = time.monotonic()
             margin_rows = r.lb[0] - rows.d
             order = [int(j) for j in torch.argsort(margin_rows) if bool(margin_rows[j] <= 0)]
-            r.constraints = mn_constraints(net, lower, upper, r.pre_bounds, rows.C[order], ctx.opts.bounds)
+            # (with bounds.mn_tighten the children also inherit the intermediate bounds they were built on)
+            r.constraints, r.pre_bounds = mn_constraints(net, lower, upper, r.pre_bounds, rows.C[order],
+                                                         ctx.opts.bounds, with_bounds=True)
             ctx.stats.timed("time_constraints", t0)
             if all(c is None for c in r.constraints):
                 r.constraints = None
