@@ -74,6 +74,7 @@ STAGE = "tests/test_stage_rounding.py"
 F32_MARGIN = "tests/test_float32_margin.py"
 ROUNDING = "tests/test_rounding_exact.py"
 OPERATORS = "tests/test_operator_bounds.py"
+MN_TIGHTEN = "tests/test_mn_tighten.py"  # issue 26, bounds.mn_tighten
 
 MUTANTS = (
     Mutant("relu_intercept_sign", "relaxations/crown.py",
@@ -152,6 +153,11 @@ MUTANTS = (
            "np.asarray(self.d, np.float64) + self.slack", "np.asarray(self.d, np.float64) - self.slack",
            "a float32 query's evaluation-error slack is subtracted from d instead of added",
            (F32, F32_MARGIN)),
+    Mutant("mn_tighten_lower_up", "relaxations/multineuron.py",
+           "nl, nu = torch.maximum(l64[0, unstable], lo), torch.minimum(u64[0, unstable], hi)",
+           "nl, nu = torch.maximum(l64[0, unstable], lo + 0.01), torch.minimum(u64[0, unstable], hi)",
+           "bounds.mn_tighten: a re-bounded neuron's lower bound is overstated by 0.01",
+           (MN_TIGHTEN,)),
 )
 
 BY_NAME = {m.name: m for m in MUTANTS}
