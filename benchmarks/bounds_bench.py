@@ -1,6 +1,7 @@
 """Bounding throughput and tightness of the single-neuron relaxations (IBP, CROWN, alpha-CROWN).
 
     python benchmarks/bounds_bench.py [--quick] [--device cpu|cuda] [--threads N] [--bench-dir DIR]
+        [--methods ibp,crown,alpha,beta,mn-crown] [--skip-tightness]
 
 Part 1 (throughput): subdomains bounded per second (lower bounds of the property rows ``C y``, float32)
 for ACAS Xu 1_1 (random sub-boxes of prop_3's box, C = prop_3's 4 rows) and mnist_fc 256x6 (random
@@ -108,7 +109,7 @@ def throughput(name, net, lo, hi, C, device, args, rng):
     per_domain = {}  # method -> seconds/domain measured at the last batch size that ran
     table = {}
     print(f"\n== {name} on {device} ({m} rows of C, alpha-CROWN: {args.alpha_iters} iterations) ==")
-    for method in METHODS:
+    for method in args.methods:
         for B in args.batches:
             est_mem = est_bytes(net, method, m, B)
             if est_mem > args.mem_gb * 2**30:
@@ -153,7 +154,8 @@ def print_tables(name, device, table, batches):
     hdr = "| method | " + " | ".join(f"B={B}" for B in batches) + " |"
     print(hdr)
     print("|" + "---|" * (len(batches) + 1))
-    for method in METHODS:
+    methods = list(dict.fromkeys(method for method, _ in table))
+    for method in methods:
         cells = [("skipped" if table.get((method, B)) is None else f"{table[(method, B)]:.1f}") for B in batches]
         print(f"| {method} | " + " | ".join(cells) + " |")
     print(f"\n-- {name}, {device}: throughput ratios --")
@@ -167,7 +169,7 @@ def print_tables(name, device, table, batches):
         print(f"| {a}/{b} | " + " | ".join(cells) + " |")
     # batching gain: domains/s at the largest batch that ran vs B=1
     print()
-    for method in METHODS:
+    for method in methods:
         ran = [B for B in batches if table.get((method, B)) is not None]
         if len(ran) > 1 and table.get((method, ran[0])):
             print(f"  {method}: batching gain B={ran[-1]} vs B={ran[0]}: "
@@ -212,13 +214,23 @@ def main(argv=None):
                          "small ops up to ~100x slower, see docs/performance.md); 0 keeps torch's default")
     ap.add_argument("--bench-dir", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"))
     ap.add_argument("--alpha-iters", type=int, default=10)
+    ap.add_argument("--batches", default=None, help="throughput part: comma-separated batch sizes (default "
+                    "1,64,1024,16384; --quick: 1,64)")
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help="throughput part: comma-separated methods among ibp, crown, alpha, beta, mn-crown (beta and "
+                         "mn-crown bound unsplit sub-boxes: their optimisation and constraints, no splits)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--budget", type=float, default=None, help="seconds allowed for one call (default 20; quick 5)")
     ap.add_argument("--mem-gb", type=float, default=8.0, help="skip combinations estimated above this")
     ap.add_argument("--skip-tightness", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    args.batches = (1, 64) if args.quick else BATCHES
+    args.batches = tuple(int(b) for b in args.batches.split(",")) if args.batches else \
+        (1, 64) if args.quick else BATCHES
+    args.methods = tuple(m.strip() for m in args.methods.split(","))
+    unknown = set(args.methods) - {"ibp", "crown", "alpha", "beta", "mn-crown"}
+    if unknown:
+        ap.error(f"unknown method(s) {', '.join(sorted(unknown))}")
     if args.budget is None:
         args.budget = 5.0 if args.quick else 20.0
     if args.threads > 0:
