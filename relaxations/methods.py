@@ -122,18 +122,18 @@ def _mn_constraints(net, state, C, first, settled, opts):
     lb = first.lb[0]
     open_rows = ~settled(first.lb, first.infeasible)[0] if settled is not None else torch.ones_like(lb, dtype=bool)
     order = [int(j) for j in torch.argsort(lb) if bool(open_rows[j])]
-    return mn_constraints(net, state.lower, state.upper, first.pre_bounds, rows[order], opts, with_bounds=True)
+    return mn_constraints(net, state.lower, state.upper, first.pre_bounds, rows[order], opts)
 
 
-def mn_constraints(net, lower, upper, pre_bounds, rows, opts: BoundOptions = DEFAULTS, with_bounds=False):
+def mn_constraints(net, lower, upper, pre_bounds, rows, opts: BoundOptions = DEFAULTS):
     """Multi-neuron constraints per ReLU layer (None where a layer has none) valid on the box ``lower``/
     ``upper`` ``(1, n_in)`` with rigorous bounds ``pre_bounds``: k-neuron group hulls (``opts.mn.cuts``
     ``hull`` or ``both``) and Anderson cuts separated for the output ``rows`` ``(m, n_out)`` in that order
     (``anderson`` or ``both``), each source within ``opts.mn.time_budget`` seconds. With ``opts.mn.tighten``
     (and hulls) the hulls are built on intermediate bounds tightened layer by layer
     (:func:`relaxations.multineuron.tightened_hull_constraints`), and the Anderson cuts on those bounds.
-    ``with_bounds``: return ``(constraints, pre_bounds)``, the bounds the constraints were built on (never
-    looser than ``pre_bounds``; the same object when not tightened)."""
+    Returns ``(constraints, pre_bounds)``: the bounds the constraints were built on (never looser than the given
+    ``pre_bounds``; the same object when not tightened)."""
     from relaxations.multineuron import anderson_constraints, group_hull_constraints, join, tightened_hull_constraints
     mn = opts.mn
     hull = anderson = [None] * len(pre_bounds)
@@ -147,7 +147,7 @@ def mn_constraints(net, lower, upper, pre_bounds, rows, opts: BoundOptions = DEF
     if mn.cuts in ("anderson", "both") and rows.shape[0]:
         anderson, _ = anderson_constraints(net, lower, upper, pre_bounds, rows, mn.rounds, mn.time_budget)
     cons = [join(a, b) for a, b in zip(hull, anderson)]
-    return (cons, pre_bounds) if with_bounds else cons
+    return cons, pre_bounds
 
 
 def _select_state(state: DomainState, i: int) -> DomainState:

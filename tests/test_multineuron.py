@@ -52,7 +52,7 @@ def _root(widths, seed, dtype=D):
 def _constraints(source, net, lo, hi, C, alpha):
     if source == "hull":
         return group_hull_constraints(net, lo, hi, alpha.pre_bounds, k=2)[0]
-    return mn_constraints(net, lo, hi, alpha.pre_bounds, C, BoundOptions(mn=MultiNeuronOptions(cuts="anderson")))
+    return mn_constraints(net, lo, hi, alpha.pre_bounds, C, BoundOptions(mn=MultiNeuronOptions(cuts="anderson")))[0]
 
 
 @pytest.mark.parametrize("source", ["hull", "anderson"])

@@ -260,7 +260,7 @@ class ReluSplitting(Strategy):
             order = [int(j) for j in torch.argsort(margin_rows) if bool(margin_rows[j] <= 0)]
             # (with bounds.mn_tighten the children also inherit the intermediate bounds they were built on)
             r.constraints, r.pre_bounds = mn_constraints(net, lower, upper, r.pre_bounds, rows.C[order],
-                                                         ctx.opts.bounds, with_bounds=True)
+                                                         ctx.opts.bounds)
             ctx.stats.timed("time_constraints", t0)
             if all(c is None for c in r.constraints):
                 r.constraints = None
