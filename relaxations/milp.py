@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 
 import cvxpy as cp
 import numpy as np
-import torch
 
 from relaxations.exact_interval import exact_pre_bounds
-from relaxations.lp.encoding import affine_blocks, domain_bounds
+from relaxations.lp.encoding import affine_blocks, domain_bounds, flat_np
 from relaxations.lp.quiet import silence_highs_banner
 
 
@@ -45,12 +44,6 @@ class MILPResult:
     argmax: np.ndarray
     status: str
     solve_times: list = field(default_factory=list)
-
-
-def _as_np(t) -> np.ndarray:
-    if isinstance(t, torch.Tensor):
-        t = t.detach().cpu().double()
-    return np.asarray(t, dtype=np.float64).reshape(-1)
 
 
 def _build(net, dom, blocks):
@@ -96,7 +89,7 @@ def milp_solve(net, lower, upper, C=None, pre_bounds=None, splits=None, solver="
     m = C.shape[0]
     blocks = affine_blocks(net)
     if pre_bounds is None:
-        pre_bounds = exact_pre_bounds(blocks, _as_np(lower), _as_np(upper))
+        pre_bounds = exact_pre_bounds(blocks, flat_np(lower), flat_np(upper))
     dom = domain_bounds(net, lower, upper, pre_bounds, splits)
     nan = np.full((m, net.in_size), np.nan)
     if dom.empty:

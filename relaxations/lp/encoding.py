@@ -63,7 +63,8 @@ def relu_sizes(net) -> list[int]:
     return [net.layers[i].out_size for i in net.relu_indices()]
 
 
-def _flat_np(t, n=None) -> np.ndarray:
+def flat_np(t, n=None) -> np.ndarray:
+    """``t`` (tensor, array or sequence) as a flat float64 numpy array; ``n``: its required size."""
     if isinstance(t, torch.Tensor):
         t = t.detach().cpu().double().numpy()
     a = np.asarray(t, dtype=np.float64).reshape(-1)
@@ -103,7 +104,7 @@ def domain_bounds(net, lower, upper, pre_bounds=None, splits=None) -> DomainBoun
     :func:`relaxations.ibp.ibp`, CROWN or :func:`relaxations.lp.triangle.refined_pre_bounds`); IBP
     when None. ``splits``: list of int8 arrays (-1/0/+1) per ReLU layer or None.
     """
-    xl, xu = _flat_np(lower, net.in_size), _flat_np(upper, net.in_size)
+    xl, xu = flat_np(lower, net.in_size), flat_np(upper, net.in_size)
     if np.any(xl > xu):
         raise ValueError("input box has lower > upper")
     sizes = relu_sizes(net)
@@ -116,8 +117,8 @@ def domain_bounds(net, lower, upper, pre_bounds=None, splits=None) -> DomainBoun
         splits = [None] * len(sizes)
     pre, spl, empty = [], [], False
     for (l, u), s, n in zip(pre_bounds, splits, sizes):
-        l, u = _flat_np(l, n).copy(), _flat_np(u, n).copy()
-        s = np.zeros(n, dtype=np.int8) if s is None else _flat_np(s, n).astype(np.int8)
+        l, u = flat_np(l, n).copy(), flat_np(u, n).copy()
+        s = np.zeros(n, dtype=np.int8) if s is None else flat_np(s, n).astype(np.int8)
         u[s == -1] = np.minimum(u[s == -1], 0.0)
         l[s == 1] = np.maximum(l[s == 1], 0.0)
         if np.any(l > u):
