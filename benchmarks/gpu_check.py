@@ -17,12 +17,14 @@ Prints torch's and the device's description first; everything goes to stdout, so
 from __future__ import annotations
 
 import argparse
-import csv
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from subsuite import write_subsuite  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MNIST = ROOT.parent / "shared" / "benchmarks" / "mnist_fc"
@@ -32,25 +34,9 @@ HARD = (("256x4", ("prop_3_0.03", "prop_9_0.03", "prop_4_0.05", "prop_6_0.05", "
 
 
 def hard_set(dest: Path, limit: int | None) -> int:
-    """Write ``dest/instances.csv`` and ``dest/expected.csv`` with the hard instances (links to the data)."""
+    """A sub-suite of mnist_fc in ``dest``: the hard instances (the first ``limit`` of them)."""
     wanted = [(f"onnx/mnist-net_{net}.onnx", f"vnnlib/{p}.vnnlib") for net, props in HARD for p in props]
-    wanted = wanted[:limit] if limit else wanted
-    dest.mkdir(parents=True)
-    for sub in ("onnx", "vnnlib"):
-        (dest / sub).symlink_to(MNIST / sub)
-    with open(MNIST / "expected.csv", newline="") as f:
-        reader = csv.DictReader(f)
-        rows = [r for r in reader if (r["onnx"], r["vnnlib"]) in set(wanted)]
-        fields = reader.fieldnames
-    with open(dest / "expected.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fields)
-        w.writeheader()
-        w.writerows(rows)
-    with open(MNIST / "instances.csv", newline="") as f:
-        inst = {(r[0], r[1]): r for r in csv.reader(f) if len(r) >= 2}
-    with open(dest / "instances.csv", "w", newline="") as f:
-        csv.writer(f).writerows(inst[k] for k in wanted)
-    return len(wanted)
+    return write_subsuite(MNIST, dest, wanted[:limit] if limit else wanted)
 
 
 def main(argv=None) -> int:

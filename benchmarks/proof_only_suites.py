@@ -19,6 +19,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from subsuite import read_instances, write_subsuite  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT.parent / "shared" / "benchmarks"
 CONFIGS = {"acasxu": "acasxu", "mnist_fc": "mnist_fc", "mnist_fc_2022": "mnist_fc", "oval21": "oval21",
@@ -26,24 +29,10 @@ CONFIGS = {"acasxu": "acasxu", "mnist_fc": "mnist_fc", "mnist_fc_2022": "mnist_f
 
 
 def sat_only(bench: Path, dest: Path) -> int:
-    """Write ``dest/instances.csv`` and ``dest/expected.csv`` with the ``sat`` rows of ``bench``; link its data."""
-    dest.mkdir(parents=True)
-    for sub in ("onnx", "vnnlib"):
-        (dest / sub).symlink_to(bench / sub)
+    """A sub-suite of ``bench`` in ``dest``: its rows labelled ``sat``, in the order of its ``instances.csv``."""
     with open(bench / "expected.csv", newline="") as f:
-        reader = csv.DictReader(f)
-        rows = [r for r in reader if r["expected"] == "sat"]
-        fields = reader.fieldnames
-    with open(dest / "expected.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fields)
-        w.writeheader()
-        w.writerows(rows)
-    keep = {(r["onnx"], r["vnnlib"]) for r in rows}
-    with open(bench / "instances.csv", newline="") as f:
-        inst = [r for r in csv.reader(f) if len(r) >= 2 and (r[0], r[1]) in keep]
-    with open(dest / "instances.csv", "w", newline="") as f:
-        csv.writer(f).writerows(inst)
-    return len(inst)
+        sat = {(r["onnx"], r["vnnlib"]) for r in csv.DictReader(f) if r["expected"] == "sat"}
+    return write_subsuite(bench, dest, [(r[0], r[1]) for r in read_instances(bench) if (r[0], r[1]) in sat])
 
 
 def main(argv=None) -> int:
