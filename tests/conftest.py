@@ -213,6 +213,18 @@ def random_fc(widths, seed):
     return Network.from_torch(torch_mlp(widths, seed), (widths[0],))
 
 
+
+def random_conv(seed, side, channels, hidden, n_out):
+    """A random small convolutional ReLU network on ``(1, side, side)`` inputs: Conv(3 channels, stride 2) ->
+    ReLU -> Conv(``channels``) -> ReLU -> Flatten -> Linear(``hidden``) -> ReLU -> Linear(``n_out``)."""
+    from relaxations.network import Network
+    torch.manual_seed(seed)
+    flat = channels * ((side + 1) // 2) ** 2
+    module = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, stride=2, padding=1), torch.nn.ReLU(),
+                                 torch.nn.Conv2d(3, channels, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                 torch.nn.Linear(flat, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, n_out))
+    return Network.from_torch(module, (1, side, side))
+
 def pre_activations(net, x):
     """Per ReLU layer of ``net`` (a :class:`relaxations.network.Network`) the pre-activations ``(S, n_i)`` of
     the points ``x`` ``(S, n_in)``: what sampled soundness checks of intermediate bounds compare against."""

@@ -14,21 +14,13 @@ from relaxations.optimize import optimized
 from relaxations.options import BoundOptions
 from relaxations.state import DomainState
 
-from conftest import pre_activations, random_fc
+from conftest import pre_activations, random_conv, random_fc
 
 pytestmark = pytest.mark.fast
 
 D = torch.float64
 
 
-
-
-def _conv(seed):
-    torch.manual_seed(seed)
-    seq = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, stride=2, padding=1), torch.nn.ReLU(),
-                              torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
-                              torch.nn.Linear(4 * 3 * 3, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
-    return Network.from_torch(seq, (1, 6, 6))
 
 
 def _boxes(n_in, N, seed, width=1.0):
@@ -45,7 +37,7 @@ def _samples(lo, hi, k, seed):
 
 
 NETS = [("fc-2x8", lambda: random_fc([3, 8, 8, 2], 0)), ("fc-4x16", lambda: random_fc([4, 16, 16, 16, 16, 3], 1)),
-        ("fc-1x32", lambda: random_fc([2, 32, 1], 2)), ("conv", lambda: _conv(3))]
+        ("fc-1x32", lambda: random_fc([2, 32, 1], 2)), ("conv", lambda: random_conv(3, 6, 4, 6, 3))]
 
 
 @pytest.mark.parametrize("name,make", NETS)

@@ -14,9 +14,8 @@ import relaxations.lp.encoding
 from relaxations.exact_interval import exact_pre_bounds
 from relaxations.lp.encoding import affine_blocks
 from relaxations.milp import MILPNotOptimal, milp_bounds, milp_solve
-from relaxations.network import Network
 
-from conftest import pre_activations, random_fc
+from conftest import pre_activations, random_conv, random_fc
 
 pytestmark = pytest.mark.fast
 
@@ -117,17 +116,9 @@ def test_milp_not_optimal_raises():
 
 
 # ------------------------------------------------------------------ the big-M bounds (relaxations.exact_interval)
-def _conv_net(seed):
-    torch.manual_seed(seed)
-    module = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, stride=2, padding=1), torch.nn.ReLU(),
-                                 torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
-                                 torch.nn.Linear(2 * 3 * 3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
-    return Network.from_torch(module, (1, 5, 5))
-
-
 @pytest.mark.parametrize("kind", ["mlp", "conv"])
 def test_big_m_contains_sampled_pre_activations_and_is_attained(kind):
-    net = random_fc([4, 12, 12, 12, 2], seed=2) if kind == "mlp" else _conv_net(3)
+    net = random_fc([4, 12, 12, 12, 2], seed=2) if kind == "mlp" else random_conv(3, 5, 2, 4, 2)
     gen = np.random.default_rng(0)
     lo = gen.uniform(-1.0, 0.0, net.in_size)
     hi = lo + gen.uniform(0.0, 1.5, net.in_size)
