@@ -75,6 +75,7 @@ F32_MARGIN = "tests/test_float32_margin.py"
 ROUNDING = "tests/test_rounding_exact.py"
 OPERATORS = "tests/test_operator_bounds.py"
 MN_TIGHTEN = "tests/test_mn_tighten.py"  # issue 26, bounds.mn_tighten
+SIGNS = "tests/test_signs.py"  # issue 26, bounds.sign_refine
 
 MUTANTS = (
     Mutant("relu_intercept_sign", "relaxations/crown.py",
@@ -158,6 +159,10 @@ MUTANTS = (
            "nl, nu = torch.maximum(l64[0, unstable], lo + 0.01), torch.minimum(u64[0, unstable], hi)",
            "bounds.mn_tighten: a re-bounded neuron's lower bound is overstated by 0.01",
            (MN_TIGHTEN,)),
+    Mutant("sign_proof_skipped", "bnb/engine/signs.py",
+           'return verdict == "unsat"', "return True",
+           "bounds.sign_refine: a hinted sign is fixed without its proof",
+           (SIGNS,)),
 )
 
 BY_NAME = {m.name: m for m in MUTANTS}

@@ -94,6 +94,12 @@ class BoundsConfig:
                          "ascent steps mixing the rows of a multi-row output polytope into one bound (0: row by row)")
     lp_refine: bool = opt(False, "tighten the root's intermediate bounds neuron by neuron by LP before branching")
     lp_refine_time: float = opt(BOUNDS.lp_refine_time, "time budget of the LP refinement in seconds")
+    sign_refine: bool = opt(False, "before branching, prove the sign of near-stable neurons of the first layers "
+                                   "(an exact MILP's hint, proven by branch and bound on the network cut before "
+                                   "the layer, falsification off) and fix them; the root bound is then recomputed")
+    sign_layers: int = opt(2, "sign_refine: ReLU layers 1 .. sign_layers are refined (layer 0's bounds are exact)")
+    sign_max: int = opt(32, "sign_refine: at most this many near-stable neurons per layer, closest to stable first")
+    sign_time: float = opt(10.0, "sign_refine: seconds for hints and proofs together")
     lp_solver: str = opt(BOUNDS.lp_solver, "LP solver used through cvxpy", ("HIGHS", "CLARABEL", "SCS"))
 
 

@@ -72,6 +72,10 @@ class RootOptions:
     method: str        # bounds.method
     alpha_iters: int   # bounds.alpha_iters
     lp_refine: bool    # bounds.lp_refine
+    sign_refine: bool  # bounds.sign_refine
+    sign_layers: int   # bounds.sign_layers
+    sign_max: int      # bounds.sign_max
+    sign_time: float   # bounds.sign_time
     enabled: bool      # bab.enabled
     branching: str     # bab.branching
 

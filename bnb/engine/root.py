@@ -17,6 +17,7 @@ from bnb.engine.context import SearchContext, Stats
 from bnb.engine.loop import search
 from bnb.engine.options import EngineOptions
 from bnb.engine.rows import Rows, output_reach, polytope_values
+from bnb.engine.signs import refine_signs
 from bnb.engine.strategies import strategy_class
 from relaxations.polytope import box_min
 from relaxations.state import BoundResult, DomainState
@@ -36,11 +37,14 @@ def keep_polytopes(res: BoundResult, keep_rows: torch.Tensor) -> None:
         res.gammas = [None if g is None else g[:, keep_rows] for g in res.gammas]
 
 
-def run_bab(net, lower, upper, polys, opts: EngineOptions, deadline, validate, stats: Stats, log=None):
+def run_bab(net, lower, upper, polys, opts: EngineOptions, deadline, validate, stats: Stats, log=None,
+            ref_bounds=None):
     """Decide one box. Returns ``("unsat" | "sat" | "unknown", counterexample or None)``.
 
     ``lower``/``upper``: ``(n_in,)`` tensors on the network's device; ``polys``: the box's polytopes;
-    ``validate(xs numpy (K, n_in))``: replays candidates on the ONNX model.
+    ``validate(xs numpy (K, n_in))``: replays candidates on the ONNX model; ``ref_bounds``: per ReLU layer
+    ``(l, u)`` ``(1, n_i)`` known to hold on the box (the root's intermediate bounds are intersected with them),
+    or None.
     Raises :class:`~bnb.timing.VerificationTimeout` at the deadline.
     """
     log = log or (lambda m: None)
@@ -55,7 +59,18 @@ def run_bab(net, lower, upper, polys, opts: EngineOptions, deadline, validate, s
     ctx = SearchContext(net, rows, opts, deadline, validate, stats, log, lo, hi,
                         torch.Generator().manual_seed(opts.seed))
     ro = opts.root
-    r = ctx.bound(DomainState(lo, hi), ro.method, ro.alpha_iters, True)
+    # with sign refinement, mn-crown's costly constraints wait for the refined bounds: alpha first
+    first = "alpha" if ro.sign_refine and ro.method == "mn-crown" else ro.method
+    r = ctx.bound(DomainState(lo, hi, ref_bounds=ref_bounds), first, ro.alpha_iters, True)
+    if ro.sign_refine and r.pre_bounds and not bool(proven(rows.score(r.lb)[0], margin, r.infeasible)[0]):
+        t0 = time.monotonic()
+        pre, fixed = refine_signs(run_bab, net, lower, upper, r.pre_bounds, opts, stats, deadline, log)
+        stats.timed("time_signs", t0)
+        if fixed or first != ro.method:
+            again = ctx.bound(DomainState(lo, hi, ref_bounds=pre), ro.method, ro.alpha_iters, True)
+            again.lb = torch.maximum(again.lb, r.lb)  # both are valid bounds
+            again.infeasible = again.infeasible | r.infeasible
+            r = again
     for key, value in (r.stats or {}).items():  # e.g. mn-crown's unstable neurons per layer before/after tightening
         stats[key] = value
         log(f"root {key}: {value}")
