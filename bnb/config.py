@@ -142,7 +142,12 @@ class BabConfig:
     relu_method: str = opt("beta", "bounding of children under ReLU splitting: beta-CROWN, beta-CROWN "
                            "tightened by the triangle LP per domain (small networks), or beta-CROWN with the "
                            "root's multi-neuron constraints (computed there if bounds.method is not mn-crown; "
-                           "with mn-crown at the root children always keep them)", ("beta", "lp", "mn-crown"))
+                           "with mn-crown at the root children keep them as mn_children_gain says)",
+                           ("beta", "lp", "mn-crown"))
+    mn_children_gain: float = opt(0.0, "ReLU splitting after an mn-crown root: children keep the root's "
+                                  "constraints only if these closed at least this share of alpha-CROWN's negative "
+                                  "root margin; else they are bounded by plain beta-CROWN (on the root's intermediate "
+                                  "bounds, tightened ones included); 0: always keep them")
     beta_iters: int = opt(10, "beta-CROWN iterations per child under ReLU splitting (warm-started)")
     retighten_depth: int = opt(0, "ReLU splitting: children at most this deep re-bound their intermediate bounds "
                                "by CROWN with their split phases (intersected with the parent's; 0: children "

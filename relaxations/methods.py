@@ -107,6 +107,7 @@ def mn_crown(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iters
     res.infeasible = res.infeasible | first.infeasible
     res.constraints = mn_state.constraints
     res.stats = stats
+    res.base_lb = first.lb
     return res
 
 

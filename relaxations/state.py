@@ -59,6 +59,8 @@ class BoundResult:
       constraints the bound used (``mn-crown``), for the children of these domains.
     - ``stats``: figures of the computation for the run statistics (e.g. ``mn-crown``'s unstable neurons per
       layer before and after tightening), or None.
+    - ``base_lb``: ``mn-crown`` only, ``(N, m)``: the bound of its first pass (alpha-CROWN), before the constraints:
+      what a rule weighing the constraints' gain against their cost reads; None otherwise.
     - ``infeasible``: ``(N,)`` bool (always set by ``bound_rows``): True where a split phase rigorously contradicts the
       domain's bounds, so that the domain holds no point at all (see :class:`relaxations.layers.relu.ReluRelaxation`).
     """
@@ -75,3 +77,4 @@ class BoundResult:
     gammas: list | None = None
     constraints: list | None = None
     stats: dict | None = None
+    base_lb: torch.Tensor | None = None

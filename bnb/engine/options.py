@@ -62,6 +62,7 @@ class ReluSplitOptions:
     fsb_topk: int
     deepsplit_weight: float
     relu_method: str
+    mn_children_gain: float
     beta_iters: int
     retighten_depth: int
 

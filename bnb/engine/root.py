@@ -27,6 +27,8 @@ from relaxations.verdict import proven
 def keep_polytopes(res: BoundResult, keep_rows: torch.Tensor) -> None:
     """Restrict, in place, every per-row field of the root's bound ``res`` to the rows ``keep_rows`` ``(M,)``."""
     res.lb = res.lb[:, keep_rows]
+    if res.base_lb is not None:
+        res.base_lb = res.base_lb[:, keep_rows]
     if res.A_input is not None:
         res.A_input, res.bias = res.A_input[:, keep_rows], res.bias[:, keep_rows]
     if res.relu_coeffs is not None:

@@ -264,6 +264,13 @@ class ReluSplitting(Strategy):
             ctx.stats.timed("time_constraints", t0)
             if all(c is None for c in r.constraints):
                 r.constraints = None
+        if r.constraints is not None and opts.mn_children_gain > 0 and r.base_lb is not None:
+            before, after = float(rows.score(r.base_lb)[0][0]), float(rows.score(r.lb)[0][0])
+            closed = (after - before) / -before if before < 0 else 1.0
+            keep = closed >= opts.mn_children_gain
+            ctx.stats["mn_children"] = f"{'kept' if keep else 'dropped'} (closed {closed:.0%} of the root margin)"
+            if not keep:  # the constraints do not pay for their cost per child: plain beta-CROWN children
+                r.constraints = r.gammas = None
         if r.constraints is not None and r.gammas is not None:
             r.constraints, r.gammas = active_only(r.constraints, r.gammas)
             if all(c is None for c in r.constraints):
