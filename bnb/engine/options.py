@@ -64,6 +64,11 @@ class ReluSplitOptions:
     relu_method: str
     beta_iters: int
     retighten_depth: int
+    clauses: bool
+    clause_cap: int
+    clause_reverify: int
+    clause_iters: int
+    clause_share: float
 
 
 @dataclass(frozen=True)
