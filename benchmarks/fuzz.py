@@ -190,6 +190,7 @@ GRID = {
     "bounds.mn_cuts": ("hull", "anderson", "both"),
     "bab.retighten_depth": ("0", "3"),
     "bounds.mn_tighten": ("false", "true"),
+    "bab.clauses": ("false", "true"),
 }
 FIXED = ("attack.samples=256", "attack.restarts=8", "attack.steps=20", "general.device=cpu",
          "general.threads=1")

@@ -75,6 +75,7 @@ F32_MARGIN = "tests/test_float32_margin.py"
 ROUNDING = "tests/test_rounding_exact.py"
 OPERATORS = "tests/test_operator_bounds.py"
 MN_TIGHTEN = "tests/test_mn_tighten.py"  # issue 26, bounds.mn_tighten
+CLAUSES = "tests/test_clauses.py"  # issue 26, bab.clauses
 
 MUTANTS = (
     Mutant("relu_intercept_sign", "relaxations/crown.py",
@@ -158,6 +159,15 @@ MUTANTS = (
            "nl, nu = torch.maximum(l64[0, unstable], lo + 0.01), torch.minimum(u64[0, unstable], hi)",
            "bounds.mn_tighten: a re-bounded neuron's lower bound is overstated by 0.01",
            (MN_TIGHTEN,)),
+    Mutant("clauses_unverified", "bnb/engine/clauses.py",
+           'ctx.stats.add("clauses_kept", store.add(cands[ok]))', 'ctx.stats.add("clauses_kept", store.add(cands))',
+           "bab.clauses: candidate clauses enter the store without their re-verification",
+           (CLAUSES,)),
+    Mutant("clauses_unit_phase", "bnb/engine/clauses.py",
+           "split_flat(batch, dom, j, -self.signs[k, j], self.sizes)",
+           "split_flat(batch, dom, j, self.signs[k, j], self.sizes)",
+           "bab.clauses: unit propagation fixes the last neuron in the clause's phase (the pruned half) instead of "
+           "the other one", (CLAUSES,)),
 )
 
 BY_NAME = {m.name: m for m in MUTANTS}
