@@ -8,15 +8,20 @@ literals, held as one row of a dense sign matrix ``(K, n)`` int8 (0 where the ne
 counterexample.
 
 **Learning.** A ReLU-split child that its bound verified gives the split literals of its domain. Those never
-recur in a tree, so they are *strengthened*: only the literals whose split multiplier (beta) is non-zero on
-some row of that child are kept (a literal whose beta is zero everywhere entered the child's bound only
-through its relaxation, so the bound may well survive without it), and the candidate is *re-verified*: bounded
-as a domain of its own, with only the kept literals split, intermediate bounds the root's with the kept
-literals' clamps applied (valid on the whole box, hence on R), beta-CROWN (with the root's multi-neuron
-constraints where the run has them) warm-started from the child's slopes and multipliers, every open row. A
-candidate is kept only when that bound proves every polytope refuted through :func:`relaxations.verdict.proven`
-(or rigorous infeasibility); nothing else ever enters the store. Kept clauses subsume: a clause whose literals
-include all of another's says less and is dropped; at most ``cap`` clauses are kept (the shortest first).
+recur in a tree, so they are *strengthened* (:func:`strengthen`): each literal gets an influence, an estimate of
+what dropping its split costs the child's bound (its split multiplier times how far the neuron reaches past the
+phase, plus, where the bound used the neuron's upper line, that line's intercept times the coefficient), and the
+least influential literals are dropped while their summed influence stays below the child's verified margin.
+The estimate is only a choice of candidate: each candidate is *re-verified* (:func:`reverify`), bounded as a
+domain of its own over the whole box, with only the kept literals split, intermediate bounds the root's with the
+kept literals' clamps applied (valid on the whole box, hence on R), beta-CROWN (with the root's multi-neuron
+constraints where the run has them) warm-started from the child's slopes and multipliers, every row. A candidate
+is kept only when that bound proves every polytope refuted through :func:`relaxations.verdict.proven` (or rigorous
+infeasibility); :func:`admit` is the only way into the store, and the child's own bound is never reused (the
+child is smaller than R). Kept clauses subsume: a clause whose literals include all of another's says less and
+is dropped; at most ``cap`` clauses are kept (the shortest first). Learning is batched (one bound for up to
+``bab.clause_reverify`` candidates, the shortest first) and runs only while the clauses' time stays within
+``bab.clause_share`` of the search's.
 
 **Use**, on every popped batch before branching (:meth:`ClauseStore.apply`). A literal *holds* on a domain D
 when its neuron is split in that phase, or D's intermediate bounds put it there (``l_j >= 0`` for ``+1``,
@@ -29,6 +34,9 @@ when its neuron is split in that phase, or D's intermediate bounds put it there 
   ``j`` split in phase ``-s`` (the boundary ``z_j = 0`` stays in the kept half), its bound clamped as a split
   clamps it. The domain's bounds stay valid (it only shrank). A neuron already in phase ``-s`` (split or
   stable) leaves the clause without effect.
+
+Not built: the clauses as cutting planes inside the bound (BICCOS's other use, an indicator term with its own
+multipliers in the back-substitution); here they only prune and propagate.
 """
 from __future__ import annotations
 
@@ -93,7 +101,7 @@ def strengthen(splits: list, betas: list, coeffs: list, root_pre: list, slack: t
     ``beta_j = 0`` and ``c_j >= 0`` nothing (the bound used only the neuron's lower line, exact for its phase,
     which the unsplit neuron's lower line of slope 1 (active) or 0 (inactive) reproduces on the whole box, see
     :func:`drop_slopes`). Literals are dropped, the least influential first, while their summed influence
-    (the largest over rows) stays below ``share`` times the slack. An estimate only: the re-verification
+    (the largest over rows) stays at most ``share`` times the slack. An estimate only: the re-verification
     decides. Rows whose coefficients were not computed (zero) count nothing."""
     s = flat(splits)
     l, u = flat([p[0] for p in root_pre]), flat([p[1] for p in root_pre])     # (1, n)
@@ -104,7 +112,7 @@ def strengthen(splits: list, betas: list, coeffs: list, root_pre: list, slack: t
     infl = torch.where(s != 0, infl, torch.full_like(infl, float("inf")))
     order = torch.argsort(infl, dim=1)
     cum = torch.cumsum(torch.gather(infl, 1, order), dim=1)
-    drop_sorted = (cum < share * slack[:, None]) & torch.isfinite(cum)
+    drop_sorted = (cum <= share * slack[:, None]) & torch.isfinite(cum)
     drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
     return torch.where(drop, torch.zeros_like(s), s)
 
