@@ -141,10 +141,12 @@ class BabConfig:
     retighten_depth: int = opt(0, "ReLU splitting: children at most this deep re-bound their intermediate bounds "
                                "by CROWN with their split phases (intersected with the parent's; 0: children "
                                "keep the parent's)")
-    clauses: bool = opt(False, "ReLU splitting: learn clauses from verified children (their split literals with a "
-                        "non-zero split multiplier, kept only when a bound of that smaller set of splits verifies "
-                        "it again) and use them as nogoods: drop the domains inside a clause, split the last free "
-                        "neuron of a clause the other way (unit propagation); bnb/engine/clauses.py")
+    clauses: bool = opt(False, "ReLU splitting: learn clauses from verified children (their split literals less "
+                        "the least influential, kept only when a bound of that smaller set of splits verifies it "
+                        "again) and use them as nogoods: drop the domains inside a clause, split the last free "
+                        "neuron of a clause the other way (unit propagation; under partition branching it may fix "
+                        "a later layer's neuron first: domains stay sound, not always convex); "
+                        "bnb/engine/clauses.py")
     clause_cap: int = opt(1000, "with clauses: most clauses kept (the shortest first)")
     clause_reverify: int = opt(64, "with clauses: most candidate clauses re-verified per iteration (one batched "
                                "bound, the shortest candidates first)")
