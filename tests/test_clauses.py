@@ -98,9 +98,9 @@ def test_every_kept_clause_region_is_safe(widths, seed, violated, monkeypatch):
     ``y_0`` over the clause's region (split at its literals) is above ``t``, or the region is empty; where it is
     not, the MILP's minimiser is a real point of the region (float64 forward pass: its phases satisfy the clause)
     with ``y_0 > t``; and 20,001 sampled points (uniform, and near the network's minimiser) whose real phases
-    satisfy a clause all have ``y_0 > t``. Measured: the first run keeps 19 clauses, 11 of the first 20 regions
-    non-empty; the violated run's regions are all empty (phase combinations no input reaches), which the MILP
-    confirms."""
+    satisfy a clause all have ``y_0 > t``. Measured (a 4 s run of the first case): 19 clauses kept, 11 of the
+    first 20 regions non-empty; the violated run's regions are all empty (phase combinations no input reaches),
+    which the MILP confirms."""
     net = random_fc(widths, seed)
     lo, hi = -np.ones(widths[0]), np.ones(widths[0])
     o = exact_min(net, lo, hi)
