@@ -191,6 +191,7 @@ GRID = {
     "bab.retighten_depth": ("0", "3"),
     "bounds.mn_tighten": ("false", "true"),
     "bounds.sign_refine": ("false", "true"),
+    "bab.clauses": ("false", "true"),
 }
 FIXED = ("attack.samples=256", "attack.restarts=8", "attack.steps=20", "general.device=cpu",
          "general.threads=1")

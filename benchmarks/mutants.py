@@ -76,6 +76,7 @@ ROUNDING = "tests/test_rounding_exact.py"
 OPERATORS = "tests/test_operator_bounds.py"
 MN_TIGHTEN = "tests/test_mn_tighten.py"  # issue 26, bounds.mn_tighten
 SIGNS = "tests/test_signs.py"  # issue 26, bounds.sign_refine
+CLAUSES = "tests/test_clauses.py"  # issue 26, bab.clauses
 
 MUTANTS = (
     Mutant("relu_intercept_sign", "relaxations/crown.py",
@@ -163,6 +164,15 @@ MUTANTS = (
            'return verdict == "unsat"', "return True",
            "bounds.sign_refine: a hinted sign is fixed without its proof",
            (SIGNS,)),
+    Mutant("clauses_unverified", "bnb/engine/clauses.py",
+           'ctx.stats.add("clauses_kept", store.add(cands[ok]))', 'ctx.stats.add("clauses_kept", store.add(cands))',
+           "bab.clauses: candidate clauses enter the store without their re-verification",
+           (CLAUSES,)),
+    Mutant("clauses_unit_phase", "bnb/engine/clauses.py",
+           "split_flat(batch, dom, j, -self.signs[k, j], self.sizes)",
+           "split_flat(batch, dom, j, self.signs[k, j], self.sizes)",
+           "bab.clauses: unit propagation fixes the last neuron in the clause's phase (the pruned half) instead of "
+           "the other one", (CLAUSES,)),
 )
 
 BY_NAME = {m.name: m for m in MUTANTS}

@@ -152,6 +152,19 @@ class BabConfig:
     retighten_depth: int = opt(0, "ReLU splitting: children at most this deep re-bound their intermediate bounds "
                                "by CROWN with their split phases (intersected with the parent's; 0: children "
                                "keep the parent's)")
+    clauses: bool = opt(False, "ReLU splitting: learn clauses from verified children (their split literals less "
+                        "the least influential, kept only when a bound of that smaller set of splits verifies it "
+                        "again) and use them as nogoods: drop the domains inside a clause, split the last free "
+                        "neuron of a clause the other way (unit propagation; under partition branching it may fix "
+                        "a later layer's neuron first: domains stay sound, not always convex); "
+                        "bnb/engine/clauses.py")
+    clause_cap: int = opt(1000, "with clauses: most clauses kept (the shortest first)")
+    clause_reverify: int = opt(64, "with clauses: most candidate clauses re-verified per iteration (one batched "
+                               "bound, the shortest candidates first)")
+    clause_iters: int = opt(20, "with clauses: beta-CROWN iterations of each candidate's re-verification "
+                            "(warm-started from the child it came from)")
+    clause_share: float = opt(0.1, "with clauses: most share of the branch-and-bound time spent learning clauses "
+                              "(an iteration re-verifies nothing while the clauses' time so far is above it)")
     attack_every: int = opt(10, "run PGD inside the most promising domains every this many iterations")
     attack_domains: int = opt(64, "domains attacked by each such PGD run")
     attack_steps: int = opt(20, "PGD steps inside domains")

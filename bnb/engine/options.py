@@ -65,6 +65,11 @@ class ReluSplitOptions:
     mn_children_gain: float
     beta_iters: int
     retighten_depth: int
+    clauses: bool
+    clause_cap: int
+    clause_reverify: int
+    clause_iters: int
+    clause_share: float
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from bnb.engine.clauses import ClauseStore, learn
 from bnb.engine.context import SearchContext, heuristic
 from bnb.engine.domains import ReluDomains
 from bnb.engine.strategies.base import Children, Strategy
@@ -283,6 +284,11 @@ class ReluSplitting(Strategy):
         # dense links between ReLU layers: only for the heuristics that read them (deepsplit, plug-ins)
         self.links = relu_links(net, self.sizes) if opts.relu_heuristic == "deepsplit" or \
             ":" in opts.relu_heuristic else None
+        # bab.clauses: nogoods learned from verified children (bnb/engine/clauses.py), re-verified on the root's
+        # intermediate bounds (valid on the whole box)
+        self.clauses = ClauseStore(self.sizes, opts.clause_cap, lower.device) if opts.clauses else None
+        self.root_pre = [(l, u) for l, u in r.pre_bounds]
+        self.started, self.clause_time0 = time.monotonic(), ctx.stats.get("time_clauses", 0.0)
         score, row, _ = rows.score(r.lb)
         dev, M = lower.device, rows.C.shape[0]
         one = torch.arange(1, device=dev)
@@ -304,11 +310,27 @@ class ReluSplitting(Strategy):
         return None if self.verdict else self._root
 
     def prune(self, batch: ReluDomains) -> ReluDomains | None:
+        if self.clauses is not None and len(self.clauses):
+            # inside a kept clause's region: verified (not undecided); unit clauses fix a neuron
+            t0 = time.monotonic()
+            pruned, fixed = self.clauses.apply(batch)
+            self.stats.add("domains_pruned_by_clause", int(pruned.sum()))
+            self.stats.add("unit_propagations", fixed)
+            self.stats.timed("time_clauses", t0)
+            if bool(pruned.all()):
+                return None
+            if bool(pruned.any()):
+                batch = batch.select(~pruned)
         # no unstable neuron left: the relaxation is exact up to the optimiser; these stay undecided
         free = [((l < 0) & (u > 0)) & (s == 0) for l, u, s in zip(batch.pre_lower, batch.pre_upper, batch.splits)]
         if not free:  # a network without ReLUs: nothing to split
             return self.drop_stuck(batch, torch.zeros_like(batch.score, dtype=torch.bool))
         return self.drop_stuck(batch, torch.stack([f.any(dim=1) for f in free]).any(dim=0))
+
+    def clause_budget_left(self) -> bool:
+        """Whether the clauses' time on this box is within ``bab.clause_share`` of the search's so far."""
+        spent = self.stats.get("time_clauses", 0.0) - self.clause_time0
+        return spent <= self.opts.clause_share * (time.monotonic() - self.started)
 
     def bound_method(self) -> str:
         return "beta" if self.cons is None else "mn-crown"
@@ -363,6 +385,10 @@ class ReluSplitting(Strategy):
                               pre_lower=[l for l, _ in res.pre_bounds], pre_upper=[u for _, u in res.pre_bounds],
                               coeffs=[c[arm, row] for c in res.relu_coeffs], alphas=res.alphas["final"],
                               betas=res.betas, gammas=res.gammas)
+        if self.clauses is not None and self.clause_budget_left():
+            verified = proven(score, ctx.opts.loop.verify_margin, res.infeasible)
+            learn(ctx, self.clauses, bounded, res.relu_coeffs, verified, self.root_pre, self.cons, self.bound_method(),
+                  opts.clause_iters, opts.clause_reverify)
         return Children(bounded, res.infeasible, worst, res.A_input[arm, row])
 
     def falsify(self, children: Children, open_mask: torch.Tensor):
