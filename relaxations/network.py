@@ -51,8 +51,26 @@ class Network:
         return torch.device("cpu")
 
     def relu_indices(self) -> list[int]:
-        """Positions in ``layers`` of the ReLU layers, in order."""
+        """Positions in ``layers`` of the ReLU layers, in order (only ReLU: see :meth:`activation_indices`)."""
         return [i for i, layer in enumerate(self.layers) if isinstance(layer, ReLU)]
+
+    def activation_indices(self) -> list[int]:
+        """Positions in ``layers`` of every activation (non-affine) layer, in order: what the bounding methods
+        relax (ReLU, sigmoid, tanh, softplus, LeakyReLU)."""
+        return [i for i, layer in enumerate(self.layers) if not layer.affine]
+
+    @property
+    def relu_only(self) -> bool:
+        """True when every activation is a ReLU: what ReLU splitting, multi-neuron constraints, the LP/MILP
+        encodings and the float32 evaluation bound require."""
+        return self.relu_indices() == self.activation_indices()
+
+    def require_relu(self, what: str) -> None:
+        """Raise ``ValueError`` naming ``what`` when the network has an activation other than ReLU."""
+        if not self.relu_only:
+            kinds = sorted({repr(self.layers[i]).split("(")[0] for i in self.activation_indices()
+                            if not isinstance(self.layers[i], ReLU)})
+            raise ValueError(f"{what} supports ReLU networks only (this network has {', '.join(kinds)} layers)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_size)`` or ``(N, *in_shape)`` -> ``(N, out_size)``."""
@@ -71,10 +89,11 @@ class Network:
         return net
 
     def describe(self) -> str:
-        relus = [self.layers[i].out_size for i in self.relu_indices()]
+        acts = [self.layers[i].out_size for i in self.activation_indices()]
         kinds = sorted({type(layer).__name__ for layer in self.layers})
-        return (f"{self.in_size} inputs -> {self.out_size} outputs, {len(relus)} ReLU layers "
-                f"({sum(relus)} neurons: {relus}), layers: {', '.join(kinds)}")
+        name = "ReLU" if self.relu_only else "activation"
+        return (f"{self.in_size} inputs -> {self.out_size} outputs, {len(acts)} {name} layers "
+                f"({sum(acts)} neurons: {acts}), layers: {', '.join(kinds)}")
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
