@@ -5,8 +5,9 @@ A tensor on the data path is computed from the network input; every other tensor
 keep their full ONNX shapes (the leading batch dimension of size 1 included, so that an op may act on any axis).
 An op is either ``("affine", out, [(in, layer), ...])``, ``out`` the sum of the terms (a layer from
 :mod:`relaxations.layers` applied to a data tensor), ``("relu", out, in)`` or ``("act", out, in, (kind, param))``
-(another activation: ``sigmoid``, ``tanh``, ``softplus``, ``leaky_relu`` with its slope). Elementwise maps and reshapes of a
-tensor with a batch dimension of 1 act on its per-sample shape (:func:`sample_form`), as the layers of a chain do.
+(another activation: ``sigmoid``, ``tanh``, ``softplus``, ``leaky_relu`` with its slope). Elementwise maps and
+reshapes of a tensor with a batch dimension of 1 act on its per-sample shape (:func:`sample_form`), as the layers of
+a chain do.
 """
 from __future__ import annotations
 

@@ -24,4 +24,5 @@ from relaxations.layers.sshaped import SmoothActivation
 from relaxations.layers.stage import Stage
 
 __all__ = ["Layer", "dense_map", "Activation", "ActivationRelaxation", "Linear", "Conv2d", "ConvTranspose2d",
-           "ElementwiseAffine", "Reshape", "ReLU", "ReluRelaxation", "SmoothActivation", "LeakyReLU", "Gather", "MatMul", "Stage"]
+           "ElementwiseAffine", "Reshape", "ReLU", "ReluRelaxation", "SmoothActivation", "LeakyReLU", "Gather",
+           "MatMul", "Stage"]

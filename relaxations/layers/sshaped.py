@@ -14,8 +14,8 @@ Lines on ``[l, u]`` (chord ``k = (f(u) - f(l)) / (u - l)``, ``T(p)`` the tangent
 alpha-CROWN optimises the tangent points (a parameter ``(N, m, 2, n)``: lower, upper), each projected to the range
 where its tangent stays a valid bound and starting at the default line's: lower ``[l, d_l]`` (``[l, u]`` where
 ``u <= 0``; softplus ``[l, u]``), upper ``[d_u, u]`` (``[l, u]`` where ``l >= 0``); a side whose default line is a
-chord is not optimised (no tangent in ``[l, u]`` is valid there). Whatever the values, every line is repaired before use, so a
-tie point or projection error costs tightness, never soundness.
+chord is not optimised (no tangent in ``[l, u]`` is valid there). Whatever the values, every line is repaired
+before use, so a tie point or projection error costs tightness, never soundness.
 
 ``mask`` (a numpy bool array over the flattened neurons, or None for all): the neurons the activation acts on;
 the others are the identity (a graph's carried tensors, see :mod:`bnb.io.onnx_lowering`).
