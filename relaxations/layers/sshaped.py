@@ -30,6 +30,7 @@ from relaxations.fp import down, reach
 from relaxations.layers.activation import Activation, ActivationRelaxation
 
 TINY_WIDTH = 1e-9  # relative width below which a neuron gets constant bounds
+LINE_MODES = ("adaptive", "tangent", "endpoint")  # (the ReLU names zero / one select tangent / endpoint)
 _TIE_HI = 60.0     # bisection bracket of the tie points: [0, _TIE_HI]
 
 
@@ -103,11 +104,12 @@ class SmoothActivation(Activation):
                                   "bound on onnxruntime's float32 transcendental functions)")
 
     def relaxation(self, l, u, split=None, lower_slope="adaptive") -> "SmoothRelaxation":
-        """:class:`SmoothRelaxation` of input bounds ``(N, n)``; no split applies (a non-zero ``split`` raises)."""
+        """:class:`SmoothRelaxation` of input bounds ``(N, n)`` with line mode ``lower_slope`` (:data:`LINE_MODES`,
+        or ReLU's ``zero``/``one``: tangent/endpoint); no split applies (a non-zero ``split`` raises)."""
         if split is not None and bool((split != 0).any()):
             raise ValueError(f"activation splits are not supported on {self.kind} layers")
         mask = None if self.mask is None else torch.as_tensor(self.mask, device=l.device)[None]
-        return SmoothRelaxation(self.kind, l, u, mask)
+        return SmoothRelaxation(self.kind, l, u, mask, lower_slope)
 
     def __repr__(self):
         return f"{self.kind}({self.in_shape})"
@@ -115,12 +117,20 @@ class SmoothActivation(Activation):
 
 class SmoothRelaxation(ActivationRelaxation):
     """Linear bounds ``low_slope z + low_int <= f(z) <= up_slope z + up_int`` of one smooth activation layer on
-    ``N`` domains (all ``(N, n)``, working dtype), valid in real arithmetic; alpha parameters are tangent points
-    (module docstring). ``general_lines``: the back-substitution takes both intercepts through :meth:`lines`."""
+    ``N`` domains (all ``(N, n)``, working dtype), valid in real arithmetic. ``general_lines``: the
+    back-substitution takes both intercepts through :meth:`lines`.
+
+    Per side two valid lines (float64, unrepaired, ``(N, 2, n)``: lower, upper): the tangent/chord line of the
+    module docstring and the endpoint line (slope ``min(f'(l), f'(u)) <= f'`` on ``[l, u]``, through ``(l, f(l))``
+    below and ``(u, f(u))`` above: DeepPoly's, close to the constant bounds on wide saturated intervals, where the
+    tangents are poor). Lines valid on ``[l, u]`` form a convex set, so every mixture ``(1 - w) T + w E`` is valid
+    too. ``mode``: ``tangent`` (``w = 0``), ``endpoint`` (``w = 1``) or ``adaptive`` (per side the one with the
+    smaller area, i.e. the better value at the midpoint). alpha: ``(N, m, 4, n)``, the lower and upper tangent
+    points, then the lower and upper weights ``w`` in ``[0, 1]``."""
 
     general_lines = True
 
-    def __init__(self, kind, l, u, mask=None):
+    def __init__(self, kind, l, u, mask=None, mode="adaptive"):
         self.kind = kind
         self.infeasible = torch.zeros(l.shape[0], dtype=torch.bool, device=l.device)
         self.split = None
@@ -132,14 +142,14 @@ class SmoothRelaxation(ActivationRelaxation):
         L0, U0 = torch.where(fin, L, torch.zeros_like(L)), torch.where(fin, U, torch.zeros_like(U))
         wide = fin & (U0 - L0 > TINY_WIDTH * (1 + L0.abs() + U0.abs()))
         act = wide if mask is None else wide & mask
-        s_shaped = kind in tr.S_SHAPED
         fL, fU = tr.value(kind, L0), tr.value(kind, U0)
         width = torch.where(wide, U0 - L0, torch.ones_like(L0))
         k = (fU - fL) / width
         kc, bc = k, fL - k * L0                                      # chord
-        km, bm = _tangent(kind, (L0 + U0) / 2)                       # tangent at the midpoint
+        mid = (L0 + U0) / 2
+        km, bm = _tangent(kind, mid)                                 # tangent at the midpoint
         zero = torch.zeros_like(L0)
-        if s_shaped:
+        if kind in tr.S_SHAPED:
             cross = (L0 < 0) & (U0 > 0)
             d_u = torch.where(L0 < 0, tie_point(kind, torch.where(L0 < 0, L0, -torch.ones_like(L0))),
                               torch.full_like(L0, float("inf")))
@@ -155,38 +165,59 @@ class SmoothRelaxation(ActivationRelaxation):
             ub = torch.where(up_chord, bc, torch.where(cross, bdu, bm))
             # a lower tangent at d <= 0 stays below f up to a point past 0 that moves left as d grows: valid on
             # [l, u] iff d <= d_l; an upper tangent at d >= 0 iff d >= d_u
-            self.low_lo = L0
-            self.low_hi = torch.where(cross, d_l, U0)
-            self.up_lo = torch.where(cross, d_u, L0)
-            self.up_hi = U0
-            opt_low = act & (L0 < 0) & ~low_chord
-            opt_up = act & (U0 > 0) & ~up_chord
-            init_low = torch.where(cross, d_l, (L0 + U0) / 2)
-            init_up = torch.where(cross, d_u, (L0 + U0) / 2)
-        else:  # convex
+            rng_lo = torch.stack([L0, torch.where(cross, d_u, L0)], dim=1)
+            rng_hi = torch.stack([torch.where(cross, d_l, U0), U0], dim=1)
+            opt_t = torch.stack([act & (L0 < 0) & ~low_chord, act & (U0 > 0) & ~up_chord], dim=1)
+            init = torch.stack([torch.where(cross, d_l, mid), torch.where(cross, d_u, mid)], dim=1)
+        else:  # convex: tangents anywhere below, the chord above
             lk, lb, uk, ub = km, bm, kc, bc
-            self.low_lo, self.low_hi = L0, U0
-            self.up_lo, self.up_hi = zero, zero
-            opt_low, opt_up = act, torch.zeros_like(act)
-            init_low, init_up = (L0 + U0) / 2, zero
-        self.opt = torch.stack([opt_low, opt_up], dim=1)             # (N, 2, n)
-        rng_lo = torch.stack([self.low_lo, self.up_lo], dim=1)
-        rng_hi = torch.stack([self.low_hi, self.up_hi], dim=1)
-        ok = self.opt & torch.isfinite(rng_lo) & torch.isfinite(rng_hi) & (rng_lo <= rng_hi)
-        self.opt = ok
-        self.rng_lo = torch.where(ok, rng_lo, zero[:, None]).to(dt)
-        self.rng_hi = torch.where(ok, rng_hi, zero[:, None]).to(dt)
-        init = torch.stack([init_low, init_up], dim=1)
-        self.init = torch.where(ok, torch.minimum(torch.maximum(init, rng_lo), rng_hi), zero[:, None]).to(dt)
-        # the default lines, rounded and repaired; constant bounds where narrow or not finite
+            rng_lo, rng_hi = torch.stack([L0, zero], dim=1), torch.stack([U0, zero], dim=1)
+            opt_t = torch.stack([act, torch.zeros_like(act)], dim=1)
+            init = torch.stack([mid, zero], dim=1)
+        lam = torch.minimum(tr.deriv(kind, L0), tr.deriv(kind, U0))  # endpoint lines
+        self.tk, self.tb = torch.stack([lk, uk], dim=1), torch.stack([lb, ub], dim=1)
+        self.ek, self.eb = torch.stack([lam, lam], dim=1), torch.stack([fL - lam * L0, fU - lam * U0], dim=1)
+        ok = opt_t & torch.isfinite(rng_lo) & torch.isfinite(rng_hi) & (rng_lo <= rng_hi)
+        self.opt_t = ok
+        self.rng_lo = torch.where(ok, rng_lo, zero[:, None])
+        self.rng_hi = torch.where(ok, rng_hi, zero[:, None])
+        self.act = act
+        t_init = torch.where(ok, torch.minimum(torch.maximum(init, rng_lo), rng_hi), zero[:, None])
+        if mode in ("tangent", "zero"):
+            w = torch.zeros_like(self.tk)
+        elif mode in ("endpoint", "one"):
+            w = torch.ones_like(self.tk)
+        elif mode == "adaptive":  # the larger lower line / smaller upper line at the midpoint
+            vt, ve = self.tk * mid[:, None] + self.tb, self.ek * mid[:, None] + self.eb
+            better = torch.stack([ve[:, 0] > vt[:, 0], ve[:, 1] < vt[:, 1]], dim=1)
+            w = better.to(torch.float64)
+        else:
+            raise ValueError(f"unknown line mode {mode!r} for {kind}; choose from {LINE_MODES}")
+        w = torch.where(act[:, None], w, torch.zeros_like(w))
+        self.init = torch.cat([t_init, w], dim=1).to(dt)             # (N, 4, n)
         self.mask = mask
-        self.low_slope, self.low_int = _identity_off(mask, *self._finish(lk, lb, L, U, "lower", act, dt))
-        self.up_slope, self.up_int = _identity_off(mask, *self._finish(uk, ub, L, U, "upper", act, dt))
+        k0, b0 = self._mix(t_init, w)
+        self.low_slope, self.low_int = _identity_off(mask, *self._finish(k0[:, 0], b0[:, 0], "lower", act, dt))
+        self.up_slope, self.up_int = _identity_off(mask, *self._finish(k0[:, 1], b0[:, 1], "upper", act, dt))
 
-    def _finish(self, k, b, L, U, side, act, dt):
-        """Slopes and intercepts in ``dt``, repaired on ``[L, U]``; constant bounds where ``act`` is False or the
-        line is not finite; identity off the mask."""
+    def _mix(self, t, w):
+        """float64 slopes and intercepts ``(N, [m,] 2, n)`` of ``(1 - w) T(t) + w E`` (``T(t)``: the tangent at
+        ``t`` where optimisable, else the tangent/chord line)."""
+        opt = self.opt_t if t.dim() == 3 else self.opt_t[:, None]
+        tk0 = self.tk if t.dim() == 3 else self.tk[:, None]
+        tb0 = self.tb if t.dim() == 3 else self.tb[:, None]
+        ek = self.ek if t.dim() == 3 else self.ek[:, None]
+        eb = self.eb if t.dim() == 3 else self.eb[:, None]
+        kt, bt = tr.deriv(self.kind, t), None
+        bt = tr.value(self.kind, t) - kt * t
+        kt, bt = torch.where(opt, kt, tk0), torch.where(opt, bt, tb0)
+        return (1 - w) * kt + w * ek, (1 - w) * bt + w * eb
+
+    def _finish(self, k, b, side, act, dt):
+        """Slopes and intercepts in ``dt``, repaired on ``[l, u]``; constant bounds where ``act`` is False or the
+        line is not finite."""
         kind = self.kind
+        L, U = self.l.detach().double(), self.u.detach().double()
         kw = torch.where(act & torch.isfinite(k), k, torch.zeros_like(k)).to(dt).clamp(min=0)
         bw = torch.where(act & torch.isfinite(b), b, torch.zeros_like(b))
         b_rep = tr.repair(kind, kw.double(), bw, L, U, side)
@@ -199,46 +230,46 @@ class SmoothRelaxation(ActivationRelaxation):
 
     @property
     def optimisable(self):
-        """``(N, n)`` bool: neurons with at least one optimisable tangent point."""
-        return self.opt.any(dim=1)
+        """``(N, n)`` bool: neurons whose lines have a free parameter (every neuron the activation acts on, of
+        positive width: the mixture weights)."""
+        return self.act
 
     def initial_alpha(self, rows, warm=None):
-        """``(N, rows, 2, n)`` tangent points (lower, upper): ``warm`` where its shape fits, else the defaults."""
+        """``(N, rows, 4, n)``: ``warm`` where its shape fits, else the default lines' parameters."""
         N, _, n = self.init.shape
-        if warm is not None and warm.shape == (N, rows, 2, n):
+        if warm is not None and warm.shape == (N, rows, 4, n):
             return warm.detach().clone()
-        return self.init[:, None].expand(N, rows, 2, n).clone()
+        return self.init[:, None].expand(N, rows, 4, n).clone()
 
     def project_(self, alpha):
-        """Clamp ``(N, m, 2, n)`` in place into the ranges where the tangents are valid bounds."""
-        return torch.maximum(torch.minimum(alpha, self.rng_hi[:, None], out=alpha), self.rng_lo[:, None], out=alpha)
+        """Clamp ``(N, m, 4, n)`` in place: tangent points into their valid ranges, weights into ``[0, 1]``."""
+        lo = torch.cat([self.rng_lo, torch.zeros_like(self.rng_lo)], dim=1).to(alpha.dtype)[:, None]
+        hi = torch.cat([self.rng_hi, torch.ones_like(self.rng_hi)], dim=1).to(alpha.dtype)[:, None]
+        return torch.maximum(torch.minimum(alpha, hi, out=alpha), lo, out=alpha)
 
     def lines(self, alpha=None):
         """``(low_slope, low_int, up_slope, up_int)``, each ``(N, 1, n)`` (defaults) or ``(N, m, n)`` with the
-        tangents at ``alpha`` ``(N, m, 2, n)`` on the optimisable neurons, repaired (the repair is a constant to
+        lines of ``alpha`` ``(N, m, 4, n)`` on the optimisable neurons, repaired (the repair is a constant to
         the optimiser)."""
         d = (self.low_slope[:, None], self.low_int[:, None], self.up_slope[:, None], self.up_int[:, None])
-        if alpha is None:
+        if alpha is None or not bool(self.act.any()):
             return d
         dt = alpha.dtype
-        out = []
+        a = alpha.double()
+        k, b = self._mix(a[:, :, :2], a[:, :, 2:])                  # (N, m, 2, n)
+        kw = k.to(dt)
         L, U = self.l.detach().double()[:, None], self.u.detach().double()[:, None]
+        out = []
         for j, side in enumerate(("lower", "upper")):
-            opt = self.opt[:, None, j]                                # (N, 1, n)
-            if not bool(opt.any()):
-                out += [d[2 * j], d[2 * j + 1]]
-                continue
-            p = alpha[:, :, j].double()
-            k = tr.deriv(self.kind, p)
-            b = tr.value(self.kind, p) - k * p
-            kw = k.to(dt)
             with torch.no_grad():
-                b_rep = tr.repair(self.kind, kw.detach().double(), b.detach(), L, U, side)
-                good = opt & torch.isfinite(b_rep) & torch.isfinite(kw.detach())
-                shift = torch.where(good, b_rep - b.detach(), torch.zeros_like(b_rep))
-            bf = b + shift
+                kj = kw[:, :, j].detach().clamp(min=0)
+                b_rep = tr.repair(self.kind, kj.double(), b[:, :, j].detach(), L, U, side)
+                good = self.act[:, None] & torch.isfinite(b_rep) & torch.isfinite(kj)
+                shift = torch.where(good, b_rep - b[:, :, j].detach(), torch.zeros_like(b_rep))
+            bf = b[:, :, j] + shift
             bw = cast_down(bf, dt) if side == "lower" else cast_up(bf, dt)
-            out += [torch.where(good, kw, d[2 * j]), torch.where(good, bw, d[2 * j + 1])]
+            ks = kw[:, :, j].clamp(min=0)
+            out += [torch.where(good, ks, d[2 * j]), torch.where(good, bw, d[2 * j + 1])]
         return tuple(out)
 
     def lower_slope(self, alpha=None):
@@ -258,4 +289,3 @@ def _identity_off(mask, slope, inter):
     if mask is None:
         return slope, inter
     return torch.where(mask, slope, torch.ones_like(slope)), torch.where(mask, inter, torch.zeros_like(inter))
-
