@@ -136,6 +136,7 @@ class SmoothRelaxation(ActivationRelaxation):
         self.split = None
         l, u = torch.minimum(l, u), torch.maximum(l, u)
         self.l, self.u = l, u
+        mask = None if mask is None else mask.expand(l.shape)  # (N, n): select() indexes it with the domains
         dt = l.dtype
         L, U = l.detach().double(), u.detach().double()
         fin = torch.isfinite(L) & torch.isfinite(U)
