@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from relaxations.layers import Conv2d, ElementwiseAffine, Layer, Linear, ReLU, Reshape
+from relaxations.layers import Conv2d, ElementwiseAffine, Layer, LeakyReLU, Linear, ReLU, Reshape, SmoothActivation
 
 
 class Network:
@@ -98,7 +98,8 @@ class Network:
     # ------------------------------------------------------------------ construction helpers
     @classmethod
     def from_torch(cls, module: torch.nn.Module, in_shape) -> "Network":
-        """From an ``nn.Sequential`` of Linear / Conv2d / ReLU / Flatten (float64 copy of the weights)."""
+        """From an ``nn.Sequential`` of Linear / Conv2d / ReLU / Sigmoid / Tanh / Softplus (beta 1) / LeakyReLU /
+        Flatten (float64 copy of the weights). (``nn.Softplus``'s threshold is a float shortcut: the real softplus.)"""
         layers: list[Layer] = []
         shape = tuple(in_shape)
         for mod in module.children() if isinstance(module, torch.nn.Sequential) else [module]:
@@ -116,10 +117,17 @@ class Network:
                 layers.append(Conv2d(w, b, shape, mod.stride, mod.padding, mod.dilation, mod.groups))
             elif isinstance(mod, torch.nn.ReLU):
                 layers.append(ReLU(shape))
+            elif isinstance(mod, (torch.nn.Sigmoid, torch.nn.Tanh)):
+                layers.append(SmoothActivation(shape, type(mod).__name__.lower()))
+            elif isinstance(mod, torch.nn.Softplus) and mod.beta == 1:
+                layers.append(SmoothActivation(shape, "softplus"))
+            elif isinstance(mod, torch.nn.LeakyReLU):
+                layers.append(LeakyReLU(shape, mod.negative_slope))
             elif isinstance(mod, torch.nn.Flatten):
                 layers.append(Reshape(shape, (math.prod(shape),)))
             else:
-                raise ValueError(f"unsupported module {type(mod).__name__} (Linear, Conv2d, ReLU, Flatten only)")
+                raise ValueError(f"unsupported module {type(mod).__name__} (Linear, Conv2d, ReLU, Sigmoid, Tanh, "
+                                 "Softplus, LeakyReLU, Flatten only)")
             shape = layers[-1].out_shape
         return cls(layers, in_shape)
 
