@@ -197,11 +197,11 @@ def _pgd(net64, lo, hi, C, steps=60):
     return best
 
 
-@pytest.mark.fast
 @pytest.mark.parametrize("kind", ["sigmoid", "tanh", "softplus", "leaky"])
-@pytest.mark.parametrize("conv", [False, True], ids=["dense", "conv"])
+@pytest.mark.parametrize("conv", [pytest.param(False, id="dense", marks=pytest.mark.fast),
+                                  pytest.param(True, id="conv")])
 def test_bounds_contain_sampled_and_pgd_values(kind, conv):
-    for seed in range(2):
+    for seed in range(1 if conv else 2):
         _, net = _net(kind, [4, 10, 8, 3], seed, conv)
         n = net.in_size
         lo, hi = -torch.ones(n, dtype=F64) * 0.8, torch.ones(n, dtype=F64) * 0.6
@@ -294,7 +294,7 @@ def test_proof_only_verdicts(tmp_path, kind, graph):
         path, spec, _ = _onnx_case(tmp_path, kind, t, graph)
         cfg = proof_only(Config())
         cfg.bounds.method = "alpha"
-        r = verify(str(path), str(spec), cfg, timeout=20)
+        r = verify(str(path), str(spec), cfg, timeout=20 if want == {Verdict.UNSAT} else 3)
         assert r.verdict in want, (t, ymin, r.verdict, r.message)
     r = verify(str(path), str(spec), Config(), timeout=20)
     assert r.verdict is Verdict.SAT, r.message
