@@ -266,8 +266,9 @@ class SmoothRelaxation(ActivationRelaxation):
                 kj = kw[:, :, j].detach().clamp(min=0)
                 b_rep = tr.repair(self.kind, kj.double(), b[:, :, j].detach(), L, U, side)
                 good = self.act[:, None] & torch.isfinite(b_rep) & torch.isfinite(kj)
-                shift = torch.where(good, b_rep - b[:, :, j].detach(), torch.zeros_like(b_rep))
-            bf = b[:, :, j] + shift
+                b_rep = torch.where(good, b_rep, torch.zeros_like(b_rep))
+            # the value is exactly the repaired intercept (x - x is exactly 0); the gradient is the line's own
+            bf = b_rep + (b[:, :, j] - b[:, :, j].detach())
             bw = cast_down(bf, dt) if side == "lower" else cast_up(bf, dt)
             ks = kw[:, :, j].clamp(min=0)
             out += [torch.where(good, ks, d[2 * j]), torch.where(good, bw, d[2 * j + 1])]
