@@ -15,6 +15,10 @@ import torch
 from relaxations.layers import Conv2d, ElementwiseAffine, Layer, LeakyReLU, Linear, ReLU, Reshape, SmoothActivation
 
 
+class UnsupportedNetwork(ValueError):
+    """A method that does not apply to this network's activations (e.g. ReLU splitting on a sigmoid network)."""
+
+
 class Network:
     def __init__(self, layers: list[Layer], in_shape):
         self.layers = list(layers)
@@ -66,11 +70,12 @@ class Network:
         return self.relu_indices() == self.activation_indices()
 
     def require_relu(self, what: str) -> None:
-        """Raise ``ValueError`` naming ``what`` when the network has an activation other than ReLU."""
+        """Raise :class:`UnsupportedNetwork` naming ``what`` when the network has an activation other than ReLU."""
         if not self.relu_only:
             kinds = sorted({repr(self.layers[i]).split("(")[0] for i in self.activation_indices()
                             if not isinstance(self.layers[i], ReLU)})
-            raise ValueError(f"{what} supports ReLU networks only (this network has {', '.join(kinds)} layers)")
+            raise UnsupportedNetwork(f"{what} supports ReLU networks only (this network has {', '.join(kinds)} "
+                                     "layers)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_size)`` or ``(N, *in_shape)`` -> ``(N, out_size)``."""

@@ -384,3 +384,20 @@ def test_relu_bounds_bit_for_bit_as_before():
         r = bound_rows(net, DomainState(lo, hi), torch.eye(net.out_size), method, opts, iters=5, want_upper=True)
         assert [float(v).hex() for v in r.lb.flatten()] == want[0]
         assert [float(v).hex() for v in r.ub.flatten()] == want[1]
+
+
+def test_cli_refusals_are_one_line(tmp_path):
+    """ReLU-only options on a sigmoid network: one line naming the option, exit 2, from `bnb bounds`, `bnb verify`
+    and the theory commands."""
+    from click.testing import CliRunner
+
+    from bnb.cli.main import main as cli
+    path, spec, _ = _onnx_case(tmp_path, "sigmoid", 0.0)
+    for args, needle in ((["bounds", str(path), str(spec), "--method", "lp"], "LP/MILP encoding"),
+                         (["verify", str(path), str(spec), "--set", "bab.branching=relu", "--set",
+                           "attack.enabled=false", "--set", "bounds.method=ibp"], "bab.branching=relu"),
+                         (["precision", str(path)], "theory commands")):
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 2, (args, r.output)
+        lines = [ln for ln in r.output.splitlines() if ln.startswith("bnb: error")]
+        assert len(lines) == 1 and needle in lines[0] and "ReLU networks only" in lines[0], r.output

@@ -36,6 +36,7 @@ from bnb.results import Result, Verdict
 from bnb.timing import Deadline, VerificationTimeout
 from relaxations.float_error import evaluation_error
 from relaxations.fp import err_coeff, ieee_kernels, outward_box, tiny
+from relaxations.network import UnsupportedNetwork
 
 
 def resolve_device(name: str) -> torch.device:
@@ -162,5 +163,7 @@ def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | N
         return finish(Verdict.TIMEOUT, message=f"limit {limit:g}s reached")
     except BnbError:
         raise
+    except UnsupportedNetwork as e:  # an option that does not apply to this network's activations
+        raise ModelError(str(e), onnx_path) from None
     except Exception as e:  # an internal error is never a verdict on the property
         return finish(Verdict.ERROR, message=f"internal error: {type(e).__name__}: {e}")
