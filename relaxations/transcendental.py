@@ -96,9 +96,10 @@ def _mul_up(k, z):
     return p + 2 * _U * p.abs() + _TINY
 
 
-def _violation_at(kind, k, b, z, side):
-    """Upper bound of ``k z + b - f(z)`` (``side`` "lower") or ``f(z) - k z - b`` ("upper") at float64 ``z``."""
-    lo, hi = enclose(kind, z)
+def _violation_at(kind, k, b, z, side, fz=None):
+    """Upper bound of ``k z + b - f(z)`` (``side`` "lower") or ``f(z) - k z - b`` ("upper") at float64 ``z``;
+    ``fz``: ``enclose(kind, z)`` when already known."""
+    lo, hi = enclose(kind, z) if fz is None else fz
     if side == "lower":
         return _sum_up(_mul_up(k, z), b, -lo)
     return _sum_up(hi, _mul_up(-k, z), -b)
@@ -131,12 +132,15 @@ def tangency(kind: str, k: torch.Tensor, sign: int) -> torch.Tensor:
     return torch.log(k) - torch.log1p(-k)
 
 
-def max_violation(kind: str, k, b, l, u, side: str) -> torch.Tensor:
+def max_violation(kind: str, k, b, l, u, side: str, ends=None) -> torch.Tensor:
     """A rigorous float64 upper bound of the largest violation of the line ``k z + b`` as a ``side`` bound of
     ``f`` over ``[l, u]``: ``max (k z + b - f(z))`` for "lower", ``max (f(z) - k z - b)`` for "upper" (all float64,
-    broadcastable; ``l <= u``). ``+inf``/NaN inputs give NaN or inf: callers treat a non-finite result as no line."""
+    broadcastable; ``l <= u``). ``+inf``/NaN inputs give NaN or inf: callers treat a non-finite result as no line.
+    ``ends``: ``(enclose(kind, l), enclose(kind, u))`` when already known (a relaxation repairing many lines on
+    the same intervals)."""
     k, b, l, u = (t.double() for t in (k, b, l, u))
-    v = torch.maximum(_violation_at(kind, k, b, l, side), _violation_at(kind, k, b, u, side))
+    fl, fu = (None, None) if ends is None else ends
+    v = torch.maximum(_violation_at(kind, k, b, l, side, fl), _violation_at(kind, k, b, u, side, fu))
     if kind == "softplus":  # convex f: a lower line's violation is concave, an upper line's convex
         if side == "lower":
             v = torch.maximum(v, _tangent_rule(kind, k, b, l, u, tangency(kind, k, 1), side))
@@ -153,12 +157,12 @@ def max_violation(kind: str, k, b, l, u, side: str) -> torch.Tensor:
     return torch.where(has_right, torch.maximum(v, t), v)
 
 
-def repair(kind: str, k, b, l, u, side: str) -> torch.Tensor:
+def repair(kind: str, k, b, l, u, side: str, ends=None) -> torch.Tensor:
     """``b`` (float64) shifted so that ``k z + b'`` is a valid ``side`` bound of ``f`` on ``[l, u]`` in real
     arithmetic (lower: ``b' = b - max(v, 0)`` rounded down; upper: ``b + max(v, 0)`` rounded up; ``v`` from
-    :func:`max_violation`). NaN where the violation is not finite."""
+    :func:`max_violation`, ``ends`` passed on). NaN where the violation is not finite."""
     b = b.double()
-    v = max_violation(kind, k, b, l, u, side).clamp(min=0)
+    v = max_violation(kind, k, b, l, u, side, ends).clamp(min=0)
     v = torch.where(torch.isfinite(v), v, torch.full_like(v, float("nan")))
     if side == "lower":
         out = b - v

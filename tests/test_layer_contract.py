@@ -369,8 +369,11 @@ def _general_life_cycle(layer, rel, l, u):
     again = rel.initial_alpha(4, warm)
     assert torch.equal(again, warm) and again.data_ptr() != warm.data_ptr()
     assert torch.equal(rel.initial_alpha(5, warm), rel.initial_alpha(5))  # a misfit is not used
+    rel.lines(warm)  # (fills any per-relaxation cache before the selection)
     part = rel.select(torch.tensor([2, 0]))
     whole = layer.relaxation(l.reshape(3, -1)[[2, 0]], u.reshape(3, -1)[[2, 0]])
+    for got, want in zip(part.lines(warm[[2, 0]]), whole.lines(warm[[2, 0]])):
+        assert torch.allclose(got, want, rtol=1e-12, atol=1e-15)
     for name in ("l", "u", "infeasible"):
         assert torch.equal(getattr(part, name), getattr(whole, name)), name
     for name in ("up_slope", "up_int", "low_slope", "low_int"):  # (vectorised libm values depend on the batch)

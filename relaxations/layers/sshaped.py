@@ -260,11 +260,13 @@ class SmoothRelaxation(ActivationRelaxation):
         k, b = self._mix(a[:, :, :2], a[:, :, 2:])                  # (N, m, 2, n)
         kw = k.to(dt)
         L, U = self.l.detach().double()[:, None], self.u.detach().double()[:, None]
+        if getattr(self, "_ends", None) is None:  # the enclosures at the ends, once per relaxation
+            self._ends = (tr.enclose(self.kind, L), tr.enclose(self.kind, U))
         out = []
         for j, side in enumerate(("lower", "upper")):
             with torch.no_grad():
                 kj = kw[:, :, j].detach().clamp(min=0)
-                b_rep = tr.repair(self.kind, kj.double(), b[:, :, j].detach(), L, U, side)
+                b_rep = tr.repair(self.kind, kj.double(), b[:, :, j].detach(), L, U, side, self._ends)
                 good = self.act[:, None] & torch.isfinite(b_rep) & torch.isfinite(kj)
                 b_rep = torch.where(good, b_rep, torch.zeros_like(b_rep))
             # the value is exactly the repaired intercept (x - x is exactly 0); the gradient is the line's own
@@ -273,6 +275,12 @@ class SmoothRelaxation(ActivationRelaxation):
             ks = kw[:, :, j].clamp(min=0)
             out += [torch.where(good, ks, d[2 * j]), torch.where(good, bw, d[2 * j + 1])]
         return tuple(out)
+
+    def select(self, idx):
+        """The relaxation of the domains ``idx`` (the cached end enclosures are dropped: they are recomputed)."""
+        out = super().select(idx)
+        out._ends = None
+        return out
 
     def lower_slope(self, alpha=None):
         """The lower slopes of :meth:`lines`."""
