@@ -401,3 +401,14 @@ def test_cli_refusals_are_one_line(tmp_path):
         assert r.exit_code == 2, (args, r.output)
         lines = [ln for ln in r.output.splitlines() if ln.startswith("bnb: error")]
         assert len(lines) == 1 and needle in lines[0] and "ReLU networks only" in lines[0], r.output
+
+
+@pytest.mark.fast
+def test_outward_casts_never_cross_the_value():
+    """float64 values into float32 rounded outward: beyond float32's range a lower value becomes the largest
+    float32 (never +inf), an upper one the most negative (never -inf)."""
+    from relaxations.layers.sshaped import cast_down, cast_up
+    v = torch.tensor([1e39, -1e39, 1.0, 0.1, -0.1, 1e-50, -1e-50, math.inf, -math.inf, 3.4028235e38], dtype=F64)
+    d, u = cast_down(v, F32), cast_up(v, F32)
+    assert bool((d.double() <= v).all() and (u.double() >= v).all())
+    assert float(d[0]) == float(torch.finfo(F32).max) and float(u[1]) == -float(torch.finfo(F32).max)

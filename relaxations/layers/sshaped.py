@@ -35,8 +35,11 @@ _TIE_HI = 60.0     # bisection bracket of the tie points: [0, _TIE_HI]
 
 
 def cast_down(v: torch.Tensor, dtype) -> torch.Tensor:
-    """float64 ``v`` into ``dtype``, each entry ``<=`` its float64 value (keeps the gradient)."""
+    """float64 ``v`` into ``dtype``, each entry ``<=`` its float64 value (keeps the gradient); a finite value
+    beyond ``dtype``'s range becomes its largest finite number (or ``-inf``), never ``+inf``."""
     t = v.to(dtype)
+    big = torch.isposinf(t) & ~torch.isposinf(v.detach())
+    t = torch.where(big, torch.full_like(t, torch.finfo(dtype).max), t)
     return torch.where(t.detach().double() > v.detach(), down(t), t)
 
 
