@@ -101,6 +101,18 @@ point per run) satisfies the polytope exactly. An exact-point witness (``x32`` s
 is ``x`` rounded to float32, onnxruntime at ``x32`` violates within 1e-4 (VNN-COMP's tolerance), ``real_margin``
 is negative and not below the float64 margin at ``x`` (beyond 1e-9 |C| (1 + M)).
 
+Activations (``--act``): the chain networks' activation, ``relu`` by default (everything above), or ``sigmoid``,
+``tanh``, ``softplus``, ``leaky_relu`` (slope 0.25), or ``mixed`` (one drawn per instance from its own random
+stream, so the ReLU draws are those of a ReLU-only run). A MILP cannot encode these activations, so their ground
+truth is :func:`smooth_ground_truth`: ``hi`` is ``g`` at the best point that 2,000 samples and projected gradient
+descent find (a real point of the box, evaluated in float64: the ``sat`` label is exact, delta above a value the
+network attains), ``lo`` a certified interval branch and bound over the inputs (float64 interval products widened
+by 1e-9 relative, the monotone activation at the ends widened by 1e-12; 300 bisections of the worst sub-box), so
+the ``unsat`` label holds but may lie far below the true minimum (easier than the MILP's). Only chains (a DAG's
+ground truth rests on the ReLU pair identity), never the ``v2f32`` route (bnb refuses float32 queries on these
+activations), and configurations that refuse them by name (``mn-crown``, ReLU / partition branching) are
+replaced by the nearest that applies (:data:`NON_RELU_SUBSTITUTE`). ``tests/test_fuzz.py`` runs a mixed draw.
+
 Configurations: per instance ``--configs`` (default 3) are drawn from the grid ``general.proof_only`` (true with
 probability 0.65) x ``attack.enabled`` (true 0.4) x ``bounds.method`` (ibp crown dp0 dp1 alpha beta mn-crown) x
 ``bab.branching`` (input relu partition) x ``general.dtype`` (float32 float64) x ``bab.input_method`` (crown alpha) x
@@ -177,6 +189,12 @@ WITNESS_TOL = 1e-5  # a sat witness's float64 margin may exceed 0 by this times 
 ONNX_ATOL = 1e-4    # an exact-point witness's float32 point: onnxruntime margin at most this (VNN-COMP's atol)
 V2_FLOAT32 = 0.25   # default share of eligible draws (all bounds float32) written as float32 VNN-LIB 2.0 queries
 ROUTES = ("v1", "v2f32")
+# activations of the chain networks (--act; relu by default, "mixed" draws one per instance); the non-ReLU ones get
+# a sampled/PGD upper and an interval branch-and-bound lower ground truth (smooth_ground_truth), not the MILP
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "softplus", "leaky_relu")
+ONNX_ACT = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softplus": "Softplus", "leaky_relu": "LeakyRelu"}
+LEAKY_ALPHA = 0.25  # a float32 number: the ONNX attribute and the ground truth hold the same slope
+GT_SPLITS = 300     # interval branch and bound of the smooth ground truth: sub-boxes bounded per (box, polytope)
 PROOF_ONLY_P = 0.65  # share of sampled configurations in proof-only mode (general.proof_only: no falsification)
 SHORT_TIMEOUT = 0.5  # default time limit of a pair whose only correct answers are unknown/timeout (see run_index)
 MAX_SKIPPED = 0.1    # a run with more skipped draws than this share says so (the tests fail on it)
@@ -210,6 +228,7 @@ class Net:
     layers: list
     blocks: list = field(default_factory=list)
     graph: list | None = None  # DAG kinds: [(op, out, ins, *params)] on named 1-D tensors ("input" first)
+    act: str = "relu"          # the activation of every ("relu",) step: one of ACTIVATIONS (chains only)
 
     @property
     def n_in(self) -> int:
@@ -225,8 +244,24 @@ class Net:
         for i, (W, b) in enumerate(self.blocks):
             h = h @ W.T + b
             if i < len(self.blocks) - 1:
-                h = np.maximum(h, 0.0)
+                h = activate(self.act, h)
         return h
+
+
+def activate(act: str, h: np.ndarray) -> np.ndarray:
+    """The activation ``act`` in float64 (numpy's exp/log1p: within a few 1e-16 relative, far inside every delta)."""
+    if act == "relu":
+        return np.maximum(h, 0.0)
+    if act == "leaky_relu":
+        return np.where(h >= 0, h, LEAKY_ALPHA * h)
+    if act == "sigmoid":
+        e = np.exp(-np.abs(h))
+        return np.where(h >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    if act == "tanh":
+        return np.tanh(h)
+    if act == "softplus":
+        return np.maximum(h, 0.0) + np.log1p(np.exp(-np.abs(h)))
+    raise ValueError(act)
 
 
 def _f32(a):
@@ -472,7 +507,8 @@ def write_onnx(net: Net, path) -> Path:
                                           strides=[s, s], pads=[p, p, p, p]))
             _, _, shape = _conv_dense(W, layer[2], shape, s, p)
         elif layer[0] == "relu":
-            nodes.append(helper.make_node("Relu", [cur], [out]))
+            extra = {"alpha": LEAKY_ALPHA} if net.act == "leaky_relu" else {}
+            nodes.append(helper.make_node(ONNX_ACT[net.act], [cur], [out], **extra))
         elif layer[0] == "flatten":
             nodes.append(helper.make_node("Flatten", [cur], [out], axis=1))
             shape = (int(np.prod(shape)),)
@@ -786,7 +822,8 @@ class Instance:
 
     @property
     def kind(self) -> str:
-        return f"{self.net.kind}/{self.box_kind}/{self.spec_kind}/{self.delta_kind}"
+        net = self.net.kind if self.net.act == "relu" else f"{self.net.kind}-{self.net.act}"
+        return f"{net}/{self.box_kind}/{self.spec_kind}/{self.delta_kind}"
 
     @property
     def proof_only_pair(self) -> bool:
@@ -827,6 +864,104 @@ def ground_truth(net: Net, boxes, polys):
     return v_lo, v_hi, S
 
 
+def _interval(net: Net, l, u):
+    """Interval bounds ``(N, n_out)`` of the network's outputs over boxes ``(N, n_in)``: float64 centre-radius
+    products widened by 1e-9 relative (as :func:`interval_bounds`), each monotone activation at the ends widened
+    by 1e-12 relative (numpy's exp/log1p/tanh err by a few 1e-16). Independent of bnb's code."""
+    for i, (W, b) in enumerate(net.blocks):
+        c, r = (u + l) / 2, (u - l) / 2
+        zc, zr = c @ W.T + b, r @ np.abs(W).T
+        mag = np.maximum(np.abs(l), np.abs(u)) @ np.abs(W).T + np.abs(b)
+        l, u = zc - zr - 1e-9 * (mag + 1e-30), zc + zr + 1e-9 * (mag + 1e-30)
+        if i < len(net.blocks) - 1:
+            fl, fu = activate(net.act, l), activate(net.act, u)
+            l, u = fl - 1e-12 * np.abs(fl) - 1e-300, fu + 1e-12 * np.abs(fu) + 1e-300
+    return l, u
+
+
+def _interval_min(net: Net, lo, hi, C, d) -> float:
+    """A certified lower bound of ``min_x max_i (C f(x) - d)_i`` over the box: interval bounds of every row on
+    sub-boxes, the worst sub-box bisected along its widest input, :data:`GT_SPLITS` times."""
+    boxes = [(lo.astype(np.float64), hi.astype(np.float64))]
+
+    def bound(bl):
+        L = np.stack([b[0] for b in bl])
+        U = np.stack([b[1] for b in bl])
+        yl, yu = _interval(net, L, U)
+        Cp, Cm = np.maximum(C, 0), np.minimum(C, 0)
+        rows = yl @ Cp.T + yu @ Cm.T - d                                   # (N, rows) lower bounds
+        mag = np.maximum(np.abs(yl), np.abs(yu)) @ np.abs(C).T + np.abs(d)
+        return (rows - 1e-9 * (mag + 1e-30)).max(axis=1)
+    vals = list(bound(boxes))
+    for _ in range(GT_SPLITS):
+        k = int(np.argmin(vals))
+        bl, bu = boxes[k]
+        j = int(np.argmax(bu - bl))
+        if bu[j] - bl[j] <= 0:
+            break
+        mid = (bl[j] + bu[j]) / 2
+        left, right = (bl, np.where(np.arange(bl.size) == j, mid, bu)), (np.where(np.arange(bl.size) == j, mid, bl), bu)
+        boxes[k:k + 1] = [left, right]
+        vals[k:k + 1] = list(bound([left, right]))
+    return float(min(vals))
+
+
+def _search_min(net: Net, lo, hi, C, d, seed=0):
+    """``(value, x)``: the smallest ``max_i (C f(x) - d)_i`` found by 2000 samples and projected gradient descent
+    from the best 16 (float64 torch), the point inside the box; ``value`` evaluated by :meth:`Net.forward`."""
+    import torch
+    rng = np.random.default_rng(seed)
+    x = lo + (hi - lo) * rng.random((2000, lo.size))
+    x = np.vstack([x, lo, hi, (lo + hi) / 2])
+    g = (net.forward(x) @ C.T - d).max(axis=1)
+    start = x[np.argsort(g)[:16]]
+    blocks = [(torch.from_numpy(W), torch.from_numpy(b)) for W, b in net.blocks]
+    fn = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+          "softplus": torch.nn.functional.softplus,
+          "leaky_relu": lambda t: torch.nn.functional.leaky_relu(t, LEAKY_ALPHA)}[net.act]
+    t_lo, t_hi = torch.from_numpy(lo.astype(np.float64)), torch.from_numpy(hi.astype(np.float64))
+    xt = torch.from_numpy(start).requires_grad_(True)
+    Ct, dt = torch.from_numpy(C), torch.from_numpy(d)
+    for _ in range(40):
+        h = xt
+        for i, (W, b) in enumerate(blocks):
+            h = h @ W.T + b
+            if i < len(blocks) - 1:
+                h = fn(h)
+        val = (h @ Ct.T - dt).max(dim=1).values
+        (gr,) = torch.autograd.grad(val.sum(), xt)
+        with torch.no_grad():
+            xt -= 0.05 * (t_hi - t_lo) * gr.sign()
+            xt.copy_(torch.maximum(torch.minimum(xt, t_hi), t_lo))
+    pts = np.vstack([x, xt.detach().numpy()])
+    g = (net.forward(pts) @ C.T - d).max(axis=1)
+    k = int(np.argmin(g))
+    return float(g[k]), pts[k]
+
+
+def smooth_ground_truth(net: Net, boxes, polys):
+    """``(lo, hi, S)`` for a non-ReLU network (a MILP cannot encode its activation): ``hi`` = ``g`` at the best
+    point found by sampling and gradient descent (a real point of a box, evaluated in float64: the ``sat`` label
+    is exact, as with the MILP's argmin), ``lo`` = a certified interval branch-and-bound lower bound (the ``unsat``
+    label holds; it may lie far below the minimum: such unsat pairs are easier than the MILP's)."""
+    lows, highs = [], []
+    for (lo, hi), ps in zip(boxes, polys):
+        for C, d in ps:
+            if np.all(lo == hi):
+                v = margin(net, lo, C, d)
+                lows.append(v - 1e-9 * (1 + abs(v)))
+                highs.append(v)
+                continue
+            lows.append(_interval_min(net, lo, hi, C, d))
+            highs.append(_search_min(net, lo, hi, C, d)[0])
+    M = magnitude(net, boxes)
+    v_lo, v_hi = min(lows), min(highs)
+    if v_lo > v_hi:
+        raise MILPFailed(f"interval lower bound {v_lo!r} above a sampled value {v_hi!r}: a harness bug")
+    S = 1.0 + abs(v_hi) + max(float(np.max(np.abs(C) @ M + np.abs(d))) for ps in polys for C, d in ps)
+    return v_lo, v_hi, S
+
+
 def float32_bounds(boxes) -> bool:
     """Every bound of every box is a float32 number (the boxes a float32-typed query may use here)."""
     return all(np.array_equal(a, _f32(a)) for box in boxes for a in box)
@@ -841,14 +976,21 @@ def make_instances(seed: int, index: int, kinds=None, v2_float32=0.0):
     from its own stream, so the instances themselves do not depend on it).
     """
     kinds = kinds or {}
+    act = kinds.get("act") or "relu"
+    if act == "mixed":  # its own stream: the ReLU draws stay as they were
+        act = str(np.random.default_rng([seed, index, 3]).choice(ACTIVATIONS))
     rng = np.random.default_rng([seed, index])
-    net = random_net(rng, kinds.get("net"))
+    net_kind = kinds.get("net")
+    if act != "relu":  # chains only (the DAG ground truth carries tensors past a ReLU as relu(t), relu(-t))
+        net_kind = net_kind if net_kind in ("dense", "sparse", "conv") else str(rng.choice(["dense", "sparse", "conv"]))
+    net = random_net(rng, net_kind)
+    net.act = act
     box = random_box(rng, net.n_in, kinds.get("box"))
     boxes, polys0, spec_kind = random_spec(rng, net, box, kinds.get("spec"))
     delta_kind = kinds.get("delta") or str(rng.choice(list(DELTA), p=DELTA_P))
     t0 = time.monotonic()
     try:
-        v_lo, v_hi, S = ground_truth(net, boxes, polys0)
+        v_lo, v_hi, S = (ground_truth if act == "relu" else smooth_ground_truth)(net, boxes, polys0)
     except MILPFailed as e:
         return [], str(e)
     elapsed = time.monotonic() - t0
@@ -856,7 +998,7 @@ def make_instances(seed: int, index: int, kinds=None, v2_float32=0.0):
     delta = rel * S + absolute
     # hair deltas only under real semantics (v1): float32 evaluation errs by far more than 1e-6
     v2 = (float32_bounds(boxes) and np.random.default_rng([seed, index, 2]).random() < v2_float32
-          and delta_kind != "hair")
+          and delta_kind != "hair" and act == "relu")  # (float32 queries on other activations are refused)
     out = []
     for label, shift in (("sat", v_hi + delta), ("unsat", v_lo - delta)):
         polys = [[(C, d + shift) for C, d in ps] for ps in polys0]
@@ -906,6 +1048,10 @@ def sample_configs(rng, k: int) -> list[tuple[str, ...]]:
             out.append(c)
     return out
 
+
+# configurations that refuse non-ReLU networks (tests/test_sshaped.py), replaced by the nearest that applies
+NON_RELU_SUBSTITUTE = {"bounds.method=mn-crown": "bounds.method=alpha", "bab.branching=relu": "bab.branching=input",
+                       "bab.branching=partition": "bab.branching=input"}
 
 LEAK = "replayed in proof-only mode"  # bnb's message when the engine asks for a replay in proof-only mode
 
@@ -1069,6 +1215,8 @@ def run_index(seed, index, n_configs=3, timeout=5.0, forced=None, keep=None, kin
             configs = [tuple(forced)] if forced is not None else sample_configs(crng, n_configs)
             sess = None
             for ov in configs:
+                if inst.net.act != "relu":  # what applies to these activations (the others refuse them by name)
+                    ov = tuple(NON_RELU_SUBSTITUTE.get(o, o) for o in ov)
                 if proof_only or inst.proof_only_pair:
                     ov = with_proof_only(ov)
                 po = is_proof_only(ov)
@@ -1191,8 +1339,10 @@ def family_table(rows) -> list[str]:
     count: dict = {}
     for r in rows:
         net, box, _, delta = r["kind"].split("/")
+        net, _, act = net.partition("-")
         mode = "proof-only" if r.get("proof_only") else "falsifying"
-        for key in (("net", net), ("box", box), ("delta", delta), ("route", r.get("route", "v1")), ("mode", mode)):
+        for key in (("net", net), ("act", act or "relu"), ("box", box), ("delta", delta),
+                    ("route", r.get("route", "v1")), ("mode", mode)):
             c = count.setdefault(key, Counter())
             c["pairs"] += 1
             c[r["verdict"]] += 1
@@ -1200,7 +1350,8 @@ def family_table(rows) -> list[str]:
             c["exact"] += r.get("witness") == "exact"
             c["decidable"] += r.get("decidable", 0)
             c["decided"] += r.get("decided", 0)
-    order = ([("net", k) for k in NET_KINDS] + [("box", k) for k in BOX_KINDS] + [("delta", k) for k in DELTA]
+    order = ([("net", k) for k in NET_KINDS] + [("act", k) for k in ACTIVATIONS] + [("box", k) for k in BOX_KINDS]
+             + [("delta", k) for k in DELTA]
              + [("route", k) for k in ROUTES] + [("mode", k) for k in ("proof-only", "falsifying")])
     out = [f"{'family':>16} " + " ".join(f"{c:>7}" for c in cols) + f" {'decided':>14}"]
     for key in order:
@@ -1269,6 +1420,8 @@ def main(argv=None):
                     "repeatable; unspecified grid keys take the verifier's defaults)")
     for k, choices in (("net", NET_KINDS), ("box", BOX_KINDS), ("spec", SPEC_KINDS), ("delta", tuple(DELTA))):
         ap.add_argument(f"--{k}", choices=choices, help=f"force the {k} family")
+    ap.add_argument("--act", choices=ACTIVATIONS + ("mixed",),
+                    help="the activation of the chain networks (default relu; mixed: one drawn per instance)")
     ap.add_argument("--v2-float32", type=float, default=V2_FLOAT32, metavar="FRACTION",
                     help=f"share of draws whose bounds are all float32 numbers written as float32-typed VNN-LIB 2.0 "
                     f"queries (default {V2_FLOAT32:g}; 1: all of them, 0: none)")
@@ -1287,7 +1440,7 @@ def main(argv=None):
         a.timeout = min(a.timeout, 3.0)
     import torch
     torch.set_num_threads(1)
-    kinds = {k: getattr(a, k) for k in ("net", "box", "spec", "delta") if getattr(a, k)}
+    kinds = {k: getattr(a, k) for k in ("net", "box", "spec", "delta", "act") if getattr(a, k)}
     s = fuzz((a.n + 1) // 2, a.seed, a.configs, a.timeout, a.jobs, a.keep, a.out, a.instance, a.sets, kinds or None,
              start=a.start, v2_float32=a.v2_float32, proof_only=a.proof_only, short_timeout=a.short_timeout)
     print_summary(s)

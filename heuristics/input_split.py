@@ -86,7 +86,7 @@ def gradient_interval(net, C: torch.Tensor, pre_bounds: list):
     every point whose pre-activations lie in ``pre_bounds``: backwards through the network, each ReLU's
     derivative is 1 (active), 0 (inactive) or anywhere in ``[0, 1]`` (unstable). A heuristic, not a bound
     anything is proven with (plain float arithmetic)."""
-    relus = net.relu_indices()
+    relus = net.activation_indices() if hasattr(net, "activation_indices") else net.relu_indices()
     lo = hi = C
     j = len(relus) - 1
     for idx in range(len(net.layers) - 1, -1, -1):

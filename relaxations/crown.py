@@ -98,7 +98,8 @@ def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=Non
             continue
         k -= 1
         r = relax[k]
-        if r.low_int is not None:  # (the error bound below covers lower bounds through the origin only)
+        general = getattr(r, "general_lines", False)
+        if r.low_int is not None and not general:  # (the ReLU-form error bound covers lines through the origin)
             raise NotImplementedError("back-substitution through a lower bound with an intercept")
         Af = A.reshape(N, m, -1)
         if pending is not None:
@@ -125,6 +126,12 @@ def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=Non
                 carry = (G, cons)
         if collect:
             coeffs[k] = Af
+        if general:
+            if G is not None or (betas is not None and r.split is not None):
+                raise ValueError("split or multi-neuron constraints on a non-ReLU activation")
+            A, bias, err, pending = _general_step(Af, r, None if alphas is None else alphas[k], bias, err,
+                                                  errors is not None, layer.in_shape)
+            continue
         neg = Af.clamp(max=0)
         low = r.lower_slope(None if alphas is None else alphas[k])
         P = torch.where(Af >= 0, Af * low, Af * r.up_slope[:, None])  # one rounding per entry
@@ -165,6 +172,30 @@ def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=Non
     if carry is not None:
         A, err = _add_carry(A, carry, err, errors is not None)
     return A, bias, coeffs, err
+
+
+def _general_step(Af, r, alpha, bias, err, rigorous, in_shape):
+    """One activation with general lines (:meth:`ActivationRelaxation.lines`: both intercepts, any sign) in
+    :func:`backward`: ``y`` replaced by its lower line where the coefficient ``Af`` ``(N, m, n)`` is positive, its
+    upper line where negative. Returns ``(A (N, m, *in_shape), bias, err, pending)``: with ``rigorous``, ``err``
+    grows by the rounding of the constant (``2 n`` rounded products summed: ``err_coeff(2 n)`` times their
+    magnitude) and ``pending`` holds the weights of the coefficients' own rounding (one product per entry, times
+    ``|z| <= r.reach``), as in the ReLU step."""
+    N, m, n = Af.shape
+    dt = Af.dtype
+    lo_s, lo_i, up_s, up_i = r.lines(alpha)
+    pos, neg = Af.clamp(min=0), Af.clamp(max=0)
+    P = torch.where(Af >= 0, Af * lo_s, Af * up_s)                  # one rounding per entry
+    c = (pos * lo_i).sum(-1) + (neg * up_i).sum(-1)
+    bias = bias + c
+    pending = None
+    if rigorous:
+        mag = (pos.detach() * lo_i.detach().abs()).sum(-1) + (neg.detach().abs() * up_i.detach().abs()).sum(-1)
+        rz = r.reach
+        under = (3 * n + 4) * tiny(dt) * (1 + rz.sum(-1, keepdim=True))
+        err = err + err_coeff(2 * n + 1, dt) * mag + err_coeff(0, dt) * bias.detach().abs() + under
+        pending = (err_coeff(2, dt) * rz).reshape(N, *in_shape)
+    return P.reshape(N, m, *in_shape), bias, err, pending
 
 
 def _add_carry(Af, carry, err, rigorous):
@@ -269,14 +300,20 @@ def _forward_linear(net, state, lower_slope, rigorous=True):
         out.append((l, u))
         split = None if state.splits is None else state.splits[j]
         rl = layer.relaxation(l, u, split, lower_slope)
-        if rl.low_int is not None:  # (the slack below covers lower bounds through the origin only)
+        general = getattr(rl, "general_lines", False)
+        if rl.low_int is not None and not general:  # (the slack below covers lower bounds through the origin only)
             raise NotImplementedError("forward linear bounds through a lower bound with an intercept")
         shape = (N, 1, *layer.in_shape)
         a = rl.low_slope.reshape(shape)
         s, t = rl.up_slope.reshape(shape), rl.up_int.reshape(shape)
         cm = const_mask.reshape(1, n_in + 1, *([1] * len(layer.in_shape)))
         # y >= a z >= a L (a >= 0);  y <= s z + t <= s U + t (s >= 0)
-        L, U = a * L, s * U + cm * t
+        if general:  # y >= a z + b >= a L + b: the lower intercept joins the constant slot
+            b = rl.low_int.reshape(shape)
+            L, U = a * L + cm * b, s * U + cm * t
+            t = t.abs() + b.abs()  # (the magnitude of the intercepts, for the slack below)
+        else:
+            L, U = a * L, s * U + cm * t
         if rigorous:
             # one rounded product per slot (and the sum s U_c + t in the constant slot, whose product
             # |s U_c| <= |U_c'| + t may exceed the result): err_coeff(2) (|L'| + |U'| + t) over |x| <= rx
@@ -305,10 +342,15 @@ def _bound_rows_at(net, idx, A0, relax, state, alphas=None, rigorous=True, cache
 ROW_BUDGET_BYTES = 512 * 2 ** 20
 
 
-def unstable_rows(l, u):
+def unstable_rows(l, u, layer=None):
     """``(N, k)`` indices of the neurons that ``(l, u)`` leaves unstable (``k`` the largest count in the batch;
-    domains with fewer pad with stable neurons, whose refined bounds are just as valid), or None when none is."""
-    unstable = (l < 0) & (u > 0)
+    domains with fewer pad with stable neurons, whose refined bounds are just as valid), or None when none is.
+    A smooth activation ``layer`` (not piecewise linear: every neuron's bounds shape its lines) gives every
+    neuron of positive width."""
+    if layer is not None and not getattr(layer, "piecewise_linear", True):
+        unstable = u > l
+    else:
+        unstable = (l < 0) & (u > 0)
     k = int(unstable.sum(dim=1).max()) if unstable.numel() else 0
     return None if k == 0 else torch.topk(unstable.to(torch.int8), k, dim=1).indices
 
@@ -333,7 +375,7 @@ def _crown_unstable_only(net, idx, l, u, relax, state, rigorous=True, cache=None
     The rows go in chunks whose coefficient tensors (``N x 2 chunk x`` the widest earlier layer) stay within
     ``ROW_BUDGET_BYTES``: a convolutional layer with thousands of unstable neurons is bounded without holding
     every row's coefficients at once."""
-    sel = unstable_rows(l, u)
+    sel = unstable_rows(l, u, net.layers[idx])
     if sel is None:
         return l, u
     N, k = sel.shape
@@ -358,7 +400,7 @@ def intermediate_bounds(net, state: DomainState, lower_slope="adaptive", mode="c
     Every bound is rigorous (rounding included) unless ``rigorous`` is False; IBP always is.
     """
     N = state.size
-    relus = net.relu_indices()
+    relus = net.activation_indices()
     if state.pre_bounds is None and mode == "forward":
         state = DomainState(state.lower, state.upper, state.splits,
                             _forward_linear(net, state, lower_slope, rigorous))

@@ -50,6 +50,7 @@ def evaluation_error(net, lower, upper, dtype: torch.dtype = torch.float32) -> t
     layer ``k`` through the mean-value form of every ReLU between (a factor in ``[0, 1]``, exactly 1 or 0 where
     both the real and the float input have a known sign), bounded as an interval matrix (centre and radius), which
     keeps the sign cancellations that the forward ``|W|`` products lose."""
+    net.require_relu("float32 semantics (the float32 evaluation error bound)")
     net = net.to(dtype=torch.float64)
     lo = torch.as_tensor(lower, dtype=torch.float64).reshape(1, *net.in_shape)
     hi = torch.as_tensor(upper, dtype=torch.float64).reshape(1, *net.in_shape)

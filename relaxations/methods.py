@@ -30,11 +30,19 @@ def bound_rows(net, state: DomainState, C: torch.Tensor, method: str, opts: Boun
     alpha-CROWN optimises the intermediate layers' slopes too. ``settled(lb, infeasible) -> (N, m) bool``: rows
     that need no more work, so that alpha/beta-CROWN stop when all are (:func:`relaxations.optimize.optimized`);
     ``should_stop()``: stop optimising now (a deadline), with the best bound so far."""
+    relu_only = getattr(net, "relu_only", True)
+    if not relu_only and (method in LP_METHODS or method == "mn-crown"):
+        net.require_relu(f"bounding method {method!r}")
     if method == "mn-crown":
         res = mn_crown(net, state, C, opts, iters=iters, want_upper=want_upper, settled=settled,
                        should_stop=should_stop)
     else:
         res = _bound_rows(net, state, C, method, opts, iters, optimize_intermediate, want_upper, settled, should_stop)
+    if not relu_only and method != "ibp":  # fixed lines of a smooth activation can be worse than IBP: its floor
+        floor = _bound_rows(net, state, C, "ibp", opts, iters, optimize_intermediate, want_upper, None, None)
+        res.lb = torch.maximum(res.lb, floor.lb)
+        if res.ub is not None:
+            res.ub = torch.minimum(res.ub, floor.ub)
     res.lb = finite_or_neg_inf(res.lb)
     if res.infeasible is None:  # IBP and the LP methods prove no domain empty
         res.infeasible = torch.zeros(state.size, dtype=torch.bool, device=res.lb.device)

@@ -12,7 +12,11 @@ import math
 
 import torch
 
-from relaxations.layers import Conv2d, ElementwiseAffine, Layer, Linear, ReLU, Reshape
+from relaxations.layers import Conv2d, ElementwiseAffine, Layer, LeakyReLU, Linear, ReLU, Reshape, SmoothActivation
+
+
+class UnsupportedNetwork(ValueError):
+    """A method that does not apply to this network's activations (e.g. ReLU splitting on a sigmoid network)."""
 
 
 class Network:
@@ -51,8 +55,27 @@ class Network:
         return torch.device("cpu")
 
     def relu_indices(self) -> list[int]:
-        """Positions in ``layers`` of the ReLU layers, in order."""
+        """Positions in ``layers`` of the ReLU layers, in order (only ReLU: see :meth:`activation_indices`)."""
         return [i for i, layer in enumerate(self.layers) if isinstance(layer, ReLU)]
+
+    def activation_indices(self) -> list[int]:
+        """Positions in ``layers`` of every activation (non-affine) layer, in order: what the bounding methods
+        relax (ReLU, sigmoid, tanh, softplus, LeakyReLU)."""
+        return [i for i, layer in enumerate(self.layers) if not layer.affine]
+
+    @property
+    def relu_only(self) -> bool:
+        """True when every activation is a ReLU: what ReLU splitting, multi-neuron constraints, the LP/MILP
+        encodings and the float32 evaluation bound require."""
+        return self.relu_indices() == self.activation_indices()
+
+    def require_relu(self, what: str) -> None:
+        """Raise :class:`UnsupportedNetwork` naming ``what`` when the network has an activation other than ReLU."""
+        if not self.relu_only:
+            kinds = sorted({repr(self.layers[i]).split("(")[0] for i in self.activation_indices()
+                            if not isinstance(self.layers[i], ReLU)})
+            raise UnsupportedNetwork(f"{what} supports ReLU networks only (this network has {', '.join(kinds)} "
+                                     "layers)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_size)`` or ``(N, *in_shape)`` -> ``(N, out_size)``."""
@@ -71,15 +94,17 @@ class Network:
         return net
 
     def describe(self) -> str:
-        relus = [self.layers[i].out_size for i in self.relu_indices()]
+        acts = [self.layers[i].out_size for i in self.activation_indices()]
         kinds = sorted({type(layer).__name__ for layer in self.layers})
-        return (f"{self.in_size} inputs -> {self.out_size} outputs, {len(relus)} ReLU layers "
-                f"({sum(relus)} neurons: {relus}), layers: {', '.join(kinds)}")
+        name = "ReLU" if self.relu_only else "activation"
+        return (f"{self.in_size} inputs -> {self.out_size} outputs, {len(acts)} {name} layers "
+                f"({sum(acts)} neurons: {acts}), layers: {', '.join(kinds)}")
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
     def from_torch(cls, module: torch.nn.Module, in_shape) -> "Network":
-        """From an ``nn.Sequential`` of Linear / Conv2d / ReLU / Flatten (float64 copy of the weights)."""
+        """From an ``nn.Sequential`` of Linear / Conv2d / ReLU / Sigmoid / Tanh / Softplus (beta 1) / LeakyReLU /
+        Flatten (float64 copy of the weights). (``nn.Softplus``'s threshold is a float shortcut: the real softplus.)"""
         layers: list[Layer] = []
         shape = tuple(in_shape)
         for mod in module.children() if isinstance(module, torch.nn.Sequential) else [module]:
@@ -97,10 +122,17 @@ class Network:
                 layers.append(Conv2d(w, b, shape, mod.stride, mod.padding, mod.dilation, mod.groups))
             elif isinstance(mod, torch.nn.ReLU):
                 layers.append(ReLU(shape))
+            elif isinstance(mod, (torch.nn.Sigmoid, torch.nn.Tanh)):
+                layers.append(SmoothActivation(shape, type(mod).__name__.lower()))
+            elif isinstance(mod, torch.nn.Softplus) and mod.beta == 1:
+                layers.append(SmoothActivation(shape, "softplus"))
+            elif isinstance(mod, torch.nn.LeakyReLU):
+                layers.append(LeakyReLU(shape, mod.negative_slope))
             elif isinstance(mod, torch.nn.Flatten):
                 layers.append(Reshape(shape, (math.prod(shape),)))
             else:
-                raise ValueError(f"unsupported module {type(mod).__name__} (Linear, Conv2d, ReLU, Flatten only)")
+                raise ValueError(f"unsupported module {type(mod).__name__} (Linear, Conv2d, ReLU, Sigmoid, Tanh, "
+                                 "Softplus, LeakyReLU, Flatten only)")
             shape = layers[-1].out_shape
         return cls(layers, in_shape)
 

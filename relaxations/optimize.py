@@ -85,7 +85,7 @@ def optimized(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iter
         ref_relax = intermediate_bounds(net, state, lower_slope, "crown", rigorous=rigorous)
     reference = [(r.l, r.u) for r in ref_relax] if state.pre_bounds is None else None
     opt_inter = optimize_intermediate and state.pre_bounds is None
-    relus = net.relu_indices()
+    relus = net.activation_indices()
     sizes = [r.l.shape[1] for r in ref_relax]
     dt, dev = Cn.dtype, Cn.device
 
@@ -106,7 +106,7 @@ def optimized(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iter
     alpha_rows = {}  # intermediate slopes only for the neurons the reference leaves unstable (stable ones stay)
     if opt_inter:
         for j in range(1, len(relus)):
-            sel = unstable_rows(ref_relax[j].l, ref_relax[j].u)
+            sel = unstable_rows(ref_relax[j].l, ref_relax[j].u, net.layers[relus[j]])
             if sel is not None:
                 alpha_rows[j] = sel
                 init_alpha(2 * sel.shape[1], j, j)

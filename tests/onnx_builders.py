@@ -117,6 +117,24 @@ def _relu(rng):
             {"W": _r(rng, 5, 3), "b": _r(rng, 5)}, (1, 3))
 
 
+def _smooth(op):
+    """Builders of an elementwise activation ``op``: after a Gemm (a chain), and on one tensor of a graph (the
+    residual ``x + act(W x)``: the activation acts on one slot of the state, the identity on the carried one)."""
+    def chain(rng):
+        return ([node("Gemm", ["x", "W", "b"], "h", transB=1), node(op, ["h"], "y")],
+                {"W": 3 * _r(rng, 5, 3), "b": _r(rng, 5)}, (1, 3))
+
+    def graph(rng):
+        return ([node("Gemm", ["x", "W"], "h", transB=1), node(op, ["h"], "r"), node("Add", ["x", "r"], "y")],
+                {"W": 3 * _r(rng, 3, 3)}, (1, 3))
+    return [chain, graph]
+
+
+def _leaky_relu_alpha(rng):  # an explicit slope, after a convolution
+    return ([node("Conv", ["x", "W"], "h"), node("LeakyRelu", ["h"], "y", alpha=0.25)],
+            {"W": _r(rng, 2, 1, 2, 2)}, (1, 1, 3, 3))
+
+
 def _flatten(rng):
     return [node("Flatten", ["x"], "h", axis=1), node("Relu", ["h"], "y")], {}, (1, 2, 3, 2)
 
@@ -319,6 +337,10 @@ BUILDERS = {
     "Div": [_div],
     "Neg": [_neg],
     "Relu": [_relu],
+    "Sigmoid": _smooth("Sigmoid"),
+    "Tanh": _smooth("Tanh"),
+    "Softplus": _smooth("Softplus"),
+    "LeakyRelu": _smooth("LeakyRelu") + [_leaky_relu_alpha],
     "Flatten": [_flatten, _flatten_axis],
     "Reshape": [_reshape, _reshape_copy_dims],
     "Constant": [_constant],
@@ -377,4 +399,5 @@ def build_refused(op: str):
         nodes, out_type = [node(op, ["x"], "y", axis=1)], INT64
     else:  # elementwise activations
         nodes = [node(op, ["x"], "y")]
-    return make_model(nodes, inits, shape, 13, out_type, in_type), shape
+    opset = {"Gelu": 20, "Mish": 18, "HardSwish": 14}.get(op, 13)
+    return make_model(nodes, inits, shape, opset, out_type, in_type), shape

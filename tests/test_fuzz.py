@@ -286,3 +286,27 @@ def test_awkward_boxes_on_graph_networks(tmp_path, net, box, label, allowed):
     for method in ("crown", "alpha", "beta"):
         for branching, (verdict, msg) in _verdicts(onnx_path, vnn_path, method, "float32", label).items():
             assert verdict in allowed, f"{method} {branching}: {verdict} ({msg})"
+
+
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "softplus", "leaky_relu"])
+def test_fuzz_smooth_activations_no_wrong_verdicts(act):
+    """A quick run of chain networks with each non-ReLU activation: no wrong verdict, no error, some decided;
+    the ground truth brackets sampled values (its lower bound below, its argmin value attained)."""
+    s = F.fuzz(5, seed=11, n_configs=2, timeout=2.0, kinds={"act": act}, log=lambda msg: None)
+    bad = [f"{r['status']}: {r['kind']} label {r['label']} -> {r['verdict']} [{r['overrides']}] "
+           f"{r['message'][:300]}" for r in s["rows"] if r["status"] != "ok"]
+    assert not bad, "\n".join(bad)
+    assert all(act in r["kind"] for r in s["rows"]) and s["decided"] >= 1
+
+
+def test_smooth_ground_truth_brackets_sampled_values():
+    rng = np.random.default_rng(5)
+    for act in ("sigmoid", "tanh", "softplus", "leaky_relu"):
+        net = F.random_net(rng, "dense")
+        net.act = act
+        lo, hi = -np.ones(net.n_in), np.ones(net.n_in)
+        C, d = np.eye(net.n_out)[:1], np.zeros(1)
+        v_lo, v_hi, _ = F.smooth_ground_truth(net, [(lo, hi)], [[(C, d)]])
+        x = lo + (hi - lo) * rng.random((5000, net.n_in))
+        vals = (net.forward(x) @ C.T - d).max(axis=1)
+        assert v_lo <= vals.min() and v_hi <= vals.min() + 1e-12 and v_lo <= v_hi

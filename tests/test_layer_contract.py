@@ -28,10 +28,12 @@ from relaxations.layers import (
     ElementwiseAffine,
     Gather,
     Layer,
+    LeakyReLU,
     Linear,
     MatMul,
     ReLU,
     Reshape,
+    SmoothActivation,
     Stage,
     dense_map,
 )
@@ -72,6 +74,10 @@ INSTANCES = {
         (2, None, Linear(_randn(g, 3, 10), _randn(g, 3))),      # a term on the whole state
     ])],
     ReLU: [lambda g: ReLU((7,)), lambda g: ReLU((2, 3))],
+    SmoothActivation: [lambda g: SmoothActivation((7,), "sigmoid"), lambda g: SmoothActivation((2, 3), "tanh"),
+                       lambda g: SmoothActivation((7,), "softplus"),
+                       lambda g: SmoothActivation((6,), "tanh", mask=[True, False] * 3)],
+    LeakyReLU: [lambda g: LeakyReLU((7,), 0.1), lambda g: LeakyReLU((2, 3), 0.0, mask=[True, False] * 3)],
 }
 
 
@@ -258,7 +264,13 @@ def test_activation_relaxation_encloses_it_in_exact_arithmetic(cls, make, dtype)
     per = x.shape[0] // n_box
     mine = rel.select(torch.arange(n_box).repeat_interleave(per))  # each point with its box's relaxation
     xf, fx = x.reshape(x.shape[0], -1), layer.forward(x).reshape(x.shape[0], -1)
+    if getattr(rel, "general_lines", False):
+        return _general_lines_enclose(layer, rel, mine, xf, n_box, per, dtype)
     X, F = _fractions(xf), _fractions(fx)
+    if isinstance(layer, LeakyReLU):  # the real max(x, a x), not its rounded float value
+        a, mask = Fraction(layer.alpha), getattr(layer, "mask", None)
+        n = xf.shape[1]
+        F = [max(z, a * z) if mask is None or mask[i % n] else z for i, z in enumerate(X)]
     low_int = [Fraction(0)] * len(X) if mine.low_int is None else _fractions(mine.low_int)
     low = [a * z + b for a, z, b in zip(_fractions(mine.lower_slope()[:, 0]), X, low_int)]
     up = [a * z + b for a, z, b in zip(_fractions(mine.up_slope), X, _fractions(mine.up_int))]
@@ -276,12 +288,59 @@ def test_activation_relaxation_encloses_it_in_exact_arithmetic(cls, make, dtype)
     assert bool((fx.abs() <= mine.out_reach()).all())
 
 
+def _real_values(layer, xf):
+    """The real activation at the float points ``xf`` ``(P, n)``, as mpmath numbers at 60 digits (identity off the
+    layer's mask): for the transcendental activations, where the float ``forward`` is only an approximation."""
+    import mpmath
+    mp = mpmath.mp.clone() if hasattr(mpmath.mp, "clone") else mpmath.mp
+    mp.dps = 60
+    fn = {"sigmoid": lambda z: 1 / (1 + mp.exp(-z)), "tanh": mp.tanh, "softplus": lambda z: mp.log1p(mp.exp(z))}
+    mask = getattr(layer, "mask", None)
+    out = []
+    for row in xf.tolist():
+        vals = []
+        for i, v in enumerate(row):
+            z = mp.mpf(v)
+            on = mask is None or bool(mask[i])
+            vals.append(fn[layer.kind](z) if on else z)
+        out.append(vals)
+    return out
+
+
+def _general_lines_enclose(layer, rel, mine, xf, n_box, per, dtype):
+    """Lines with both intercepts (:meth:`lines`): the default ones and those of any projected alpha enclose the
+    real activation at the sample points (mpmath at 60 digits against the exact value of each line)."""
+    import mpmath
+    F = _real_values(layer, xf)
+
+    def check(ls, li, us, ui):
+        for p, (frow, zrow) in enumerate(zip(F, xf.tolist())):
+            for i, (f, z) in enumerate(zip(frow, zrow)):
+                lo = Fraction(float(ls[p, i])) * Fraction(z) + Fraction(float(li[p, i]))
+                hi = Fraction(float(us[p, i])) * Fraction(z) + Fraction(float(ui[p, i]))
+                assert mpmath.mpf(lo.numerator) / lo.denominator <= f <= mpmath.mpf(hi.numerator) / hi.denominator, \
+                    (p, i, z, float(lo), float(f), float(hi))
+
+    ls, li, us, ui = (t[:, 0] for t in mine.lines())
+    check(ls, li, us, ui)
+    alpha = rel.initial_alpha(2)
+    alpha = rel.project_(alpha + 3 * _randn(_gen(5), *alpha.shape).to(dtype))
+    lines = rel.lines(alpha)
+    assert all(t.shape == (n_box, 2, rel.l.shape[1]) for t in lines)
+    for row in range(2):
+        check(*(t[:, row].repeat_interleave(per, 0) for t in lines))
+    fx = layer.forward(xf.reshape(xf.shape[0], *layer.in_shape)).reshape(xf.shape[0], -1)
+    assert bool((fx.abs() <= mine.out_reach()).all())
+
+
 @pytest.mark.parametrize("cls,make", ACTIVATIONS)
 def test_activation_parameter_life_cycle(cls, make):
     layer, _ = _instance(cls, make, F64)
     l, u = _boxes(layer.in_shape, F64, n=3, centre=0.7)
     rel = layer.relaxation(l.reshape(3, -1), u.reshape(3, -1))
     n = rel.l.shape[1]
+    if getattr(rel, "general_lines", False):
+        return _general_life_cycle(layer, rel, l, u)
     assert rel.optimisable.shape == (3, n) and rel.optimisable.dtype == torch.bool
     fresh = rel.initial_alpha(4)
     assert fresh.shape == (3, 4, n) and torch.equal(fresh, rel.lower_slope().expand(3, 4, n))
@@ -295,3 +354,27 @@ def test_activation_parameter_life_cycle(cls, make):
     for name in ("l", "u", "up_slope", "up_int", "infeasible"):
         assert torch.equal(getattr(part, name), getattr(whole, name)), name
     assert torch.equal(part.lower_slope(), whole.lower_slope())
+
+
+def _general_life_cycle(layer, rel, l, u):
+    """The parameter life cycle of a relaxation with general lines (parameters of any per-neuron shape)."""
+    n = rel.l.shape[1]
+    assert rel.optimisable.shape == (3, n) and rel.optimisable.dtype == torch.bool
+    fresh = rel.initial_alpha(4)
+    assert fresh.shape[:2] == (3, 4) and fresh.shape[-1] == n
+    assert torch.equal(rel.project_(fresh.clone()), fresh)  # the defaults are valid parameters
+    for got, want in zip(rel.lines(fresh), rel.lines()):     # and give the default lines (up to rounding)
+        assert torch.allclose(got, want.expand_as(got), rtol=1e-9, atol=1e-12)
+    warm = rel.project_(fresh + _randn(_gen(6), *fresh.shape))
+    again = rel.initial_alpha(4, warm)
+    assert torch.equal(again, warm) and again.data_ptr() != warm.data_ptr()
+    assert torch.equal(rel.initial_alpha(5, warm), rel.initial_alpha(5))  # a misfit is not used
+    rel.lines(warm)  # (fills any per-relaxation cache before the selection)
+    part = rel.select(torch.tensor([2, 0]))
+    whole = layer.relaxation(l.reshape(3, -1)[[2, 0]], u.reshape(3, -1)[[2, 0]])
+    for got, want in zip(part.lines(warm[[2, 0]]), whole.lines(warm[[2, 0]])):
+        assert torch.allclose(got, want, rtol=1e-12, atol=1e-15)
+    for name in ("l", "u", "infeasible"):
+        assert torch.equal(getattr(part, name), getattr(whole, name)), name
+    for name in ("up_slope", "up_int", "low_slope", "low_int"):  # (vectorised libm values depend on the batch)
+        assert torch.allclose(getattr(part, name), getattr(whole, name), rtol=1e-12, atol=1e-15), name

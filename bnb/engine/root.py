@@ -108,5 +108,10 @@ def run_bab(net, lower, upper, polys, opts: EngineOptions, deadline, validate, s
     mode = ro.branching
     if mode == "auto":
         mode = "input" if net.in_size <= 16 else "relu"
+        if mode == "relu" and not net.relu_only:  # no activation splits yet: the root bound is the answer
+            log("branch and bound: ReLU splitting does not apply to this network's activations; unknown")
+            return "unknown", None
+    if mode in ("relu", "partition"):
+        net.require_relu(f"bab.branching={mode}")
     stats["branching"] = mode
     return search(strategy_class(mode)(ctx, r, values, coef), opts.loop, deadline, stats, log)

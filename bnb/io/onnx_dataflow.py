@@ -4,8 +4,10 @@
 A tensor on the data path is computed from the network input; every other tensor is a constant. Data tensors
 keep their full ONNX shapes (the leading batch dimension of size 1 included, so that an op may act on any axis).
 An op is either ``("affine", out, [(in, layer), ...])``, ``out`` the sum of the terms (a layer from
-:mod:`relaxations.layers` applied to a data tensor), or ``("relu", out, in)``. Elementwise maps and reshapes of a
-tensor with a batch dimension of 1 act on its per-sample shape (:func:`sample_form`), as the layers of a chain do.
+:mod:`relaxations.layers` applied to a data tensor), ``("relu", out, in)`` or ``("act", out, in, (kind, param))``
+(another activation: ``sigmoid``, ``tanh``, ``softplus``, ``leaky_relu`` with its slope). Elementwise maps and
+reshapes of a tensor with a batch dimension of 1 act on its per-sample shape (:func:`sample_form`), as the layers of
+a chain do.
 """
 from __future__ import annotations
 
@@ -89,6 +91,12 @@ class Dataflow:
         x = self.name(x)
         self.shapes[out] = self.shapes[x]
         self.ops.append(("relu", out, x))
+
+    def activation(self, x: str, out: str, kind: str, param=None):
+        """``out = f(x)`` for a non-ReLU activation ``kind`` (``param``: LeakyRelu's slope)."""
+        x = self.name(x)
+        self.shapes[out] = self.shapes[x]
+        self.ops.append(("act", out, x, (kind, param)))
 
     def emit(self, terms, out=None, shape=None) -> str:
         """Add ``out = sum of layer(in)`` over ``terms`` ``[(in, layer)]``, of full shape ``shape`` (by default

@@ -8,6 +8,9 @@ is non-negative and passes unchanged (``relu(t) = t``, a stable active neuron); 
 is carried as ``(t, -t)`` and recombined as ``relu(t) - relu(-t) = t`` after it (exact in real arithmetic; the
 pair is relaxed like any two neurons, and BaB may split it).
 
+Any other activation (sigmoid, tanh, softplus, LeakyReLU) acts on its own slot of the state only: its layer is the
+identity on the carried tensors (the layer's ``mask``).
+
 Where only one tensor is live, the op's own layer is emitted (a ReLU at the tensor's per-sample shape), so a
 model that is a chain of operators becomes the chain of their layers, and chain-shaped parts of a graph keep
 their chain form.
@@ -18,7 +21,7 @@ import math
 
 import torch
 
-from relaxations.layers import ElementwiseAffine, Gather, ReLU, Reshape, Stage
+from relaxations.layers import ElementwiseAffine, Gather, LeakyReLU, ReLU, Reshape, SmoothActivation, Stage
 
 
 def _live_ops(ops: list, out: str) -> tuple[list, dict]:
@@ -37,6 +40,14 @@ def _relu_shape(shape: tuple) -> tuple:
     """The shape of a chain step's ReLU on a tensor of full ONNX shape ``shape``: its per-sample shape where the
     leading dimension is a batch of 1, else flat."""
     return tuple(shape[1:]) if len(shape) > 1 and shape[0] == 1 else (math.prod(shape),)
+
+
+def _activation(spec, shape: tuple, mask=None):
+    """The layer of a non-ReLU activation op's ``(kind, param)`` at per-sample ``shape``, identity off ``mask``."""
+    kind, param = spec
+    if kind == "leaky_relu":
+        return LeakyReLU(shape, param, mask)
+    return SmoothActivation(shape, kind, mask)
 
 
 def _negation(n: int) -> ElementwiseAffine:
@@ -63,14 +74,19 @@ def lower(ops: list, inp: str, out: str, shapes: dict) -> list:
     def carry(names, slots):
         return [(slots.index(n), names.index(n), Reshape((size[n],), (size[n],))) for n in names if n in slots]
 
-    for kind, name, arg in ops:
+    for op in ops:
+        kind, name, arg = op[:3]
         consumed = [t[0] for t in arg] if kind == "affine" else [arg]
         for c in consumed:
             uses[c] -= 1
         if len(live) == 1 and consumed == live and not uses[live[0]]:  # a chain step: the op's own layer
-            layers.append(arg[0][1] if kind == "affine" else ReLU(_relu_shape(shapes[arg])))
-            if kind == "relu":
+            if kind == "affine":
+                layers.append(arg[0][1])
+            else:
+                shape = _relu_shape(shapes[arg])
+                layers.append(ReLU(shape) if kind == "relu" else _activation(op[3], shape))
                 size[name] = size[arg]
+            if kind == "relu":
                 nonneg.add(name)
             live = [name]
             continue
@@ -79,6 +95,15 @@ def lower(ops: list, inp: str, out: str, shapes: dict) -> list:
             outs = kept + [name]
             terms = carry(live, kept) + [(len(kept), live.index(i), layer) for i, layer in arg]
             stage(live, outs, terms)
+            live = outs
+            continue
+        if kind == "act":  # another activation: on its own slot of the state, the identity on the carried ones
+            size[name] = size[arg]
+            outs = kept + [name]
+            terms = carry(live, kept) + [(len(kept), live.index(arg), Reshape((size[arg],), (size[arg],)))]
+            stage(live, outs, terms)
+            mask = [False] * sum(size[n] for n in kept) + [True] * size[name]
+            layers.append(_activation(op[3], (len(mask),), mask))
             live = outs
             continue
         size[name] = size[arg]

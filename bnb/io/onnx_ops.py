@@ -63,6 +63,25 @@ def relu(g: Dataflow, node, a, ins, out):
     g.relu(ins[0], out)
 
 
+def sigmoid(g: Dataflow, node, a, ins, out):
+    g.activation(ins[0], out, "sigmoid")
+
+
+def tanh(g: Dataflow, node, a, ins, out):
+    g.activation(ins[0], out, "tanh")
+
+
+def softplus(g: Dataflow, node, a, ins, out):
+    g.activation(ins[0], out, "softplus")
+
+
+def leaky_relu(g: Dataflow, node, a, ins, out):
+    alpha = float(a.get("alpha", 0.01))
+    if not 0.0 <= alpha <= 1.0:
+        raise g.err(node, f"LeakyRelu with alpha={alpha} is not supported (only alpha in [0, 1]: a convex activation)")
+    g.activation(ins[0], out, "leaky_relu", alpha)
+
+
 # ------------------------------------------------------------------------------------------- elementwise
 def add(g: Dataflow, node, a, ins, out, sign=1.0):
     if g.act(ins[0]) and g.act(ins[1]):
@@ -413,6 +432,7 @@ def average_pool(g: Dataflow, node, a, ins, out):
 # the table, in the order an error lists the supported operators
 OPERATORS = {
     "Gemm": gemm, "MatMul": matmul, "Add": add, "Sub": sub, "Mul": mul, "Div": div, "Neg": neg, "Relu": relu,
+    "Sigmoid": sigmoid, "Tanh": tanh, "Softplus": softplus, "LeakyRelu": leaky_relu,
     "Flatten": flatten, "Reshape": reshape, "Constant": constant, "Identity": identity, "Dropout": identity,
     "Cast": cast, "Conv": conv, "ConvTranspose": conv_transpose, "BatchNormalization": batch_normalization,
     "AveragePool": average_pool, "Transpose": transpose, "Squeeze": squeeze, "Unsqueeze": unsqueeze,
@@ -426,7 +446,8 @@ _MAXPOOL = "max pooling is not supported yet (no max layer; only ReLU; AveragePo
 _MAX = "maxima and minima are not supported yet (no max layer; only ReLU)"
 _ARG = "the index of an extreme value is not a value a ReLU network computes (state the property on the scores)"
 _SOFTMAX = "softmax is neither linear nor ReLU (state the property on the scores before it: same order)"
-_S_SHAPED = "S-shaped activations are not supported yet (only ReLU)"
+_NOT_S_SHAPED = ("an activation with more than one inflection (neither convex nor S-shaped) is not supported "
+                 "(ReLU, LeakyRelu, Softplus, Sigmoid and Tanh are)")
 REFUSED = {
     **dict.fromkeys(("Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Equal"), _COMPARISON),
     **dict.fromkeys(("And", "Or", "Not", "Xor"), _LOGICAL),
@@ -435,5 +456,8 @@ REFUSED = {
     "Max": _MAX, "Min": _MAX,
     "MaxPool": _MAXPOOL, "GlobalMaxPool": _MAXPOOL,
     "ArgMax": _ARG, "ArgMin": _ARG,
-    "Sigmoid": _S_SHAPED, "Tanh": _S_SHAPED,
+    **dict.fromkeys(("Gelu", "Mish", "HardSwish"), _NOT_S_SHAPED),
+    "HardSigmoid": "HardSigmoid is not supported yet (a clipped linear map: not converted)",
+    "Elu": "Elu is not supported yet (convex only for alpha <= 1; not converted)",
+    "Selu": "Selu is not supported yet (not converted)",
 }

@@ -14,6 +14,7 @@ from relaxations.lp.layer_hull import P1TooLarge
 from relaxations.methods import METHODS
 from relaxations.methods import output_bounds as method_bounds
 from relaxations.milp import MILPNotOptimal
+from relaxations.network import UnsupportedNetwork
 
 
 def output_bounds(network, spec, method, cfg):
@@ -39,5 +40,7 @@ def output_bounds(network, spec, method, cfg):
                            network) from None
         except MILPNotOptimal as e:
             raise BnbError(f"method milp: {e}", network) from None
+        except UnsupportedNetwork as e:
+            raise BnbError(str(e), network) from None
         out.append((lb[0].double().cpu().tolist(), ub[0].double().cpu().tolist()))
     return out

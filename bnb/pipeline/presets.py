@@ -35,8 +35,11 @@ PRESETS = {
 
 def choose(net, prop=None) -> str:
     """The preset for ``net`` (and its property): ``input`` for at most :data:`INPUT_DIMS` inputs (few
-    inputs make bisecting the box cheap and complete), else ``relu``."""
-    return "input" if net.in_size <= INPUT_DIMS else "relu"
+    inputs make bisecting the box cheap and complete), else ``relu``; None (no preset) for a larger network with an
+    activation other than ReLU, where ReLU splitting does not apply."""
+    if net.in_size <= INPUT_DIMS:
+        return "input"
+    return "relu" if getattr(net, "relu_only", True) else None
 
 
 def apply(cfg: Config, net, prop=None) -> tuple[Config, str | None, dict]:
@@ -46,6 +49,8 @@ def apply(cfg: Config, net, prop=None) -> tuple[Config, str | None, dict]:
         return cfg, None, {}
     if name == "auto":
         name = choose(net, prop)
+        if name is None:
+            return cfg, None, {}
     default = Config()
     out = copy.deepcopy(cfg)
     changed, given = {}, explicit(cfg)

@@ -19,11 +19,11 @@ from relaxations.verdict import proven
 
 
 def worthwhile(net, cfg) -> bool:
-    """Whether the root bound is cheap enough to run before the attack (by the network's ReLU count)."""
+    """Whether the root bound is cheap enough to run before the attack (by the network's activation count)."""
     limit = cfg.attack.bound_first
     if limit <= 0:
         return False
-    return sum(net.layers[i].out_size for i in net.relu_indices()) <= limit
+    return sum(net.layers[i].out_size for i in net.activation_indices()) <= limit
 
 
 def refuted_pairs(net, prop: Property, cfg, deadline) -> list[bool]:

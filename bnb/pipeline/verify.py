@@ -24,7 +24,7 @@ from bnb.config import Config
 from bnb.engine.attack import attack_property
 from bnb.engine.context import check_heuristics
 from bnb.engine.options import pgd_options
-from bnb.errors import BnbError
+from bnb.errors import BnbError, ModelError
 from bnb.io.models import ModelCache
 from bnb.io.onnx_loader import load_onnx
 from bnb.io.spec import Property
@@ -36,6 +36,7 @@ from bnb.results import Result, Verdict
 from bnb.timing import Deadline, VerificationTimeout
 from relaxations.float_error import evaluation_error
 from relaxations.fp import err_coeff, ieee_kernels, outward_box, tiny
+from relaxations.network import UnsupportedNetwork
 
 
 def resolve_device(name: str) -> torch.device:
@@ -52,6 +53,9 @@ def float32_slack(model, prop: Property) -> Property:
     """The property of a float32 query with every polytope's ``slack`` set: ``|C| E`` (rounded up), where ``E``
     bounds how far float32 evaluation moves each output over the box
     (:func:`relaxations.float_error.evaluation_error`, on the network before simplification)."""
+    if not model.chain.relu_only:
+        raise ModelError("float32 semantics (a VNN-LIB 2.0 float32 query) are supported for ReLU networks only: "
+                         "there is no a-priori bound yet on the float32 evaluation of this network's activations")
     specs = []
     for spec in prop.specs:
         lo, hi = outward_box(spec.lower, spec.upper, torch.float64)
@@ -159,5 +163,7 @@ def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | N
         return finish(Verdict.TIMEOUT, message=f"limit {limit:g}s reached")
     except BnbError:
         raise
+    except UnsupportedNetwork as e:  # an option that does not apply to this network's activations
+        raise ModelError(str(e), onnx_path) from None
     except Exception as e:  # an internal error is never a verdict on the property
         return finish(Verdict.ERROR, message=f"internal error: {type(e).__name__}: {e}")

@@ -9,8 +9,12 @@ from bnb.errors import BnbError
 
 
 def _load(path):
+    from bnb.errors import ModelError
     from bnb.io.onnx_loader import load_onnx
-    return load_onnx(path)
+    model = load_onnx(path)
+    if not model.network.relu_only:  # (the theory constructions encode ReLU exactly: issue 27, item 7)
+        raise ModelError("the theory commands support ReLU networks only", path)
+    return model
 
 
 def _floats(text, what):

@@ -4,8 +4,9 @@ The bounding methods never look inside an activation. Given rigorous bounds ``l 
 batch of domains, :meth:`Activation.relaxation` returns an :class:`ActivationRelaxation`: two linear functions
 per neuron that enclose the activation on ``[l, u]``, and the life cycle of the parameters that alpha-CROWN may
 optimise (the lower slopes of some neurons): their initial value (or warm start), their projection back onto the
-set where every value gives a valid bound, and which neurons have one. :class:`~relaxations.layers.relu.ReLU` is
-the one implementation so far.
+set where every value gives a valid bound, and which neurons have one. Implementations:
+:class:`~relaxations.layers.relu.ReLU`, :class:`~relaxations.layers.leaky_relu.LeakyReLU` and
+:class:`~relaxations.layers.sshaped.SmoothActivation` (sigmoid, tanh, softplus).
 
 Shapes: ``N`` domains, ``n`` neurons of the layer (flattened), ``m`` rows being back-substituted.
 """
@@ -30,12 +31,21 @@ class ActivationRelaxation:
     ``split`` ``(N, n)`` (+1 / -1 / 0 in the working dtype) or None when nothing is split; ``low_slope``,
     ``up_slope``, ``up_int`` ``(N, n)``; ``low_int`` ``(N, n)`` or None for zero.
 
-    What :func:`relaxations.crown.backward` and the forward linear bounds rely on today (ReLU's case; a new
-    activation must extend them where it breaks one): ``low_int`` is None, ``up_int >= 0``, and every slope,
-    optimised or not, is ``>= 0``.
+    Two forms. ReLU's (``general_lines`` False: ReLU, LeakyReLU): ``low_int`` is None, ``up_int >= 0``, every
+    slope, optimised or not, ``>= 0``, and the parameters are lower slopes (:meth:`lower_slope`); the
+    back-substitution's ReLU step relies on exactly that. General lines (``general_lines`` True: the smooth
+    activations of :mod:`relaxations.layers.sshaped`): both intercepts of any sign, slopes ``>= 0``, parameters of
+    any per-neuron shape ``(N, m, ..., n)`` that only the relaxation reads, through :meth:`lines`; the
+    back-substitution takes them through ``relaxations.crown._general_step``.
     """
 
     low_int = None
+    general_lines = False
+
+    def lines(self, alpha: torch.Tensor | None = None):
+        """``(low_slope, low_int, up_slope, up_int)``, each ``(N, 1, n)`` (defaults) or ``(N, m, n)`` for
+        parameters ``alpha`` (``low_int`` None in ReLU's form)."""
+        return self.lower_slope(alpha), None, self.up_slope[:, None], self.up_int[:, None]
 
     def lower_slope(self, alpha: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover - interface
         """The lower slopes: ``(N, 1, n)`` defaults, or ``(N, m, n)`` with ``alpha`` ``(N, m, n)`` on the

@@ -41,6 +41,8 @@ def _dense_np(layer):
 
 def affine_blocks(net) -> list[AffineBlock]:
     """``len(net.relu_indices()) + 1`` blocks; see the module docstring."""
+    if hasattr(net, "require_relu"):
+        net.require_relu("the LP/MILP encoding")
     blocks = []
     W = sp.identity(net.in_size, format="csr", dtype=np.float64)
     b = np.zeros(net.in_size)
