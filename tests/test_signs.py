@@ -158,3 +158,27 @@ def test_relu_bab_with_refined_signs_matches_milp(monkeypatch):
                         seconds)
         assert status == "unsat" if t < o.opt else status in NOT_PROVEN, (t, o, status)
     assert check.checked > 1000
+
+
+def test_sign_refinement_leaves_other_activations_alone():
+    """On a network with a sigmoid layer before its ReLUs the root's bounds are indexed by activation layer, not by
+    ReLU layer: the refinement is skipped (no neuron fixed, no error) on a property the root does not prove."""
+    from bnb.timing import VerificationTimeout
+
+    from proof_only_runs import no_replay
+    net = Network.from_torch(torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Sigmoid(), torch.nn.Linear(8, 8),
+                                                 torch.nn.ReLU(), torch.nn.Linear(8, 8), torch.nn.ReLU(),
+                                                 torch.nn.Linear(8, 1)).double(), (3,))
+    lo, hi = -np.ones(3), np.ones(3)
+    x = torch.as_tensor(lo + (hi - lo) * np.random.default_rng(0).random((4000, 3)))
+    t = float(net(x).min()) + 0.1  # violated: the root cannot prove it
+    cfg = Config()
+    cfg.general.dtype = "float64"
+    cfg.bounds.sign_refine = True
+    stats = Stats()
+    try:
+        status, _ = run_bab(net, torch.as_tensor(lo), torch.as_tensor(hi), [Polytope(np.array([[1.0]]), np.array([t]))],
+                            engine_options(proof_only(cfg)), Deadline(2), no_replay, stats)
+    except VerificationTimeout:
+        status = "timeout"
+    assert status in NOT_PROVEN and "root_score" in stats and "sign_candidates" not in stats

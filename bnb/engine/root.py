@@ -62,9 +62,11 @@ def run_bab(net, lower, upper, polys, opts: EngineOptions, deadline, validate, s
                         torch.Generator().manual_seed(opts.seed))
     ro = opts.root
     # with sign refinement, mn-crown's costly constraints wait for the refined bounds: alpha first
+    # (ReLU networks only: the refinement indexes the root's bounds by ReLU layer)
     first = "alpha" if ro.sign_refine and ro.method == "mn-crown" else ro.method
     r = ctx.bound(DomainState(lo, hi, ref_bounds=ref_bounds), first, ro.alpha_iters, True)
-    if ro.sign_refine and r.pre_bounds and not bool(proven(rows.score(r.lb)[0], margin, r.infeasible)[0]):
+    if ro.sign_refine and net.relu_only and r.pre_bounds and \
+            not bool(proven(rows.score(r.lb)[0], margin, r.infeasible)[0]):
         t0 = time.monotonic()
         pre, fixed = refine_signs(run_bab, net, lower, upper, r.pre_bounds, opts, stats, deadline, log)
         stats.timed("time_signs", t0)
