@@ -69,15 +69,39 @@ def no_replay(xs):
     raise AssertionError("a candidate was replayed in proof-only mode")
 
 
-def decide(net, lo, hi, polys, cfg, seconds: float) -> str:
+def decide(net, lo, hi, polys, cfg, seconds: float, stats: Stats | None = None) -> str:
     """:func:`bnb.engine.root.run_bab` on the box ``[lo, hi]`` (numpy or tensors) with a deadline; ``"timeout"``
-    when the deadline ends it. The replay fails the test if ever called (proof-only mode never replays)."""
+    when the deadline ends it. The replay fails the test if ever called (proof-only mode never replays).
+    ``stats``: receives the run statistics."""
     t = lambda a: torch.as_tensor(a, dtype=net.dtype)  # noqa: E731
     try:
-        status, _ = run_bab(net, t(lo), t(hi), polys, engine_options(cfg), Deadline(seconds), no_replay, Stats())
+        status, _ = run_bab(net, t(lo), t(hi), polys, engine_options(cfg), Deadline(seconds), no_replay,
+                            Stats() if stats is None else stats)
     except VerificationTimeout:
         return "timeout"
     return status
+
+
+def thresholds(o: Optimum, violated_seconds: float, holding_seconds: float = 60.0):
+    """The thresholds ``t`` of a verdict test around the exact minimum ``o``, each with its time limit: just below
+    the optimum (the property holds: the answer must be unsat), then just above the witness by the relative and by
+    the absolute margin (violated: never unsat)."""
+    rel, tiny = margins(o.opt)
+    return ((o.opt - margins(o.opt, 2 * REL)[0], holding_seconds), (o.witness + rel, violated_seconds),
+            (o.witness + tiny, violated_seconds))
+
+
+def relu_bab_config(**options):
+    """A proof-only configuration for verdict tests on small networks: float64, ReLU branching, batches of 64, and
+    ``options`` given as ``section__key=value`` (e.g. ``bounds__sign_refine=True``)."""
+    from bnb.config import Config
+    cfg = Config()
+    cfg.general.dtype = "float64"
+    cfg.bab.branching, cfg.bab.batch_size = "relu", 64
+    for name, value in options.items():
+        section, key = name.split("__")
+        setattr(getattr(cfg, section), key, value)
+    return proof_only(cfg)
 
 
 class DomainBoundCheck:

@@ -17,7 +17,7 @@ from relaxations.options import BoundOptions, MultiNeuronOptions
 from relaxations.state import DomainState
 
 from conftest import pre_activations, random_fc
-from proof_only_runs import NOT_PROVEN, REL, DomainBoundCheck, decide, exact_min, margins, proof_only, witness_cloud
+from proof_only_runs import NOT_PROVEN, DomainBoundCheck, decide, exact_min, relu_bab_config, thresholds, witness_cloud
 
 NETS = [([4, 16, 16, 16, 3], 0), ([4, 16, 16, 16, 3], 1), ([3, 12, 12, 2], 2)]
 
@@ -137,17 +137,12 @@ def test_relu_bab_with_tightened_bounds_matches_milp(widths, seed, monkeypatch):
     """Proof-only verdicts with ``bounds.mn_tighten`` against the exact MILP minimum (as in
     tests/test_multineuron.py): unsat just below it, never unsat just above its witness; every bound of the
     run (the tightened root bounds and the children that inherit them) checked against 2,000 sampled points."""
-    from bnb.config import Config
     net = random_fc(widths, seed)
     lo, hi = -np.ones(widths[0]), np.ones(widths[0])
     o = exact_min(net, lo, hi)
     check = DomainBoundCheck(monkeypatch, net, witness_cloud(o, lo, hi))
-    rel, tiny = margins(o.opt)
-    for t, seconds in ((o.opt - margins(o.opt, 2 * REL)[0], 60), (o.witness + rel, 0.3), (o.witness + tiny, 0.3)):
-        cfg = Config()
-        cfg.general.dtype = "float64"
-        cfg.bounds.method, cfg.bounds.mn_tighten, cfg.bounds.alpha_iters = "mn-crown", True, 20
-        cfg.bab.branching, cfg.bab.batch_size = "relu", 64
-        status = decide(net, lo, hi, [Polytope(np.array([[1.0]]), np.array([t]))], proof_only(cfg), seconds)
+    for t, seconds in thresholds(o, 0.3):
+        cfg = relu_bab_config(bounds__method="mn-crown", bounds__mn_tighten=True, bounds__alpha_iters=20)
+        status = decide(net, lo, hi, [Polytope(np.array([[1.0]]), np.array([t]))], cfg, seconds)
         assert status == "unsat" if t < o.opt else status in NOT_PROVEN, (t, o, status)
     assert check.checked > 1000

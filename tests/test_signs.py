@@ -23,7 +23,16 @@ from relaxations.optimize import optimized
 from relaxations.state import DomainState
 
 from conftest import pre_activations, random_fc
-from proof_only_runs import NOT_PROVEN, REL, DomainBoundCheck, decide, exact_min, margins, proof_only, witness_cloud
+from proof_only_runs import (
+    NOT_PROVEN,
+    DomainBoundCheck,
+    decide,
+    exact_min,
+    proof_only,
+    relu_bab_config,
+    thresholds,
+    witness_cloud,
+)
 
 # measured: 7 of 9 near-stable neurons of layers 1-2 fixed ([4, 16, 16, 16, 3], seed 1), 6 of 6 on seed 0
 NET = ([4, 16, 16, 16, 3], 1)
@@ -148,14 +157,9 @@ def test_relu_bab_with_refined_signs_matches_milp(monkeypatch):
     lo, hi = -np.ones(widths[0]), np.ones(widths[0])
     o = exact_min(net, lo, hi)
     check = DomainBoundCheck(monkeypatch, net, witness_cloud(o, lo, hi))
-    rel, tiny = margins(o.opt)
-    for t, seconds in ((o.opt - margins(o.opt, 2 * REL)[0], 60), (o.witness + rel, 3), (o.witness + tiny, 3)):
-        cfg = Config()
-        cfg.general.dtype = "float64"
-        cfg.bounds.sign_refine, cfg.bounds.sign_layers, cfg.bounds.sign_time = True, 2, 4.0
-        cfg.bab.branching, cfg.bab.batch_size = "relu", 64
-        status = decide(net, lo, hi, [Polytope(np.array([[1.0, 0.0, 0.0]]), np.array([t]))], proof_only(cfg),
-                        seconds)
+    for t, seconds in thresholds(o, 3):
+        cfg = relu_bab_config(bounds__sign_refine=True, bounds__sign_layers=2, bounds__sign_time=4.0)
+        status = decide(net, lo, hi, [Polytope(np.array([[1.0, 0.0, 0.0]]), np.array([t]))], cfg, seconds)
         assert status == "unsat" if t < o.opt else status in NOT_PROVEN, (t, o, status)
     assert check.checked > 1000
 

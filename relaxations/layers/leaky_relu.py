@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from relaxations.fp import tiny, unit_roundoff
-from relaxations.layers.activation import Activation, ActivationRelaxation
+from relaxations.layers.activation import Activation
+from relaxations.layers.relu import ReluRelaxation
 
 
 class LeakyReLU(Activation):
@@ -66,8 +67,9 @@ class LeakyReLU(Activation):
         return f"LeakyReLU({self.in_shape}, alpha={self.alpha})"
 
 
-class LeakyReluRelaxation(ActivationRelaxation):
-    """ReLU-form lines of a LeakyReLU layer (module docstring); ``optimisable``: the unstable neurons."""
+class LeakyReluRelaxation(ReluRelaxation):
+    """ReLU-form lines of a LeakyReLU layer (module docstring): ReLU's ``optimisable``, ``lower_slope`` and
+    ``initial_alpha`` (over ``unstable`` and ``low_slope``), its own lines, projection and reach."""
 
     def __init__(self, l, u, a, mask, lower_slope):
         self.infeasible = torch.zeros(l.shape[0], dtype=torch.bool, device=l.device)
@@ -95,21 +97,6 @@ class LeakyReluRelaxation(ActivationRelaxation):
         else:
             c = torch.where(u >= -l, one, aa)
         self.low_slope = torch.where(unstable, c, stable)
-
-    @property
-    def optimisable(self):
-        return self.unstable
-
-    def lower_slope(self, alpha=None):
-        if alpha is None:
-            return self.low_slope[:, None]
-        return torch.where(self.unstable[:, None], alpha, self.low_slope[:, None])
-
-    def initial_alpha(self, rows, warm=None):
-        N, n = self.low_slope.shape
-        if warm is not None and warm.shape == (N, rows, n):
-            return warm.detach().clone()
-        return self.low_slope[:, None].expand(N, rows, n).clone()
 
     def project_(self, alpha):
         """Any slope in ``[a, 1]`` is a valid lower line through the origin."""
