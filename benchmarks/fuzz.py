@@ -210,6 +210,7 @@ GRID = {
     "bounds.mn_tighten": ("false", "true"),
     "bounds.sign_refine": ("false", "true"),
     "bab.clauses": ("false", "true"),
+    "bab.mn_children_gain": ("0", "0.25", "1"),
 }
 FIXED = ("attack.samples=256", "attack.restarts=8", "attack.steps=20", "general.device=cpu",
          "general.threads=1")
