@@ -59,7 +59,8 @@ class AttackConfig:
 class BoundsConfig:
     # the bounding methods' own options take their defaults from relaxations.options (listed there once)
     method: str = opt("alpha", "bounding method of the root domain (mn-crown: alpha-CROWN, then k-neuron group "
-                      "hull constraints taken with optimised multipliers; ReLU-split children keep them)",
+                      "hull constraints taken with optimised multipliers; ReLU-split children keep them as "
+                      "bab.mn_children_gain says)",
                       ("ibp", "crown", "dp0", "dp1", "alpha", "beta", "mn-crown"))
     intermediate: str = opt(BOUNDS.intermediate,
                             "how intermediate (pre-ReLU) bounds are computed by crown, dp0 and dp1: backward CROWN, "
