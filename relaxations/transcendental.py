@@ -3,9 +3,9 @@
 libm (and torch) ``exp``/``tanh``/``log1p`` are not correctly rounded, so no proof may rest on one of their
 values. Every value here is computed in float64 and widened by :data:`ULPS` units of float64 roundoff relative
 to the result plus a few times the smallest normal float64 (underflow, subnormals): ``tests/test_sshaped.py``
-checks against mpmath at more than 1e5 points (saturation, tiny ``|z|``, the float32 extremes included) that the
-float64 error stays below half of that allowance. The working-dtype values are then rounded outward from the
-float64 enclosure (:func:`relaxations.fp.to_dtype_down` / ``to_dtype_up``).
+checks against mpmath at more than 1e5 points (saturation, tiny ``|z|``, the float32 extremes included; its slow
+tier, a fifth of them by default) that the float64 error stays below half of that allowance. The working-dtype
+values are then rounded outward from the float64 enclosure (:func:`relaxations.fp.to_dtype_down` / ``to_dtype_up``).
 
 A linear bound ``k z + b`` of an activation ``f`` on ``[l, u]`` is *repaired*, never trusted: its largest
 violation is bounded rigorously and ``b`` shifted by its positive part (:func:`repair`). For an S-shaped ``f``
