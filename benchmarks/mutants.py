@@ -117,7 +117,7 @@ MUTANTS = (
            "every unsplit neuron (phase 0) is taken as fixed active (>= for >)",
            (SOUND, CROWN, BAB, SPLITS)),
     Mutant("relu_children_off_by_one", "bnb/engine/strategies/relu_split.py",
-           "child.splits[i][at + m, neuron] = -1", "child.splits[i][at + m - 1, neuron] = -1",
+           "child.fix(torch.cat([ar, ar + m]),", "child.fix(torch.cat([ar, ar + m - 1]),",
            "the inactive phase of a ReLU split is written one child too early",
            (BAB, SPLITS)),
     Mutant("beta_split_sign", "relaxations/crown.py",
@@ -169,8 +169,8 @@ MUTANTS = (
            "bab.clauses: candidate clauses enter the store without their re-verification",
            (CLAUSES,)),
     Mutant("clauses_unit_phase", "bnb/engine/clauses.py",
-           "split_flat(batch, dom, j, -self.signs[k, j], self.sizes)",
-           "split_flat(batch, dom, j, self.signs[k, j], self.sizes)",
+           "batch.fix(dom, j, -self.signs[k, j], self.sizes)",
+           "batch.fix(dom, j, self.signs[k, j], self.sizes)",
            "bab.clauses: unit propagation fixes the last neuron in the clause's phase (the pruned half) instead of "
            "the other one", (CLAUSES,)),
 )

@@ -64,23 +64,6 @@ def literal_states(batch: ReluDomains):
     return (s > 0) | (l >= 0), (s < 0) | (u <= 0), (s == 0) & (l < 0) & (u > 0)
 
 
-def split_flat(batch: ReluDomains, dom: torch.Tensor, pos: torch.Tensor, sign: torch.Tensor, sizes) -> None:
-    """Split, in place, the neuron at flat position ``pos`` ``(k,)`` of the domains ``dom`` ``(k,)`` in phase
-    ``sign`` ``(k,)`` (+1/-1), clamping its intermediate bounds as :func:`relu_children` does."""
-    offsets = torch.tensor([0] + list(sizes), device=pos.device).cumsum(0)
-    layer = torch.searchsorted(offsets, pos, right=True) - 1
-    idx = pos - offsets[layer]
-    for i in range(len(sizes)):
-        sel = layer == i
-        if not bool(sel.any()):
-            continue
-        d, j, s = dom[sel], idx[sel], sign[sel]
-        batch.splits[i][d, j] = s.to(batch.splits[i].dtype)
-        lo, up = batch.pre_lower[i], batch.pre_upper[i]
-        lo[d, j] = torch.where(s > 0, lo[d, j].clamp(min=0), lo[d, j])
-        up[d, j] = torch.where(s < 0, up[d, j].clamp(max=0), up[d, j])
-
-
 def subsumes(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``(Ka, Kb)`` bool: clause ``a[p]``'s literals are all among ``b[q]``'s (same phases), i.e. ``a[p]`` says
     more than ``b[q]`` (its region contains ``b[q]``'s)."""
@@ -198,7 +181,7 @@ class ClauseStore:
             dom = torch.nonzero(has).flatten()
             k = unit[dom].int().argmax(dim=1)                # one unit clause per domain and round
             j = (A[k] * opn[dom].float()).argmax(dim=1)      # its one open literal
-            split_flat(batch, dom, j, -self.signs[k, j], self.sizes)
+            batch.fix(dom, j, -self.signs[k, j], self.sizes)
             fixed += dom.numel()
         return pruned, fixed
 

@@ -98,6 +98,23 @@ class ReluDomains(DomainBatch):
     def pre_bounds(self):
         return list(zip(self.pre_lower, self.pre_upper))
 
+    def fix(self, dom: torch.Tensor, pos: torch.Tensor, sign: torch.Tensor, sizes) -> None:
+        """Split, in place, the neuron at flat position ``pos`` ``(k,)`` (over the concatenated ReLU layers of
+        ``sizes`` neurons) of the domains ``dom`` ``(k,)`` in phase ``sign`` ``(k,)`` (+1 active, -1 inactive),
+        clamping its intermediate bounds to that phase (``l >= 0`` or ``u <= 0``)."""
+        offsets = torch.tensor([0] + list(sizes), device=pos.device).cumsum(0)
+        layer = torch.searchsorted(offsets, pos, right=True) - 1
+        idx = pos - offsets[layer]
+        for i in range(len(sizes)):
+            sel = layer == i
+            if not bool(sel.any()):
+                continue
+            d, j, s = dom[sel], idx[sel], sign[sel]
+            self.splits[i][d, j] = s.to(self.splits[i].dtype)
+            lo, up = self.pre_lower[i], self.pre_upper[i]
+            lo[d, j] = torch.where(s > 0, lo[d, j].clamp(min=0), lo[d, j])
+            up[d, j] = torch.where(s < 0, up[d, j].clamp(max=0), up[d, j])
+
     def state(self, lower: torch.Tensor, upper: torch.Tensor, constraints=None) -> DomainState:
         """The bounding state of these domains over the box ``lower``/``upper`` ``(1, n_in)``, warm-started
         with their slopes and multipliers."""

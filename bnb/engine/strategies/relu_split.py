@@ -90,21 +90,12 @@ def relu_children(batch: ReluDomains, pos: torch.Tensor, sizes) -> ReluDomains:
     times): ``2 k n`` domains, all active halves first, then all inactive halves."""
     n = len(batch)
     reps = pos.shape[0] // n
-    dev = pos.device
-    offsets = torch.tensor([0] + list(sizes), device=dev).cumsum(0)
-    layer = torch.searchsorted(offsets, pos, right=True) - 1
-    idx = pos - offsets[layer]
     m = pos.shape[0]
-    ar = torch.arange(m, device=dev)
+    ar = torch.arange(m, device=pos.device)
     child = batch.tile(2 * reps)
-    for i in range(len(sizes)):
-        sel = layer == i
-        if bool(sel.any()):
-            at, neuron = ar[sel], idx[sel]
-            child.splits[i][at, neuron] = 1          # first half: active
-            child.splits[i][at + m, neuron] = -1     # second half: inactive
-            child.pre_lower[i][at, neuron] = child.pre_lower[i][at, neuron].clamp(min=0)
-            child.pre_upper[i][at + m, neuron] = child.pre_upper[i][at + m, neuron].clamp(max=0)
+    phase = torch.cat([torch.ones(m, dtype=torch.int8, device=pos.device),   # first half: active
+                       -torch.ones(m, dtype=torch.int8, device=pos.device)])  # second half: inactive
+    child.fix(torch.cat([ar, ar + m]), torch.cat([pos, pos]), phase, sizes)
     child.depth = child.depth + 1
     return child
 
