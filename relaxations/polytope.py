@@ -50,10 +50,11 @@ def mix_rows(A: torch.Tensor, bias: torch.Tensor, d: torch.Tensor, lower: torch.
     ``(N, n)``, rigorous as :class:`~relaxations.state.BoundResult` defines it; ``d`` ``(M,)``;
     ``index``/``valid`` from :func:`group_index`; ``row_lb`` ``(N, M)``: the rows' own rigorous lower bounds
     (default: ``A`` and ``bias`` concretised here). Returns ``value`` ``(N, K)`` (> 0: the polytope is refuted
-    on that domain) and ``best_row`` ``(N, K)``, the index (into the ``M`` rows) of each polytope's best single
-    row. Every value is rigorous: the rounding of mixing and minimising is bounded by ``err_coeff(R + n)``
-    times ``sum_i lam_i (|A_i| . max(|lower|, |upper|) + |bias_i| + |d_i|)`` and subtracted, and NaN or
-    infinite values become ``-inf``.
+    on that domain), ``best_row`` ``(N, K)``, the index (into the ``M`` rows) of each polytope's best single
+    row, and ``weights`` ``(N, K, R)``: the mixing weights behind ``value`` (one-hot where the best single row
+    gave it; what a certificate records). Every value is rigorous: the rounding of mixing and minimising is
+    bounded by ``err_coeff(R + n)`` times ``sum_i lam_i (|A_i| . max(|lower|, |upper|) + |bias_i| + |d_i|)``
+    and subtracted, and NaN or infinite values become ``-inf``.
 
     The best single row, not the mixture, is what branching heuristics should score: on ACAS Xu 1_1/prop_3,
     scoring input dimensions by the mixture's coefficients needed 6x more domains.
@@ -65,8 +66,9 @@ def mix_rows(A: torch.Tensor, bias: torch.Tensor, d: torch.Tensor, lower: torch.
     single = finite_or_neg_inf(down(row_lb - d))[:, index].masked_fill(~valid, -float("inf"))  # (N, K, R)
     best, pick = single.max(dim=-1)                    # start from the best single row
     best_row = index[torch.arange(index.shape[0], device=index.device), pick]
+    weights = torch.nn.functional.one_hot(pick, index.shape[1]).to(dt)
     if index.shape[1] < 2 or iters <= 0:
-        return best, best_row
+        return best, best_row, weights
     Ag = A[:, index]                                   # (N, K, R, n)
     bg = (bias - d)[:, index]                          # (N, K, R)
     R, n = index.shape[1], A.shape[-1]
@@ -78,10 +80,12 @@ def mix_rows(A: torch.Tensor, bias: torch.Tensor, d: torch.Tensor, lower: torch.
         lam = torch.softmax(logits, dim=-1)
         m, x = box_min((lam[..., None] * Ag).sum(2), lower, upper)   # (N, K), (N, K, n)
         val = m + (lam * bg).sum(-1) - (g * (lam * mag).sum(-1) + under)
-        best = torch.maximum(best, finite_or_neg_inf(down(val)))
+        val = finite_or_neg_inf(down(val))
+        weights = torch.where((val > best)[..., None], lam, weights)
+        best = torch.maximum(best, val)
         # a supergradient of the mixed bound: each row's value at the mixture's minimiser
         grad = (Ag * x[:, :, None]).sum(-1) + bg
         scale = grad.masked_fill(~valid, 0).abs().amax(-1, keepdim=True).clamp(min=1e-12)
         logits = logits + (2.0 / (1 + t) ** 0.5) * grad / scale
         logits = torch.where(torch.isfinite(logits) | ~valid, logits, torch.zeros_like(logits))
-    return best, best_row
+    return best, best_row, weights

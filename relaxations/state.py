@@ -61,6 +61,10 @@ class BoundResult:
       layer before and after tightening), or None.
     - ``base_lb``: ``mn-crown`` only, ``(N, m)``: the bound of its first pass (alpha-CROWN), before the constraints:
       what a rule weighing the constraints' gain against their cost reads; None otherwise.
+    - ``lb_alphas``/``lb_betas``: alpha/beta-CROWN only, per ReLU layer ``(N, m, n_i)``: the final rows' slopes and
+      split multipliers of the iterate whose bound ``lb`` reports (``alphas``/``betas`` are the last iterate's, for
+      warm starts); what a certificate records. ``lb_pre_exact``: False where ``pre_bounds`` are not the bounds the
+      final rows were computed on (alpha-CROWN optimising the intermediate layers intersects several iterates).
     - ``infeasible``: ``(N,)`` bool (always set by ``bound_rows``): True where a split phase rigorously contradicts the
       domain's bounds, so that the domain holds no point at all (see :class:`relaxations.layers.relu.ReluRelaxation`).
     """
@@ -78,3 +82,6 @@ class BoundResult:
     constraints: list | None = None
     stats: dict | None = None
     base_lb: torch.Tensor | None = None
+    lb_alphas: list | None = None
+    lb_betas: list | None = None
+    lb_pre_exact: bool = True

@@ -277,7 +277,7 @@ def test_domain_store_keeps_per_layer_lists():
     store.push(InputDomains(score=torch.tensor([3.0, 1.0, 2.0]), depth=torch.zeros(3), lower=z, upper=z + 1,
                             refutation=z, coef=torch.zeros(3, 1, 1),
                             pre_lower=[torch.arange(6.0).reshape(3, 2), torch.arange(3.0)[:, None]],
-                            pre_upper=[None, torch.ones(3, 4)]))
+                            pre_upper=[None, torch.ones(3, 4)], node=torch.arange(3)))
     dom = store.pop(2)
     assert dom.score.tolist() == [1.0, 2.0] and dom.pre_lower[0].tolist() == [[2.0, 3.0], [4.0, 5.0]]
     assert dom.pre_lower[1].tolist() == [[1.0], [2.0]] and dom.pre_upper[0] is None and dom.pre_upper[1].shape == (2, 4)

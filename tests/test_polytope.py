@@ -23,10 +23,15 @@ def test_mixing_refutes_a_polytope_that_no_single_row_refutes():
     d = torch.tensor([-0.5, -0.5], dtype=D)
     lo, hi = torch.tensor([[-1.0]], dtype=D), torch.tensor([[1.0]], dtype=D)
     index, valid = group_index(torch.tensor([0, 0]), 1)
-    single, _ = mix_rows(A, bias, d, lo, hi, index, valid, iters=0)
-    mixed, best_row = mix_rows(A, bias, d, lo, hi, index, valid, iters=30)
+    single, _, _ = mix_rows(A, bias, d, lo, hi, index, valid, iters=0)
+    mixed, best_row, w = mix_rows(A, bias, d, lo, hi, index, valid, iters=30)
     assert float(single) == pytest.approx(-0.5, abs=1e-12) and float(single) <= -0.5  # rounded down
     assert 0.4 < float(mixed) <= 0.5 + 1e-12
+    # the weights reported are the ones behind the value: their mixture's exact minimum is at least the value
+    lam = w[0, 0]
+    assert bool((lam >= 0).all()) and 0 < float(lam[0]) < 1
+    coef, const = float(lam @ A[0, :, 0]), float(lam @ (bias[0] - d))
+    assert -abs(coef) + const >= float(mixed)
     assert best_row.shape == (1, 1)
 
 
@@ -52,8 +57,8 @@ def test_mixed_bound_is_sound_and_never_below_the_best_row_on_random_networks():
         d = r.lb.median(0).values + 0.02
         groups = torch.tensor([0, 0, 0, 1, 1])
         index, valid = group_index(groups, 2)
-        single, _ = mix_rows(r.A_input, r.bias, d, lo, hi, index, valid, r.lb, iters=0)
-        mixed, _ = mix_rows(r.A_input, r.bias, d, lo, hi, index, valid, r.lb, iters=30)
+        single, _, _ = mix_rows(r.A_input, r.bias, d, lo, hi, index, valid, r.lb, iters=0)
+        mixed, _, _ = mix_rows(r.A_input, r.bias, d, lo, hi, index, valid, r.lb, iters=30)
         assert (mixed >= single).all()
         helped += int(((mixed > single + 1e-9) & (mixed > 0) & (single <= 0)).sum())
         # lam . (C y - d) <= max_i (C_i y - d_i): the value never exceeds any sampled point's polytope margin

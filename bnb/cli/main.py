@@ -60,7 +60,10 @@ def main():
               help="Write a VNN-COMP results file (verdict, and the witness for sat).")
 @click.option("-v", "--verbose", is_flag=True, help="Progress and statistics on stderr.")
 @proof_only_option
-def verify(network, spec, configs, sets, timeout, results_file, verbose, proof_only):
+@click.option("--certificate", type=click.Path(dir_okay=False), default=None,
+              help="On unsat, write the proof to this file (.npz, docs/certificates.md), checkable with `bnb check`; "
+                   "configurations the format cannot hold say 'certificate: unsupported (<reason>)' and write nothing.")
+def verify(network, spec, configs, sets, timeout, results_file, verbose, proof_only, certificate):
     """Verify the property SPEC (VNN-LIB) on the network NETWORK (ONNX)."""
     from bnb.pipeline.verify import verify as run_verify
     from bnb.timing import process_age
@@ -71,7 +74,8 @@ def verify(network, spec, configs, sets, timeout, results_file, verbose, proof_o
         log = (lambda m: click.echo(f"[bnb] {m}", err=True)) if verbose else None
         limit = cfg.general.timeout
         result = with_watchdog(limit, _announce_timeout(limit, network, spec, results_file),
-                               EXIT_CODES[Verdict.TIMEOUT], lambda: run_verify(network, spec, cfg, log=log))
+                               EXIT_CODES[Verdict.TIMEOUT],
+                               lambda: run_verify(network, spec, cfg, log=log, certificate=certificate))
     except BnbError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -89,6 +93,19 @@ def verify(network, spec, configs, sets, timeout, results_file, verbose, proof_o
     if result.verdict is Verdict.ERROR:
         click.echo(f"bnb: error: {result.message}", err=True)
     end_process(EXIT_CODES[result.verdict])
+
+
+@main.command()
+@click.argument("certificate", type=click.Path(dir_okay=False))
+@click.argument("network", type=click.Path(dir_okay=False))
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--exact", is_flag=True, help="Redo every computation in exact rational arithmetic (small networks).")
+def check(certificate, network, spec, exact):
+    """Check an unsat CERTIFICATE of SPEC on NETWORK with the independent checker (`python -m certcheck`, which
+    imports neither torch nor bnb). Prints accepted, rejected: <reason> or unsupported: <reason>; exit 0, 1 or 2."""
+    import subprocess
+    cmd = [sys.executable, "-m", "certcheck", certificate, network, spec] + (["--exact"] if exact else [])
+    sys.exit(subprocess.call(cmd))
 
 
 def _announce_timeout(limit, network, spec, results_file):
@@ -159,8 +176,10 @@ def bounds(network, spec, method, as_json, configs, sets):
               help="Spread the instances over the Ray cluster at ADDRESS (host:port, or 'auto'), --workers at a "
                    "time, with the same per-instance limits (pip install 'bnb-verifier[ray]').")
 @proof_only_option
+@click.option("--certificates", type=click.Path(file_okay=False), default=None,
+              help="Write each unsat answer's proof into this folder (<onnx>__<vnnlib>.npz; see verify --certificate).")
 def run_cmd(instances, configs, sets, out, timeout, limit, select, workers, grace, memory_mb, resume, ray_address,
-            proof_only):
+            proof_only, certificates):
     """Run a VNN-COMP INSTANCES.csv suite (onnx,vnnlib,timeout rows) and print a summary table.
 
     Verdicts are compared with an expected.csv beside the instances file when there is one.
@@ -174,7 +193,7 @@ def run_cmd(instances, configs, sets, out, timeout, limit, select, workers, grac
         cfg = _config(configs, sets, proof_only=proof_only)
         results = run_suite(Path(instances), cfg, Path(out) if out else None, click.echo, timeout, limit, select,
                             workers=workers, grace=grace, memory_mb=memory_mb or None, resume=resume,
-                            ray_address=ray_address)
+                            ray_address=ray_address, certificates=Path(certificates) if certificates else None)
     except BnbError as e:
         _fail(e)
     except KeyboardInterrupt:

@@ -51,7 +51,7 @@ def check_heuristics(cfg) -> None:
 class SearchContext:
     """One box being decided: the network, the output rows, the options, the deadline, ``validate`` (replays
     candidate points ``(K, n_in)`` numpy on the ONNX model: a counterexample or None), the statistics, the log,
-    the root box ``lower``/``upper`` ``(1, n_in)`` and the seeded generator."""
+    the root box ``lower``/``upper`` ``(1, n_in)``, the seeded generator and the proof log (or None)."""
     net: Network
     rows: Rows
     opts: EngineOptions
@@ -62,6 +62,7 @@ class SearchContext:
     lower: torch.Tensor
     upper: torch.Tensor
     gen: torch.Generator = field(default=None)
+    proof: object = None  # the box's ProofLog (bnb.engine.prooflog) when a certificate is asked for, else None
     iteration: int = 0  # iterations that left open children (every attack_every-th runs PGD)
 
     def bound(self, state: DomainState, method: str, iters: int, optimize_intermediate: bool, floor=None,

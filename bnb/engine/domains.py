@@ -56,7 +56,8 @@ class InputDomains(DomainBatch):
     - ``lower``/``upper``: ``(N, n_in)`` the box;
     - ``refutation``: ``(N, K)`` per open polytope its refutation value (> 0 refuted);
     - ``coef``: ``(N, K, n_in)`` per open polytope the input coefficients of the bound behind that value;
-    - ``pre_lower``/``pre_upper``: per ReLU layer ``(N, n_i)`` intermediate bounds (they hold on every child box).
+    - ``pre_lower``/``pre_upper``: per ReLU layer ``(N, n_i)`` intermediate bounds (they hold on every child box);
+    - ``node``: ``(N,)`` long, each domain's node in the proof log (:mod:`bnb.engine.prooflog`; -1 without one).
     """
     lower: torch.Tensor
     upper: torch.Tensor
@@ -64,6 +65,7 @@ class InputDomains(DomainBatch):
     coef: torch.Tensor
     pre_lower: list
     pre_upper: list
+    node: torch.Tensor
 
     @property
     def pre_bounds(self):

@@ -16,6 +16,7 @@ import torch
 from bnb.engine.context import SearchContext, Stats
 from bnb.engine.loop import search
 from bnb.engine.options import EngineOptions
+from bnb.engine.prooflog import certifiable
 from bnb.engine.rows import Rows, output_reach, polytope_values
 from bnb.engine.signs import refine_signs
 from bnb.engine.strategies import strategy_class
@@ -37,16 +38,31 @@ def keep_polytopes(res: BoundResult, keep_rows: torch.Tensor) -> None:
         res.alphas = {"final": [a[:, keep_rows] for a in res.alphas["final"]]}
     if res.gammas is not None:
         res.gammas = [None if g is None else g[:, keep_rows] for g in res.gammas]
+    for name in ("lb_alphas", "lb_betas"):
+        if getattr(res, name) is not None:
+            setattr(res, name, [a[:, keep_rows] for a in getattr(res, name)])
+
+
+def record_root(proof, res: BoundResult, method: str, opts: EngineOptions, rows: Rows, values_weights) -> None:
+    """The root of a proof: its claims, and the polytopes its bound refutes."""
+    reason = certifiable(res, method, opts)
+    if reason is not None:
+        proof.unsupported(reason)
+    node = torch.zeros(1, dtype=torch.long)
+    proof.claim(node, res.pre_bounds)
+    values, lam = values_weights
+    proof.close(node, proven(values, opts.loop.verify_margin, res.infeasible), lam, rows, res.lb_alphas,
+                res.lb_betas)
 
 
 def run_bab(net, lower, upper, polys, opts: EngineOptions, deadline, validate, stats: Stats, log=None,
-            ref_bounds=None):
+            ref_bounds=None, proof=None):
     """Decide one box. Returns ``("unsat" | "sat" | "unknown", counterexample or None)``.
 
     ``lower``/``upper``: ``(n_in,)`` tensors on the network's device; ``polys``: the box's polytopes;
     ``validate(xs numpy (K, n_in))``: replays candidates on the ONNX model; ``ref_bounds``: per ReLU layer
     ``(l, u)`` ``(1, n_i)`` known to hold on the box (the root's intermediate bounds are intersected with them),
-    or None.
+    or None; ``proof``: a :class:`~bnb.engine.prooflog.ProofLog` that records the proof as it is found, or None.
     Raises :class:`~bnb.timing.VerificationTimeout` at the deadline.
     """
     log = log or (lambda m: None)
@@ -59,7 +75,9 @@ def run_bab(net, lower, upper, polys, opts: EngineOptions, deadline, validate, s
     rows = Rows(polys, net.out_size, net.dtype, net.device, lambda: output_reach(net, lower, upper))
     lo, hi = lower[None], upper[None]
     ctx = SearchContext(net, rows, opts, deadline, validate, stats, log, lo, hi,
-                        torch.Generator().manual_seed(opts.seed))
+                        torch.Generator().manual_seed(opts.seed), proof)
+    if proof is not None and ref_bounds is not None:
+        proof.unsupported("reference bounds given to the root")
     ro = opts.root
     # with sign refinement, mn-crown's costly constraints wait for the refined bounds: alpha first
     # (ReLU networks only: the refinement indexes the root's bounds by ReLU layer)
@@ -70,6 +88,8 @@ def run_bab(net, lower, upper, polys, opts: EngineOptions, deadline, validate, s
         t0 = time.monotonic()
         pre, fixed = refine_signs(run_bab, net, lower, upper, r.pre_bounds, opts, stats, deadline, log)
         stats.timed("time_signs", t0)
+        if proof is not None:
+            proof.unsupported("sign refinement (bounds.sign_refine)")
         if fixed or first != ro.method:
             again = ctx.bound(DomainState(lo, hi, ref_bounds=pre), ro.method, ro.alpha_iters, True)
             again.lb = torch.maximum(again.lb, r.lb)  # both are valid bounds
@@ -80,6 +100,8 @@ def run_bab(net, lower, upper, polys, opts: EngineOptions, deadline, validate, s
         log(f"root {key}: {value}")
     if ro.lp_refine and r.pre_bounds and float(rows.score(r.lb)[0][0]) <= margin:
         from relaxations.lp.bab_hooks import refine_root_bounds
+        if proof is not None:
+            proof.unsupported("LP refinement (bounds.lp_refine)")
         t0 = time.monotonic()
         pre = refine_root_bounds(net, lower, upper, r.pre_bounds, opts.bounds, deadline)
         stats.timed("time_lp_refine", t0)
@@ -87,7 +109,9 @@ def run_bab(net, lower, upper, polys, opts: EngineOptions, deadline, validate, s
         refined.lb = torch.maximum(refined.lb, r.lb)
         refined.infeasible = refined.infeasible | r.infeasible
         r = refined
-    values, coef = polytope_values(rows, r, lo, hi, opts.bounds.mix_iters)
+    values, coef, lam = polytope_values(rows, r, lo, hi, opts.bounds.mix_iters, weights=True)
+    if proof is not None:
+        record_root(proof, r, ro.method, opts, rows, (values, lam))
     score, worst = values.min(dim=1)
     stats["root_score"] = float(score[0])
     log(f"root bound ({ro.method}): worst polytope margin {float(score[0]):.6g}")
@@ -106,6 +130,8 @@ def run_bab(net, lower, upper, polys, opts: EngineOptions, deadline, validate, s
         keep_polytopes(r, keep[rows.groups])
         values, coef = values[:, keep], (coef[:, keep] if coef is not None else None)
         ctx.rows = rows.restrict(keep)
+        if proof is not None:
+            proof.restrict(keep.tolist())
         log(f"{int(refuted.sum())} polytope(s) refuted at the root, {ctx.rows.K} left")
     mode = ro.branching
     if mode == "auto":
@@ -116,4 +142,6 @@ def run_bab(net, lower, upper, polys, opts: EngineOptions, deadline, validate, s
     if mode in ("relu", "partition"):
         net.require_relu(f"bab.branching={mode}")
     stats["branching"] = mode
+    if proof is not None and mode != "input":
+        proof.unsupported(f"{mode} branching")
     return search(strategy_class(mode)(ctx, r, values, coef), opts.loop, deadline, stats, log)

@@ -49,11 +49,12 @@ class Rows:
 
     def mixed(self, res, lower, upper, iters):
         """Per polytope, the best bound mixing its rows (:mod:`relaxations.polytope`): values ``(N, K)``
-        (> 0 refutes) and the input coefficients ``(N, K, n_in)`` of the polytope's best single row."""
-        value, best_row = mix_rows(res.A_input, res.bias, self.d, lower, upper, self.index, self.valid, res.lb,
-                                   iters)
+        (> 0 refutes), the input coefficients ``(N, K, n_in)`` of the polytope's best single row, and the
+        mixing weights ``(N, K, R)`` behind each value (over the rows ``index``)."""
+        value, best_row, weights = mix_rows(res.A_input, res.bias, self.d, lower, upper, self.index, self.valid,
+                                            res.lb, iters)
         coef = torch.gather(res.A_input, 1, best_row[..., None].expand(-1, -1, res.A_input.shape[-1]))
-        return value, coef
+        return value, coef, weights
 
     def group_max(self, vals):
         """``(N, K)``: per polytope, the largest of its rows' values ``vals`` ``(N, M)``."""
@@ -108,9 +109,11 @@ def output_reach(net, lower, upper):
     return reach(lb, ub)[0]
 
 
-def polytope_values(rows, res, lower, upper, mix_iters):
+def polytope_values(rows, res, lower, upper, mix_iters, weights=False):
     """Per domain and polytope, the refutation value ``(N, K)`` (> 0: refuted) and the input coefficients
-    ``(N, K, n_in)`` of the bound behind it (None without linear bounds, e.g. IBP or the LP methods)."""
+    ``(N, K, n_in)`` of the bound behind it (None without linear bounds, e.g. IBP or the LP methods); with
+    ``weights``, also the rows' mixing weights ``(N, K, R)`` behind each value (None without linear bounds)."""
     if res.A_input is None or res.bias is None:
-        return rows.group_values(res.lb), None
-    return rows.mixed(res, lower, upper, mix_iters)
+        return (rows.group_values(res.lb), None) + ((None,) if weights else ())
+    value, coef, lam = rows.mixed(res, lower, upper, mix_iters)
+    return (value, coef, lam) if weights else (value, coef)

@@ -4,8 +4,10 @@ The property holds (``unsat``) iff every box is decided safe; a counterexample i
 """
 from __future__ import annotations
 
+from bnb import __version__
 from bnb.engine.context import Stats
 from bnb.engine.options import engine_options
+from bnb.engine.prooflog import ProofLog
 from bnb.engine.root import run_bab
 from bnb.io.witness import replay
 from bnb.results import Verdict
@@ -18,18 +20,37 @@ def falsification_off(xs, *boxes):
     raise RuntimeError("a candidate counterexample was replayed in proof-only mode (general.proof_only)")
 
 
-def prove(model, net, prop, cfg, deadline, stats, log):
-    """Returns ``(verdict, counterexample, message)``."""
+def proof_log(net, prop, lo, hi, spec):
+    """A :class:`~bnb.engine.prooflog.ProofLog` for the one box of ``prop``; it says ``unsupported`` at once for
+    what the certificate format cannot hold (several boxes, float32 queries)."""
+    sizes = [net.layers[i].out_size for i in net.activation_indices()]
+    proof = ProofLog(sizes, lo, hi, spec.disjuncts, "input")
+    if len(prop.specs) != 1:
+        proof.unsupported(f"{len(prop.specs)} input boxes")
+    if prop.float32:
+        proof.unsupported("a float32 query")
+    if not net.relu_only:
+        proof.unsupported("activations other than ReLU")
+    return proof
+
+
+def prove(model, net, prop, cfg, deadline, stats, log, certificate=None):
+    """Returns ``(verdict, counterexample, message)``. ``certificate``: ``(path, onnx_path)``; on ``unsat`` the
+    proof is written to ``path`` (``docs/certificates.md``; the property's file is ``prop.path``) and
+    ``stats["certificate"]`` says where, or ``unsupported (<reason>)``."""
     bab_stats = Stats()
     undecided = 0
     opts = engine_options(cfg)
+    proofs = []
     for b, spec in enumerate(prop.specs):
         # rounded outward: the working box contains every real point of the file's box
         lo, hi = outward_box(spec.lower, spec.upper, net.dtype, net.device)
         validate = (falsification_off if cfg.general.proof_only else
                     lambda xs, b=b: replay(model, prop, xs, [b] * len(xs)))  # noqa: E731
+        proof = proof_log(net, prop, lo, hi, spec) if certificate else None
+        proofs.append(proof)
         try:
-            status, ce = run_bab(net, lo, hi, spec.disjuncts, opts, deadline, validate, bab_stats, log)
+            status, ce = run_bab(net, lo, hi, spec.disjuncts, opts, deadline, validate, bab_stats, log, proof=proof)
         finally:
             for k, v in bab_stats.items():  # accumulate over boxes, next to the pipeline's own figures
                 both_numeric = isinstance(v, (int, float)) and isinstance(stats.get(k), (int, float))
@@ -42,4 +63,23 @@ def prove(model, net, prop, cfg, deadline, stats, log):
         reason = ("branch and bound disabled" if not cfg.bab.enabled else
                   "domains left undecided" + ("; proof-only mode: no falsification" if cfg.general.proof_only else ""))
         return Verdict.UNKNOWN, None, f"{undecided} input box(es) not decided ({reason})"
-    return Verdict.UNSAT, None, "every output polytope is unreachable"
+    message = "every output polytope is unreachable"
+    if certificate:
+        stats["certificate"] = write_certificate(proofs, certificate, cfg, net, prop, log)
+        message += f"; certificate: {stats['certificate']}"
+    return Verdict.UNSAT, None, message
+
+
+def write_certificate(proofs, path, cfg, net, prop, log) -> str:
+    """Write the proof of an unsat property to ``path`` (``(file, onnx_path)``); returns the file or
+    ``unsupported (<reason>)``."""
+    proof = proofs[0] if proofs else None
+    out, onnx_path = path
+    reason = "no input box" if proof is None else proof.reason
+    if reason is not None:
+        log(f"certificate not written: unsupported ({reason})")
+        return f"unsupported ({reason})"
+    size = proof.save(out, onnx_path, prop.path, net.in_size, net.out_size, cfg.general.dtype,
+                      f"bnb {__version__}; {cfg.bounds.method} root, {cfg.bab.input_method} children")
+    log(f"certificate written to {out} ({size} bytes, {proof.n} nodes)")
+    return out

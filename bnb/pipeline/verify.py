@@ -73,7 +73,8 @@ def float32_slack(model, prop: Property) -> Property:
 
 
 def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | None = None,
-           log=None, deadline: Deadline | None = None, models: ModelCache | None = None) -> Result:
+           log=None, deadline: Deadline | None = None, models: ModelCache | None = None,
+           certificate: str | None = None) -> Result:
     """Verify one instance. Bad input raises :class:`BnbError`; everything else becomes a Result.
 
     ``vnnlib_path``: a VNN-LIB 1.0 file, or a :class:`~bnb.io.spec.Property` already read from another format.
@@ -82,7 +83,9 @@ def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | N
     by ``deadline.check()`` (always in our own code, never asynchronously) becomes ``timeout``. ``deadline``
     replaces the one built from ``timeout`` (tests inject deadlines that expire at chosen points).
     ``models``: reuse the network of an earlier call on the same, unchanged file (it is checked against
-    onnxruntime inside this property's boxes all the same).
+    onnxruntime inside this property's boxes all the same). ``certificate``: a path where an ``unsat`` answer's
+    proof is written (``docs/certificates.md``); ``stats["certificate"]`` then names the file, or says
+    ``unsupported (<reason>)`` (no file is written).
     """
     cfg = cfg or Config()
     check_heuristics(cfg)
@@ -137,9 +140,10 @@ def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | N
             stats["screen_refuted"] = sum(refuted)
             log(f"root CROWN bound before the attack: {sum(refuted)} of {len(refuted)} (box, polytope) pair(s) "
                 "refuted")
-            if refuted and all(refuted):
+            if refuted and all(refuted) and not certificate:
                 return finish(Verdict.UNSAT, message="every output polytope is unreachable (root CROWN bound)")
-            restricted = screen.remaining(prop, refuted)
+            if not certificate:  # (with a certificate, branch and bound's root refutes them again, on the record)
+                restricted = screen.remaining(prop, refuted)
         if cfg.attack.enabled and not cfg.general.proof_only:
             t0 = time.monotonic()
             validate = lambda xs, boxes: replay(model, prop, xs, boxes)  # noqa: E731
@@ -153,7 +157,13 @@ def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | N
         t0 = time.monotonic()
         left, box_map, poly_map = restricted
         try:
-            verdict, ce, message = prove(model, net, left, cfg, deadline, stats, log)
+            request = None
+            if certificate:
+                request = (certificate, onnx_path)
+                if isinstance(vnnlib_path, Property):
+                    stats["certificate"] = "unsupported (a VNN-LIB 2.0 query)"
+                    request = None
+            verdict, ce, message = prove(model, net, left, cfg, deadline, stats, log, request)
         finally:
             stats["time_prove"] = time.monotonic() - t0
         if box_map is not None:

@@ -157,7 +157,7 @@ class ResultsFile:
 
 def run_suite(instances: Path, cfg, out: Path | None, echo, timeout=None, limit=None, select=None,
               workers: int = 1, grace: float = 10.0, memory_mb: float | None = None, resume: bool = False,
-              hook=None, on_row=None, ray_address: str | None = None, keep=None):
+              hook=None, on_row=None, ray_address: str | None = None, keep=None, certificates: Path | None = None):
     """Run every instance; returns the list of result dicts (also appended to ``out`` as they finish).
 
     ``workers``: instances run at a time, each in its own worker process (:mod:`bnb.runs.worker`), which the
@@ -170,6 +170,8 @@ def run_suite(instances: Path, cfg, out: Path | None, echo, timeout=None, limit=
     ``on_row(rec)``: called with each new row as it is recorded (e.g. a progress bar).
     ``ray_address``: spread the instances over the Ray cluster there (:mod:`bnb.runs.ray_pool`): ``workers``
     instances at a time, each in a worker process of its own on some node, with the same limits.
+    ``certificates``: a folder where each unsat answer's proof is written (``<onnx stem>__<vnnlib stem>.npz``;
+    the row's message names the file, or says why none could be written).
     """
     from bnb.runs.worker import Task, WorkerPool, run_task
     folder = instances.parent
@@ -192,8 +194,16 @@ def run_suite(instances: Path, cfg, out: Path | None, echo, timeout=None, limit=
         echo(f"resuming {out}: {skipped - len(rows)} instance(s) already done, {len(rows)} to run")
     total = len(rows)
     t_suite = time.monotonic()
-    tasks = [Task(k, str(folder / row.onnx), str(folder / row.vnnlib), timeout or row.timeout, cfg, hook)
-             for k, row in enumerate(rows)]
+    if certificates is not None:
+        certificates.mkdir(parents=True, exist_ok=True)
+
+    def certificate(row):
+        if certificates is None:
+            return None
+        return str(certificates / f"{Path(row.onnx).stem}__{Path(row.vnnlib).stem}.npz")
+
+    tasks = [Task(k, str(folder / row.onnx), str(folder / row.vnnlib), timeout or row.timeout, cfg, hook,
+                  certificate(row)) for k, row in enumerate(rows)]
 
     def record(task, res, elapsed, n_done):
         row = rows[task.key]

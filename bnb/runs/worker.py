@@ -57,6 +57,7 @@ class Task:
     timeout: float
     cfg: object = None   # a bnb.config.Config (picklable dataclasses)
     hook: object = None  # tests: a picklable callable ``hook(task)`` run in the worker before verify
+    certificate: str | None = None  # where an unsat answer's proof is written (bnb.pipeline.verify), or None
 
 
 def _vm_mb() -> float:
@@ -99,7 +100,8 @@ def run_task(task: Task) -> dict:
     try:
         if task.hook is not None:
             task.hook(task)
-        res = verify(task.onnx, task.vnnlib, task.cfg, timeout=task.timeout, models=_MODELS)
+        res = verify(task.onnx, task.vnnlib, task.cfg, timeout=task.timeout, models=_MODELS,
+                     certificate=task.certificate)
         verdict, msg, stats = res.verdict.value, res.message, res.stats
     except BnbError as e:
         verdict, msg, stats = Verdict.ERROR.value, str(e), {}

@@ -14,11 +14,13 @@ import torch
 
 from bnb.engine.context import SearchContext, heuristic
 from bnb.engine.domains import InputDomains
+from bnb.engine.prooflog import KIND_INPUT, certifiable
 from bnb.engine.rows import polytope_values
 from bnb.engine.strategies.base import Children, Strategy
 from heuristics import InputBatch, splittable
 from relaxations.polytope import box_min
 from relaxations.state import BoundResult, DomainState
+from relaxations.verdict import proven
 
 
 def split_boxes(lower, upper, dims, parts=2):
@@ -62,7 +64,8 @@ class InputSplitting(Strategy):
             coef = torch.zeros(1, ctx.rows.K, ctx.lower.shape[1], dtype=ctx.lower.dtype, device=ctx.lower.device)
         self._root = InputDomains(score=refutation.min(dim=1).values, depth=torch.zeros(1, device=ctx.lower.device),
                                   lower=ctx.lower, upper=ctx.upper, refutation=refutation, coef=coef,
-                                  pre_lower=[l for l, _ in root.pre_bounds], pre_upper=[u for _, u in root.pre_bounds])
+                                  pre_lower=[l for l, _ in root.pre_bounds], pre_upper=[u for _, u in root.pre_bounds],
+                                  node=torch.full((1,), 0 if ctx.proof is not None else -1, device=ctx.lower.device))
 
     def root(self) -> InputDomains:
         return self._root
@@ -82,12 +85,12 @@ class InputSplitting(Strategy):
             ref = [(l.repeat(parts * k, 1), u.repeat(parts * k, 1)) for l, u in batch.pre_bounds]
         res = ctx.bound(DomainState(c_lo, c_hi, ref_bounds=ref), method, self.opts.input_alpha_iters,
                         self.opts.input_alpha_intermediate)
-        refutation, coef = polytope_values(ctx.rows, res, c_lo, c_hi, ctx.opts.bounds.mix_iters)
+        own, coef, lam = polytope_values(ctx.rows, res, c_lo, c_hi, ctx.opts.bounds.mix_iters, weights=True)
         if coef is None:
-            coef = torch.zeros(refutation.shape[0], ctx.rows.K, c_lo.shape[1], dtype=c_lo.dtype, device=c_lo.device)
+            coef = torch.zeros(own.shape[0], ctx.rows.K, c_lo.shape[1], dtype=c_lo.dtype, device=c_lo.device)
         # the parent's bound holds on its children too (CROWN is not monotone under bisection)
-        refutation = torch.maximum(refutation, batch.refutation.repeat(parts * k, 1))
-        trial[:] = [(cands, c_lo, c_hi, res, refutation, coef)]
+        refutation = torch.maximum(own, batch.refutation.repeat(parts * k, 1))
+        trial[:] = [(cands, c_lo, c_hi, res, refutation, coef, own, lam)]
         return refutation.min(dim=1).values.reshape(parts, k, n)
 
     def branch(self, batch: InputDomains) -> Children:
@@ -117,10 +120,11 @@ class InputSplitting(Strategy):
         if found is None:
             self._children(batch, dims[:, None], self.method, trial)
             found = torch.zeros(n, dtype=torch.long, device=ok.device)
-        cands, c_lo, c_hi, res, refutation, coef = trial[0]
+        cands, c_lo, c_hi, res, refutation, coef, own, lam = trial[0]
         k = cands.shape[1]
         pre = res.pre_bounds
         infeasible = res.infeasible
+        keep = None
         if k > 1:  # keep, per domain, the children of the chosen split
             ar = torch.arange(n, device=ok.device)
             keep = torch.cat([(j * k + found) * n + ar for j in range(parts)])
@@ -128,11 +132,35 @@ class InputSplitting(Strategy):
             pre = [(l[keep], u[keep]) for l, u in pre]
             infeasible = infeasible[keep]
         ctx.stats.timed("time_branching", t0)
+        node = batch.node.repeat(parts)
+        if ctx.proof is not None:
+            node = self._record(batch, dims, c_lo, c_hi, pre, res, own, lam, keep)
         score, worst = refutation.min(dim=1)
         children = InputDomains(score=score, depth=(batch.depth + 1).repeat(parts), lower=c_lo, upper=c_hi,
                                 refutation=refutation, coef=coef, pre_lower=[l for l, _ in pre],
-                                pre_upper=[u for _, u in pre])
+                                pre_upper=[u for _, u in pre], node=node)
         return Children(children, infeasible, worst, coef[torch.arange(coef.shape[0], device=coef.device), worst])
+
+    def _record(self, batch, dims, c_lo, c_hi, pre, res, own, lam, keep):
+        """Log the kept children (``parts n``, all first parts first) in the proof: their cuts, their claims
+        ``pre``, and the polytopes their own bound ``own`` refutes that their parent had not. Returns their node
+        ids ``(parts n,)``."""
+        ctx, proof = self.ctx, self.ctx.proof
+        reason = certifiable(res, self.method, ctx.opts)
+        if reason is not None:
+            proof.unsupported(reason)
+        parts = self.parts
+        d = dims.repeat(parts)
+        ar = torch.arange(d.shape[0], device=d.device)
+        node = proof.children(batch.node.repeat(parts), KIND_INPUT, d, c_lo[ar, d], c_hi[ar, d])
+        proof.claim(node, pre)
+        pick = (lambda t: t) if keep is None else (lambda t: t[keep])
+        margin = ctx.opts.loop.verify_margin
+        parent_closed = proven(batch.refutation, margin).repeat(parts, 1)
+        closed = proven(pick(own), margin) & ~parent_closed
+        alphas = None if res.lb_alphas is None else [pick(a) for a in res.lb_alphas]
+        proof.close(node, closed, pick(lam) if lam is not None else None, ctx.rows, alphas, None)
+        return node
 
     def falsify(self, children: Children, open_mask: torch.Tensor):
         ctx = self.ctx

@@ -1,0 +1,198 @@
+"""The proof of one input box, recorded while branch and bound searches it, and written as a certificate
+(``docs/certificates.md``, version 1) once the box is unsat: the split tree, the intermediate-bound claims of the
+nodes where they are computed, and per refuted polytope the mixing weights and multipliers of the rows whose
+bound refuted it. ``certcheck/`` checks the file without trusting any of it.
+
+Everything is recorded as the engine computed it: node ids follow :class:`~bnb.engine.domains.InputDomains`,
+claims are a bound's ``pre_bounds`` exactly (the bounds its relaxations were built on), multipliers are those of
+the iterate whose bound was used (``BoundResult.lb_alphas``). What the format cannot express makes the log
+``unsupported`` with a reason (:meth:`ProofLog.unsupported`): the run still answers, but writes no file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+
+import numpy as np
+import torch
+
+from bnb.engine.options import EngineOptions
+from relaxations.state import BoundResult
+
+FORMAT, VERSION = "bnb-certificate", 1
+KIND_ROOT, KIND_INPUT, KIND_RELU = 0, 1, 2
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+
+
+def sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def certifiable(res: BoundResult, method: str, opts: EngineOptions) -> str | None:
+    """Why a bound of ``method`` cannot go into a certificate (``docs/certificates.md``), or None when it can: the
+    certificate's rows use CROWN's relaxation with the adaptive default slopes or the recorded alpha/beta, over
+    claims that are exactly the bounds those rows were computed on."""
+    if method not in ("crown", "alpha", "beta"):
+        return f"bounding method {method}"
+    if method == "crown" and (opts.bounds.lower_slope != "adaptive" or opts.bounds.intermediate == "forward"):
+        return f"CROWN with lower_slope {opts.bounds.lower_slope}, intermediate {opts.bounds.intermediate}"
+    if not res.lb_pre_exact:
+        return "alpha-CROWN with optimised intermediate layers"
+    return None
+
+
+class ProofLog:
+    """The proof of one box. ``relu_sizes``: neurons per ReLU layer; ``lower``/``upper`` ``(n_in,)``: the root box
+    (the box the engine bounds, rounded outward from the file's); ``polytopes``: the box's polytopes in file order
+    (their row counts go to the manifest); ``branching``: ``input`` or ``relu``."""
+
+    def __init__(self, relu_sizes, lower, upper, polytopes, branching: str):
+        self.sizes = [int(n) for n in relu_sizes]
+        self.root = (_np(lower).astype(np.float64).reshape(-1), _np(upper).astype(np.float64).reshape(-1))
+        self.poly_rows = [len(p.d) for p in polytopes]
+        self.poly_ids = list(range(len(polytopes)))  # file-order number of each polytope the engine still works on
+        self.branching = branching
+        self.reason = None
+        self.n = 1
+        self.nodes = [(np.array([-1]), np.array([KIND_ROOT]), np.array([-1]), np.zeros(1), np.zeros(1), np.zeros(1))]
+        self.claims, self.closures, self.terms, self.alphas, self.betas = [], [], [], [], []
+        self.n_close = self.n_alpha = self.n_beta = 0
+
+    # -- what cannot be certified ---------------------------------------------------------------------------
+    def unsupported(self, reason: str) -> None:
+        """Give up on this proof (the first reason is kept); later calls record nothing."""
+        if self.reason is None:
+            self.reason = reason
+
+    @property
+    def active(self) -> bool:
+        return self.reason is None
+
+    def restrict(self, keep: list[bool]) -> None:
+        """The engine dropped polytopes (refuted on the whole box): keep the file numbers of the others."""
+        self.poly_ids = [p for p, k in zip(self.poly_ids, keep) if k]
+
+    # -- recording ------------------------------------------------------------------------------------------
+    def children(self, parents, kind: int, index, lo=None, hi=None, phase=None) -> torch.Tensor:
+        """Append ``m`` nodes, children of ``parents`` ``(m,)`` (node ids), made by ``kind`` on ``index`` ``(m,)``
+        (input dimension or flat neuron), with intervals ``lo``/``hi`` ``(m,)`` (input cuts) or ``phase``
+        ``(m,)`` (ReLU splits). Returns their ids ``(m,)`` (long, on ``parents``' device)."""
+        m = int(parents.shape[0])
+        ids = torch.arange(self.n, self.n + m, device=parents.device)
+        if not self.active:
+            return ids
+        zeros = np.zeros(m)
+        self.nodes.append((_np(parents).astype(np.int64), np.full(m, kind), _np(index).astype(np.int64),
+                           zeros if lo is None else _np(lo).astype(np.float64),
+                           zeros if hi is None else _np(hi).astype(np.float64),
+                           zeros if phase is None else _np(phase)))
+        self.n += m
+        return ids
+
+    def claim(self, nodes, pre_bounds) -> None:
+        """Claims at ``nodes`` ``(m,)``: ``pre_bounds``, per ReLU layer ``(l, u)`` ``(m, n_i)``, the bounds that the
+        nodes' relaxations were built on."""
+        if not self.active or not len(nodes):
+            return
+        lo = torch.cat([l.reshape(len(nodes), -1) for l, _ in pre_bounds], dim=1)
+        hi = torch.cat([u.reshape(len(nodes), -1) for _, u in pre_bounds], dim=1)
+        if lo.shape[1] != sum(self.sizes):
+            self.unsupported(f"claims of {lo.shape[1]} neurons, not {sum(self.sizes)}")
+            return
+        self.claims.append((_np(nodes).astype(np.int64), _np(lo), _np(hi)))
+
+    def close(self, nodes, closed, weights, rows, alphas=None, betas=None) -> None:
+        """Polytopes refuted at ``nodes`` ``(m,)``: ``closed`` ``(m, K)`` bool over the engine's current polytopes,
+        ``weights`` ``(m, K, R)`` the mixing weights behind each value (``Rows.mixed``), ``rows`` the engine's
+        :class:`~bnb.engine.rows.Rows`; ``alphas``/``betas``: per ReLU layer ``(m, M, n_i)`` the multipliers of
+        every row's bound (``BoundResult.lb_alphas``/``lb_betas``), or None for the default slopes / no splits."""
+        if not self.active:
+            return
+        pairs = torch.nonzero(closed)
+        if not pairs.numel():
+            return
+        if weights is None:
+            self.unsupported("a polytope refuted without linear bounds (IBP or LP)")
+            return
+        i, k = pairs[:, 0], pairs[:, 1]
+        w = weights[i, k].masked_fill(~rows.valid[k], 0)                      # (P, R)
+        t_pair, t_pos = torch.nonzero(w > 0, as_tuple=True)
+        if not bool((w > 0).any(dim=1).all()):
+            self.unsupported("a refuted polytope without a positive mixing weight")
+            return
+        T = t_pair.shape[0]
+        glob = rows.index[k[t_pair], t_pos]                                   # (T,) the engine's row numbers
+        base = self.n_close
+        poly = torch.tensor(self.poly_ids, device=k.device)[k]
+        self.closures.append((_np(nodes[i]).astype(np.int64), _np(poly)))
+        alpha_ref = beta_ref = np.full(T, -1)
+        if alphas is not None:
+            a = torch.cat([x[i[t_pair], glob].reshape(T, -1) for x in alphas], dim=1)
+            self.alphas.append(_np(a))
+            alpha_ref = np.arange(self.n_alpha, self.n_alpha + T)
+            self.n_alpha += T
+        if betas is not None:
+            b = torch.cat([x[i[t_pair], glob].reshape(T, -1) for x in betas], dim=1)
+            self.betas.append(_np(b))
+            beta_ref = np.arange(self.n_beta, self.n_beta + T)
+            self.n_beta += T
+        self.terms.append((base + _np(t_pair).astype(np.int64), _np(t_pos).astype(np.int64),
+                           _np(w[t_pair, t_pos]).astype(np.float64), alpha_ref, beta_ref))
+        self.n_close += int(pairs.shape[0])
+
+    # -- the file -------------------------------------------------------------------------------------------
+    def arrays(self, dtype: str) -> dict:
+        """The certificate's arrays (``docs/certificates.md``), ``dtype`` the working dtype's name."""
+        fdt = np.float32 if dtype == "float32" else np.float64
+        n_total = sum(self.sizes)
+
+        def cat(chunks, j, dt, width=None):
+            parts = [c[j] for c in chunks]
+            if not parts:
+                return np.zeros((0,) if width is None else (0, width), dt)
+            return np.concatenate(parts).astype(dt, copy=False)
+
+        parent, kind, index, lo, hi, phase = (cat(self.nodes, j, dt) for j, dt in enumerate(
+            (np.int32, np.int8, np.int32, np.float64, np.float64, np.int8)))
+        out = dict(root_lower=self.root[0], root_upper=self.root[1], parent=parent, kind=kind, index=index,
+                   lo=lo, hi=hi, phase=phase,
+                   claim_node=cat(self.claims, 0, np.int32), claim_lo=cat(self.claims, 1, fdt, n_total),
+                   claim_hi=cat(self.claims, 2, fdt, n_total),
+                   hint_claim=np.zeros(0, np.int32), hint_neuron=np.zeros(0, np.int32),
+                   hint_side=np.zeros(0, np.int8), hint_alpha=np.zeros(0, np.int32),
+                   close_node=cat(self.closures, 0, np.int32), close_poly=cat(self.closures, 1, np.int32),
+                   term_close=cat(self.terms, 0, np.int32), term_row=cat(self.terms, 1, np.int32),
+                   term_lam=cat(self.terms, 2, np.float64), term_alpha=cat(self.terms, 3, np.int32),
+                   term_beta=cat(self.terms, 4, np.int32))
+        out["alpha"] = (np.concatenate(self.alphas) if self.alphas else np.zeros((0, n_total))).astype(fdt)
+        out["beta"] = (np.concatenate(self.betas) if self.betas else np.zeros((0, n_total))).astype(fdt)
+        return out
+
+    def save(self, path, onnx_path, vnnlib_path, n_in: int, n_out: int, dtype: str, verifier: str) -> int:
+        """Write the certificate to ``path`` (atomically: a temporary file renamed); returns its size in bytes."""
+        manifest = dict(format=FORMAT, version=VERSION, onnx_sha256=sha256(onnx_path),
+                        vnnlib_sha256=sha256(vnnlib_path), dtype=dtype, n_in=int(n_in), n_out=int(n_out),
+                        relu_sizes=self.sizes, branching=self.branching, polytope_rows=self.poly_rows,
+                        verifier=verifier)
+        arrays = self.arrays(dtype)
+        arrays["manifest"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez_compressed(f, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return os.path.getsize(path)

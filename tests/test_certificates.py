@@ -1,0 +1,173 @@
+"""Certificates written by the verifier (issue 28; docs/certificates.md): what bnb records is a proof.
+
+Two kinds of checks, both independent of the code that wrote the file:
+
+- the independent checker (``certcheck``, which imports neither torch nor bnb) accepts every certificate of an
+  unsat answer, on ACAS Xu and on small networks, with CROWN and alpha-CROWN children;
+- the file's content holds against the network itself: node boxes partition their parents, every claim contains
+  the pre-activations of points sampled in its node's box (float64 forward pass), every leaf's path refutes every
+  polytope, every multiplier is in range. A producer bug that the checker might miss (or share) shows here.
+
+Configurations the format cannot hold must say so and write nothing.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bnb.config import load_config
+from bnb.io.onnx_loader import load_onnx
+from bnb.pipeline.verify import verify
+from tests.conftest import acas, pre_activations, torch_mlp, write_vnnlib
+
+certcheck = pytest.importorskip("certcheck", reason="the checker package certcheck/ is not importable")
+
+pytestmark = pytest.mark.fast
+
+
+def cfg_of(*sets, config=None):
+    return load_config([config] if config else [], ["general.threads=1", *sets])
+
+
+def load(path):
+    z = np.load(path, allow_pickle=False)
+    return json.loads(bytes(z["manifest"])), {k: z[k] for k in z.files if k != "manifest"}
+
+
+def node_boxes(a):
+    """Every node's box, from the root box and the cuts."""
+    lo, hi = [a["root_lower"].copy()], [a["root_upper"].copy()]
+    for v in range(1, len(a["parent"])):
+        p = a["parent"][v]
+        assert 0 <= p < v
+        bl, bh = lo[p].copy(), hi[p].copy()
+        if a["kind"][v] == 1:
+            d = a["index"][v]
+            assert lo[p][d] <= a["lo"][v] <= a["hi"][v] <= hi[p][d]
+            bl[d], bh[d] = a["lo"][v], a["hi"][v]
+        lo.append(bl)
+        hi.append(bh)
+    return np.array(lo), np.array(hi)
+
+
+def check_content(cert, onnx, samples=200, seed=0):
+    """The certificate's content against the network: partition, claims, coverage, ranges (see the module doc)."""
+    man, a = load(cert)
+    net = load_onnx(str(onnx), check=False).network.to(dtype=torch.float64)
+    N = len(a["parent"])
+    lo, hi = node_boxes(a)
+    children = {}
+    for v in range(1, N):
+        children.setdefault(int(a["parent"][v]), []).append(v)
+    for p, ch in children.items():  # input cuts: one dimension, intervals chaining from the parent's ends
+        dims = {int(a["index"][v]) for v in ch}
+        assert len(dims) == 1 and len(ch) >= 2
+        d = dims.pop()
+        iv = sorted((a["lo"][v], a["hi"][v]) for v in ch)
+        assert iv[0][0] == lo[p][d] and iv[-1][1] == hi[p][d]
+        assert all(x[1] == y[0] for x, y in zip(iv, iv[1:]))
+    gen = np.random.default_rng(seed)
+    for q, v in enumerate(a["claim_node"]):
+        x = lo[v] + gen.random((samples, lo.shape[1])) * (hi[v] - lo[v])
+        x = np.concatenate([x, lo[v][None], hi[v][None]])
+        z = torch.cat([t.reshape(len(x), -1) for t in pre_activations(net, torch.tensor(x))], dim=1).numpy()
+        assert (z >= a["claim_lo"][q].astype(np.float64)).all() and (z <= a["claim_hi"][q].astype(np.float64)).all()
+    closed = {}
+    for v, k in zip(a["close_node"], a["close_poly"]):
+        closed.setdefault(int(v), set()).add(int(k))
+    K = len(man["polytope_rows"])
+    for leaf in set(range(N)) - set(children):
+        have, v = set(), leaf
+        while v >= 0:
+            have |= closed.get(v, set())
+            v = int(a["parent"][v]) if v else -1
+        assert have == set(range(K)), (leaf, have)
+    assert (a["term_lam"] >= 0).all() and np.isin(np.arange(len(a["close_node"])), a["term_close"]).all()
+    assert ((a["alpha"] >= 0) & (a["alpha"] <= 1)).all()
+    return man, a
+
+
+def accepted(cert, onnx, vnnlib, **kw):
+    res = certcheck.check(str(cert), str(onnx), str(vnnlib), **kw)
+    assert res.status == "accepted", res.reason
+    return res
+
+
+@pytest.mark.parametrize("net_name, prop", [("1_1", "prop_1"), ("3_3", "prop_3"), ("1_9", "prop_4")])
+def test_acas_certificates_hold_and_are_accepted(tmp_path, net_name, prop):
+    onnx, vnnlib = acas(net_name, prop)
+    cert = tmp_path / "c.npz"
+    res = verify(str(onnx), str(vnnlib), cfg_of(config="configs/acasxu.yaml"), certificate=str(cert))
+    assert res.verdict.value == "unsat"
+    assert res.stats["certificate"] == str(cert)
+    man, a = check_content(cert, onnx)
+    assert man["relu_sizes"] == [50] * 6 and man["branching"] == "input"
+    accepted(cert, onnx, vnnlib)
+
+
+def small_instance(tmp_path, tiny_net, seed, n_in=3, widths=(8, 8), slack=0.3):
+    """A random network and a property that holds by ``slack`` of the output range: "Y_0 <= t" with ``t`` below
+    the sampled minimum of Y_0."""
+    module = torch_mlp([n_in, *widths, 2], seed)
+    onnx = tiny_net(module, (n_in,), name=f"n{seed}")
+    lo, hi = -np.ones(n_in), np.ones(n_in)
+    x = torch.tensor(np.random.default_rng(seed).uniform(lo, hi, (20000, n_in)), dtype=torch.float32)
+    with torch.no_grad():
+        y = module(x)[:, 0]
+    t = float(y.min() - slack * (y.max() - y.min()))
+    vnnlib = write_vnnlib(tmp_path / f"p{seed}.vnnlib", lo, hi, 2, f"(<= Y_0 {t!r})")
+    return onnx, vnnlib
+
+
+@pytest.mark.parametrize("method", ["crown", "alpha"])
+def test_small_networks_input_splitting(tmp_path, tiny_net, method):
+    branched = 0
+    for seed in range(4):
+        onnx, vnnlib = small_instance(tmp_path, tiny_net, seed)
+        cert = tmp_path / f"c{seed}.npz"
+        cfg = cfg_of("bab.branching=input", "bounds.method=crown", f"bab.input_method={method}",
+                     "general.proof_only=true")
+        res = verify(str(onnx), str(vnnlib), cfg, certificate=str(cert))
+        assert res.verdict.value == "unsat", res.message
+        man, a = check_content(cert, onnx)
+        branched += len(a["parent"]) > 1
+        if method == "alpha" and len(a["parent"]) > 1:
+            assert (a["term_alpha"][a["close_node"][a["term_close"]] > 0] >= 0).all()  # children carry slopes
+        accepted(cert, onnx, vnnlib)
+    assert branched >= 2  # the tree is not just a root
+
+
+def test_unsupported_configurations_write_nothing(tmp_path, tiny_net):
+    onnx, vnnlib = small_instance(tmp_path, tiny_net, 0)
+    for sets, reason in [(("bounds.method=mn-crown",), "bounding method mn-crown"),
+                         (("bab.branching=relu", "bounds.method=crown"), "relu branching"),
+                         (("bounds.method=alpha",), "optimised intermediate layers")]:
+        cert = tmp_path / "u.npz"
+        res = verify(str(onnx), str(vnnlib), cfg_of("bab.branching=input", *sets), certificate=str(cert))
+        if res.verdict.value == "unsat":
+            assert res.stats["certificate"].startswith("unsupported") and reason in res.stats["certificate"]
+            assert not cert.exists()
+
+
+def test_sat_writes_no_certificate(tmp_path, tiny_net):
+    module = torch_mlp([2, 4, 1], 0)
+    onnx = tiny_net(module, (2,))
+    vnnlib = write_vnnlib(tmp_path / "s.vnnlib", [-1, -1], [1, 1], 1, "(<= Y_0 1000.0)")
+    cert = tmp_path / "s.npz"
+    res = verify(str(onnx), str(vnnlib), cfg_of(), certificate=str(cert))
+    assert res.verdict.value == "sat" and not cert.exists() and "certificate" not in res.stats
+
+
+def test_a_root_proof_is_recorded_at_the_root(tmp_path, tiny_unsat):
+    """The screen's CROWN bound refutes the property before the attack; with a certificate the root bound refutes it
+    again on the record, so the file is a one-node proof."""
+    onnx, vnnlib = tiny_unsat
+    cert = tmp_path / "r.npz"
+    res = verify(str(onnx), str(vnnlib), cfg_of("bounds.method=crown"), certificate=str(cert))
+    assert res.verdict.value == "unsat" and res.stats["certificate"] == str(cert)
+    man, a = check_content(cert, onnx)
+    assert len(a["parent"]) == 1 and list(a["close_node"]) == [0]
+    accepted(cert, onnx, vnnlib)
