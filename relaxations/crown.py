@@ -387,7 +387,7 @@ def _crown_unstable_only(net, idx, l, u, relax, state, rigorous=True, cache=None
 
 
 def intermediate_bounds(net, state: DomainState, lower_slope="adaptive", mode="crown", alphas=None,
-                        reference=None, rigorous=True, alpha_rows=None):
+                        reference=None, rigorous=True, alpha_rows=None, fill=False):
     """The relaxation (``Activation.relaxation``) of every ReLU layer, as :class:`Relaxations`.
 
     ``mode``: ``crown`` (back-substitution to the input, intersected with IBP), ``forward`` (forward-mode
@@ -396,7 +396,8 @@ def intermediate_bounds(net, state: DomainState, lower_slope="adaptive", mode="c
     start node of ReLU layer ``j``; with ``alpha_rows`` ``{j: (N, k_j)}`` only those neurons of layer ``j`` are
     re-bounded, with ``alphas[j]`` of shape ``(N, 2 k_j, n_i)`` (a layer without an entry keeps its bounds:
     alpha-CROWN bounds only the neurons the reference leaves unstable); ``reference``: bounds to intersect with
-    (e.g. best found so far).
+    (e.g. best found so far). ``fill`` (with ``alpha_rows``): the neurons left unstable after the selected rows
+    are re-bounded by CROWN's default rows too (what a pass without ``reference`` needs).
     Every bound is rigorous (rounding included) unless ``rigorous`` is False; IBP always is.
     """
     N = state.size
@@ -421,6 +422,8 @@ def intermediate_bounds(net, state: DomainState, lower_slope="adaptive", mode="c
                 if j in alpha_rows:
                     l, u = _bound_selected(net, idx, l, u, alpha_rows[j], relax, state, alphas[j], rigorous,
                                            relax.error_cache)
+                if fill:
+                    l, u = _crown_unstable_only(net, idx, l, u, relax, state, rigorous, relax.error_cache)
             elif mode == "crown" and j > 0:
                 shape = net.layers[idx].in_shape
                 n = l.shape[1]

@@ -205,6 +205,18 @@ def optimized(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iter
     for p in params:
         p.requires_grad_(False)
     alphas, betas, gammas = views([p.detach() for p in params])
+    hints = None
+    if opts.certify and opt_inter:
+        # bounds a certificate can prove (docs/certificates.md): best_pre intersects iterates of different
+        # slopes and earlier-layer bounds, so recompute the intermediate bounds once, layer by layer, with the
+        # last slopes over the final bounds of the earlier layers (no reference), and the final rows on them
+        with torch.no_grad():
+            relax = intermediate_bounds(net, state, lower_slope, "crown", alphas, None, rigorous, alpha_rows, True)
+            best_lb, best_A, best_bias, best_coeffs, best_infeasible = final_bounds(
+                net, state, Cn, relax, best_alpha, best_beta, collect=True, rigorous=rigorous, gammas=gammas)
+        best_pre = [(r.l, r.u) for r in relax]
+        hints = {j: (sel, alphas[j]) for j, sel in alpha_rows.items()}
+        opt_inter = False
     # split phases are reflected in the returned pre-activation bounds
     pre = best_pre
     if state.splits is not None:
@@ -212,4 +224,4 @@ def optimized(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iter
                for (l, u), s in zip(best_pre, state.splits)]
     return BoundResult(best_lb, None, [(l.detach(), u.detach()) for l, u in pre], best_A, best_bias, best_coeffs,
                        alphas, betas, best_infeasible, gammas, lb_alphas=best_alpha, lb_betas=best_beta,
-                       lb_pre_exact=not opt_inter)
+                       lb_pre_exact=not opt_inter, pre_hints=hints)

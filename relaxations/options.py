@@ -38,6 +38,8 @@ class BoundOptions:
     lp_solver: str = "HIGHS"        # LP solver through cvxpy: "HIGHS", "CLARABEL" or "SCS"
     lp_refine_time: float = 30.0    # seconds of LP refinement of the root's intermediate bounds
     mix_iters: int = 20             # ascent steps mixing a multi-row output polytope into one bound (0: none)
+    certify: bool = False           # bounds a certificate can prove (set by the engine when one is recorded):
+    #                                 alpha-CROWN optimising intermediate layers ends with one pass over its last slopes
 
 
 DEFAULTS = BoundOptions()  # the library's defaults (frozen: safe to share)

@@ -65,6 +65,9 @@ class BoundResult:
       split multipliers of the iterate whose bound ``lb`` reports (``alphas``/``betas`` are the last iterate's, for
       warm starts); what a certificate records. ``lb_pre_exact``: False where ``pre_bounds`` are not the bounds the
       final rows were computed on (alpha-CROWN optimising the intermediate layers intersects several iterates).
+      ``pre_hints``: with ``BoundOptions.certify``, how ``pre_bounds`` were computed where not by CROWN's default
+      rows: ``{j: (sel (N, k), [per ReLU layer i < j the slopes (N, 2 k, n_i)])}``, ReLU layer ``j``'s neurons
+      ``sel`` bounded from below (rows ``0..k-1``) and above (rows ``k..2k-1``) with those slopes; else None.
     - ``infeasible``: ``(N,)`` bool (always set by ``bound_rows``): True where a split phase rigorously contradicts the
       domain's bounds, so that the domain holds no point at all (see :class:`relaxations.layers.relu.ReluRelaxation`).
     """
@@ -85,3 +88,4 @@ class BoundResult:
     lb_alphas: list | None = None
     lb_betas: list | None = None
     lb_pre_exact: bool = True
+    pre_hints: dict | None = None

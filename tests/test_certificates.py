@@ -62,10 +62,18 @@ def check_content(cert, onnx, samples=200, seed=0):
     children = {}
     for v in range(1, N):
         children.setdefault(int(a["parent"][v]), []).append(v)
-    for p, ch in children.items():  # input cuts: one dimension, intervals chaining from the parent's ends
+    for p, ch in children.items():
         dims = {int(a["index"][v]) for v in ch}
         assert len(dims) == 1 and len(ch) >= 2
         d = dims.pop()
+        if man["branching"] == "relu":  # the two phases of one neuron, never split before on the path
+            assert len(ch) == 2 and sorted(a["phase"][v] for v in ch) == [-1, 1] and set(a["kind"][ch]) == {2}
+            v = p
+            while v > 0:
+                assert a["index"][v] != d
+                v = int(a["parent"][v])
+            continue
+        # input cuts: one dimension, intervals chaining from the parent's ends
         iv = sorted((a["lo"][v], a["hi"][v]) for v in ch)
         assert iv[0][0] == lo[p][d] and iv[-1][1] == hi[p][d]
         assert all(x[1] == y[0] for x, y in zip(iv, iv[1:]))
@@ -86,7 +94,7 @@ def check_content(cert, onnx, samples=200, seed=0):
             v = int(a["parent"][v]) if v else -1
         assert have == set(range(K)), (leaf, have)
     assert (a["term_lam"] >= 0).all() and np.isin(np.arange(len(a["close_node"])), a["term_close"]).all()
-    assert ((a["alpha"] >= 0) & (a["alpha"] <= 1)).all()
+    assert ((a["alpha"] >= 0) & (a["alpha"] <= 1)).all() and (a["beta"] >= 0).all()
     return man, a
 
 
@@ -96,7 +104,7 @@ def accepted(cert, onnx, vnnlib, **kw):
     return res
 
 
-@pytest.mark.parametrize("net_name, prop", [("1_1", "prop_1"), ("3_3", "prop_3"), ("1_9", "prop_4")])
+@pytest.mark.parametrize("net_name, prop", [("1_1", "prop_1"), ("2_2", "prop_1"), ("4_1", "prop_4")])
 def test_acas_certificates_hold_and_are_accepted(tmp_path, net_name, prop):
     onnx, vnnlib = acas(net_name, prop)
     cert = tmp_path / "c.npz"
@@ -143,13 +151,45 @@ def test_small_networks_input_splitting(tmp_path, tiny_net, method):
 def test_unsupported_configurations_write_nothing(tmp_path, tiny_net):
     onnx, vnnlib = small_instance(tmp_path, tiny_net, 0)
     for sets, reason in [(("bounds.method=mn-crown",), "bounding method mn-crown"),
-                         (("bab.branching=relu", "bounds.method=crown"), "relu branching"),
-                         (("bounds.method=alpha",), "optimised intermediate layers")]:
+                         (("bab.branching=partition", "bounds.method=crown"), "partition branching"),
+                         (("bab.branching=relu", "bab.clauses=true"), "clauses")]:
         cert = tmp_path / "u.npz"
         res = verify(str(onnx), str(vnnlib), cfg_of("bab.branching=input", *sets), certificate=str(cert))
         if res.verdict.value == "unsat":
             assert res.stats["certificate"].startswith("unsupported") and reason in res.stats["certificate"]
             assert not cert.exists()
+
+
+def test_small_networks_relu_splitting(tmp_path, tiny_net):
+    """alpha-CROWN root (its intermediate bounds re-evaluated once, with hints), beta-CROWN children."""
+    branched = hinted = 0
+    for seed in range(4):
+        onnx, vnnlib = small_instance(tmp_path, tiny_net, seed, n_in=4, widths=(12, 12, 12), slack=0.05)
+        cert = tmp_path / f"r{seed}.npz"
+        cfg = cfg_of("bab.branching=relu", "bounds.method=alpha", "general.proof_only=true")
+        res = verify(str(onnx), str(vnnlib), cfg, certificate=str(cert))
+        if res.verdict.value != "unsat":
+            continue
+        man, a = check_content(cert, onnx)
+        assert man["branching"] == "relu" and list(a["claim_node"]) == [0]
+        branched += len(a["parent"]) > 1
+        hinted += len(a["hint_claim"]) > 0
+        accepted(cert, onnx, vnnlib)
+    assert branched >= 1 and hinted >= 1
+
+
+@pytest.mark.parametrize("prop", ["prop_0_0.03", "prop_2_0.03"])
+def test_mnist_relu_certificates(tmp_path, prop):
+    from tests.conftest import require_bench
+    folder = require_bench("mnist_fc")
+    onnx, vnnlib = folder / "onnx" / "mnist-net_256x2.onnx", folder / "vnnlib" / f"{prop}.vnnlib"
+    cert = tmp_path / "m.npz"
+    cfg = cfg_of("bounds.method=alpha", "bounds.mn_tighten=false", "bab.mn_children_gain=0",
+                 config="configs/mnist_fc.yaml")
+    res = verify(str(onnx), str(vnnlib), cfg, certificate=str(cert))
+    assert res.verdict.value == "unsat" and res.stats["certificate"] == str(cert)
+    check_content(cert, onnx)
+    accepted(cert, onnx, vnnlib)
 
 
 def test_sat_writes_no_certificate(tmp_path, tiny_net):
@@ -161,13 +201,14 @@ def test_sat_writes_no_certificate(tmp_path, tiny_net):
     assert res.verdict.value == "sat" and not cert.exists() and "certificate" not in res.stats
 
 
-def test_a_root_proof_is_recorded_at_the_root(tmp_path, tiny_unsat):
+def test_a_root_proof_is_recorded_at_the_root(tmp_path, tiny_net):
     """The screen's CROWN bound refutes the property before the attack; with a certificate the root bound refutes it
     again on the record, so the file is a one-node proof."""
-    onnx, vnnlib = tiny_unsat
+    onnx, vnnlib = small_instance(tmp_path, tiny_net, 0, slack=3.0)
     cert = tmp_path / "r.npz"
     res = verify(str(onnx), str(vnnlib), cfg_of("bounds.method=crown"), certificate=str(cert))
     assert res.verdict.value == "unsat" and res.stats["certificate"] == str(cert)
+    assert res.stats["screen_refuted"] == 1
     man, a = check_content(cert, onnx)
     assert len(a["parent"]) == 1 and list(a["close_node"]) == [0]
     accepted(cert, onnx, vnnlib)

@@ -84,7 +84,8 @@ class ReluDomains(DomainBatch):
       the layer's output (what heuristics score), per row the slopes ``alphas`` ``(N, M, n_i)`` and split
       multipliers ``betas`` ``(N, M, n_i)``;
     - ``gammas``: with multi-neuron constraints, per ReLU layer their multipliers ``(N, M, c_i)`` (None on layers
-      without constraints); None without constraints.
+      without constraints); None without constraints;
+    - ``node``: ``(N,)`` long, each domain's node in the proof log (:mod:`bnb.engine.prooflog`), or None without one.
     """
     row: torch.Tensor
     lb: torch.Tensor
@@ -95,6 +96,7 @@ class ReluDomains(DomainBatch):
     alphas: list
     betas: list
     gammas: list | None = None
+    node: torch.Tensor | None = None
 
     @property
     def pre_bounds(self):

@@ -46,7 +46,7 @@ def certifiable(res: BoundResult, method: str, opts: EngineOptions) -> str | Non
     if method == "crown" and (opts.bounds.lower_slope != "adaptive" or opts.bounds.intermediate == "forward"):
         return f"CROWN with lower_slope {opts.bounds.lower_slope}, intermediate {opts.bounds.intermediate}"
     if not res.lb_pre_exact:
-        return "alpha-CROWN with optimised intermediate layers"
+        return "alpha-CROWN with optimised intermediate layers (without bounds.certify)"
     return None
 
 
@@ -64,8 +64,8 @@ class ProofLog:
         self.reason = None
         self.n = 1
         self.nodes = [(np.array([-1]), np.array([KIND_ROOT]), np.array([-1]), np.zeros(1), np.zeros(1), np.zeros(1))]
-        self.claims, self.closures, self.terms, self.alphas, self.betas = [], [], [], [], []
-        self.n_close = self.n_alpha = self.n_beta = 0
+        self.claims, self.closures, self.terms, self.alphas, self.betas, self.hints = [], [], [], [], [], []
+        self.n_close = self.n_alpha = self.n_beta = self.n_claims = 0
 
     # -- what cannot be certified ---------------------------------------------------------------------------
     def unsupported(self, reason: str) -> None:
@@ -109,6 +109,25 @@ class ProofLog:
             self.unsupported(f"claims of {lo.shape[1]} neurons, not {sum(self.sizes)}")
             return
         self.claims.append((_np(nodes).astype(np.int64), _np(lo), _np(hi)))
+        self.n_claims += len(nodes)
+
+    def hint(self, claim: int, pre_hints) -> None:
+        """The slopes behind claim number ``claim`` (a one-node claim): ``pre_hints`` as
+        :attr:`relaxations.state.BoundResult.pre_hints` (domain 0 of it)."""
+        if not self.active or not pre_hints:
+            return
+        offsets = np.cumsum([0] + self.sizes)
+        for j, (sel, per_layer) in pre_hints.items():
+            k = sel.shape[1]
+            rows = torch.cat([a[0] for a in per_layer], dim=1)               # (2k, n_0 + .. + n_{j-1})
+            a = torch.zeros(2 * k, offsets[-1], dtype=rows.dtype, device=rows.device)
+            a[:, :rows.shape[1]] = rows
+            neuron = offsets[j] + _np(sel[0]).astype(np.int64)
+            sides = np.concatenate([np.ones(k), -np.ones(k)])
+            self.hints.append((np.full(2 * k, claim), np.concatenate([neuron, neuron]), sides,
+                               np.arange(self.n_alpha, self.n_alpha + 2 * k)))
+            self.alphas.append(_np(a))
+            self.n_alpha += 2 * k
 
     def close(self, nodes, closed, weights, rows, alphas=None, betas=None) -> None:
         """Polytopes refuted at ``nodes`` ``(m,)``: ``closed`` ``(m, K)`` bool over the engine's current polytopes,
@@ -167,8 +186,8 @@ class ProofLog:
                    lo=lo, hi=hi, phase=phase,
                    claim_node=cat(self.claims, 0, np.int32), claim_lo=cat(self.claims, 1, fdt, n_total),
                    claim_hi=cat(self.claims, 2, fdt, n_total),
-                   hint_claim=np.zeros(0, np.int32), hint_neuron=np.zeros(0, np.int32),
-                   hint_side=np.zeros(0, np.int8), hint_alpha=np.zeros(0, np.int32),
+                   hint_claim=cat(self.hints, 0, np.int32), hint_neuron=cat(self.hints, 1, np.int32),
+                   hint_side=cat(self.hints, 2, np.int8), hint_alpha=cat(self.hints, 3, np.int32),
                    close_node=cat(self.closures, 0, np.int32), close_poly=cat(self.closures, 1, np.int32),
                    term_close=cat(self.terms, 0, np.int32), term_row=cat(self.terms, 1, np.int32),
                    term_lam=cat(self.terms, 2, np.float64), term_alpha=cat(self.terms, 3, np.int32),

@@ -9,6 +9,7 @@ bisecting an input dimension (low input dimension, e.g. ACAS Xu), or fixing an u
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
@@ -49,7 +50,9 @@ def record_root(proof, res: BoundResult, method: str, opts: EngineOptions, rows:
     if reason is not None:
         proof.unsupported(reason)
     node = torch.zeros(1, dtype=torch.long)
+    claim = proof.n_claims
     proof.claim(node, res.pre_bounds)
+    proof.hint(claim, res.pre_hints)
     values, lam = values_weights
     proof.close(node, proven(values, opts.loop.verify_margin, res.infeasible), lam, rows, res.lb_alphas,
                 res.lb_betas)
@@ -66,6 +69,8 @@ def run_bab(net, lower, upper, polys, opts: EngineOptions, deadline, validate, s
     Raises :class:`~bnb.timing.VerificationTimeout` at the deadline.
     """
     log = log or (lambda m: None)
+    if proof is not None:  # bounds the certificate can prove (alpha-CROWN's intermediate layers re-evaluated once)
+        opts = dataclasses.replace(opts, bounds=dataclasses.replace(opts.bounds, certify=True))
     margin = opts.loop.verify_margin
     if any(len(p.d) == 0 for p in polys):  # an unconstrained polytope: every input violates
         if opts.loop.proof_only:
@@ -142,6 +147,8 @@ def run_bab(net, lower, upper, polys, opts: EngineOptions, deadline, validate, s
     if mode in ("relu", "partition"):
         net.require_relu(f"bab.branching={mode}")
     stats["branching"] = mode
-    if proof is not None and mode != "input":
-        proof.unsupported(f"{mode} branching")
+    if proof is not None:
+        proof.branching = mode
+        if mode not in ("input", "relu"):
+            proof.unsupported(f"{mode} branching")
     return search(strategy_class(mode)(ctx, r, values, coef), opts.loop, deadline, stats, log)

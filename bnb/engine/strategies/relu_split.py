@@ -16,6 +16,7 @@ import torch
 from bnb.engine.clauses import ClauseStore, learn
 from bnb.engine.context import SearchContext, heuristic
 from bnb.engine.domains import ReluDomains
+from bnb.engine.prooflog import KIND_RELU
 from bnb.engine.strategies.base import Children, Strategy
 from heuristics import ReluBatch
 from relaxations.crown import intermediate_bounds
@@ -199,6 +200,8 @@ def bound_open_rows(ctx: SearchContext, children: ReluDomains, cons=None) -> Bou
     A = torch.zeros(N, M, r.A_input.shape[-1], dtype=lb.dtype, device=lb.device)
     A[child_idx, row_idx] = r.A_input[:, 0]
     coeffs, alphas, betas, pre = [], [], [], []
+    proof = ctx.proof is not None and r.lb_alphas is not None
+    lb_alphas, lb_betas = [], ([] if proof and r.lb_betas is not None else None)
     for i in range(L):
         c = torch.zeros_like(children.alphas[i])
         c[child_idx, row_idx] = r.relu_coeffs[i][:, 0]
@@ -210,6 +213,14 @@ def bound_open_rows(ctx: SearchContext, children: ReluDomains, cons=None) -> Bou
         if r.betas is not None:
             b[child_idx, row_idx] = r.betas[i][:, 0]
         betas.append(b)
+        if proof:  # (rows not bounded here are not used by the proof log: settled before)
+            a = torch.zeros_like(children.alphas[i])
+            a[child_idx, row_idx] = r.lb_alphas[i][:, 0]
+            lb_alphas.append(a)
+            if lb_betas is not None:
+                b = torch.zeros_like(children.betas[i])
+                b[child_idx, row_idx] = r.lb_betas[i][:, 0]
+                lb_betas.append(b)
         l, u = children.pre_lower[i].clone(), children.pre_upper[i].clone()
         l[child_idx], u[child_idx] = r.pre_bounds[i]  # the same on every unit of a child: its split phases applied
         pre.append((l, u))
@@ -223,7 +234,8 @@ def bound_open_rows(ctx: SearchContext, children: ReluDomains, cons=None) -> Bou
                 if live is not None and live[i] is not None and r.gammas is not None and r.gammas[i] is not None:
                     got[:, keep[i]] = r.gammas[i][:, 0]
                 gammas[i][child_idx, row_idx] = got  # zero on the constraints left out: implied by the box from here on
-    return BoundResult(lb, None, pre, A, None, coeffs, {"final": alphas}, betas, infeasible, gammas)
+    return BoundResult(lb, None, pre, A, None, coeffs, {"final": alphas}, betas, infeasible, gammas,
+                       lb_alphas=lb_alphas if proof else None, lb_betas=lb_betas)
 
 
 class ReluSplitting(Strategy):
@@ -295,7 +307,16 @@ class ReluSplitting(Strategy):
             pre_lower=[l for l, _ in r.pre_bounds], pre_upper=[u for _, u in r.pre_bounds],
             coeffs=[c[one, row] for c in r.relu_coeffs],
             alphas=r.alphas["final"] if r.alphas is not None else [zeros(l) for l, _ in r.pre_bounds],
-            betas=[zeros(l) for l, _ in r.pre_bounds], gammas=gammas)
+            betas=[zeros(l) for l, _ in r.pre_bounds], gammas=gammas,
+            node=None if ctx.proof is None else torch.zeros(1, dtype=torch.long, device=dev))
+        if ctx.proof is not None:
+            for unsupported, reason in ((self.cons is not None, "multi-neuron constraints in the children"),
+                                        (opts.clauses, "clauses (bab.clauses)"),
+                                        (opts.retighten_depth > 0, "re-tightened children (bab.retighten_depth)"),
+                                        (opts.relu_method != "beta", f"children bounded by {opts.relu_method}"),
+                                        (r is not root, "a CROWN bound recomputed for branching")):
+                if unsupported:
+                    ctx.proof.unsupported(reason)
 
     def root(self) -> ReluDomains | None:
         return None if self.verdict else self._root
@@ -372,15 +393,36 @@ class ReluSplitting(Strategy):
         score, row, worst = ctx.rows.score(res.lb)
         m = len(children)
         arm = torch.arange(m, device=dev)
+        node = None if ctx.proof is None else self._record(batch, pos, children, res)
         bounded = ReluDomains(score=score, depth=children.depth, row=row, lb=res.lb, splits=children.splits,
                               pre_lower=[l for l, _ in res.pre_bounds], pre_upper=[u for _, u in res.pre_bounds],
                               coeffs=[c[arm, row] for c in res.relu_coeffs], alphas=res.alphas["final"],
-                              betas=res.betas, gammas=res.gammas)
+                              betas=res.betas, gammas=res.gammas, node=node)
         if self.clauses is not None and self.clause_budget_left():
             verified = proven(score, ctx.opts.loop.verify_margin, res.infeasible)
             learn(ctx, self.clauses, bounded, res.relu_coeffs, verified, self.root_pre, self.cons, self.bound_method(),
                   opts.clause_iters, opts.clause_reverify)
         return Children(bounded, res.infeasible, worst, res.A_input[arm, row])
+
+    def _record(self, batch: ReluDomains, pos, children: ReluDomains, res: BoundResult):
+        """Log the two children of every domain of ``batch`` (active halves first) in the proof: the split neuron
+        ``pos`` ``(n,)``, and the polytopes their own bound refutes that the parent's did not, each by its best row
+        (one-hot weights) with that row's slopes and split multipliers. Their claims are the root's, clamped by
+        the splits (the checker derives them). Returns the children's node ids ``(2 n,)``."""
+        ctx, proof = self.ctx, self.ctx.proof
+        if res.lb_alphas is None:
+            proof.unsupported("ReLU-split children without recorded slopes")
+        n = len(batch)
+        phase = torch.cat([torch.ones(n, dtype=torch.int8), -torch.ones(n, dtype=torch.int8)])
+        node = proof.children(batch.node.repeat(2), KIND_RELU, pos.repeat(2), phase=phase)
+        rows, margin = ctx.rows, ctx.opts.loop.verify_margin
+        ref = rows.refutation(res.lb)                                          # (2n, M)
+        closed = proven(rows.group_max(ref), margin) & ~proven(rows.group_values(children.lb), margin)
+        # per polytope, one-hot weights on its best row (padded rows of rows.index masked off)
+        vals = ref[:, rows.index].masked_fill(~rows.valid, -float("inf"))      # (2n, K, R)
+        lam = torch.nn.functional.one_hot(vals.argmax(dim=-1), rows.index.shape[1]).to(res.lb.dtype)
+        proof.close(node, closed, lam, rows, res.lb_alphas, res.lb_betas)
+        return node
 
     def falsify(self, children: Children, open_mask: torch.Tensor):
         ctx = self.ctx
