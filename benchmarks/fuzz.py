@@ -1152,9 +1152,10 @@ def check_witness(inst: Instance, ce, sess, float32_semantics: bool) -> str | No
     return "no polytope reached: " + " | ".join(problems)
 
 
-def verify_call(onnx_path, spec_path, overrides, timeout, route="v1"):
+def verify_call(onnx_path, spec_path, overrides, timeout, route="v1", certificate=None):
     """``(verdict, seconds, message, counterexample)``; bad-input exceptions count as errors. ``route``
-    ``v2f32``: ``spec_path`` is a VNN-LIB 2.0 query, read with bnb's 2.0 reader and passed as a Property."""
+    ``v2f32``: ``spec_path`` is a VNN-LIB 2.0 query, read with bnb's 2.0 reader and passed as a Property.
+    ``certificate``: where an unsat answer's proof is written (:func:`check_certificate`)."""
     from bnb.config import load_config
     from bnb.errors import BnbError
     from bnb.pipeline.verify import verify
@@ -1166,12 +1167,32 @@ def verify_call(onnx_path, spec_path, overrides, timeout, route="v1"):
         else:
             from bnb.io.vnnlib2 import parse_query_text
             spec = parse_query_text(Path(spec_path).read_text(), str(spec_path)).prop
-        r = verify(str(onnx_path), spec, cfg, timeout=timeout)
+        r = verify(str(onnx_path), spec, cfg, timeout=timeout, certificate=certificate)
         return r.verdict.value, time.monotonic() - t0, r.message, r.counterexample
     except BnbError as e:
         return "error", time.monotonic() - t0, f"bad input: {e}", None
     except Exception as e:  # noqa: BLE001 - a crash is reported, not propagated
         return "error", time.monotonic() - t0, f"crash: {type(e).__name__}: {e}", None
+
+
+def check_certificate(cert, onnx_path, vnn_path, message) -> str:
+    """The independent checker's answer on an unsat pair's certificate: ``accepted``, ``rejected: ...`` (a
+    failure: an unsound bound or a logging bug) or ``unsupported: ...`` (what the verifier or the checker cannot
+    certify yet); ``exact`` too (``--exact``) on the smallest networks, which must agree."""
+    if not Path(cert).exists():
+        reason = message.split("certificate: unsupported", 1)[-1] if "unsupported" in message else " (no file)"
+        return "unsupported:" + reason
+    import certcheck
+    res = certcheck.check(str(cert), str(onnx_path), str(vnn_path))
+    out = res.status if res.status == "accepted" else f"{res.status}: {res.reason}"
+    if res.status == "accepted" and getattr(res, "neurons", 1000) <= CERT_EXACT_NEURONS:
+        ex = certcheck.check(str(cert), str(onnx_path), str(vnn_path), exact=True)
+        if ex.status != "accepted":
+            out = f"rejected: float accepts, --exact says {ex.status}: {ex.reason}"
+    return out
+
+
+CERT_EXACT_NEURONS = 40  # networks with at most this many ReLUs get the checker's exact mode as well
 
 
 def run_verify(onnx_path, vnn_path, overrides, timeout, route="v1"):
@@ -1180,14 +1201,15 @@ def run_verify(onnx_path, vnn_path, overrides, timeout, route="v1"):
 
 
 def run_index(seed, index, n_configs=3, timeout=5.0, forced=None, keep=None, kinds=None, workdir=None,
-              v2_float32=V2_FLOAT32, proof_only=False, short_timeout=SHORT_TIMEOUT):
+              v2_float32=V2_FLOAT32, proof_only=False, short_timeout=SHORT_TIMEOUT, certificates=False):
     """Generate instance ``index`` (both labels) and verify each under sampled (or ``forced``) configs; every
     ``sat`` verdict's counterexample goes through :func:`check_witness`.
 
     ``proof_only``: every configuration in proof-only mode; an instance whose label only proof-only mode may use
     (:attr:`Instance.proof_only_pair`) always is. A pair that can only correctly end ``unknown`` / ``timeout``
     (:meth:`Instance.undecidable`: a ``sat`` label in proof-only mode runs to its time limit) gets
-    ``min(timeout, short_timeout)``.
+    ``min(timeout, short_timeout)``. ``certificates``: every unsat answer (VNN-LIB 1.0 route) writes a certificate,
+    checked by the independent checker (:func:`check_certificate`); a rejected one is a failure (status ``cert``).
 
     Returns ``(rows, skipped_reason)``; each row is a dict (one verify call).
     """
@@ -1222,7 +1244,13 @@ def run_index(seed, index, n_configs=3, timeout=5.0, forced=None, keep=None, kin
                     ov = with_proof_only(ov)
                 po = is_proof_only(ov)
                 limit = min(timeout, short_timeout) if inst.undecidable(po) else timeout
-                verdict, secs, msg, ce = verify_call(onnx_path, vnn_path, ov, limit, inst.route)
+                cert_path = tmp / f"{stem}.npz" if certificates and inst.route == "v1" else None
+                if cert_path is not None and cert_path.exists():
+                    cert_path.unlink()
+                verdict, secs, msg, ce = verify_call(onnx_path, vnn_path, ov, limit, inst.route, cert_path)
+                cert = ""
+                if cert_path is not None and verdict == "unsat":
+                    cert = check_certificate(cert_path, onnx_path, vnn_path, msg or "")
                 witness = ""
                 if verdict == "sat":
                     sess = sess or onnx_session(onnx_path)
@@ -1231,7 +1259,10 @@ def run_index(seed, index, n_configs=3, timeout=5.0, forced=None, keep=None, kin
                     if problem:
                         msg = f"witness check failed: {problem}; bnb: {msg}"
                 status = judge(inst.label, verdict, msg if witness == "bad" else None, po, msg or "")
+                if status == "ok" and cert.startswith("rejected"):
+                    status, msg = "cert", f"certificate {cert}; bnb: {msg}"
                 rows.append(dict(seed=seed, index=index, kind=inst.kind, label=inst.label, verdict=verdict,
+                                 cert=cert.split(":")[0],
                                  status=status, time=round(secs, 3), milp_time=round(inst.milp_time, 3),
                                  n_in=inst.net.n_in, overrides=" ".join(ov), message=msg, route=inst.route,
                                  witness=witness, proof_only=int(po), limit=limit,
@@ -1269,20 +1300,21 @@ def _worker(args):
 
 
 def fuzz(draws, seed=0, n_configs=3, timeout=5.0, jobs=1, keep=None, out=None, indices=None, forced=None,
-         kinds=None, log=print, start=0, v2_float32=V2_FLOAT32, proof_only=False, short_timeout=SHORT_TIMEOUT):
+         kinds=None, log=print, start=0, v2_float32=V2_FLOAT32, proof_only=False, short_timeout=SHORT_TIMEOUT,
+         certificates=False):
     """Run ``draws`` draw indices from ``start`` (or exactly ``indices``); each draw gives a sat and an unsat
     instance, each verified under ``n_configs`` sampled configurations (or ``forced``), all in proof-only mode
     with ``proof_only`` (:func:`run_index`). Returns the summary: counts, ``decidable`` / ``decided`` pairs
     (:meth:`Instance.decidable`), the skipped draws and every row."""
     t0 = time.monotonic()
     indices = list(indices) if indices is not None else list(range(start, start + draws))
-    tasks = [(seed, i, n_configs, timeout, forced, keep, kinds, None, v2_float32, proof_only, short_timeout)
-             for i in indices]
+    tasks = [(seed, i, n_configs, timeout, forced, keep, kinds, None, v2_float32, proof_only, short_timeout,
+              certificates) for i in indices]
     verdicts, statuses, skipped, all_rows = Counter(), Counter(), [], []
     writer = f = None
     if out:
         f = open(out, "w", newline="")
-        fields = ["seed", "index", "kind", "route", "label", "verdict", "status", "witness", "proof_only",
+        fields = ["seed", "index", "kind", "route", "label", "verdict", "status", "cert", "witness", "proof_only",
                   "decidable", "decided", "limit", "time", "milp_time", "n_in", "overrides", "message", "kept"]
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
@@ -1322,6 +1354,8 @@ def fuzz(draws, seed=0, n_configs=3, timeout=5.0, jobs=1, keep=None, out=None, i
     summary = dict(draws=len(tasks), instances=2 * (len(tasks) - len(skipped)), pairs=len(all_rows),
                    verdicts=dict(verdicts), wrong=statuses["wrong"], errors=statuses["error"],
                    skipped=len(skipped), time=elapsed, rows=all_rows, skipped_reasons=skipped,
+                   certificates=dict(Counter(r["cert"] for r in all_rows if r["cert"])),
+                   cert_rejected=statuses["cert"],
                    decidable=sum(r["decidable"] for r in all_rows), decided=sum(r["decided"] for r in all_rows),
                    proof_only=sum(r["proof_only"] for r in all_rows))
     return summary
@@ -1381,6 +1415,8 @@ def print_summary(s, log=print):
             f"clear delta, and a sat label only where falsification is on)")
         for line in family_table(rows):
             log(line)
+    if s.get("certificates"):
+        log("certificates of unsat answers: " + ", ".join(f"{k} {n}" for k, n in sorted(s["certificates"].items())))
     reasons = Counter("harness failure" if w.startswith("harness") else "MILP not optimal" if "status" in w
                       else "MILP inexact" if "inexact" in w else "other" for _, w in s["skipped_reasons"])
     share = s["skipped"] / s["draws"] if s["draws"] else 0.0
@@ -1432,6 +1468,9 @@ def main(argv=None):
     ap.add_argument("--short-timeout", type=float, default=SHORT_TIMEOUT, metavar="SECONDS",
                     help="time limit of the pairs that can only end unknown/timeout: a sat label in proof-only mode, "
                     f"an unsat label with the hair delta (default {SHORT_TIMEOUT:g}; never above --timeout)")
+    ap.add_argument("--certificates", action="store_true",
+                    help="every unsat answer writes a certificate, checked by the independent checker (certcheck); "
+                    "a rejected certificate is a failure like a wrong verdict")
     ap.add_argument("--min-decided", type=float, default=0.0, metavar="FRACTION",
                     help="exit 1 when fewer than this share of the decidable pairs (clear delta; a sat label only "
                     "where falsification is on) are decided correctly")
@@ -1443,7 +1482,8 @@ def main(argv=None):
     torch.set_num_threads(1)
     kinds = {k: getattr(a, k) for k in ("net", "box", "spec", "delta", "act") if getattr(a, k)}
     s = fuzz((a.n + 1) // 2, a.seed, a.configs, a.timeout, a.jobs, a.keep, a.out, a.instance, a.sets, kinds or None,
-             start=a.start, v2_float32=a.v2_float32, proof_only=a.proof_only, short_timeout=a.short_timeout)
+             start=a.start, v2_float32=a.v2_float32, proof_only=a.proof_only, short_timeout=a.short_timeout,
+             certificates=a.certificates)
     print_summary(s)
     harness = [(i, w) for i, w in s["skipped_reasons"] if w.startswith("harness")]
     for index, why in harness + [(i, w) for i, w in s["skipped_reasons"] if (i, w) not in harness][:5]:
@@ -1452,7 +1492,7 @@ def main(argv=None):
         print(f"too few pairs decided: {s['decided']} of {s['decidable']} ({100 * decided_fraction(s):.1f} %) "
               f"< --min-decided {a.min_decided:g}")
         return 1
-    return 1 if s["wrong"] else 0
+    return 1 if s["wrong"] or s["cert_rejected"] else 0
 
 
 if __name__ == "__main__":

@@ -38,11 +38,21 @@ def load(path):
 
 
 def node_boxes(a):
-    """Every node's box, from the root box and the cuts."""
-    lo, hi = [a["root_lower"].copy()], [a["root_upper"].copy()]
-    for v in range(1, len(a["parent"])):
+    """Every node's box, from the root boxes (the b-th node of kind 0 is box b's root) and the cuts; and every
+    node's box number."""
+    n_in = a["root_lower"].shape[-1]
+    roots = a["root_lower"].reshape(-1, n_in), a["root_upper"].reshape(-1, n_in)
+    lo, hi, box = [], [], []
+    for v in range(len(a["parent"])):
         p = a["parent"][v]
+        if a["kind"][v] == 0:
+            assert p == -1
+            box.append(len([k for k in a["kind"][:v] if k == 0]))
+            lo.append(roots[0][box[-1]].copy())
+            hi.append(roots[1][box[-1]].copy())
+            continue
         assert 0 <= p < v
+        box.append(box[p])
         bl, bh = lo[p].copy(), hi[p].copy()
         if a["kind"][v] == 1:
             d = a["index"][v]
@@ -50,7 +60,7 @@ def node_boxes(a):
             bl[d], bh[d] = a["lo"][v], a["hi"][v]
         lo.append(bl)
         hi.append(bh)
-    return np.array(lo), np.array(hi)
+    return np.array(lo), np.array(hi), np.array(box)
 
 
 def check_content(cert, onnx, samples=200, seed=0):
@@ -58,10 +68,11 @@ def check_content(cert, onnx, samples=200, seed=0):
     man, a = load(cert)
     net = load_onnx(str(onnx), check=False).network.to(dtype=torch.float64)
     N = len(a["parent"])
-    lo, hi = node_boxes(a)
+    lo, hi, box = node_boxes(a)
     children = {}
-    for v in range(1, N):
-        children.setdefault(int(a["parent"][v]), []).append(v)
+    for v in range(N):
+        if a["parent"][v] >= 0:
+            children.setdefault(int(a["parent"][v]), []).append(v)
     for p, ch in children.items():
         dims = {int(a["index"][v]) for v in ch}
         assert len(dims) == 1 and len(ch) >= 2
@@ -69,7 +80,7 @@ def check_content(cert, onnx, samples=200, seed=0):
         if man["branching"] == "relu":  # the two phases of one neuron, never split before on the path
             assert len(ch) == 2 and sorted(a["phase"][v] for v in ch) == [-1, 1] and set(a["kind"][ch]) == {2}
             v = p
-            while v > 0:
+            while a["parent"][v] >= 0:
                 assert a["index"][v] != d
                 v = int(a["parent"][v])
             continue
@@ -82,17 +93,19 @@ def check_content(cert, onnx, samples=200, seed=0):
         x = lo[v] + gen.random((samples, lo.shape[1])) * (hi[v] - lo[v])
         x = np.concatenate([x, lo[v][None], hi[v][None]])
         z = torch.cat([t.reshape(len(x), -1) for t in pre_activations(net, torch.tensor(x))], dim=1).numpy()
-        assert (z >= a["claim_lo"][q].astype(np.float64)).all() and (z <= a["claim_hi"][q].astype(np.float64)).all()
+        state = a["claim_state"][q] if "claim_state" in a else np.zeros(z.shape[1])
+        lo_c = np.where(state == 0, a["claim_lo"][q].astype(np.float64), np.where(state > 0, 0, -np.inf))
+        hi_c = np.where(state == 0, a["claim_hi"][q].astype(np.float64), np.where(state < 0, 0, np.inf))
+        assert (z >= lo_c).all() and (z <= hi_c).all()
     closed = {}
     for v, k in zip(a["close_node"], a["close_poly"]):
         closed.setdefault(int(v), set()).add(int(k))
-    K = len(man["polytope_rows"])
     for leaf in set(range(N)) - set(children):
         have, v = set(), leaf
         while v >= 0:
             have |= closed.get(v, set())
-            v = int(a["parent"][v]) if v else -1
-        assert have == set(range(K)), (leaf, have)
+            v = int(a["parent"][v])
+        assert have == set(range(len(man["polytope_rows"][box[leaf]]))), (leaf, have)
     assert (a["term_lam"] >= 0).all() and np.isin(np.arange(len(a["close_node"])), a["term_close"]).all()
     assert ((a["alpha"] >= 0) & (a["alpha"] <= 1)).all() and (a["beta"] >= 0).all()
     return man, a
@@ -104,7 +117,8 @@ def accepted(cert, onnx, vnnlib, **kw):
     return res
 
 
-@pytest.mark.parametrize("net_name, prop", [("1_1", "prop_1"), ("2_2", "prop_1"), ("4_1", "prop_4")])
+@pytest.mark.parametrize("net_name, prop", [("1_1", "prop_1"), ("2_2", "prop_1"), ("4_1", "prop_4"),
+                                           ("1_1", "prop_6")])
 def test_acas_certificates_hold_and_are_accepted(tmp_path, net_name, prop):
     onnx, vnnlib = acas(net_name, prop)
     cert = tmp_path / "c.npz"
@@ -113,6 +127,7 @@ def test_acas_certificates_hold_and_are_accepted(tmp_path, net_name, prop):
     assert res.stats["certificate"] == str(cert)
     man, a = check_content(cert, onnx)
     assert man["relu_sizes"] == [50] * 6 and man["branching"] == "input"
+    assert len(man["polytope_rows"]) == (2 if prop == "prop_6" else 1) == (a["kind"] == 0).sum()
     accepted(cert, onnx, vnnlib)
 
 

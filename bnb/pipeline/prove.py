@@ -7,7 +7,7 @@ from __future__ import annotations
 from bnb import __version__
 from bnb.engine.context import Stats
 from bnb.engine.options import engine_options
-from bnb.engine.prooflog import ProofLog
+from bnb.engine.prooflog import ProofLog, save
 from bnb.engine.root import run_bab
 from bnb.io.witness import replay
 from bnb.results import Verdict
@@ -21,12 +21,10 @@ def falsification_off(xs, *boxes):
 
 
 def proof_log(net, prop, lo, hi, spec):
-    """A :class:`~bnb.engine.prooflog.ProofLog` for the one box of ``prop``; it says ``unsupported`` at once for
-    what the certificate format cannot hold (several boxes, float32 queries)."""
+    """A :class:`~bnb.engine.prooflog.ProofLog` for the box ``spec`` of ``prop``; it says ``unsupported`` at once
+    for what the certificate format cannot hold (float32 queries, activations other than ReLU)."""
     sizes = [net.layers[i].out_size for i in net.activation_indices()]
     proof = ProofLog(sizes, lo, hi, spec.disjuncts, "input")
-    if len(prop.specs) != 1:
-        proof.unsupported(f"{len(prop.specs)} input boxes")
     if prop.float32:
         proof.unsupported("a float32 query")
     if not net.relu_only:
@@ -71,15 +69,16 @@ def prove(model, net, prop, cfg, deadline, stats, log, certificate=None):
 
 
 def write_certificate(proofs, path, cfg, net, prop, log) -> str:
-    """Write the proof of an unsat property to ``path`` (``(file, onnx_path)``); returns the file or
-    ``unsupported (<reason>)``."""
-    proof = proofs[0] if proofs else None
+    """Write the proof of an unsat property (one :class:`ProofLog` per box) to ``path`` (``(file, onnx_path)``);
+    returns the file or ``unsupported (<reason>)``."""
     out, onnx_path = path
-    reason = "no input box" if proof is None else proof.reason
+    reason = "no input box" if not proofs else next((p.reason for p in proofs if p.reason), None)
+    if reason is None and len({p.branching for p in proofs}) > 1:
+        reason = "boxes proven by different branchings"
     if reason is not None:
         log(f"certificate not written: unsupported ({reason})")
         return f"unsupported ({reason})"
-    size = proof.save(out, onnx_path, prop.path, net.in_size, net.out_size, cfg.general.dtype,
-                      f"bnb {__version__}; {cfg.bounds.method} root, {cfg.bab.input_method} children")
-    log(f"certificate written to {out} ({size} bytes, {proof.n} nodes)")
+    size = save(out, proofs, onnx_path, prop.path, net.in_size, net.out_size, cfg.general.dtype,
+                f"bnb {__version__}; {cfg.bounds.method} root, {cfg.bab.input_method} input children")
+    log(f"certificate written to {out} ({size} bytes, {sum(p.n for p in proofs)} nodes)")
     return out
