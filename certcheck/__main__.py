@@ -1,0 +1,23 @@
+"""python -m certcheck CERT ONNX VNNLIB [--exact] [--no-hash]: one line, exit 0 accepted, 1 rejected, 2 unsupported."""
+import sys
+
+
+def main(argv):
+    try:
+        args = [a for a in argv if not a.startswith("--")]
+        flags = set(argv) - set(args)
+        if len(args) != 3 or flags - {"--exact", "--no-hash"}:
+            print("usage: python -m certcheck CERT ONNX VNNLIB [--exact] [--no-hash]", file=sys.stderr)
+            print("rejected: bad command line")
+            return 1
+        from .check import check
+        res = check(*args, exact="--exact" in flags, check_hash="--no-hash" not in flags)
+        print(res.line())
+        return {"accepted": 0, "unsupported": 2}.get(res.status, 1)
+    except BaseException as e:  # never a traceback, never an acceptance
+        print(f"rejected: internal error: {type(e).__name__}: {e}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

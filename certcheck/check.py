@@ -1,0 +1,305 @@
+"""The checker: certificate container, tree, claims, closures and coverage (docs/certificates.md)."""
+import hashlib
+import json
+import time
+import zipfile
+from fractions import Fraction
+from types import SimpleNamespace
+
+import numpy as np
+
+from . import onnxnet, vnnlib
+from .arith import U, conv
+from .bounds import backsub, ibp, mix, row_min
+from .onnxnet import Unsupported
+from .vnnlib import Reject
+
+INTS = {"parent": "N", "kind": "N", "index": "N", "phase": "N", "claim_node": "Q", "hint_claim": "H",
+        "hint_neuron": "H", "hint_side": "H", "hint_alpha": "H", "close_node": "P", "close_poly": "P",
+        "term_close": "T", "term_row": "T", "term_alpha": "T", "term_beta": "T"}
+FLOATS = {"root_lower": ("i",), "root_upper": ("i",), "lo": ("N",), "hi": ("N",), "claim_lo": ("Q", "n"),
+          "claim_hi": ("Q", "n"), "term_lam": ("T",), "alpha": ("A", "n"), "beta": ("B", "n")}
+OPTIONAL = {"hint_claim", "hint_neuron", "hint_side", "hint_alpha", "alpha", "beta"}
+CHUNK = 1 << 21
+
+
+class Result(SimpleNamespace):
+    """status in {'accepted', 'rejected', 'unsupported'}, reason, nodes, leaves, claims, closures, seconds."""
+
+    def line(self):
+        return self.status if self.status == "accepted" else f"{self.status}: {self.reason}"
+
+
+def need(cond, msg):
+    if not cond:
+        raise Reject(msg)
+
+
+def read_cert(path, n_in, n_total):
+    z = {}
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            for k in f.files:
+                z[k] = f[k]
+        man = json.loads(bytes(z["manifest"].astype(np.uint8)).decode("utf-8"))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+        raise Reject(f"unreadable certificate: {type(e).__name__}: {e}") from None
+    need(isinstance(man, dict), "manifest is not a JSON object")
+    dims = {"i": n_in, "n": n_total}
+    for k in INTS.keys() | FLOATS.keys():
+        if k not in z:
+            need(k in OPTIONAL, f"missing array {k}")
+            z[k] = np.zeros((0, n_total) if k in FLOATS else 0, dtype=np.float64 if k in FLOATS else np.int64)
+        a = z[k]
+        shape = (INTS[k],) if k in INTS else FLOATS[k]
+        need(a.dtype.kind in ("iu" if k in INTS else "f") and a.ndim == len(shape), f"array {k}: bad dtype/shape")
+        need(k in INTS or a.dtype in (np.float32, np.float64), f"array {k}: dtype {a.dtype}")
+        for d, s in zip(shape, a.shape):
+            need(dims.setdefault(d, s) == s, f"array {k}: shape {a.shape} does not match")
+        need(k in INTS or bool(np.isfinite(a).all()), f"array {k}: NaN or infinity")
+        z[k] = a.astype(np.int64) if k in INTS else a.astype(np.float64)
+    return man, z, dims
+
+
+def in_range(a, lo, hi, what):
+    need(a.size == 0 or (a.min() >= lo and a.max() < hi), f"{what} out of range")
+
+
+def check_tree(z, n_in, relu, N):
+    par, kind, idx = z["parent"], z["kind"], z["index"]
+    need(N >= 1 and par[0] == -1 and kind[0] == 0, "node 0 must be the root")
+    need(bool((par[1:] >= 0).all() and (par[1:] < np.arange(1, N)).all()), "parent[v] must be in [0, v)")
+    need(bool((kind[1:] == (2 if relu else 1)).all()), "node kinds do not match the manifest's branching")
+    in_range(idx[1:], 0, z["n_total"] if relu else n_in, "split index")
+    need(not relu or bool(np.isin(z["phase"][1:], (-1, 1)).all()), "phase must be +1 or -1")
+    kids = [[] for _ in range(N)]
+    for v in range(1, N):
+        kids[par[v]].append(v)
+    blo, bhi = np.tile(z["root_lower"], (N, 1)), np.tile(z["root_upper"], (N, 1))
+    for p in range(N):
+        ks = kids[p]
+        if not ks:
+            continue
+        need(len(set(idx[ks].tolist())) == 1, f"children of node {p} split different {'neurons' if relu else 'dims'}")
+        if relu:
+            need(len(ks) == 2 and set(z["phase"][ks].tolist()) == {-1, 1}, f"node {p}: not the two phases")
+            continue
+        d, ks = idx[ks[0]], sorted(ks, key=lambda v: z["lo"][v])
+        lo, hi = z["lo"][ks], z["hi"][ks]
+        need(len(ks) >= 2 and lo[0] == blo[p, d] and hi[-1] == bhi[p, d] and bool((lo <= hi).all())
+             and bool((hi[:-1] == lo[1:]).all()), f"input cuts of node {p} do not partition its interval")
+        blo[ks], bhi[ks] = blo[p], bhi[p]
+        blo[ks, d], bhi[ks, d] = lo, hi
+    return kids, blo, bhi
+
+
+def check(cert_path, onnx_path, vnnlib_path, exact=False, check_hash=True):
+    t0 = time.time()
+    res = Result(status="rejected", reason="", nodes=0, leaves=0, claims=0, closures=0, seconds=0.0)
+    try:
+        run(res, cert_path, onnx_path, vnnlib_path, exact, check_hash)
+        res.status = "accepted"
+    except Unsupported as e:
+        res.status, res.reason = "unsupported", str(e)
+    except Reject as e:
+        res.reason = str(e)
+    except Exception as e:  # a checker failure must never look like acceptance
+        res.reason = f"internal error: {type(e).__name__}: {e}"
+    res.seconds = time.time() - t0
+    return res
+
+
+def run(res, cert_path, onnx_path, vnnlib_path, ex, check_hash):
+    try:
+        n_in, ops = onnxnet.load(onnx_path)
+    except Unsupported:
+        raise
+    except Exception as e:
+        raise Reject(f"unreadable network: {type(e).__name__}: {e}") from None
+    net = SimpleNamespace(segs=onnxnet.segments(ops, n_in, ex))
+    sizes = [s[0].shape[0] for s in net.segs[:-1]]
+    n_out, n_total = net.segs[-1][0].shape[0], sum(sizes)
+    net.off = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    net.absW = [np.abs(s[0]).astype(np.float64) for s in net.segs]
+    plo, phi, polys = vnnlib.load(vnnlib_path, n_in, n_out)
+    man, z, dims = read_cert(cert_path, n_in, n_total)
+    z["n_total"] = n_total
+    need(man.get("format") == "bnb-certificate" and man.get("version") == 1, "not a version-1 bnb certificate")
+    if check_hash:
+        for key, p in (("onnx_sha256", onnx_path), ("vnnlib_sha256", vnnlib_path)):
+            with open(p, "rb") as f:
+                need(hashlib.sha256(f.read()).hexdigest() == str(man.get(key, "")).lower(), f"{key} mismatch")
+    need(man.get("n_in") == n_in and man.get("n_out") == n_out and man.get("relu_sizes") == sizes,
+         "manifest does not match the network")
+    need(man.get("polytope_rows") == [len(p) for p in polys], "manifest polytope_rows does not match the property")
+    need(man.get("branching") in ("input", "relu"), "branching must be 'input' or 'relu'")
+    need(all(Fraction(a) <= b for a, b in zip(z["root_lower"].tolist(), plo)) and all(
+        Fraction(a) >= b for a, b in zip(z["root_upper"].tolist(), phi)), "root box does not contain the VNN-LIB box")
+    N, Q, H, P, T, nA, nB = (dims.get(k, 0) for k in "NQHPTAB")
+    res.nodes, res.claims, res.closures = N, Q, P
+    relu = man["branching"] == "relu"
+    kids, BLO, BHI = check_tree(z, n_in, relu, N)
+    leaves = np.array([not k for k in kids])
+    res.leaves = int(leaves.sum())
+    # index ranges and signs
+    in_range(z["claim_node"], 0, N, "claim_node")
+    need(len(set(z["claim_node"].tolist())) == Q, "a node has two claims")
+    in_range(z["hint_claim"], 0, Q, "hint_claim")
+    in_range(z["hint_neuron"], 0, n_total, "hint_neuron")
+    in_range(z["hint_alpha"], 0, nA, "hint_alpha")
+    need(bool(np.isin(z["hint_side"], (-1, 1)).all()), "hint_side must be +1 or -1")
+    hkey = (z["hint_claim"] * n_total + z["hint_neuron"]) * 2 + (z["hint_side"] > 0)
+    need(len(set(hkey.tolist())) == H, "duplicate hint")
+    horder = np.argsort(hkey)
+    hkey, halpha = hkey[horder], z["hint_alpha"][horder]
+    in_range(z["close_node"], 0, N, "close_node")
+    in_range(z["close_poly"], 0, len(polys), "close_poly")
+    in_range(z["term_close"], 0, P, "term_close")
+    need(P == 0 or bool((np.bincount(z["term_close"], minlength=P) >= 1).all()), "a closure without terms")
+    nrows = np.array([len(p) for p in polys] + [0])
+    in_range(z["term_row"], 0, 1 << 62, "term_row")
+    need(bool((z["term_row"] < nrows[z["close_poly"][z["term_close"]]]).all()), "term_row out of range")
+    need(bool((z["term_lam"] >= 0).all()), "negative lambda")
+    in_range(z["term_alpha"], -1, nA, "term_alpha")
+    in_range(z["term_beta"], -1, nB, "term_beta")
+    need(bool(((z["alpha"] >= 0) & (z["alpha"] <= 1)).all()), "alpha outside [0, 1]")
+    need(bool((z["beta"] >= 0).all()), "negative beta")
+    claim_of = np.full(N, -1)
+    claim_of[z["claim_node"]] = np.arange(Q)
+    need(claim_of[0] >= 0, "the root has no claim")
+    # property rows: C (rows, n_out), d rounded up (float) or exact
+    poff = np.concatenate([[0], np.cumsum(nrows[:-1])]).astype(int)
+    C = np.zeros((max(1, int(nrows.sum())), n_out), dtype=object if ex else np.float64)
+    d = [Fraction(0)] * C.shape[0]
+    for i, (c, dv) in enumerate(row for p in polys for row in p):
+        for j, v in c.items():
+            need(0 <= j < n_out, f"vnnlib: Y_{j} out of range")
+            C[i, j] = v if ex else float(v)
+        d[i] = dv if ex else float(dv) + (0.0 if Fraction(float(dv)) >= dv else np.spacing(float(dv)))
+    d = np.array(d, dtype=object if ex else np.float64)
+    net.alpha, net.beta = conv(z["alpha"], ex), conv(z["beta"], ex)
+    clo, chi = conv(z["claim_lo"], ex), conv(z["claim_hi"], ex)
+    BLO, BHI = conv(BLO, ex), conv(BHI, ex)
+    walk(net, z, ex, kids, leaves, claim_of, clo, chi, BLO, BHI, (hkey, halpha), C, d, poff, len(polys), relu)
+
+
+def walk(net, z, ex, kids, leaves, claim_of, clo, chi, BLO, BHI, hints, C, d, poff, npoly, relu):
+    """Level by level: effective bounds, claims, closures, coverage."""
+    N, L, n_total = len(kids), len(net.segs) - 1, net.off[-1]
+    depth = np.zeros(N, dtype=int)
+    for v in range(1, N):
+        depth[v] = depth[z["parent"][v]] + 1
+    loc, closed_by, prev, pl = np.zeros(N, dtype=int), np.zeros((N, npoly), dtype=bool), None, None
+    for lev in range(depth.max() + 1):
+        V = np.nonzero(depth == lev)[0]
+        loc[V], ar = np.arange(len(V)), np.arange(len(V))
+        B = {"blo": BLO[V], "bhi": BHI[V]}
+        if prev is None:
+            sgn, dead = np.zeros((1, n_total), dtype=np.int8), np.zeros(1, dtype=bool)
+            B["lo"] = [clo[:1, net.off[k]:net.off[k + 1]].copy() for k in range(L)]
+            B["hi"] = [chi[:1, net.off[k]:net.off[k + 1]].copy() for k in range(L)]
+        else:
+            pl = loc[z["parent"][V]]
+            sgn, dead = prev["sgn"][pl].copy(), prev["dead"][pl].copy()
+            if relu:
+                j, ph, old = z["index"][V], z["phase"][V], sgn[ar, z["index"][V]]
+                sgn[ar, j] = np.where((old != 0) & (old != ph), 2, ph)
+            B["lo"], B["hi"] = [a[pl].copy() for a in prev["lo"]], [a[pl].copy() for a in prev["hi"]]
+        B["sgn"] = sgn
+        for k in range(L):
+            clamp(B, net, k, ar)
+        Cn = np.nonzero((claim_of[V] >= 0) & ~dead)[0]
+        for k in range(L if len(Cn) else 0):
+            q, sl = claim_of[V[Cn]], slice(net.off[k], net.off[k + 1])
+            verify_layer(net, ex, B, prev, pl, Cn, q, k, clo[q, sl], chi[q, sl], hints, V)
+            B["lo"][k][Cn], B["hi"][k][Cn] = clo[q, sl], chi[q, sl]
+            clamp(B, net, k, Cn)
+        for k in range(L):
+            dead |= (B["lo"][k] > B["hi"][k]).any(1)
+        close_level(net, z, ex, B, V, loc, dead, C, d, poff, closed_by)
+        if lev:
+            closed_by[V] |= closed_by[z["parent"][V]]
+        closed_by[V[dead]] = True
+        bad = V[leaves[V] & ~closed_by[V].all(1)]
+        need(len(bad) == 0, f"leaf {bad[:1]} is neither closed for every polytope nor infeasible")
+        prev = dict(B, dead=dead)
+
+
+def clamp(B, net, k, idx):
+    """The path's splits: phase +1 sets l = max(l, 0), phase -1 u = min(u, 0) (2: both)."""
+    sg = B["sgn"][idx, net.off[k]:net.off[k + 1]]
+    lo, hi = B["lo"][k][idx], B["hi"][k][idx]
+    B["lo"][k][idx] = np.where(sg % 2 == 0, lo, np.where(sg >= 1, np.maximum(lo, 0), lo))
+    B["hi"][k][idx] = np.where((sg == -1) | (sg == 2), np.minimum(hi, 0), hi)
+
+
+def chunks(net, K, A, rn, ra, rb, B, ex, reduce):
+    """backsub over row chunks; reduce(G, const, err, rows) -> per-row results, concatenated."""
+    step = max(1, CHUNK // max(s[0].shape[0] for s in net.segs))
+    out = [reduce(*backsub(net, K, A[i:i + step], rn[i:i + step], ra[i:i + step], rb[i:i + step], B, ex),
+                  slice(i, i + step)) for i in range(0, A.shape[0], step)]
+    return [np.concatenate(x) for x in zip(*out)] if out else None
+
+
+def verify_layer(net, ex, B, prev, pl, Cn, q, k, cl, ch, hints, V):
+    """Claims of ReLU layer k at the claimed nodes Cn (claim rows q): each implied by the parent's bound, the
+    interval step, the path's split or the back-substitution row (with the hint's alpha)."""
+    n_total, n = net.off[-1], net.off[k + 1] - net.off[k]
+    if k == 0:
+        ylo, yhi = B["blo"][Cn], B["bhi"][Cn]
+    else:
+        ylo, yhi = np.maximum(B["lo"][k - 1][Cn], 0), np.maximum(B["hi"][k - 1][Cn], 0)
+    blo, bhi = ibp(net.segs[k], ylo, yhi, ex)
+    if prev is not None:
+        blo, bhi = np.maximum(blo, prev["lo"][k][pl[Cn]]), np.minimum(bhi, prev["hi"][k][pl[Cn]])
+    sg = B["sgn"][Cn, net.off[k]:net.off[k + 1]]
+    blo = np.where((sg == 1) | (sg == 2), np.maximum(blo, 0), blo)
+    bhi = np.where((sg == -1) | (sg == 2), np.minimum(bhi, 0), bhi)
+    hkey, halpha = hints
+    for side, c, mask in ((1, cl, cl > blo), (-1, ch, ch < bhi)):
+        ci, j = np.nonzero(mask)
+        if not len(ci):
+            continue
+        key = (q[ci] * n_total + net.off[k] + j) * 2 + (side > 0)
+        ra = np.full(len(ci), -1)
+        if len(hkey):
+            pos = np.minimum(np.searchsorted(hkey, key), len(hkey) - 1)
+            ra = np.where(hkey[pos] == key, halpha[pos], -1)
+        A = np.zeros((len(ci), n), dtype=object if ex else np.float64)
+        A[np.arange(len(ci)), j] = side
+        rn = Cn[ci]
+        lb, = chunks(net, k + 1, A, rn, ra, np.full(len(ci), -1), B, ex,
+                     lambda G, c0, e, s, rn=rn: (row_min(G, c0, e, rn[s], B, ex),))
+        bad = np.nonzero(~(side * c[ci, j] <= lb))[0]
+        need(len(bad) == 0, "claim not implied: node {}, neuron {}, {} bound {} (proven {})".format(
+            *([V[rn[bad[0]]], net.off[k] + j[bad[0]], "lower" if side > 0 else "upper", c[ci, j][bad[0]],
+               side * lb[bad[0]]] if len(bad) else [0] * 5)))
+
+
+def close_level(net, z, ex, B, V, loc, dead, C, d, poff, closed_by):
+    """Closures at the level's nodes: the lambda-mix of their rows' lower bounds is > 0 over the node's box."""
+    cs = np.nonzero(np.isin(z["close_node"], V))[0]
+    closed_by[z["close_node"][cs], z["close_poly"][cs]] = True
+    live = cs[~dead[loc[z["close_node"][cs]]]]
+    t = np.nonzero(np.isin(z["term_close"], live))[0]
+    if not len(t):
+        return
+    t = t[np.argsort(z["term_close"][t], kind="stable")]
+    tc = z["term_close"][t]
+    grow = poff[z["close_poly"][tc]] + z["term_row"][t]
+    rn = loc[z["close_node"][tc]]
+    G, const, err = chunks(net, len(net.segs), C[grow], rn, z["term_alpha"][t], z["term_beta"][t], B, ex,
+                           lambda G, c0, e, s: (G, c0, e))
+    const = const - d[grow]
+    if not ex:
+        err = err + 2 * U * np.abs(const)
+    starts = np.nonzero(np.r_[True, np.diff(tc) != 0])[0]
+    Gm, cm, em, Ge = mix(G, const, err, conv(z["term_lam"][t], ex), starts, ex)
+    rc = rn[starts]
+    if Ge is not None:
+        em = em + (Ge * np.maximum(np.abs(B["blo"][rc]), np.abs(B["bhi"][rc]))).sum(1)
+    val = row_min(Gm, cm, em, rc, B, ex)
+    bad = np.nonzero(~(val > 0))[0]
+    need(len(bad) == 0, "closure {} (node {}, polytope {}) does not hold: lower bound {}".format(
+        *([tc[starts][bad[0]], V[rc[bad[0]]], z["close_poly"][tc[starts][bad[0]]], val[bad[0]]]
+          if len(bad) else [0] * 4)))
