@@ -7,9 +7,7 @@ def main(argv):
         args = [a for a in argv if not a.startswith("--")]
         flags = set(argv) - set(args)
         if len(args) != 3 or flags - {"--exact", "--no-hash"}:
-            print("usage: python -m certcheck CERT ONNX VNNLIB [--exact] [--no-hash]", file=sys.stderr)
-            print("rejected: bad command line")
-            return 1
+            raise ValueError("usage: python -m certcheck CERT ONNX VNNLIB [--exact] [--no-hash]")
         from .check import check
         res = check(*args, exact="--exact" in flags, check_hash="--no-hash" not in flags)
         print(res.line())

@@ -29,11 +29,13 @@ def up(x):
 def conv(a, ex):
     """float array (float32 read exactly) -> float64 array, or an object array of Fractions in exact mode."""
     a = np.asarray(a, dtype=np.float64)
-    if not ex:
-        return a
-    out = np.empty(a.shape, dtype=object)
-    out.ravel()[:] = [Fraction(v) for v in a.ravel().tolist()]
-    return out
+    return np.array([Fraction(v) for v in a.ravel().tolist()], dtype=object).reshape(a.shape) if ex else a
+
+
+def up_float(q):
+    """The smallest float64 >= the rational q."""
+    f = float(q)
+    return f if Fraction(f) >= q else float(np.nextafter(f, np.inf))
 
 
 def dot_err(absA, absv, n):

@@ -3,6 +3,8 @@
 Bounds of a batch of nodes `B`: dict with 'lo', 'hi' (lists over ReLU layers of (nV, n_k) effective bounds),
 'blo', 'bhi' (nV, n_in) boxes, 'sgn' (nV, n_total) int8: +1 / -1 / 0 the phase of the path's splits (2: both).
 """
+from fractions import Fraction
+
 import numpy as np
 
 from .arith import INFL, TINY, U, dot_err, down, gam, lower_value, up
@@ -41,6 +43,7 @@ def backsub(net, K, A, rn, ra, rb, B, ex):
         if not ex:
             ym = ym.astype(np.float64)
             err += gam(W.shape[0]) * (aA @ np.abs(b) + (aA * (ym @ net.absW[k - 1].T)).sum(1)) + U * np.abs(const)
+            err += (W.shape[0] + 2) * TINY * (1 + ym.sum(1))
             err += (0 if Wr is None else (aA * (ym @ Wr.T)).sum(1)) + (0 if br is None else aA @ br)
         G = A @ W
         if k == 1:
@@ -48,9 +51,7 @@ def backsub(net, K, A, rn, ra, rb, B, ex):
         l, u = B["lo"][k - 2][rn], B["hi"][k - 2][rn]
         act = l >= 0
         uns = ~act & (u > 0)
-        a = (u >= -l).astype(np.float64)
-        if ex:
-            a = a.astype(object)
+        a = (u >= -l).astype(int).astype(object) if ex else (u >= -l).astype(np.float64)
         if (ra >= 0).any():
             a = np.where((ra >= 0)[:, None], net.alpha[ra, net.off[k - 2]:net.off[k - 1]], a)
         den = np.where(uns, u - l, 1)
@@ -75,6 +76,8 @@ def row_min(G, const, err, rn, B, ex):
     xs = np.where(G >= 0, B["blo"][rn], B["bhi"][rn])
     val = (G * xs).sum(1)
     if ex:
+        if not all(isinstance(v, (Fraction, int)) for v in val):
+            raise RuntimeError("a float in exact mode")
         return val + const
     return lower_value(val, const, err + dot_err(np.abs(G), np.abs(xs), G.shape[1]), ex)
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from . import onnxnet, vnnlib
-from .arith import U, conv
+from .arith import U, conv, up_float
 from .bounds import backsub, ibp, mix, row_min
 from .onnxnet import Unsupported
 from .vnnlib import Reject
@@ -19,6 +19,9 @@ INTS = {"parent": "N", "kind": "N", "index": "N", "phase": "N", "claim_node": "Q
         "term_close": "T", "term_row": "T", "term_alpha": "T", "term_beta": "T"}
 FLOATS = {"root_lower": ("i",), "root_upper": ("i",), "lo": ("N",), "hi": ("N",), "claim_lo": ("Q", "n"),
           "claim_hi": ("Q", "n"), "term_lam": ("T",), "alpha": ("A", "n"), "beta": ("B", "n")}
+RANGES = (("claim_node", 0, "N"), ("hint_claim", 0, "Q"), ("hint_neuron", 0, "n"), ("hint_alpha", 0, "A"),
+          ("close_node", 0, "N"), ("close_poly", 0, "p"), ("term_close", 0, "P"), ("term_row", 0, "r"),
+          ("term_alpha", -1, "A"), ("term_beta", -1, "B"))
 OPTIONAL = {"hint_claim", "hint_neuron", "hint_side", "hint_alpha", "alpha", "beta"}
 CHUNK = 1 << 21
 
@@ -36,11 +39,9 @@ def need(cond, msg):
 
 
 def read_cert(path, n_in, n_total):
-    z = {}
     try:
         with np.load(path, allow_pickle=False) as f:
-            for k in f.files:
-                z[k] = f[k]
+            z = {k: f[k] for k in f.files}
         man = json.loads(bytes(z["manifest"].astype(np.uint8)).decode("utf-8"))
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as e:
         raise Reject(f"unreadable certificate: {type(e).__name__}: {e}") from None
@@ -61,25 +62,18 @@ def read_cert(path, n_in, n_total):
     return man, z, dims
 
 
-def in_range(a, lo, hi, what):
-    need(a.size == 0 or (a.min() >= lo and a.max() < hi), f"{what} out of range")
-
-
 def check_tree(z, n_in, relu, N):
     par, kind, idx = z["parent"], z["kind"], z["index"]
     need(N >= 1 and par[0] == -1 and kind[0] == 0, "node 0 must be the root")
     need(bool((par[1:] >= 0).all() and (par[1:] < np.arange(1, N)).all()), "parent[v] must be in [0, v)")
     need(bool((kind[1:] == (2 if relu else 1)).all()), "node kinds do not match the manifest's branching")
-    in_range(idx[1:], 0, z["n_total"] if relu else n_in, "split index")
+    need(bool(((idx[1:] >= 0) & (idx[1:] < (z["n_total"] if relu else n_in))).all()), "split index out of range")
     need(not relu or bool(np.isin(z["phase"][1:], (-1, 1)).all()), "phase must be +1 or -1")
     kids = [[] for _ in range(N)]
     for v in range(1, N):
         kids[par[v]].append(v)
     blo, bhi = np.tile(z["root_lower"], (N, 1)), np.tile(z["root_upper"], (N, 1))
-    for p in range(N):
-        ks = kids[p]
-        if not ks:
-            continue
+    for p, ks in ((p, ks) for p, ks in enumerate(kids) if ks):
         need(len(set(idx[ks].tolist())) == 1, f"children of node {p} split different {'neurons' if relu else 'dims'}")
         if relu:
             need(len(ks) == 2 and set(z["phase"][ks].tolist()) == {-1, 1}, f"node {p}: not the two phases")
@@ -110,12 +104,7 @@ def check(cert_path, onnx_path, vnnlib_path, exact=False, check_hash=True):
 
 
 def run(res, cert_path, onnx_path, vnnlib_path, ex, check_hash):
-    try:
-        n_in, ops = onnxnet.load(onnx_path)
-    except Unsupported:
-        raise
-    except Exception as e:
-        raise Reject(f"unreadable network: {type(e).__name__}: {e}") from None
+    n_in, ops = onnxnet.load(onnx_path)
     net = SimpleNamespace(segs=onnxnet.segments(ops, n_in, ex))
     sizes = [s[0].shape[0] for s in net.segs[:-1]]
     n_out, n_total = net.segs[-1][0].shape[0], sum(sizes)
@@ -124,44 +113,34 @@ def run(res, cert_path, onnx_path, vnnlib_path, ex, check_hash):
     plo, phi, polys = vnnlib.load(vnnlib_path, n_in, n_out)
     man, z, dims = read_cert(cert_path, n_in, n_total)
     z["n_total"] = n_total
-    need(man.get("format") == "bnb-certificate" and man.get("version") == 1, "not a version-1 bnb certificate")
+    want = {"format": "bnb-certificate", "version": 1, "n_in": n_in, "n_out": n_out, "relu_sizes": sizes,
+            "polytope_rows": [len(p) for p in polys], "branching": man.get("branching") in ("input", "relu") and
+            man["branching"]}
     if check_hash:
         for key, p in (("onnx_sha256", onnx_path), ("vnnlib_sha256", vnnlib_path)):
             with open(p, "rb") as f:
-                need(hashlib.sha256(f.read()).hexdigest() == str(man.get(key, "")).lower(), f"{key} mismatch")
-    need(man.get("n_in") == n_in and man.get("n_out") == n_out and man.get("relu_sizes") == sizes,
-         "manifest does not match the network")
-    need(man.get("polytope_rows") == [len(p) for p in polys], "manifest polytope_rows does not match the property")
-    need(man.get("branching") in ("input", "relu"), "branching must be 'input' or 'relu'")
+                want[key] = hashlib.sha256(f.read()).hexdigest()
+    bad = [k for k in want if man.get(k) != want[k]]
+    need(not bad, f"manifest: {bad} do not match the files")
     need(all(Fraction(a) <= b for a, b in zip(z["root_lower"].tolist(), plo)) and all(
         Fraction(a) >= b for a, b in zip(z["root_upper"].tolist(), phi)), "root box does not contain the VNN-LIB box")
-    N, Q, H, P, T, nA, nB = (dims.get(k, 0) for k in "NQHPTAB")
+    N, Q, H, P = (dims.get(k, 0) for k in "NQHP")
     res.nodes, res.claims, res.closures = N, Q, P
     relu = man["branching"] == "relu"
     kids, BLO, BHI = check_tree(z, n_in, relu, N)
     leaves = np.array([not k for k in kids])
     res.leaves = int(leaves.sum())
-    # index ranges and signs
-    in_range(z["claim_node"], 0, N, "claim_node")
+    dims.update(p=len(polys), r=1 << 62, n=n_total)
+    for k, lo, dim in RANGES:
+        need(bool(((z[k] >= lo) & (z[k] < dims.get(dim, 0))).all()), f"{k} out of range")
+    nrows = np.array([len(p) for p in polys] + [0])
+    need(bool((z["term_row"] < nrows[z["close_poly"][z["term_close"]]]).all()), "term_row out of range")
     need(len(set(z["claim_node"].tolist())) == Q, "a node has two claims")
-    in_range(z["hint_claim"], 0, Q, "hint_claim")
-    in_range(z["hint_neuron"], 0, n_total, "hint_neuron")
-    in_range(z["hint_alpha"], 0, nA, "hint_alpha")
     need(bool(np.isin(z["hint_side"], (-1, 1)).all()), "hint_side must be +1 or -1")
     hkey = (z["hint_claim"] * n_total + z["hint_neuron"]) * 2 + (z["hint_side"] > 0)
     need(len(set(hkey.tolist())) == H, "duplicate hint")
-    horder = np.argsort(hkey)
-    hkey, halpha = hkey[horder], z["hint_alpha"][horder]
-    in_range(z["close_node"], 0, N, "close_node")
-    in_range(z["close_poly"], 0, len(polys), "close_poly")
-    in_range(z["term_close"], 0, P, "term_close")
     need(P == 0 or bool((np.bincount(z["term_close"], minlength=P) >= 1).all()), "a closure without terms")
-    nrows = np.array([len(p) for p in polys] + [0])
-    in_range(z["term_row"], 0, 1 << 62, "term_row")
-    need(bool((z["term_row"] < nrows[z["close_poly"][z["term_close"]]]).all()), "term_row out of range")
     need(bool((z["term_lam"] >= 0).all()), "negative lambda")
-    in_range(z["term_alpha"], -1, nA, "term_alpha")
-    in_range(z["term_beta"], -1, nB, "term_beta")
     need(bool(((z["alpha"] >= 0) & (z["alpha"] <= 1)).all()), "alpha outside [0, 1]")
     need(bool((z["beta"] >= 0).all()), "negative beta")
     claim_of = np.full(N, -1)
@@ -169,18 +148,16 @@ def run(res, cert_path, onnx_path, vnnlib_path, ex, check_hash):
     need(claim_of[0] >= 0, "the root has no claim")
     # property rows: C (rows, n_out), d rounded up (float) or exact
     poff = np.concatenate([[0], np.cumsum(nrows[:-1])]).astype(int)
-    C = np.zeros((max(1, int(nrows.sum())), n_out), dtype=object if ex else np.float64)
-    d = [Fraction(0)] * C.shape[0]
-    for i, (c, dv) in enumerate(row for p in polys for row in p):
-        for j, v in c.items():
-            need(0 <= j < n_out, f"vnnlib: Y_{j} out of range")
-            C[i, j] = v if ex else float(v)
-        d[i] = dv if ex else float(dv) + (0.0 if Fraction(float(dv)) >= dv else np.spacing(float(dv)))
-    d = np.array(d, dtype=object if ex else np.float64)
+    rows = [row for p in polys for row in p] or [({}, Fraction(0))]
+    need(all(0 <= j < n_out for c, _ in rows for j in c), "vnnlib: an output index out of range")
+    C = np.array([[c.get(j, 0) for j in range(n_out)] for c, _ in rows], dtype=object)
+    d = np.array([dv if ex else up_float(dv) for _, dv in rows], dtype=object if ex else np.float64)
+    C = C if ex else C.astype(np.float64)
     net.alpha, net.beta = conv(z["alpha"], ex), conv(z["beta"], ex)
     clo, chi = conv(z["claim_lo"], ex), conv(z["claim_hi"], ex)
     BLO, BHI = conv(BLO, ex), conv(BHI, ex)
-    walk(net, z, ex, kids, leaves, claim_of, clo, chi, BLO, BHI, (hkey, halpha), C, d, poff, len(polys), relu)
+    hints = (hkey[np.argsort(hkey)], z["hint_alpha"][np.argsort(hkey)])
+    walk(net, z, ex, kids, leaves, claim_of, clo, chi, BLO, BHI, hints, C, d, poff, len(polys), relu)
 
 
 def walk(net, z, ex, kids, leaves, claim_of, clo, chi, BLO, BHI, hints, C, d, poff, npoly, relu):
@@ -220,17 +197,24 @@ def walk(net, z, ex, kids, leaves, claim_of, clo, chi, BLO, BHI, hints, C, d, po
         if lev:
             closed_by[V] |= closed_by[z["parent"][V]]
         closed_by[V[dead]] = True
-        bad = V[leaves[V] & ~closed_by[V].all(1)]
-        need(len(bad) == 0, f"leaf {bad[:1]} is neither closed for every polytope nor infeasible")
+        fail(np.nonzero(leaves[V] & ~closed_by[V].all(1))[0],
+             "leaf {} is neither closed for every polytope nor infeasible", V)
         prev = dict(B, dead=dead)
 
 
+def clampv(lo, hi, sg):
+    """The path's splits: phase +1 sets l = max(l, 0), phase -1 u = min(u, 0) (sg 2: both phases)."""
+    return np.where(sg >= 1, np.maximum(lo, 0), lo), np.where((sg == -1) | (sg == 2), np.minimum(hi, 0), hi)
+
+
 def clamp(B, net, k, idx):
-    """The path's splits: phase +1 sets l = max(l, 0), phase -1 u = min(u, 0) (2: both)."""
     sg = B["sgn"][idx, net.off[k]:net.off[k + 1]]
-    lo, hi = B["lo"][k][idx], B["hi"][k][idx]
-    B["lo"][k][idx] = np.where(sg % 2 == 0, lo, np.where(sg >= 1, np.maximum(lo, 0), lo))
-    B["hi"][k][idx] = np.where((sg == -1) | (sg == 2), np.minimum(hi, 0), hi)
+    B["lo"][k][idx], B["hi"][k][idx] = clampv(B["lo"][k][idx], B["hi"][k][idx], sg)
+
+
+def fail(bad, fmt, *cols):
+    if len(bad):
+        raise Reject(fmt.format(*(c[bad[0]] for c in cols)))
 
 
 def chunks(net, K, A, rn, ra, rb, B, ex, reduce):
@@ -252,9 +236,7 @@ def verify_layer(net, ex, B, prev, pl, Cn, q, k, cl, ch, hints, V):
     blo, bhi = ibp(net.segs[k], ylo, yhi, ex)
     if prev is not None:
         blo, bhi = np.maximum(blo, prev["lo"][k][pl[Cn]]), np.minimum(bhi, prev["hi"][k][pl[Cn]])
-    sg = B["sgn"][Cn, net.off[k]:net.off[k + 1]]
-    blo = np.where((sg == 1) | (sg == 2), np.maximum(blo, 0), blo)
-    bhi = np.where((sg == -1) | (sg == 2), np.minimum(bhi, 0), bhi)
+    blo, bhi = clampv(blo, bhi, B["sgn"][Cn, net.off[k]:net.off[k + 1]])
     hkey, halpha = hints
     for side, c, mask in ((1, cl, cl > blo), (-1, ch, ch < bhi)):
         ci, j = np.nonzero(mask)
@@ -270,10 +252,8 @@ def verify_layer(net, ex, B, prev, pl, Cn, q, k, cl, ch, hints, V):
         rn = Cn[ci]
         lb, = chunks(net, k + 1, A, rn, ra, np.full(len(ci), -1), B, ex,
                      lambda G, c0, e, s, rn=rn: (row_min(G, c0, e, rn[s], B, ex),))
-        bad = np.nonzero(~(side * c[ci, j] <= lb))[0]
-        need(len(bad) == 0, "claim not implied: node {}, neuron {}, {} bound {} (proven {})".format(
-            *([V[rn[bad[0]]], net.off[k] + j[bad[0]], "lower" if side > 0 else "upper", c[ci, j][bad[0]],
-               side * lb[bad[0]]] if len(bad) else [0] * 5)))
+        fail(np.nonzero(~(side * c[ci, j] <= lb))[0], "claim not implied: node {}, neuron {}, "
+             f"{'lower' if side > 0 else 'upper'} bound {{}} (proven {{}})", V[rn], net.off[k] + j, c[ci, j], side * lb)
 
 
 def close_level(net, z, ex, B, V, loc, dead, C, d, poff, closed_by):
@@ -299,7 +279,5 @@ def close_level(net, z, ex, B, V, loc, dead, C, d, poff, closed_by):
     if Ge is not None:
         em = em + (Ge * np.maximum(np.abs(B["blo"][rc]), np.abs(B["bhi"][rc]))).sum(1)
     val = row_min(Gm, cm, em, rc, B, ex)
-    bad = np.nonzero(~(val > 0))[0]
-    need(len(bad) == 0, "closure {} (node {}, polytope {}) does not hold: lower bound {}".format(
-        *([tc[starts][bad[0]], V[rc[bad[0]]], z["close_poly"][tc[starts][bad[0]]], val[bad[0]]]
-          if len(bad) else [0] * 4)))
+    fail(np.nonzero(~(val > 0))[0], "closure {} (node {}, polytope {}) does not hold: lower bound {}",
+         tc[starts], V[rc], z["close_poly"][tc[starts]], val)

@@ -1,7 +1,7 @@
 """ONNX subset reader: a chain of affine operators with constants and Relu, composed into affine segments.
 
 `load(path)` -> (n_in, ops) with ops a list of segments (one more than ReLU layers), each a list of
-('add', c) / ('mul', m, divide?) / ('mat', M) acting on the flat vector. `segments(ops, n_in, ex)` -> list of
+('add', c) / ('div', c) / ('mat', M) acting on the flat vector. `segments(ops, n_in, ex)` -> list of
 (W, b, Wr, br): the true map of segment k is W' y + b' with |W' - W| <= Wr, |b' - b| <= br (None: exact).
 """
 import importlib.util
@@ -52,14 +52,19 @@ def load(path):
     cur, ops, seg = inputs[0].name, [], []
     for nd in g.node:
         att = {a.name: a for a in nd.attribute}
+
+        def ai(k, default=0, att=att):
+            return att[k].i if k in att else default
         if nd.op_type == "Constant" and "value" in att:
             const[nd.output[0]] = tensor(att["value"].t)
             continue
         data = [k for k, i in enumerate(nd.input) if i == cur]
         cs = [const.get(i) for i in nd.input if i != cur and i]
-        if len(data) != 1 or any(c is None for c in cs) or len(nd.output) != 1:
+        if len(data) != 1 or any(c is None for c in cs) or len(nd.output) != 1 or nd.domain not in ("", "ai.onnx"):
             raise Unsupported(f"node {nd.name or nd.op_type}: not a chain with constant operands")
         op, first = nd.op_type, data[0] == 0
+        if op not in ("Reshape", "Flatten") and any(c.dtype.kind != "f" for c in cs):
+            raise Unsupported(f"{op} with an integer constant")
         n = int(np.prod(shape))
         if op in ("Add", "Sub", "Mul", "Div"):
             c = cs[0].astype(np.float64)
@@ -69,35 +74,30 @@ def load(path):
             if op == "Add":
                 seg.append(("add", c))
             elif op == "Sub":
-                seg += [("add", -c)] if first else [("mul", -np.ones(n), False), ("add", c)]
+                seg += [("add", -c)] if first else [("mat", -np.eye(n)), ("add", c)]
             elif op == "Mul":
-                seg.append(("mul", c, False))
+                seg.append(("mat", np.diag(c)))
             elif not first or not np.all(c != 0):
                 raise Unsupported("Div of a constant by the data, or by zero")
             else:
-                seg.append(("mul", c, True))
+                seg.append(("div", c))
         elif op in ("Flatten", "Reshape"):
             if op == "Flatten":
-                ax = att["axis"].i if "axis" in att else 1
-                shape = (int(np.prod(shape[:ax])), int(np.prod(shape[ax:])))
+                shape = (int(np.prod(shape[:ai("axis", 1)])), int(np.prod(shape[ai("axis", 1):])))
             else:
                 tgt = [shape[i] if v == 0 else int(v) for i, v in enumerate(cs[0].tolist())]
                 shape = np.empty(shape).reshape(tgt).shape
         elif op == "MatMul" and first and cs[0].ndim == 2 and n == shape[-1] == cs[0].shape[0]:
             seg.append(("mat", cs[0].astype(np.float64).T))
             shape = shape[:-1] + (cs[0].shape[1],)
-        elif op == "Gemm" and first and len(shape) == 2 and shape[0] == 1 and not (
-                "transA" in att and att["transA"].i):
-            al = np.float64(att["alpha"].f if "alpha" in att else 1.0)
-            be = np.float64(att["beta"].f if "beta" in att else 1.0)
+        elif op == "Gemm" and first and len(shape) == 2 and shape[0] == 1 and not ai("transA"):
+            al, be = (np.float64(att[k].f if k in att else 1.0) for k in ("alpha", "beta"))
             B = cs[0].astype(np.float64)
-            M = al * (B if "transB" in att and att["transB"].i else B.T)  # float32 x float32: exact in float64
-            if M.shape[1] != n:
-                raise Unsupported("Gemm shape")
-            seg.append(("mat", M))
+            M = al * (B if ai("transB") else B.T)  # float32 x float32: exact in float64
+            if M.shape[1] != n or ((al != 1 or be != 1) and any(c.dtype != np.float32 for c in cs)):
+                raise Unsupported("Gemm shape, or alpha/beta with float64 operands")
+            seg += [("mat", M)] + [("add", np.broadcast_to(be * c.astype(np.float64), (M.shape[0],))) for c in cs[1:]]
             shape = (1, M.shape[0])
-            if len(cs) > 1:
-                seg.append(("add", np.broadcast_to(be * cs[1].astype(np.float64), (M.shape[0],)).ravel()))
         elif op == "Relu":
             ops.append(seg)
             seg = []
@@ -121,32 +121,19 @@ def segments(ops, n_in, ex):
                 b = b + conv(o[1], ex)
                 br = br if ex else br + U * np.abs(b)
                 continue
-            R = np.zeros((len(o[1]), len(o[1]))) if o[0] == "mul" else np.zeros(o[1].shape)
-            if o[0] == "mul" and ex:
-                M = np.diag(1 / conv(o[1], ex) if o[2] else conv(o[1], ex))
-            elif o[0] == "mul":
-                m = 1.0 / o[1] if o[2] else o[1]
-                M, R = np.diag(m), np.diag(2 * U * np.abs(m) + TINY if o[2] else 0 * m)
-            else:
-                M = conv(o[1], ex)
+            M = np.diag(1 / conv(o[1], ex)) if o[0] == "div" else conv(o[1], ex)
             if ex:
                 W, b = (M if W is None else M @ W), M @ b
                 continue
+            R = np.diag(2 * U * np.abs(np.diag(M)) + TINY) if o[0] == "div" else np.zeros(M.shape)
             aM, k = np.abs(M) + R, M.shape[1]
             if W is None:
                 W, Wr = M, R
             else:
                 W, Wr = M @ W, aM @ Wr + R @ np.abs(W) + gam(k) * (np.abs(M) @ np.abs(W)) + TINY
-            bn = M @ b
-            br = aM @ br + R @ np.abs(b) + gam(k) * (np.abs(M) @ np.abs(b)) + (k + 2) * TINY
-            b = bn
-        if W is None:
-            W = conv(np.eye(n), ex)
-        if ex:
-            Wr = br = None
-        else:
-            Wr = None if Wr is None or not Wr.any() else Wr * INFL
-            br = None if not br.any() else br * INFL
-        segs.append((W, b, Wr, br))
+            b, br = M @ b, aM @ br + R @ np.abs(b) + gam(k) * (np.abs(M) @ np.abs(b)) + (k + 2) * TINY
+        W = conv(np.eye(n), ex) if W is None else W
+        segs.append((W, b, None if ex or Wr is None or not Wr.any() else Wr * INFL,
+                     None if ex or not br.any() else br * INFL))
         n = W.shape[0]
     return segs

@@ -15,17 +15,16 @@ class Reject(Exception):
 
 def _parse(text):
     toks = re.findall(r"\(|\)|[^\s()]+", re.sub(r";[^\n]*", "", text))
-    stack, top = [[]], None
+    stack = [[]]
     for t in toks:
         if t == "(":
             stack.append([])
-        elif t == ")":
-            if len(stack) < 2:
-                raise Reject("vnnlib: unbalanced parentheses")
-            top = stack.pop()
-            stack[-1].append(top)
-        else:
+        elif t != ")":
             stack[-1].append(t)
+        elif len(stack) > 1:
+            stack[-2].append(stack.pop())
+        else:
+            raise Reject("vnnlib: unbalanced parentheses")
     if len(stack) != 1:
         raise Reject("vnnlib: unbalanced parentheses")
     return stack[0]
@@ -64,6 +63,10 @@ def _cmp(e):
     raise Unsupported(f"vnnlib comparison {e!r}")
 
 
+def _args(e, op):
+    return e[1:] if isinstance(e, list) and e[:1] == [op] else [e]
+
+
 def load(path, n_in, n_out):
     with open(path, encoding="utf-8") as f:
         forms = _parse(f.read())
@@ -75,19 +78,12 @@ def load(path, n_in, n_out):
         if not (isinstance(fm, list) and fm[:1] == ["assert"] and len(fm) == 2):
             raise Unsupported(f"vnnlib form {str(fm)[:60]}")
         body = fm[1]
-        if isinstance(body, list) and body[:1] == ["or"]:
-            if disj is not None:
-                raise Unsupported("more than one disjunction")
-            disj = []
-            for d in body[1:]:
-                items = d[1:] if isinstance(d, list) and d[:1] == ["and"] else [d]
-                rows = [_cmp(x) for x in items]
-                if any(r[0] != "Y" for r in rows):
-                    raise Unsupported("input constraints inside a disjunction (several boxes)")
-                disj.append([r[1:] for r in rows])
+        if _args(body, "or") != [body]:
+            if disj is not None or any(_cmp(x)[0] != "Y" for d in _args(body, "or") for x in _args(d, "and")):
+                raise Unsupported("more than one disjunction, or input constraints in one (several boxes)")
+            disj = [[_cmp(x)[1:] for x in _args(d, "and")] for d in _args(body, "or")]
             continue
-        items = body[1:] if isinstance(body, list) and body[:1] == ["and"] else [body]
-        for x in items:
+        for x in _args(body, "and"):
             r = _cmp(x)
             if r[0] == "Y":
                 (pre if disj is None else post).append(r[1:])
