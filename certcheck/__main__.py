@@ -10,7 +10,7 @@ def main(argv):
             raise ValueError("usage: python -m certcheck CERT ONNX VNNLIB [--exact] [--no-hash]")
         from .check import check
         res = check(*args, exact="--exact" in flags, check_hash="--no-hash" not in flags)
-        print(res.line())
+        print(res.status if res.status == "accepted" else f"{res.status}: {res.reason}")
         return {"accepted": 0, "unsupported": 2}.get(res.status, 1)
     except BaseException as e:  # never a traceback, never an acceptance
         print(f"rejected: internal error: {type(e).__name__}: {e}")

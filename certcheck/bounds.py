@@ -23,63 +23,66 @@ def ibp(seg, ylo, yhi, ex):
     return down(lo - e), up(hi + e)
 
 
-def backsub(net, K, A, rn, ra, rb, B, ex):
+def backsub(net, K, A, nd, ra, rb, B, ex):
     """Lower bound of A . z_K over each row's node domain (K = L + 1: the output), as an affine function of x.
 
-    A (R, n_K) coefficients; rn (R,) node of each row in B; ra, rb (R,) rows of net.alpha / net.beta or -1.
-    Returns (G (R, n_in), const (R,), err (R,)): A . z_K(x) >= G . x + const - err on the domain.
+    A (nN, r, n_K): r coefficient rows per node; nd (nN,) the nodes in B; ra, rb (nN, r) rows of net.alpha /
+    net.beta or -1. Returns (G (nN, r, n_in), const, err (nN, r)): A . z_K(x) >= G . x + const - err on the domain.
     """
-    R = A.shape[0]
-    const = np.zeros(R, dtype=object) if ex else np.zeros(R)
-    err = np.zeros(R)
+    nN, r = A.shape[:2]
+    const, err = np.zeros((nN, r), dtype=object if ex else np.float64), np.zeros((nN, r))
+    aA = None if ex else np.abs(A)
     for k in range(K, 0, -1):
         W, b, Wr, br = net.segs[k - 1]
-        aA = None if ex else np.abs(A)
-        if k > 1:
-            ym = np.maximum(B["hi"][k - 2][rn], 0)
-        else:
-            ym = np.maximum(np.abs(B["blo"][rn]), np.abs(B["bhi"][rn]))
+        m, n = W.shape
         const = const + A @ b
         if not ex:
-            ym = ym.astype(np.float64)
-            err += gam(W.shape[0]) * (aA @ np.abs(b) + (aA * (ym @ net.absW[k - 1].T)).sum(1)) + U * np.abs(const)
-            err += (W.shape[0] + 2) * TINY * (1 + ym.sum(1))
-            err += (0 if Wr is None else (aA * (ym @ Wr.T)).sum(1)) + (0 if br is None else aA @ br)
-        G = A @ W
+            ym = np.maximum(B["hi"][k - 2][nd], 0) if k > 1 else np.maximum(np.abs(B["blo"][nd]), np.abs(B["bhi"][nd]))
+            err += gam(m) * (aA @ np.abs(b) + mv(aA, ym @ net.absW[k - 1].T)) + U * np.abs(const)
+            err += (m + 2) * TINY * (1 + ym.sum(1))[:, None] + (0 if br is None else aA @ br)
+            err += 0 if Wr is None else mv(aA, ym @ Wr.T)
+        G = (A.reshape(-1, m) @ W).reshape(nN, r, n)
         if k == 1:
             return G, const, err
-        l, u = B["lo"][k - 2][rn], B["hi"][k - 2][rn]
+        sl = slice(net.off[k - 2], net.off[k - 1])
+        l, u = B["lo"][k - 2][nd][:, None], B["hi"][k - 2][nd][:, None]
         act = l >= 0
         uns = ~act & (u > 0)
         a = (u >= -l).astype(int).astype(object) if ex else (u >= -l).astype(np.float64)
         if (ra >= 0).any():
-            a = np.where((ra >= 0)[:, None], net.alpha[ra, net.off[k - 2]:net.off[k - 1]], a)
+            a = np.where((ra >= 0)[..., None], net.alpha[ra, sl], a)
         den = np.where(uns, u - l, 1)
         s = np.where(uns, u, 0) / den if ex else up(np.where(uns, u, 0) / down(den))
-        P = G * np.where(act, 1, np.where(uns, np.where(G >= 0, a, s), 0))
-        ic = np.where(uns & (G < 0), P * l, 0)
-        const = const - ic.sum(1)
+        P = G * np.where(G >= 0, np.where(act, 1, np.where(uns, a, 0)), np.where(act, 1, np.where(uns, s, 0)))
+        lneg = np.where(uns, l, 0)[:, 0]  # P < 0 on an unstable neuron: the chord's intercept -P l
+        Pn = np.minimum(P, 0)
+        const = const - mv(Pn, lneg)
+        A = P
         if (rb >= 0).any():
-            sg = B["sgn"][rn, net.off[k - 2]:net.off[k - 1]]
-            bt = net.beta[rb, net.off[k - 2]:net.off[k - 1]] * ((sg == -1).astype(int) - (sg == 1))
-            A = P + np.where((rb >= 0)[:, None], bt, 0)
-        else:
-            A = P
+            sg = B["sgn"][nd, sl][:, None]
+            A = P + np.where((rb >= 0)[..., None], net.beta[rb, sl] * ((sg == -1).astype(int) - (sg == 1)), 0)
         if not ex:
-            zm = np.maximum(np.abs(l), np.abs(u))
-            err += U * INFL * (((4 * np.abs(P) + np.abs(A)) * zm).sum(1)) + 2 * TINY * zm.sum(1)
-            err += gam(P.shape[1]) * np.abs(ic).sum(1) + U * np.abs(const)
+            zm = np.maximum(np.abs(l), np.abs(u))[:, 0]
+            aP = np.abs(P)
+            aA = aP if A is P else np.abs(A)
+            err += U * INFL * (4 * mv(aP, zm) + mv(aA, zm)) + 2 * TINY * zm.sum(1)[:, None]
+            err += gam(n) * mv(-Pn, np.abs(lneg)) + U * np.abs(const)
 
 
-def row_min(G, const, err, rn, B, ex):
-    """Rigorous lower bound of min over each row's box of G . x + const - err."""
-    xs = np.where(G >= 0, B["blo"][rn], B["bhi"][rn])
-    val = (G * xs).sum(1)
+def mv(X, v):
+    """Per node, the rows of X (nN, r, n) times v (nN, n): (nN, r)."""
+    return (X @ v[..., None])[..., 0]
+
+
+def row_min(G, const, err, nd, B, ex):
+    """Rigorous lower bound of min over each row's node box of G . x + const - err; G (nN, r, n_in)."""
+    xs = np.where(G >= 0, B["blo"][nd][:, None], B["bhi"][nd][:, None])
+    val = (G * xs).sum(-1)
     if ex:
-        if not all(isinstance(v, (Fraction, int)) for v in val):
+        if not all(isinstance(v, (Fraction, int)) for v in val.ravel()):
             raise RuntimeError("a float in exact mode")
         return val + const
-    return lower_value(val, const, err + dot_err(np.abs(G), np.abs(xs), G.shape[1]), ex)
+    return lower_value(val, const, err + dot_err(np.abs(G), np.abs(xs), G.shape[-1]), ex)
 
 
 def mix(G, const, err, lam, starts, ex):

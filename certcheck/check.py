@@ -29,9 +29,6 @@ CHUNK = 1 << 21
 class Result(SimpleNamespace):
     """status in {'accepted', 'rejected', 'unsupported'}, reason, nodes, leaves, claims, closures, seconds."""
 
-    def line(self):
-        return self.status if self.status == "accepted" else f"{self.status}: {self.reason}"
-
 
 def need(cond, msg):
     if not cond:
@@ -136,13 +133,12 @@ def run(res, cert_path, onnx_path, vnnlib_path, ex, check_hash):
     nrows = np.array([len(p) for p in polys] + [0])
     need(bool((z["term_row"] < nrows[z["close_poly"][z["term_close"]]]).all()), "term_row out of range")
     need(len(set(z["claim_node"].tolist())) == Q, "a node has two claims")
-    need(bool(np.isin(z["hint_side"], (-1, 1)).all()), "hint_side must be +1 or -1")
     hkey = (z["hint_claim"] * n_total + z["hint_neuron"]) * 2 + (z["hint_side"] > 0)
     need(len(set(hkey.tolist())) == H, "duplicate hint")
     need(P == 0 or bool((np.bincount(z["term_close"], minlength=P) >= 1).all()), "a closure without terms")
-    need(bool((z["term_lam"] >= 0).all()), "negative lambda")
-    need(bool(((z["alpha"] >= 0) & (z["alpha"] <= 1)).all()), "alpha outside [0, 1]")
-    need(bool((z["beta"] >= 0).all()), "negative beta")
+    for ok, msg in ((np.isin(z["hint_side"], (-1, 1)), "bad hint_side"), (z["term_lam"] >= 0, "negative lambda"),
+                    ((z["alpha"] >= 0) & (z["alpha"] <= 1), "alpha outside [0, 1]"), (z["beta"] >= 0, "negative beta")):
+        need(bool(np.all(ok)), msg)
     claim_of = np.full(N, -1)
     claim_of[z["claim_node"]] = np.arange(Q)
     need(claim_of[0] >= 0, "the root has no claim")
@@ -150,9 +146,8 @@ def run(res, cert_path, onnx_path, vnnlib_path, ex, check_hash):
     poff = np.concatenate([[0], np.cumsum(nrows[:-1])]).astype(int)
     rows = [row for p in polys for row in p] or [({}, Fraction(0))]
     need(all(0 <= j < n_out for c, _ in rows for j in c), "vnnlib: an output index out of range")
-    C = np.array([[c.get(j, 0) for j in range(n_out)] for c, _ in rows], dtype=object)
+    C = np.array([[c.get(j, 0) for j in range(n_out)] for c, _ in rows], dtype=object if ex else np.float64)
     d = np.array([dv if ex else up_float(dv) for _, dv in rows], dtype=object if ex else np.float64)
-    C = C if ex else C.astype(np.float64)
     net.alpha, net.beta = conv(z["alpha"], ex), conv(z["beta"], ex)
     clo, chi = conv(z["claim_lo"], ex), conv(z["claim_hi"], ex)
     BLO, BHI = conv(BLO, ex), conv(BHI, ex)
@@ -217,17 +212,17 @@ def fail(bad, fmt, *cols):
         raise Reject(fmt.format(*(c[bad[0]] for c in cols)))
 
 
-def chunks(net, K, A, rn, ra, rb, B, ex, reduce):
-    """backsub over row chunks; reduce(G, const, err, rows) -> per-row results, concatenated."""
-    step = max(1, CHUNK // max(s[0].shape[0] for s in net.segs))
-    out = [reduce(*backsub(net, K, A[i:i + step], rn[i:i + step], ra[i:i + step], rb[i:i + step], B, ex),
-                  slice(i, i + step)) for i in range(0, A.shape[0], step)]
-    return [np.concatenate(x) for x in zip(*out)] if out else None
+def chunks(net, K, A, nd, ra, rb, B, ex, reduce):
+    """backsub over chunks of nodes; reduce(G, const, err, nodes) -> per-row results, concatenated."""
+    step = max(1, CHUNK // (A.shape[1] * max(s[0].shape[0] for s in net.segs)))
+    out = [reduce(*backsub(net, K, A[i:i + step], nd[i:i + step], ra[i:i + step], rb[i:i + step], B, ex),
+                  nd[i:i + step]) for i in range(0, A.shape[0], step)]
+    return [np.concatenate(x) for x in zip(*out)]
 
 
 def verify_layer(net, ex, B, prev, pl, Cn, q, k, cl, ch, hints, V):
     """Claims of ReLU layer k at the claimed nodes Cn (claim rows q): each implied by the parent's bound, the
-    interval step, the path's split or the back-substitution row (with the hint's alpha)."""
+    interval step, the path's split or the back-substitution row +-e_j (with the hint's alpha)."""
     n_total, n = net.off[-1], net.off[k + 1] - net.off[k]
     if k == 0:
         ylo, yhi = B["blo"][Cn], B["bhi"][Cn]
@@ -237,23 +232,23 @@ def verify_layer(net, ex, B, prev, pl, Cn, q, k, cl, ch, hints, V):
     if prev is not None:
         blo, bhi = np.maximum(blo, prev["lo"][k][pl[Cn]]), np.minimum(bhi, prev["hi"][k][pl[Cn]])
     blo, bhi = clampv(blo, bhi, B["sgn"][Cn, net.off[k]:net.off[k + 1]])
-    hkey, halpha = hints
-    for side, c, mask in ((1, cl, cl > blo), (-1, ch, ch < bhi)):
-        ci, j = np.nonzero(mask)
-        if not len(ci):
-            continue
-        key = (q[ci] * n_total + net.off[k] + j) * 2 + (side > 0)
-        ra = np.full(len(ci), -1)
+    sel = ((cl > blo) | (ch < bhi)).any(1)
+    if sel.any():
+        S, j = Cn[sel], np.tile(np.arange(n), 2)
+        key = (q[sel][:, None] * n_total + net.off[k] + j) * 2 + (np.arange(2 * n) < n)
+        hkey, halpha = hints
+        ra = np.full(key.shape, -1)
         if len(hkey):
             pos = np.minimum(np.searchsorted(hkey, key), len(hkey) - 1)
             ra = np.where(hkey[pos] == key, halpha[pos], -1)
-        A = np.zeros((len(ci), n), dtype=object if ex else np.float64)
-        A[np.arange(len(ci)), j] = side
-        rn = Cn[ci]
-        lb, = chunks(net, k + 1, A, rn, ra, np.full(len(ci), -1), B, ex,
-                     lambda G, c0, e, s, rn=rn: (row_min(G, c0, e, rn[s], B, ex),))
-        fail(np.nonzero(~(side * c[ci, j] <= lb))[0], "claim not implied: node {}, neuron {}, "
-             f"{'lower' if side > 0 else 'upper'} bound {{}} (proven {{}})", V[rn], net.off[k] + j, c[ci, j], side * lb)
+        A = np.broadcast_to(conv(np.vstack([np.eye(n), -np.eye(n)]), ex), (len(S), 2 * n, n))
+        lb, = chunks(net, k + 1, A, S, ra, np.full(key.shape, -1), B, ex,
+                     lambda G, c0, e, nd: (row_min(G, c0, e, nd, B, ex),))
+        blo[sel], bhi[sel] = np.maximum(blo[sel], lb[:, :n]), np.minimum(bhi[sel], -lb[:, n:])
+    for side, c, pr in ((1, cl, blo), (-1, ch, bhi)):
+        fail(np.flatnonzero(~(side * c <= side * pr)), "claim not implied: node {}, neuron {}, "
+             f"{'lower' if side > 0 else 'upper'} bound {{}} (proven {{}})", np.repeat(V[Cn], n),
+             np.tile(net.off[k] + np.arange(n), len(Cn)), c.ravel(), pr.ravel())
 
 
 def close_level(net, z, ex, B, V, loc, dead, C, d, poff, closed_by):
@@ -266,11 +261,17 @@ def close_level(net, z, ex, B, V, loc, dead, C, d, poff, closed_by):
         return
     t = t[np.argsort(z["term_close"][t], kind="stable")]
     tc = z["term_close"][t]
-    grow = poff[z["close_poly"][tc]] + z["term_row"][t]
-    rn = loc[z["close_node"][tc]]
-    G, const, err = chunks(net, len(net.segs), C[grow], rn, z["term_alpha"][t], z["term_beta"][t], B, ex,
-                           lambda G, c0, e, s: (G, c0, e))
-    const = const - d[grow]
+    grow, rn = poff[z["close_poly"][tc]] + z["term_row"][t], loc[z["close_node"][tc]]
+    # terms grouped by node, padded with zero rows: (nodes, slots, n_out)
+    nodes, inv = np.unique(rn, return_inverse=True)
+    order = np.argsort(inv, kind="stable")
+    slot = np.empty(len(t), dtype=int)
+    slot[order] = np.arange(len(t)) - np.searchsorted(inv[order], inv[order])
+    A = np.zeros((len(nodes), slot.max() + 1, C.shape[1]), dtype=C.dtype)
+    ra, rb = np.full(A.shape[:2], -1), np.full(A.shape[:2], -1)
+    A[inv, slot], ra[inv, slot], rb[inv, slot] = C[grow], z["term_alpha"][t], z["term_beta"][t]
+    G, const, err = chunks(net, len(net.segs), A, nodes, ra, rb, B, ex, lambda G, c0, e, nd: (G, c0, e))
+    G, const, err = G[inv, slot], const[inv, slot] - d[grow], err[inv, slot]
     if not ex:
         err = err + 2 * U * np.abs(const)
     starts = np.nonzero(np.r_[True, np.diff(tc) != 0])[0]
@@ -278,6 +279,6 @@ def close_level(net, z, ex, B, V, loc, dead, C, d, poff, closed_by):
     rc = rn[starts]
     if Ge is not None:
         em = em + (Ge * np.maximum(np.abs(B["blo"][rc]), np.abs(B["bhi"][rc]))).sum(1)
-    val = row_min(Gm, cm, em, rc, B, ex)
+    val = row_min(Gm[:, None], cm[:, None], em if ex else em[:, None], rc, B, ex)[:, 0]
     fail(np.nonzero(~(val > 0))[0], "closure {} (node {}, polytope {}) does not hold: lower bound {}",
          tc[starts], V[rc], z["close_poly"][tc[starts]], val)

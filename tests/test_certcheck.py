@@ -894,3 +894,53 @@ def test_line_budget():
     for p in (ROOT / "certcheck").glob("*.py"):
         n += sum(1 for line in p.read_text().splitlines() if line.strip() and not line.strip().startswith("#"))
     assert n <= 600, n
+
+
+@pytest.mark.fast
+def test_composed_segments_enclose_the_exact_maps(tmp_path):
+    """Sub (both orders), Div, Mul, Reshape, Flatten, Constant, MatMul, Gemm (alpha, beta != 1, float32), Add:
+    the float composition's radii contain the exact (Fraction) composition, which matches onnxruntime."""
+    rng = np.random.default_rng(3)
+    f32 = np.float32
+    c = {"m": rng.uniform(0.1, 1, (1, 1, 4)).astype(f32), "s": rng.normal(size=(1, 1, 4)).astype(f32),
+         "d": rng.uniform(0.2, 3, (4,)).astype(f32), "W": rng.normal(size=(4, 5)).astype(f32),
+         "G": rng.normal(size=(3, 5)).astype(f32), "C": rng.normal(size=(3,)).astype(f32),
+         "shape": np.array([1, 0, -1], dtype=np.int64)}
+    nodes = [helper.make_node("Sub", ["x", "s"], ["a"]), helper.make_node("Div", ["a", "d"], ["b0"]),
+             helper.make_node("Relu", ["b0"], ["b"]),
+             helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(np.array(0.3, f32))),
+             helper.make_node("Mul", ["m", "b"], ["e"]), helper.make_node("Sub", ["k", "e"], ["e2"]),
+             helper.make_node("Reshape", ["e2", "shape"], ["f"]), helper.make_node("Flatten", ["f"], ["g"], axis=1),
+             helper.make_node("MatMul", ["g", "W"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["r", "G", "C"], ["y"], transB=1, alpha=0.7, beta=1.3)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+                              [numpy_helper.from_array(v, k) for k, v in c.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "m.onnx"))
+    from certcheck import onnxnet
+    n_in, ops = onnxnet.load(str(tmp_path / "m.onnx"))
+    fl, exm = onnxnet.segments(ops, n_in, False), onnxnet.segments(ops, n_in, True)
+    assert n_in == 4 and [s[0].shape for s in fl] == [(4, 4), (5, 4), (3, 5)]
+    for (W, b, Wr, br), (We, be, _, _) in zip(fl, exm):
+        assert Wr is not None or not (W != We.astype(float)).any()
+        for a, e, r in ((W, We, Wr), (b, be, br)):
+            dev = np.array([[abs(Fraction(float(x)) - y) for x, y in zip(ra, rb)] for ra, rb in
+                            zip(np.atleast_2d(a), np.atleast_2d(e))], dtype=object)
+            rr = np.zeros_like(np.atleast_2d(a)) if r is None else np.atleast_2d(r)
+            assert all(d <= Fraction(float(x)) for d, x in zip(dev.ravel(), rr.ravel()))
+    ort = pytest.importorskip("onnxruntime")
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    X = rng.normal(size=(1, 1, 4)).astype(f32)
+    h = X.ravel().astype(float)
+    for k, (W, b, _, _) in enumerate(fl):
+        h = W @ h + b if k == len(fl) - 1 else np.maximum(W @ h + b, 0)
+    assert np.allclose(h, sess.run(None, {"x": X})[0].ravel(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.fast
+def test_thresholds_round_up():
+    from certcheck.arith import up_float
+    for text in ("0.1", "-0.1", "-3.991125645861615", "1e-30", "-7e-310", "0", "2.5", "-1.0000000000000002"):
+        q = Fraction(text)
+        f = up_float(q)
+        assert Fraction(f) >= q and Fraction(float(np.nextafter(f, -np.inf))) < q
