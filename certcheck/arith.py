@@ -43,9 +43,7 @@ def dot_err(absA, absv, n):
     return (absA * absv).sum(-1) * gam(n) + (n + 2) * TINY
 
 
-def lower_value(val, const, err, ex):
+def lower_value(val, const, err):
     """A rigorous lower bound of val + const - err (all float64 arrays of one shape; err >= 0)."""
-    if ex:
-        return val + const
     s = val + const
     return down(s - (err + 2 * U * np.abs(s) + TINY) * INFL)

@@ -82,7 +82,7 @@ def row_min(G, const, err, nd, B, ex):
         if not all(isinstance(v, (Fraction, int)) for v in val.ravel()):
             raise RuntimeError("a float in exact mode")
         return val + const
-    return lower_value(val, const, err + dot_err(np.abs(G), np.abs(xs), G.shape[-1]), ex)
+    return lower_value(val, const, err + dot_err(np.abs(G), np.abs(xs), G.shape[-1]))
 
 
 def mix(G, const, err, lam, starts, ex):

@@ -32,9 +32,8 @@ def _parse(text):
 
 def _term(a):
     """('X'|'Y', index) or ('c', Fraction)."""
-    m = re.fullmatch(r"([XY])_(\d+)", a) if isinstance(a, str) else None
-    if m:
-        return m.group(1), int(m.group(2))
+    if isinstance(a, str) and re.fullmatch(r"[XY]_\d+", a):
+        return a[0], int(a[2:])
     try:
         return "c", Fraction(a)
     except (TypeError, ValueError, ZeroDivisionError):

@@ -26,8 +26,7 @@ OPTIONAL = {"hint_claim", "hint_neuron", "hint_side", "hint_alpha", "alpha", "be
 CHUNK = 1 << 21
 
 
-class Result(SimpleNamespace):
-    """status in {'accepted', 'rejected', 'unsupported'}, reason, nodes, leaves, claims, closures, seconds."""
+Result = SimpleNamespace  # status in {'accepted', 'rejected', 'unsupported'}, reason, counts, seconds
 
 
 def need(cond, msg):
@@ -151,7 +150,7 @@ def run(res, cert_path, onnx_path, vnnlib_path, ex, check_hash):
     net.alpha, net.beta = conv(z["alpha"], ex), conv(z["beta"], ex)
     clo, chi = conv(z["claim_lo"], ex), conv(z["claim_hi"], ex)
     BLO, BHI = conv(BLO, ex), conv(BHI, ex)
-    hints = (hkey[np.argsort(hkey)], z["hint_alpha"][np.argsort(hkey)])
+    hints = (np.append(hkey[np.argsort(hkey)], 1 << 62), np.append(z["hint_alpha"][np.argsort(hkey)], -1))
     walk(net, z, ex, kids, leaves, claim_of, clo, chi, BLO, BHI, hints, C, d, poff, len(polys), relu)
 
 
@@ -224,10 +223,8 @@ def verify_layer(net, ex, B, prev, pl, Cn, q, k, cl, ch, hints, V):
     """Claims of ReLU layer k at the claimed nodes Cn (claim rows q): each implied by the parent's bound, the
     interval step, the path's split or the back-substitution row +-e_j (with the hint's alpha)."""
     n_total, n = net.off[-1], net.off[k + 1] - net.off[k]
-    if k == 0:
-        ylo, yhi = B["blo"][Cn], B["bhi"][Cn]
-    else:
-        ylo, yhi = np.maximum(B["lo"][k - 1][Cn], 0), np.maximum(B["hi"][k - 1][Cn], 0)
+    ylo, yhi = (B["blo"][Cn], B["bhi"][Cn]) if k == 0 else (np.maximum(B["lo"][k - 1][Cn], 0),
+                                                            np.maximum(B["hi"][k - 1][Cn], 0))
     blo, bhi = ibp(net.segs[k], ylo, yhi, ex)
     if prev is not None:
         blo, bhi = np.maximum(blo, prev["lo"][k][pl[Cn]]), np.minimum(bhi, prev["hi"][k][pl[Cn]])
@@ -236,11 +233,8 @@ def verify_layer(net, ex, B, prev, pl, Cn, q, k, cl, ch, hints, V):
     if sel.any():
         S, j = Cn[sel], np.tile(np.arange(n), 2)
         key = (q[sel][:, None] * n_total + net.off[k] + j) * 2 + (np.arange(2 * n) < n)
-        hkey, halpha = hints
-        ra = np.full(key.shape, -1)
-        if len(hkey):
-            pos = np.minimum(np.searchsorted(hkey, key), len(hkey) - 1)
-            ra = np.where(hkey[pos] == key, halpha[pos], -1)
+        pos = np.searchsorted(hints[0], key)  # the keys end with a sentinel above any key
+        ra = np.where(hints[0][pos] == key, hints[1][pos], -1)
         A = np.broadcast_to(conv(np.vstack([np.eye(n), -np.eye(n)]), ex), (len(S), 2 * n, n))
         lb, = chunks(net, k + 1, A, S, ra, np.full(key.shape, -1), B, ex,
                      lambda G, c0, e, nd: (row_min(G, c0, e, nd, B, ex),))
