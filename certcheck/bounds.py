@@ -41,7 +41,7 @@ def backsub(net, K, A, nd, ra, rb, B, ex):
             err += gam(m) * (aA @ np.abs(b) + mv(aA, ym @ net.absW[k - 1].T)) + U * np.abs(const)
             err += (m + 2) * TINY * (1 + ym.sum(1))[:, None] + (0 if br is None else aA @ br)
             err += 0 if Wr is None else mv(aA, ym @ Wr.T)
-        G = (A.reshape(-1, m) @ W).reshape(nN, r, n)
+        G = np.broadcast_to(A[0] @ W, (nN, r, n)) if A.strides[0] == 0 else (A.reshape(-1, m) @ W).reshape(nN, r, n)
         if k == 1:
             return G, const, err
         sl = slice(net.off[k - 2], net.off[k - 1])
