@@ -643,8 +643,8 @@ def tight_claims(inst, side):
 @pytest.mark.fast
 @pytest.mark.parametrize("side", [1, -1])
 def test_planted_claim_beyond_its_proof(inst_input, side):
-    """A claim set 1e-6 (relative) beyond the best bound its node proves (CROWN, above the parent and the interval
-    step): rejected, at several sites; the same claim set exactly at the prover's value minus the slack: accepted."""
+    """A claim set 1e-6 (relative) beyond the best bound its node proves (where CROWN beats the parent's bound by
+    1e-3; the clean certificate, 1e-9 below it, is accepted): rejected at every site tried."""
     a = inst_input["arrays"]
     sites = tight_claims(inst_input, side)
     assert len(sites) >= 5
@@ -944,3 +944,37 @@ def test_thresholds_round_up():
         q = Fraction(text)
         f = up_float(q)
         assert Fraction(f) >= q and Fraction(float(np.nextafter(f, -np.inf))) < q
+
+
+@pytest.mark.fast
+def test_vnnlib_subset(tmp_path):
+    """Exact decimals, both operand orders, strict comparisons read as non-strict, bounds intersected, `and` at the
+    top, comments; the rows outside the `or` join every disjunct in file order; the forms outside the subset."""
+    from certcheck import vnnlib
+    from certcheck.onnxnet import Unsupported
+    head = "; c\n" + "".join(f"(declare-const {v} Real)\n" for v in ("X_0", "X_1", "Y_0", "Y_1"))
+    text = head + """(assert (and (<= X_0 0.1) (>= X_0 -1e-1)))
+(assert (< 0.25 X_1)) (assert (>= 0.75 X_1)) (assert (<= X_1 0.7)) ; a comment
+(assert (>= Y_0 1.5))
+(assert (or (and (<= Y_0 Y_1) (> Y_1 -2)) (<= Y_1 Y_0)))
+(assert (<= 3 Y_1))
+"""
+    (tmp_path / "p.vnnlib").write_text(text)
+    lo, hi, polys = vnnlib.load(tmp_path / "p.vnnlib", 2, 2)
+    F = Fraction
+    assert lo == [F(-1, 10), F(1, 4)] and hi == [F(1, 10), F(7, 10)]
+    row_a, row_c = ({0: -1}, F(-3, 2)), ({1: -1}, F(-3))
+    assert polys == [[row_a, ({0: 1, 1: -1}, 0), ({1: -1}, F(2)), row_c], [row_a, ({1: 1, 0: -1}, 0), row_c]]
+    bad = {"two boxes": "(assert (or (and (<= X_0 1) (>= X_0 0)) (and (<= X_0 3) (>= X_0 2))))",
+           "two ors": "(assert (or (<= Y_0 1) (<= Y_1 1)))\n(assert (or (<= Y_0 2) (<= Y_1 2)))",
+           "sum": "(assert (<= (+ Y_0 Y_1) 1))", "equality": "(assert (= Y_0 1))",
+           "unbounded": "(assert (<= X_0 1))"}
+    for name, extra in bad.items():
+        (tmp_path / "b.vnnlib").write_text(head + "(assert (<= X_1 1))\n(assert (>= X_1 0))\n" + (
+            "" if name == "unbounded" else "(assert (<= X_0 1))\n(assert (>= X_0 0))\n") + extra)
+        with pytest.raises(Unsupported):
+            vnnlib.load(tmp_path / "b.vnnlib", 2, 2)
+    (tmp_path / "u.vnnlib").write_text(head.replace("Y_1", "Y_7") + "(assert (<= X_0 1))(assert (>= X_0 0))"
+                                       "(assert (<= X_1 1))(assert (>= X_1 0))")
+    with pytest.raises(vnnlib.Reject):
+        vnnlib.load(tmp_path / "u.vnnlib", 2, 2)
