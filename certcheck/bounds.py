@@ -37,7 +37,8 @@ def backsub(net, K, A, nd, ra, rb, B, ex):
         m, n = W.shape
         const = const + A @ b
         if not ex:
-            ym = np.maximum(B["hi"][k - 2][nd], 0) if k > 1 else np.maximum(np.abs(B["blo"][nd]), np.abs(B["bhi"][nd]))
+            ylo, yhi = (B["lo"][k - 2][nd], B["hi"][k - 2][nd]) if k > 1 else (B["blo"][nd], B["bhi"][nd])
+            ym = np.maximum(np.abs(ylo), np.abs(yhi))  # |y| also on the relaxation's lines (a z < 0 for z < 0)
             err += gam(m) * (aA @ np.abs(b) + mv(aA, ym @ net.absW[k - 1].T)) + U * np.abs(const)
             err += (m + 2) * TINY * (1 + ym.sum(1))[:, None] + (0 if br is None else aA @ br)
             err += 0 if Wr is None else mv(aA, ym @ Wr.T)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -237,6 +238,7 @@ class Tree:
         self.net = net
         self.parent, self.kind, self.index, self.lo, self.hi, self.phase = [], [], [], [], [], []
         self.claims, self.hints, self.closes, self.terms, self.alpha, self.beta = [], [], [], [], [], []
+        self.close_vals = []
         self.info = {}
 
     def add(self, parent, kind=0, index=-1, lo=0.0, hi=0.0, phase=0):
@@ -298,6 +300,9 @@ def try_close(tree, v, polys, C, d, vals, poff, closed, mix=True):
             closed[p] = True
             ci = len(tree.closes)
             tree.closes.append((v, p))
+            G = sum(lam * vals[r][0] for r, lam in cand[0])
+            tree.close_vals.append((G * np.where(G >= 0, blo, bhi)).sum() + sum(
+                lam * (vals[r][1][0] - d[r]) for r, lam in cand[0]))
             for r, lam in cand[0]:
                 bi = -1
                 if vals[r][4] is not None:
@@ -978,3 +983,178 @@ def test_vnnlib_subset(tmp_path):
                                        "(assert (<= X_1 1))(assert (>= X_1 0))")
     with pytest.raises(vnnlib.Reject):
         vnnlib.load(tmp_path / "u.vnnlib", 2, 2)
+
+
+@pytest.mark.fast
+def test_certificates_of_violated_properties_are_rejected(tmp_path):
+    """Independent ground truth: move each threshold so that a sampled point of the box violates the property
+    (the property becomes sat); the unchanged certificate (hash check off) must be rejected, in both modes."""
+    inst = make_instance(tmp_path, 12, [3, 8, 6, 3], POLY_DISJ, depth=6)
+    blo, bhi = inst["box"]
+    X = np.random.default_rng(5).uniform(blo, bhi, size=(2000, 3))
+    Y = inst["net"].forward(X)
+    text, hits = Path(inst["vnnlib"]).read_text(), 0
+    for p, poly in enumerate(inst["polys"]):
+        for r in poly:
+            if r[0] == "pair":
+                continue
+            # the polytope is refuted through this row: move its threshold past a sampled output
+            val = Y[:, r[1]].max() + 0.01 if r[0] == "le" else Y[:, r[1]].min() - 0.01
+            t2 = text.replace(f"({'<=' if r[0] == 'le' else '>='} Y_{r[1]} {r[2]})",
+                              f"({'<=' if r[0] == 'le' else '>='} Y_{r[1]} {dec(val)})")
+            assert t2 != text
+            path = tmp_path / f"sat_{p}_{r[1]}.vnnlib"
+            path.write_text(t2)
+            polys = [[(q[0], q[1], dec(val)) if q is r else q for q in pp] for pp in inst["polys"]]
+            # the rows' other conjuncts may still exclude every sample: only count it when the polytope is hit
+            C, d = rows_of(polys, inst["net"].n_out)
+            k0 = sum(len(pp) for pp in polys[:p])
+            hit = np.all([Y @ C[k0 + i] <= d[k0 + i] for i in range(len(poly))], axis=0).any()
+            hits += int(hit)
+            for ex in (False, True):
+                res = certcheck.check(str(inst["npz"]), str(inst["onnx"]), str(path), exact=ex, check_hash=False)
+                if hit:
+                    assert res.status == "rejected" and "does not hold" in res.reason, res.reason
+    assert hits >= 1
+
+
+@pytest.mark.fast
+def test_planted_infeasibility_that_is_only_a_point(inst_dead):
+    """The infeasible leaf's claim relaxed to exactly 0 on its split neuron (still a valid claim): l = u = 0 is a
+    point, not an empty domain; the leaf is open, the certificate rejected."""
+    a, info = inst_dead["arrays"], inst_dead["tree"].info
+    sites = 0
+    for v in [v for v, i in info.items() if i.get("dead")]:
+        q = list(a["claim_node"]).index(v)
+        sgn = info[v]["sgn"]
+        for j in np.nonzero(sgn)[0]:
+            key, bad = ("claim_hi", a["claim_hi"][q, j] < 0) if sgn[j] > 0 else ("claim_lo", a["claim_lo"][q, j] > 0)
+            if bad:
+                c = a[key].copy()
+                c[q, j] = 0.0
+                ok, why = rejected(inst_dead, {**a, key: c})
+                assert ok and "neither closed" in why, why
+                sites += 1
+    assert sites >= 1
+
+
+@pytest.mark.fast
+def test_planted_threshold_past_the_proof(tmp_path):
+    """Each polytope's threshold moved to 2e-6 inside the smallest margin of its closures (the prover's values):
+    the same certificate is accepted (hash check off); moved 1e-6 past that margin, the binding closure fails
+    (float and exact mode)."""
+    polys = [[("le", 0, None)], [("ge", 1, None)]]
+    inst = make_instance(tmp_path, 13, [3, 8, 6, 2], polys, depth=6)
+    text, tree = Path(inst["vnnlib"]).read_text(), inst["tree"]
+
+    def moved(by):  # by[p]: how far polytope p's threshold moves toward the certificate's bound
+        t = text
+        for p, (kind, i, d) in enumerate(q[0] for q in inst["polys"]):
+            sym, sign = ("<=", 1) if kind == "le" else (">=", -1)
+            t = t.replace(f"({sym} Y_{i} {d})", f"({sym} Y_{i} {dec(float(d) + sign * by[p])})")
+        path = tmp_path / f"moved_{len(list(tmp_path.iterdir()))}.vnnlib"
+        path.write_text(t)
+        return [certcheck.check(str(inst["npz"]), str(inst["onnx"]), str(path), exact=ex, check_hash=False)
+                for ex in (False, True)]
+
+    vmin = [min(v for (_, pp), v in zip(tree.closes, tree.close_vals) if pp == p) for p in range(2)]
+    assert all(r.status == "accepted" for r in moved([v - 2e-6 for v in vmin]))
+    for p in range(2):
+        for res in moved([v - 2e-6 if q != p else v + 1e-6 for q, v in enumerate(vmin)]):
+            assert res.status == "rejected" and "does not hold" in res.reason, res.reason
+
+
+@pytest.mark.fast
+def test_planted_claim_beyond_the_parents_bound(inst_input):
+    """Where the parent's bound is the best proof of a claim (better than CROWN and the interval step by 1e-3),
+    the claim set 1e-6 (relative) beyond it is rejected."""
+    tree, a, net = inst_input["tree"], inst_input["arrays"], inst_input["net"]
+    nodes = [c[0] for c in tree.claims]
+    sites = 0
+    for q, (v, _, _) in enumerate(tree.claims):
+        if not v:
+            continue
+        cl, par = tree.info[v]["claims"], tree.claims[nodes.index(tree.parent[v])]
+        for side, key, pi, ci in ((1, "claim_lo", 1, 6), (-1, "claim_hi", 2, 7)):
+            for j in range(net.off[-1]):
+                if side * (par[pi][j] - cl[ci][j]) > 1e-3 and cl[4 if side > 0 else 5][j] == par[pi][j] and sites < 12:
+                    c = a[key].copy()
+                    c[q, j] = par[pi][j] + side * 1e-6 * max(1.0, abs(par[pi][j]))
+                    ok, why = rejected(inst_input, {**a, key: c})
+                    assert ok and "claim not implied" in why, why
+                    sites += 1
+    assert sites >= 3
+
+
+def float_and_exact_bounds(rng, sizes, stable, div):
+    """One random chain (weights over 8 orders of magnitude, float32 or float64 constants, an optional Div), valid
+    layer bounds (interval steps from each node's box, widened; biases moved so that every neuron is stable when
+    `stable`), alpha and beta rows, nearly cancelling objective rows. Returns the rigorous float lower bounds, the
+    exact ones (Fractions), and where they are comparable: the float and exact coefficients on the last ReLU layer
+    agree in sign at its unstable neurons (else the two runs pick different lines)."""
+    from certcheck import onnxnet
+    from certcheck.arith import conv
+    from certcheck.bounds import backsub, row_min
+
+    def mag(*s):
+        return rng.normal(size=s) * 10.0 ** rng.integers(-4, 4, size=s)
+    hidden, nN, r = sizes[1:-1], 3, 4
+    blo = rng.normal(size=(nN, sizes[0]))
+    bhi = blo + 1.5
+    ops = [[("add", mag(sizes[0]))] + ([("div", rng.uniform(0.1, 7, sizes[0]))] if div else [])]
+    lo, hi = [], []
+    for k in range(len(sizes) - 1):
+        ops.append([]) if k else None
+        ops[k].append(("mat", mag(sizes[k + 1], sizes[k]).astype(np.float32).astype(float)))
+        W, b = onnxnet.segments([ops[k]], sizes[k], False)[0][:2]
+        ylo, yhi = (blo, bhi) if k == 0 else (np.maximum(lo[-1], 0), np.maximum(hi[-1], 0))
+        zl = ylo @ np.maximum(W, 0).T + yhi @ np.minimum(W, 0).T + b
+        zu = yhi @ np.maximum(W, 0).T + ylo @ np.minimum(W, 0).T + b
+        bias = mag(sizes[k + 1])
+        if stable and k < len(sizes) - 2:  # every node's interval on one side of 0
+            up_ = rng.random(sizes[k + 1]) < 0.5
+            gap = np.abs(bias) + 1e-3 * (np.abs(zl) + np.abs(zu)).max(0) + 1e-6
+            bias = np.where(up_, -zl.min(0) + gap, -zu.max(0) - gap)
+        ops[k].append(("add", bias))
+        zl, zu = zl + bias, zu + bias
+        w = 1e-6 * (np.abs(zl) + np.abs(zu)) + 1e-9
+        lo.append(zl - w)
+        hi.append(zu + w)
+    lo, hi = lo[:-1], hi[:-1]
+    assert not stable or all(((a >= 0) | (b <= 0)).all() for a, b in zip(lo, hi))
+    n_total = sum(hidden)
+    sgn = rng.choice([-1, 0, 1], size=(nN, n_total)).astype(np.int8)
+    alpha, beta = rng.uniform(0, 1, (2, n_total)), rng.uniform(0, 3, (2, n_total))
+    A = rng.normal(size=(nN, r, sizes[-1]))
+    A[:, 1] = -A[:, 0] * (1 + 1e-12)
+    ra, rb = rng.integers(-1, 2, (nN, r)), rng.integers(-1, 2, (nN, r))
+    out = []
+    for ex in (False, True):
+        net = SimpleNamespace(segs=onnxnet.segments(ops, sizes[0], ex), alpha=conv(alpha, ex), beta=conv(beta, ex),
+                              off=np.concatenate([[0], np.cumsum(hidden)]))
+        net.absW = [np.abs(s[0]).astype(np.float64) for s in net.segs]
+        B = {"lo": [conv(x, ex) for x in lo], "hi": [conv(x, ex) for x in hi], "blo": conv(blo, ex),
+             "bhi": conv(bhi, ex), "sgn": sgn}
+        G, cst, e = backsub(net, len(sizes) - 1, conv(A, ex), np.arange(nN), ra, rb, B, ex)
+        out.append((row_min(G, cst, e, np.arange(nN), B, ex), A @ net.segs[-1][0]))
+    uns = (lo[-1] < 0) & (hi[-1] > 0)
+    same = ((out[0][1] >= 0) == (out[1][1] >= 0)) | ~uns[:, None, :]
+    return out[0][0], out[1][0], same.all(-1)
+
+
+@pytest.mark.fast
+def test_float_bounds_never_exceed_the_exact_ones():
+    """With valid layer bounds, the float back-substitution with its error terms never exceeds the same
+    relaxation computed exactly (its chord slope is rounded up: a lower line): deep chains of stable neurons
+    (matrix products, constants, beta, the Div radius), one ReLU layer of unstable neurons (alpha and chord
+    products, intercepts); 60 chains each."""
+    rng = np.random.default_rng(0)
+    worst, compared = 0.0, 0
+    for trial in range(120):
+        stable = trial % 2 == 0
+        f, x, same = float_and_exact_bounds(rng, [3, 6, 5, 4, 2] if stable else [3, 6, 2], stable, trial % 4 < 2)
+        for fv, xv in zip(f[same], x[same]):
+            assert Fraction(float(fv)) <= xv, (trial, fv, float(xv))
+            worst = max(worst, float(xv - Fraction(float(fv))) / (1 + abs(float(xv))))
+            compared += 1
+    assert compared > 300 and worst < 1e-4, worst
