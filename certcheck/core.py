@@ -1,0 +1,278 @@
+"""The checker: certificate container, tree, claims, closures and coverage (docs/certificates.md)."""
+import hashlib
+import json
+import time
+import zipfile
+from fractions import Fraction
+from types import SimpleNamespace
+
+import numpy as np
+
+from . import onnxnet, vnnlib
+from .arith import U, conv, up_float
+from .bounds import backsub, ibp, mix, row_min
+from .onnxnet import Unsupported
+from .vnnlib import Reject
+
+INTS = {"parent": "N", "kind": "N", "index": "N", "phase": "N", "claim_node": "Q", "hint_claim": "H",
+        "hint_neuron": "H", "hint_side": "H", "hint_alpha": "H", "close_node": "P", "close_poly": "P",
+        "term_close": "T", "term_row": "T", "term_alpha": "T", "term_beta": "T"}
+FLOATS = {"root_lower": ("i",), "root_upper": ("i",), "lo": ("N",), "hi": ("N",), "claim_lo": ("Q", "n"),
+          "claim_hi": ("Q", "n"), "term_lam": ("T",), "alpha": ("A", "n"), "beta": ("B", "n")}
+RANGES = (("claim_node", 0, "N"), ("hint_claim", 0, "Q"), ("hint_neuron", 0, "n"), ("hint_alpha", 0, "A"),
+          ("close_node", 0, "N"), ("close_poly", 0, "p"), ("term_close", 0, "P"), ("term_row", 0, "r"),
+          ("term_alpha", -1, "A"), ("term_beta", -1, "B"))
+OPTIONAL = {"hint_claim", "hint_neuron", "hint_side", "hint_alpha", "alpha", "beta"}
+CHUNK = 1 << 21
+
+
+Result = SimpleNamespace  # status in {'accepted', 'rejected', 'unsupported'}, reason, counts, seconds
+
+
+def need(cond, msg):
+    if not cond:
+        raise Reject(msg)
+
+
+def read_cert(path, n_in, n_total):
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            z = {k: f[k] for k in f.files}
+        man = json.loads(bytes(z["manifest"].astype(np.uint8)).decode("utf-8"))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+        raise Reject(f"unreadable certificate: {type(e).__name__}: {e}") from None
+    need(isinstance(man, dict), "manifest is not a JSON object")
+    dims = {"i": n_in, "n": n_total}
+    for k in INTS.keys() | FLOATS.keys():
+        if k not in z:
+            need(k in OPTIONAL, f"missing array {k}")
+            z[k] = np.zeros((0, n_total) if k in FLOATS else 0, dtype=np.float64 if k in FLOATS else np.int64)
+        a = z[k]
+        shape = (INTS[k],) if k in INTS else FLOATS[k]
+        need(a.dtype.kind in ("iu" if k in INTS else "f") and a.ndim == len(shape), f"array {k}: bad dtype/shape")
+        need(k in INTS or a.dtype in (np.float32, np.float64), f"array {k}: dtype {a.dtype}")
+        for d, s in zip(shape, a.shape):
+            need(dims.setdefault(d, s) == s, f"array {k}: shape {a.shape} does not match")
+        need(k in INTS or bool(np.isfinite(a).all()), f"array {k}: NaN or infinity")
+        z[k] = a.astype(np.int64) if k in INTS else a.astype(np.float64)
+    return man, z, dims
+
+
+def check_tree(z, n_in, relu, N):
+    par, kind, idx = z["parent"], z["kind"], z["index"]
+    need(N >= 1 and par[0] == -1 and kind[0] == 0, "node 0 must be the root")
+    need(bool((par[1:] >= 0).all() and (par[1:] < np.arange(1, N)).all()), "parent[v] must be in [0, v)")
+    need(bool((kind[1:] == (2 if relu else 1)).all()), "node kinds do not match the manifest's branching")
+    need(bool(((idx[1:] >= 0) & (idx[1:] < (z["n_total"] if relu else n_in))).all()), "split index out of range")
+    need(not relu or bool(np.isin(z["phase"][1:], (-1, 1)).all()), "phase must be +1 or -1")
+    kids = [[] for _ in range(N)]
+    for v in range(1, N):
+        kids[par[v]].append(v)
+    blo, bhi = np.tile(z["root_lower"], (N, 1)), np.tile(z["root_upper"], (N, 1))
+    for p, ks in ((p, ks) for p, ks in enumerate(kids) if ks):
+        need(len(set(idx[ks].tolist())) == 1, f"children of node {p} split different {'neurons' if relu else 'dims'}")
+        if relu:
+            need(len(ks) == 2 and set(z["phase"][ks].tolist()) == {-1, 1}, f"node {p}: not the two phases")
+            continue
+        d, ks = idx[ks[0]], sorted(ks, key=lambda v: z["lo"][v])
+        lo, hi = z["lo"][ks], z["hi"][ks]
+        need(len(ks) >= 2 and lo[0] == blo[p, d] and hi[-1] == bhi[p, d] and bool((lo <= hi).all())
+             and bool((hi[:-1] == lo[1:]).all()), f"input cuts of node {p} do not partition its interval")
+        blo[ks], bhi[ks] = blo[p], bhi[p]
+        blo[ks, d], bhi[ks, d] = lo, hi
+    return kids, blo, bhi
+
+
+def check(cert_path, onnx_path, vnnlib_path, exact=False, check_hash=True):
+    t0 = time.time()
+    res = Result(status="rejected", reason="", nodes=0, leaves=0, claims=0, closures=0, seconds=0.0)
+    try:
+        run(res, cert_path, onnx_path, vnnlib_path, exact, check_hash)
+        res.status = "accepted"
+    except Unsupported as e:
+        res.status, res.reason = "unsupported", str(e)
+    except Reject as e:
+        res.reason = str(e)
+    except Exception as e:  # a checker failure must never look like acceptance
+        res.reason = f"internal error: {type(e).__name__}: {e}"
+    res.seconds = time.time() - t0
+    return res
+
+
+def run(res, cert_path, onnx_path, vnnlib_path, ex, check_hash):
+    n_in, ops = onnxnet.load(onnx_path)
+    net = SimpleNamespace(segs=onnxnet.segments(ops, n_in, ex))
+    sizes = [s[0].shape[0] for s in net.segs[:-1]]
+    n_out, n_total = net.segs[-1][0].shape[0], sum(sizes)
+    net.off = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    net.absW = [np.abs(s[0]).astype(np.float64) for s in net.segs]
+    plo, phi, polys = vnnlib.load(vnnlib_path, n_in, n_out)
+    man, z, dims = read_cert(cert_path, n_in, n_total)
+    z["n_total"] = n_total
+    want = {"format": "bnb-certificate", "version": 1, "n_in": n_in, "n_out": n_out, "relu_sizes": sizes,
+            "polytope_rows": [len(p) for p in polys], "branching": man.get("branching") in ("input", "relu") and
+            man["branching"]}
+    if check_hash:
+        for key, p in (("onnx_sha256", onnx_path), ("vnnlib_sha256", vnnlib_path)):
+            with open(p, "rb") as f:
+                want[key] = hashlib.sha256(f.read()).hexdigest()
+    bad = [k for k in want if man.get(k) != want[k]]
+    need(not bad, f"manifest: {bad} do not match the files")
+    need(all(Fraction(a) <= b for a, b in zip(z["root_lower"].tolist(), plo)) and all(
+        Fraction(a) >= b for a, b in zip(z["root_upper"].tolist(), phi)), "root box does not contain the VNN-LIB box")
+    N, Q, H, P = (dims.get(k, 0) for k in "NQHP")
+    res.nodes, res.claims, res.closures = N, Q, P
+    relu = man["branching"] == "relu"
+    kids, BLO, BHI = check_tree(z, n_in, relu, N)
+    leaves = np.array([not k for k in kids])
+    res.leaves = int(leaves.sum())
+    dims.update(p=len(polys), r=1 << 62, n=n_total)
+    for k, lo, dim in RANGES:
+        need(bool(((z[k] >= lo) & (z[k] < dims.get(dim, 0))).all()), f"{k} out of range")
+    nrows = np.array([len(p) for p in polys] + [0])
+    need(bool((z["term_row"] < nrows[z["close_poly"][z["term_close"]]]).all()), "term_row out of range")
+    need(len(set(z["claim_node"].tolist())) == Q, "a node has two claims")
+    hkey = (z["hint_claim"] * n_total + z["hint_neuron"]) * 2 + (z["hint_side"] > 0)
+    need(len(set(hkey.tolist())) == H, "duplicate hint")
+    need(P == 0 or bool((np.bincount(z["term_close"], minlength=P) >= 1).all()), "a closure without terms")
+    for ok, msg in ((np.isin(z["hint_side"], (-1, 1)), "bad hint_side"), (z["term_lam"] >= 0, "negative lambda"),
+                    ((z["alpha"] >= 0) & (z["alpha"] <= 1), "alpha outside [0, 1]"), (z["beta"] >= 0, "negative beta")):
+        need(bool(np.all(ok)), msg)
+    claim_of = np.full(N, -1)
+    claim_of[z["claim_node"]] = np.arange(Q)
+    need(claim_of[0] >= 0, "the root has no claim")
+    # property rows: C (rows, n_out), d rounded up (float) or exact
+    poff = np.concatenate([[0], np.cumsum(nrows[:-1])]).astype(int)
+    rows = [row for p in polys for row in p] or [({}, Fraction(0))]
+    need(all(0 <= j < n_out for c, _ in rows for j in c), "vnnlib: an output index out of range")
+    C = np.array([[c.get(j, 0) for j in range(n_out)] for c, _ in rows], dtype=object if ex else np.float64)
+    d = np.array([dv if ex else up_float(dv) for _, dv in rows], dtype=object if ex else np.float64)
+    net.alpha, net.beta = conv(z["alpha"], ex), conv(z["beta"], ex)
+    clo, chi = conv(z["claim_lo"], ex), conv(z["claim_hi"], ex)
+    BLO, BHI = conv(BLO, ex), conv(BHI, ex)
+    hints = (np.append(hkey[np.argsort(hkey)], 1 << 62), np.append(z["hint_alpha"][np.argsort(hkey)], -1))
+    walk(net, z, ex, kids, leaves, claim_of, clo, chi, BLO, BHI, hints, C, d, poff, len(polys), relu)
+
+
+def walk(net, z, ex, kids, leaves, claim_of, clo, chi, BLO, BHI, hints, C, d, poff, npoly, relu):
+    """Level by level: effective bounds, claims, closures, coverage."""
+    N, L, n_total = len(kids), len(net.segs) - 1, net.off[-1]
+    depth = np.zeros(N, dtype=int)
+    for v in range(1, N):
+        depth[v] = depth[z["parent"][v]] + 1
+    loc, closed_by, prev, pl = np.zeros(N, dtype=int), np.zeros((N, npoly), dtype=bool), None, None
+    for lev in range(depth.max() + 1):
+        V = np.nonzero(depth == lev)[0]
+        loc[V], ar = np.arange(len(V)), np.arange(len(V))
+        B = {"blo": BLO[V], "bhi": BHI[V]}
+        if prev is None:
+            sgn, dead = np.zeros((1, n_total), dtype=np.int8), np.zeros(1, dtype=bool)
+            B["lo"] = [clo[:1, net.off[k]:net.off[k + 1]].copy() for k in range(L)]
+            B["hi"] = [chi[:1, net.off[k]:net.off[k + 1]].copy() for k in range(L)]
+        else:
+            pl = loc[z["parent"][V]]
+            sgn, dead = prev["sgn"][pl].copy(), prev["dead"][pl].copy()
+            if relu:
+                j, ph, old = z["index"][V], z["phase"][V], sgn[ar, z["index"][V]]
+                sgn[ar, j] = np.where((old != 0) & (old != ph), 2, ph)
+            B["lo"], B["hi"] = [a[pl].copy() for a in prev["lo"]], [a[pl].copy() for a in prev["hi"]]
+        B["sgn"] = sgn
+        for k in range(L):
+            clamp(B, net, k, ar)
+        Cn = np.nonzero((claim_of[V] >= 0) & ~dead)[0]
+        for k in range(L if len(Cn) else 0):
+            q, sl = claim_of[V[Cn]], slice(net.off[k], net.off[k + 1])
+            verify_layer(net, ex, B, prev, pl, Cn, q, k, clo[q, sl], chi[q, sl], hints, V)
+            B["lo"][k][Cn], B["hi"][k][Cn] = clo[q, sl], chi[q, sl]
+            clamp(B, net, k, Cn)
+        for k in range(L):
+            dead |= (B["lo"][k] > B["hi"][k]).any(1)
+        close_level(net, z, ex, B, V, loc, dead, C, d, poff, closed_by)
+        if lev:
+            closed_by[V] |= closed_by[z["parent"][V]]
+        closed_by[V[dead]] = True
+        fail(np.nonzero(leaves[V] & ~closed_by[V].all(1))[0],
+             "leaf {} is neither closed for every polytope nor infeasible", V)
+        prev = dict(B, dead=dead)
+
+
+def clampv(lo, hi, sg):
+    """The path's splits: phase +1 sets l = max(l, 0), phase -1 u = min(u, 0) (sg 2: both phases)."""
+    return np.where(sg >= 1, np.maximum(lo, 0), lo), np.where((sg == -1) | (sg == 2), np.minimum(hi, 0), hi)
+
+
+def clamp(B, net, k, idx):
+    sg = B["sgn"][idx, net.off[k]:net.off[k + 1]]
+    B["lo"][k][idx], B["hi"][k][idx] = clampv(B["lo"][k][idx], B["hi"][k][idx], sg)
+
+
+def fail(bad, fmt, *cols):
+    if len(bad):
+        raise Reject(fmt.format(*(c[bad[0]] for c in cols)))
+
+
+def chunks(net, K, A, nd, ra, rb, B, ex, reduce):
+    """backsub over chunks of nodes; reduce(G, const, err, nodes) -> per-row results, concatenated."""
+    step = max(1, CHUNK // (A.shape[1] * max(s[0].shape[0] for s in net.segs)))
+    out = [reduce(*backsub(net, K, A[i:i + step], nd[i:i + step], ra[i:i + step], rb[i:i + step], B, ex),
+                  nd[i:i + step]) for i in range(0, A.shape[0], step)]
+    return [np.concatenate(x) for x in zip(*out)]
+
+
+def verify_layer(net, ex, B, prev, pl, Cn, q, k, cl, ch, hints, V):
+    """Claims of ReLU layer k at the claimed nodes Cn (claim rows q): each implied by the parent's bound, the
+    interval step, the path's split or the back-substitution row +-e_j (with the hint's alpha)."""
+    n_total, n = net.off[-1], net.off[k + 1] - net.off[k]
+    ylo, yhi = (B["blo"][Cn], B["bhi"][Cn]) if k == 0 else (np.maximum(B["lo"][k - 1][Cn], 0),
+                                                            np.maximum(B["hi"][k - 1][Cn], 0))
+    blo, bhi = ibp(net.segs[k], ylo, yhi, ex)
+    if prev is not None:
+        blo, bhi = np.maximum(blo, prev["lo"][k][pl[Cn]]), np.minimum(bhi, prev["hi"][k][pl[Cn]])
+    blo, bhi = clampv(blo, bhi, B["sgn"][Cn, net.off[k]:net.off[k + 1]])
+    sel = ((cl > blo) | (ch < bhi)).any(1)
+    if sel.any():
+        S, j = Cn[sel], np.tile(np.arange(n), 2)
+        key = (q[sel][:, None] * n_total + net.off[k] + j) * 2 + (np.arange(2 * n) < n)
+        pos = np.searchsorted(hints[0], key)  # the keys end with a sentinel above any key
+        ra = np.where(hints[0][pos] == key, hints[1][pos], -1)
+        A = np.broadcast_to(conv(np.vstack([np.eye(n), -np.eye(n)]), ex), (len(S), 2 * n, n))
+        lb, = chunks(net, k + 1, A, S, ra, np.full(key.shape, -1), B, ex,
+                     lambda G, c0, e, nd: (row_min(G, c0, e, nd, B, ex),))
+        blo[sel], bhi[sel] = np.maximum(blo[sel], lb[:, :n]), np.minimum(bhi[sel], -lb[:, n:])
+    for side, c, pr in ((1, cl, blo), (-1, ch, bhi)):
+        fail(np.flatnonzero(~(side * c <= side * pr)), "claim not implied: node {}, neuron {}, "
+             f"{'lower' if side > 0 else 'upper'} bound {{}} (proven {{}})", np.repeat(V[Cn], n),
+             np.tile(net.off[k] + np.arange(n), len(Cn)), c.ravel(), pr.ravel())
+
+
+def close_level(net, z, ex, B, V, loc, dead, C, d, poff, closed_by):
+    """Closures at the level's nodes: the lambda-mix of their rows' lower bounds is > 0 over the node's box."""
+    cs = np.nonzero(np.isin(z["close_node"], V))[0]
+    closed_by[z["close_node"][cs], z["close_poly"][cs]] = True
+    live = cs[~dead[loc[z["close_node"][cs]]]]
+    t = np.nonzero(np.isin(z["term_close"], live))[0]
+    if not len(t):
+        return
+    t = t[np.argsort(z["term_close"][t], kind="stable")]
+    tc = z["term_close"][t]
+    grow, rn = poff[z["close_poly"][tc]] + z["term_row"][t], loc[z["close_node"][tc]]
+    # terms grouped by node, padded with zero rows: (nodes, slots, n_out)
+    nodes, inv = np.unique(rn, return_inverse=True)
+    order = np.argsort(inv, kind="stable")
+    slot = np.empty(len(t), dtype=int)
+    slot[order] = np.arange(len(t)) - np.searchsorted(inv[order], inv[order])
+    A = np.zeros((len(nodes), slot.max() + 1, C.shape[1]), dtype=C.dtype)
+    ra, rb = np.full(A.shape[:2], -1), np.full(A.shape[:2], -1)
+    A[inv, slot], ra[inv, slot], rb[inv, slot] = C[grow], z["term_alpha"][t], z["term_beta"][t]
+    G, const, err = chunks(net, len(net.segs), A, nodes, ra, rb, B, ex, lambda G, c0, e, nd: (G, c0, e))
+    G, const, err = G[inv, slot], const[inv, slot] - d[grow], err[inv, slot]
+    if not ex:
+        err = err + 2 * U * np.abs(const)
+    starts = np.nonzero(np.r_[True, np.diff(tc) != 0])[0]
+    Gm, cm, em, Ge = mix(G, const, err, conv(z["term_lam"][t], ex), starts, ex)
+    rc = rn[starts]
+    if Ge is not None:
+        em = em + (Ge * np.maximum(np.abs(B["blo"][rc]), np.abs(B["bhi"][rc]))).sum(1)
+    val = row_min(Gm[:, None], cm[:, None], em if ex else em[:, None], rc, B, ex)[:, 0]
+    fail(np.nonzero(~(val > 0))[0], "closure {} (node {}, polytope {}) does not hold: lower bound {}",
+         tc[starts], V[rc], z["close_poly"][tc[starts]], val)

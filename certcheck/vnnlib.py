@@ -1,0 +1,100 @@
+"""VNN-LIB 1 subset reader: one input box and output polytopes, every number an exact Fraction.
+
+`load(path, n_in, n_out)` -> (lo, hi, polys): lo, hi lists of Fractions (n_in,); polys a list of polytopes,
+each a list of rows (c, d) meaning c . y <= d, c a dict {output index: Fraction}, in file order.
+"""
+import re
+from fractions import Fraction
+
+from .onnxnet import Unsupported
+
+
+class Reject(Exception):
+    pass
+
+
+def _parse(text):
+    toks = re.findall(r"\(|\)|[^\s()]+", re.sub(r";[^\n]*", "", text))
+    stack = [[]]
+    for t in toks:
+        if t == "(":
+            stack.append([])
+        elif t != ")":
+            stack[-1].append(t)
+        elif len(stack) > 1:
+            stack[-2].append(stack.pop())
+        else:
+            raise Reject("vnnlib: unbalanced parentheses")
+    if len(stack) != 1:
+        raise Reject("vnnlib: unbalanced parentheses")
+    return stack[0]
+
+
+def _term(a):
+    """('X'|'Y', index) or ('c', Fraction)."""
+    if isinstance(a, str) and re.fullmatch(r"[XY]_\d+", a):
+        return a[0], int(a[2:])
+    try:
+        return "c", Fraction(a)
+    except (TypeError, ValueError, ZeroDivisionError):
+        raise Unsupported(f"vnnlib term {a!r}") from None
+
+
+def _cmp(e):
+    """A comparison -> ('X', i, lower?, value) for an input bound, or ('Y', coef dict, d) for an output row."""
+    if not (isinstance(e, list) and len(e) == 3 and e[0] in ("<=", ">=", "<", ">")):
+        raise Unsupported(f"vnnlib expression {e!r}")
+    a, b = _term(e[1]), _term(e[2])
+    if e[0] in (">=", ">"):
+        a, b = b, a  # now a <= b
+    if a[0] == "X" and b[0] == "c":
+        return "X", a[1], False, b[1]
+    if a[0] == "c" and b[0] == "X":
+        return "X", b[1], True, a[1]
+    if {a[0], b[0]} <= {"Y", "c"} and "Y" in (a[0], b[0]):
+        c, d = {}, Fraction(0)
+        for (k, v), s in ((a, 1), (b, -1)):
+            if k == "Y":
+                c[v] = c.get(v, 0) + s
+            else:
+                d -= s * v
+        return "Y", c, d
+    raise Unsupported(f"vnnlib comparison {e!r}")
+
+
+def _args(e, op):
+    return e[1:] if isinstance(e, list) and e[:1] == [op] else [e]
+
+
+def load(path, n_in, n_out):
+    with open(path, encoding="utf-8") as f:
+        forms = _parse(f.read())
+    lo, hi, pre, post, disj, declared = [None] * n_in, [None] * n_in, [], [], None, set()
+    for fm in forms:
+        if isinstance(fm, list) and fm[:1] == ["declare-const"] and len(fm) == 3:
+            declared.add(_term(fm[1]))
+            continue
+        if not (isinstance(fm, list) and fm[:1] == ["assert"] and len(fm) == 2):
+            raise Unsupported(f"vnnlib form {str(fm)[:60]}")
+        body = fm[1]
+        if _args(body, "or") != [body]:
+            if disj is not None or any(_cmp(x)[0] != "Y" for d in _args(body, "or") for x in _args(d, "and")):
+                raise Unsupported("more than one disjunction, or input constraints in one (several boxes)")
+            disj = [[_cmp(x)[1:] for x in _args(d, "and")] for d in _args(body, "or")]
+            continue
+        for x in _args(body, "and"):
+            r = _cmp(x)
+            if r[0] == "Y":
+                (pre if disj is None else post).append(r[1:])
+            elif r[1] >= n_in:
+                raise Reject(f"vnnlib: X_{r[1]} out of range")
+            elif r[2]:
+                lo[r[1]] = r[3] if lo[r[1]] is None else max(lo[r[1]], r[3])
+            else:
+                hi[r[1]] = r[3] if hi[r[1]] is None else min(hi[r[1]], r[3])
+    if declared != {("X", i) for i in range(n_in)} | {("Y", i) for i in range(n_out)}:
+        raise Reject("vnnlib: declared variables do not match the network's input and output sizes")
+    if any(v is None for v in lo + hi):
+        raise Unsupported("vnnlib: an input without both bounds")
+    polys = [pre + d + post for d in (disj if disj is not None else [[]])]
+    return lo, hi, polys
