@@ -14,15 +14,16 @@ from .bounds import backsub, ibp, mix, row_min
 from .onnxnet import Unsupported
 from .vnnlib import Reject
 
-INTS = {"parent": "N", "kind": "N", "index": "N", "phase": "N", "claim_node": "Q", "hint_claim": "H",
+INTS = {"parent": "N", "kind": "N", "index": "N", "phase": "N", "claim_node": "Q", "claim_state": ("Q", "n"),
+        "hint_claim": "H",
         "hint_neuron": "H", "hint_side": "H", "hint_alpha": "H", "close_node": "P", "close_poly": "P",
         "term_close": "T", "term_row": "T", "term_alpha": "T", "term_beta": "T"}
-FLOATS = {"root_lower": ("i",), "root_upper": ("i",), "lo": ("N",), "hi": ("N",), "claim_lo": ("Q", "n"),
+FLOATS = {"root_lower": ("b", "i"), "root_upper": ("b", "i"), "lo": ("N",), "hi": ("N",), "claim_lo": ("Q", "n"),
           "claim_hi": ("Q", "n"), "term_lam": ("T",), "alpha": ("A", "n"), "beta": ("B", "n")}
 RANGES = (("claim_node", 0, "N"), ("hint_claim", 0, "Q"), ("hint_neuron", 0, "n"), ("hint_alpha", 0, "A"),
           ("close_node", 0, "N"), ("close_poly", 0, "p"), ("term_close", 0, "P"), ("term_row", 0, "r"),
           ("term_alpha", -1, "A"), ("term_beta", -1, "B"))
-OPTIONAL = {"hint_claim", "hint_neuron", "hint_side", "hint_alpha", "alpha", "beta"}
+OPTIONAL = {"hint_claim", "hint_neuron", "hint_side", "hint_alpha", "alpha", "beta", "claim_state"}
 CHUNK = 1 << 21
 
 
@@ -43,12 +44,16 @@ def read_cert(path, n_in, n_total):
         raise Reject(f"unreadable certificate: {type(e).__name__}: {e}") from None
     need(isinstance(man, dict), "manifest is not a JSON object")
     dims = {"i": n_in, "n": n_total}
+    for k in ("root_lower", "root_upper"):  # one box: (n_in,) stands for (1, n_in)
+        z[k] = z[k][None] if k in z and z[k].ndim == 1 else z.get(k)
+    if "claim_state" not in z and "claim_lo" in z:
+        z["claim_state"] = np.zeros(z["claim_lo"].shape, dtype=np.int8)
     for k in INTS.keys() | FLOATS.keys():
         if k not in z:
             need(k in OPTIONAL, f"missing array {k}")
             z[k] = np.zeros((0, n_total) if k in FLOATS else 0, dtype=np.float64 if k in FLOATS else np.int64)
         a = z[k]
-        shape = (INTS[k],) if k in INTS else FLOATS[k]
+        shape = (INTS[k] if isinstance(INTS[k], tuple) else (INTS[k],)) if k in INTS else FLOATS[k]
         need(a.dtype.kind in ("iu" if k in INTS else "f") and a.ndim == len(shape), f"array {k}: bad dtype/shape")
         need(k in INTS or a.dtype in (np.float32, np.float64), f"array {k}: dtype {a.dtype}")
         for d, s in zip(shape, a.shape):
@@ -58,17 +63,20 @@ def read_cert(path, n_in, n_total):
     return man, z, dims
 
 
-def check_tree(z, n_in, relu, N):
+def check_tree(z, n_in, relu, N, nbox):
+    """Roots (kind 0, parent -1: the b-th is box b's), children partitions; -> kids, node boxes, box of each node."""
     par, kind, idx = z["parent"], z["kind"], z["index"]
-    need(N >= 1 and par[0] == -1 and kind[0] == 0, "node 0 must be the root")
-    need(bool((par[1:] >= 0).all() and (par[1:] < np.arange(1, N)).all()), "parent[v] must be in [0, v)")
-    need(bool((kind[1:] == (2 if relu else 1)).all()), "node kinds do not match the manifest's branching")
-    need(bool(((idx[1:] >= 0) & (idx[1:] < (z["n_total"] if relu else n_in))).all()), "split index out of range")
-    need(not relu or bool(np.isin(z["phase"][1:], (-1, 1)).all()), "phase must be +1 or -1")
-    kids = [[] for _ in range(N)]
-    for v in range(1, N):
+    root = par == -1
+    need(N >= 1 and bool((root == (kind == 0)).all()) and int(root.sum()) == nbox, "one root (kind 0) per box")
+    need(bool((par[~root] >= 0).all() and (par[~root] < np.arange(N)[~root]).all()), "parent[v] must be in [0, v)")
+    need(bool((kind[~root] == (2 if relu else 1)).all()), "node kinds do not match the manifest's branching")
+    need(bool(((idx[~root] >= 0) & (idx[~root] < (z["n_total"] if relu else n_in))).all()), "split index out of range")
+    need(not relu or bool(np.isin(z["phase"][~root], (-1, 1)).all()), "phase must be +1 or -1")
+    kids, box = [[] for _ in range(N)], np.cumsum(root) - 1
+    for v in np.nonzero(~root)[0]:
         kids[par[v]].append(v)
-    blo, bhi = np.tile(z["root_lower"], (N, 1)), np.tile(z["root_upper"], (N, 1))
+        box[v] = box[par[v]]
+    blo, bhi = z["root_lower"][box], z["root_upper"][box]
     for p, ks in ((p, ks) for p, ks in enumerate(kids) if ks):
         need(len(set(idx[ks].tolist())) == 1, f"children of node {p} split different {'neurons' if relu else 'dims'}")
         if relu:
@@ -80,7 +88,7 @@ def check_tree(z, n_in, relu, N):
              and bool((hi[:-1] == lo[1:]).all()), f"input cuts of node {p} do not partition its interval")
         blo[ks], bhi[ks] = blo[p], bhi[p]
         blo[ks, d], bhi[ks, d] = lo, hi
-    return kids, blo, bhi
+    return kids, blo, bhi, box
 
 
 def check(cert_path, onnx_path, vnnlib_path, exact=False, check_hash=True):
@@ -106,29 +114,39 @@ def run(res, cert_path, onnx_path, vnnlib_path, ex, check_hash):
     n_out, n_total = net.segs[-1][0].shape[0], sum(sizes)
     net.off = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
     net.absW = [np.abs(s[0]).astype(np.float64) for s in net.segs]
-    plo, phi, polys = vnnlib.load(vnnlib_path, n_in, n_out)
+    boxes = vnnlib.load(vnnlib_path, n_in, n_out)
+    polys = [p for b in boxes for p in b[2]]  # every box's polytopes, one global number each
+    boff = np.cumsum([0] + [len(b[2]) for b in boxes])
     man, z, dims = read_cert(cert_path, n_in, n_total)
     z["n_total"] = n_total
+    rows = man.get("polytope_rows")
     want = {"format": "bnb-certificate", "version": 1, "n_in": n_in, "n_out": n_out, "relu_sizes": sizes,
-            "polytope_rows": [len(p) for p in polys], "branching": man.get("branching") in ("input", "relu") and
-            man["branching"]}
+            "polytope_rows": rows if rows == [[len(p) for p in b[2]] for b in boxes] else
+            [len(p) for p in boxes[0][2]] if len(boxes) == 1 else None,
+            "branching": man.get("branching") in ("input", "relu") and man["branching"]}
     if check_hash:
         for key, p in (("onnx_sha256", onnx_path), ("vnnlib_sha256", vnnlib_path)):
             with open(p, "rb") as f:
                 want[key] = hashlib.sha256(f.read()).hexdigest()
     bad = [k for k in want if man.get(k) != want[k]]
     need(not bad, f"manifest: {bad} do not match the files")
-    need(all(Fraction(a) <= b for a, b in zip(z["root_lower"].tolist(), plo)) and all(
-        Fraction(a) >= b for a, b in zip(z["root_upper"].tolist(), phi)), "root box does not contain the VNN-LIB box")
+    need(len(z["root_lower"]) == len(boxes) and all(
+        all(Fraction(a) <= b for a, b in zip(rl, plo)) and all(Fraction(a) >= b for a, b in zip(ru, phi))
+        for rl, ru, (plo, phi, _) in zip(z["root_lower"].tolist(), z["root_upper"].tolist(), boxes)),
+        "root boxes do not contain the VNN-LIB boxes")
     N, Q, H, P = (dims.get(k, 0) for k in "NQHP")
     res.nodes, res.claims, res.closures = N, Q, P
     relu = man["branching"] == "relu"
-    kids, BLO, BHI = check_tree(z, n_in, relu, N)
+    kids, BLO, BHI, box = check_tree(z, n_in, relu, N, len(boxes))
+    need(bool(np.isin(z["claim_state"], (-1, 0, 1)).all()), "claim_state must be -1, 0 or +1")
     leaves = np.array([not k for k in kids])
     res.leaves = int(leaves.sum())
     dims.update(p=len(polys), r=1 << 62, n=n_total)
     for k, lo, dim in RANGES:
         need(bool(((z[k] >= lo) & (z[k] < dims.get(dim, 0))).all()), f"{k} out of range")
+    K = boff[box + 1] - boff[box]  # polytopes of each node's box; close_poly numbers them per box
+    need(bool((z["close_poly"] < K[z["close_node"]]).all()), "close_poly out of range")
+    z["close_poly"] = z["close_poly"] + boff[box[z["close_node"]]]
     nrows = np.array([len(p) for p in polys] + [0])
     need(bool((z["term_row"] < nrows[z["close_poly"][z["term_close"]]]).all()), "term_row out of range")
     need(len(set(z["claim_node"].tolist())) == Q, "a node has two claims")
@@ -140,7 +158,7 @@ def run(res, cert_path, onnx_path, vnnlib_path, ex, check_hash):
         need(bool(np.all(ok)), msg)
     claim_of = np.full(N, -1)
     claim_of[z["claim_node"]] = np.arange(Q)
-    need(claim_of[0] >= 0, "the root has no claim")
+    need(bool((claim_of[z["parent"] == -1] >= 0).all()), "a root has no claim")
     # property rows: C (rows, n_out), d rounded up (float) or exact
     poff = np.concatenate([[0], np.cumsum(nrows[:-1])]).astype(int)
     rows = [row for p in polys for row in p] or [({}, Fraction(0))]
@@ -151,24 +169,26 @@ def run(res, cert_path, onnx_path, vnnlib_path, ex, check_hash):
     clo, chi = conv(z["claim_lo"], ex), conv(z["claim_hi"], ex)
     BLO, BHI = conv(BLO, ex), conv(BHI, ex)
     hints = (np.append(hkey[np.argsort(hkey)], 1 << 62), np.append(z["hint_alpha"][np.argsort(hkey)], -1))
-    walk(net, z, ex, kids, leaves, claim_of, clo, chi, BLO, BHI, hints, C, d, poff, len(polys), relu)
+    own = (np.arange(len(polys)) >= boff[box][:, None]) & (np.arange(len(polys)) < boff[box + 1][:, None])
+    walk(net, z, ex, kids, leaves, claim_of, clo, chi, BLO, BHI, hints, C, d, poff, ~own, relu)
 
 
-def walk(net, z, ex, kids, leaves, claim_of, clo, chi, BLO, BHI, hints, C, d, poff, npoly, relu):
-    """Level by level: effective bounds, claims, closures, coverage."""
+def walk(net, z, ex, kids, leaves, claim_of, clo, chi, BLO, BHI, hints, C, d, poff, closed_by, relu):
+    """Level by level: effective bounds, claims, closures, coverage. ``closed_by`` (N, polytopes): True on the
+    polytopes of other boxes than the node's."""
     N, L, n_total = len(kids), len(net.segs) - 1, net.off[-1]
     depth = np.zeros(N, dtype=int)
-    for v in range(1, N):
+    for v in np.nonzero(z["parent"] >= 0)[0]:
         depth[v] = depth[z["parent"][v]] + 1
-    loc, closed_by, prev, pl = np.zeros(N, dtype=int), np.zeros((N, npoly), dtype=bool), None, None
+    loc, prev, pl = np.zeros(N, dtype=int), None, None
     for lev in range(depth.max() + 1):
         V = np.nonzero(depth == lev)[0]
         loc[V], ar = np.arange(len(V)), np.arange(len(V))
         B = {"blo": BLO[V], "bhi": BHI[V]}
-        if prev is None:
-            sgn, dead = np.zeros((1, n_total), dtype=np.int8), np.zeros(1, dtype=bool)
-            B["lo"] = [clo[:1, net.off[k]:net.off[k + 1]].copy() for k in range(L)]
-            B["hi"] = [chi[:1, net.off[k]:net.off[k + 1]].copy() for k in range(L)]
+        if prev is None:  # the roots: their claims are checked below (every root has one)
+            sgn, dead = np.zeros((len(V), n_total), dtype=np.int8), np.zeros(len(V), dtype=bool)
+            B["lo"] = [np.zeros((len(V), net.off[k + 1] - net.off[k]), dtype=clo.dtype) for k in range(L)]
+            B["hi"] = [np.zeros((len(V), net.off[k + 1] - net.off[k]), dtype=clo.dtype) for k in range(L)]
         else:
             pl = loc[z["parent"][V]]
             sgn, dead = prev["sgn"][pl].copy(), prev["dead"][pl].copy()
@@ -182,8 +202,8 @@ def walk(net, z, ex, kids, leaves, claim_of, clo, chi, BLO, BHI, hints, C, d, po
         Cn = np.nonzero((claim_of[V] >= 0) & ~dead)[0]
         for k in range(L if len(Cn) else 0):
             q, sl = claim_of[V[Cn]], slice(net.off[k], net.off[k + 1])
-            verify_layer(net, ex, B, prev, pl, Cn, q, k, clo[q, sl], chi[q, sl], hints, V)
-            B["lo"][k][Cn], B["hi"][k][Cn] = clo[q, sl], chi[q, sl]
+            B["lo"][k][Cn], B["hi"][k][Cn] = verify_layer(net, ex, B, prev, pl, Cn, q, k, clo[q, sl], chi[q, sl],
+                                                          z["claim_state"][q, sl], hints, V)
             clamp(B, net, k, Cn)
         for k in range(L):
             dead |= (B["lo"][k] > B["hi"][k]).any(1)
@@ -219,9 +239,10 @@ def chunks(net, K, A, nd, ra, rb, B, ex, reduce):
     return [np.concatenate(x) for x in zip(*out)]
 
 
-def verify_layer(net, ex, B, prev, pl, Cn, q, k, cl, ch, hints, V):
+def verify_layer(net, ex, B, prev, pl, Cn, q, k, cl, ch, st, hints, V):
     """Claims of ReLU layer k at the claimed nodes Cn (claim rows q): each implied by the parent's bound, the
-    interval step, the path's split or the back-substitution row +-e_j (with the hint's alpha)."""
+    interval step, the path's split or the back-substitution row +-e_j (default slopes, and the hint's alpha where
+    one names it). A sign-only claim (state st +1: l >= 0, -1: u <= 0) takes the proven bounds. -> (lo, hi)."""
     n_total, n = net.off[-1], net.off[k + 1] - net.off[k]
     ylo, yhi = (B["blo"][Cn], B["bhi"][Cn]) if k == 0 else (np.maximum(B["lo"][k - 1][Cn], 0),
                                                             np.maximum(B["hi"][k - 1][Cn], 0))
@@ -229,6 +250,8 @@ def verify_layer(net, ex, B, prev, pl, Cn, q, k, cl, ch, hints, V):
     if prev is not None:
         blo, bhi = np.maximum(blo, prev["lo"][k][pl[Cn]]), np.minimum(bhi, prev["hi"][k][pl[Cn]])
     blo, bhi = clampv(blo, bhi, B["sgn"][Cn, net.off[k]:net.off[k + 1]])
+    zero = conv(np.zeros(cl.shape), ex)
+    cl, ch = np.where(st > 0, zero, np.where(st < 0, blo, cl)), np.where(st < 0, zero, np.where(st > 0, bhi, ch))
     sel = ((cl > blo) | (ch < bhi)).any(1)
     if sel.any():
         S, j = Cn[sel], np.tile(np.arange(n), 2)
@@ -236,13 +259,15 @@ def verify_layer(net, ex, B, prev, pl, Cn, q, k, cl, ch, hints, V):
         pos = np.searchsorted(hints[0], key)  # the keys end with a sentinel above any key
         ra = np.where(hints[0][pos] == key, hints[1][pos], -1)
         A = np.broadcast_to(conv(np.vstack([np.eye(n), -np.eye(n)]), ex), (len(S), 2 * n, n))
-        lb, = chunks(net, k + 1, A, S, ra, np.full(key.shape, -1), B, ex,
-                     lambda G, c0, e, nd: (row_min(G, c0, e, nd, B, ex),))
-        blo[sel], bhi[sel] = np.maximum(blo[sel], lb[:, :n]), np.minimum(bhi[sel], -lb[:, n:])
+        for r in ([np.full(key.shape, -1), ra] if (ra >= 0).any() else [ra]):
+            lb, = chunks(net, k + 1, A, S, r, np.full(key.shape, -1), B, ex,
+                         lambda G, c0, e, nd: (row_min(G, c0, e, nd, B, ex),))
+            blo[sel], bhi[sel] = np.maximum(blo[sel], lb[:, :n]), np.minimum(bhi[sel], -lb[:, n:])
     for side, c, pr in ((1, cl, blo), (-1, ch, bhi)):
         fail(np.flatnonzero(~(side * c <= side * pr)), "claim not implied: node {}, neuron {}, "
              f"{'lower' if side > 0 else 'upper'} bound {{}} (proven {{}})", np.repeat(V[Cn], n),
              np.tile(net.off[k] + np.arange(n), len(Cn)), c.ravel(), pr.ravel())
+    return np.where(st == 0, cl, np.maximum(cl, blo)), np.where(st == 0, ch, np.minimum(ch, bhi))
 
 
 def close_level(net, z, ex, B, V, loc, dead, C, d, poff, closed_by):

@@ -1,7 +1,7 @@
 """VNN-LIB 1 subset reader: one input box and output polytopes, every number an exact Fraction.
 
-`load(path, n_in, n_out)` -> (lo, hi, polys): lo, hi lists of Fractions (n_in,); polys a list of polytopes,
-each a list of rows (c, d) meaning c . y <= d, c a dict {output index: Fraction}, in file order.
+`load(path, n_in, n_out)` -> [(lo, hi, polys)] per input box: lo, hi lists of Fractions (n_in,); polys a list of
+polytopes, each a list of rows (c, d) meaning c . y <= d, c a dict {output index: Fraction}, in file order.
 """
 import re
 from fractions import Fraction
@@ -66,35 +66,37 @@ def _args(e, op):
     return e[1:] if isinstance(e, list) and e[:1] == [op] else [e]
 
 
-def load(path, n_in, n_out):
+def load(path, n_in, n_out, limit=4096):
+    """-> [(lo, hi, polys)]: the disjunctive normal form of the asserts (in order), its conjunctions grouped by
+    their exact input box (first appearance first), each conjunction one polytope of its box."""
     with open(path, encoding="utf-8") as f:
         forms = _parse(f.read())
-    lo, hi, pre, post, disj, declared = [None] * n_in, [None] * n_in, [], [], None, set()
+    dnf, declared = [[]], set()
     for fm in forms:
         if isinstance(fm, list) and fm[:1] == ["declare-const"] and len(fm) == 3:
             declared.add(_term(fm[1]))
             continue
         if not (isinstance(fm, list) and fm[:1] == ["assert"] and len(fm) == 2):
             raise Unsupported(f"vnnlib form {str(fm)[:60]}")
-        body = fm[1]
-        if _args(body, "or") != [body]:
-            if disj is not None or any(_cmp(x)[0] != "Y" for d in _args(body, "or") for x in _args(d, "and")):
-                raise Unsupported("more than one disjunction, or input constraints in one (several boxes)")
-            disj = [[_cmp(x)[1:] for x in _args(d, "and")] for d in _args(body, "or")]
-            continue
-        for x in _args(body, "and"):
-            r = _cmp(x)
+        alts = [[_cmp(x) for x in _args(d, "and")] for d in _args(fm[1], "or")]
+        if len(dnf) * len(alts) > limit:
+            raise Unsupported("vnnlib: too many disjuncts")
+        dnf = [c + a for c in dnf for a in alts]
+    if declared != {("X", i) for i in range(n_in)} | {("Y", i) for i in range(n_out)}:
+        raise Reject("vnnlib: declared variables do not match the network's input and output sizes")
+    boxes = {}
+    for conj in dnf:
+        lo, hi, rows = [None] * n_in, [None] * n_in, []
+        for r in conj:
             if r[0] == "Y":
-                (pre if disj is None else post).append(r[1:])
+                rows.append(r[1:])
             elif r[1] >= n_in:
                 raise Reject(f"vnnlib: X_{r[1]} out of range")
             elif r[2]:
                 lo[r[1]] = r[3] if lo[r[1]] is None else max(lo[r[1]], r[3])
             else:
                 hi[r[1]] = r[3] if hi[r[1]] is None else min(hi[r[1]], r[3])
-    if declared != {("X", i) for i in range(n_in)} | {("Y", i) for i in range(n_out)}:
-        raise Reject("vnnlib: declared variables do not match the network's input and output sizes")
-    if any(v is None for v in lo + hi):
-        raise Unsupported("vnnlib: an input without both bounds")
-    polys = [pre + d + post for d in (disj if disj is not None else [[]])]
-    return lo, hi, polys
+        if any(v is None for v in lo + hi) or any(a > b for a, b in zip(lo, hi)):
+            raise Unsupported("vnnlib: an input without both bounds, or an empty box")
+        boxes.setdefault((tuple(lo), tuple(hi)), []).append(rows)
+    return [(list(lo), list(hi), polys) for (lo, hi), polys in boxes.items()]

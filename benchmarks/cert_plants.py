@@ -1,0 +1,376 @@
+"""Planted errors in real certificates: every one must be rejected by the independent checker (issue 28).
+
+    python benchmarks/cert_plants.py RESULTS.csv CERT_DIR --bench SUITE_DIR [--sites 20] [--certs-max 10] [--seed 0]
+
+``RESULTS.csv`` and ``CERT_DIR``: a ``bnb run SUITE_DIR/instances.csv ... --out RESULTS.csv --certificates
+CERT_DIR``. Each clean certificate is checked first (it must be accepted); then, per class of
+``../shared/CERTIFICATES.md`` §5 that the version-1 format can express, ``--sites`` plants spread over up to
+``--certs`` certificates are checked (each must be rejected). A plant is made so that it really invalidates the
+proof: a claim is moved past a value the network takes at a sampled point of the node's box, a stability sign is
+flipped on a neuron sampled points show unstable, a leaf, subtree or closure is deleted, a cut opens a gap, the
+root box shrinks inside the file's box. Classes whose plant may leave a valid proof (another network, a weight
+scaled by 1.01: (j), (k)) are reported apart: there a rejection is expected only on near-tight instances.
+
+Prints a table: class, plants, rejected, accepted; exit 1 if any clean certificate is rejected or any plant of the
+invalidating classes is accepted.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def load(path):
+    z = np.load(path, allow_pickle=False)
+    return {k: z[k].copy() for k in z.files}
+
+
+def dump(arrays, path):
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def manifest(a):
+    return json.loads(bytes(a["manifest"]))
+
+
+def node_boxes(a):
+    """Every node's box (roots: the b-th node of kind 0 is box b's)."""
+    n_in = a["root_lower"].shape[-1]
+    rl, ru = a["root_lower"].reshape(-1, n_in), a["root_upper"].reshape(-1, n_in)
+    lo, hi, b = [], [], 0
+    for v in range(len(a["parent"])):
+        p = a["parent"][v]
+        if p < 0:
+            lo.append(rl[b].astype(np.float64))
+            hi.append(ru[b].astype(np.float64))
+            b += 1
+            continue
+        bl, bh = lo[p].copy(), hi[p].copy()
+        if a["kind"][v] == 1:
+            bl[a["index"][v]], bh[a["index"][v]] = a["lo"][v], a["hi"][v]
+        lo.append(bl)
+        hi.append(bh)
+    return np.array(lo), np.array(hi)
+
+
+def sampled_pre(onnx, lo, hi, rng, n=256):
+    """Pre-activations ``(n, n_total)`` of the network (onnxruntime on the ONNX file's float32 graph, every Relu
+    input made an output) at points sampled in the box."""
+    import onnx as ox
+    import onnxruntime as ort
+    model = ox.load(str(onnx))
+    relu_in = [nd.input[0] for nd in model.graph.node if nd.op_type == "Relu"]
+    for name in relu_in:
+        model.graph.output.append(ox.helper.make_tensor_value_info(name, ox.TensorProto.FLOAT, None))
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+    x = lo + rng.random((n, lo.shape[0])) * (hi - lo)
+    outs = []
+    for xi in x.astype(np.float32):
+        res = sess.run(relu_in, {inp.name: xi.reshape(shape)})
+        outs.append(np.concatenate([r.reshape(-1) for r in res]))
+    return np.array(outs, dtype=np.float64)
+
+
+def delete_nodes(a, gone):
+    """The certificate without the nodes ``gone`` (a set closed under descendants), every index renumbered."""
+    N = len(a["parent"])
+    keep = np.array([v not in gone for v in range(N)])
+    new = np.cumsum(keep) - 1
+    out = dict(a)
+    for k in ("parent", "kind", "index", "lo", "hi", "phase"):
+        out[k] = a[k][keep]
+    out["parent"] = np.where(out["parent"] >= 0, new[np.maximum(out["parent"], 0)], -1).astype(np.int32)
+    cq = keep[a["claim_node"]]
+    old_q = np.nonzero(cq)[0]
+    qmap = np.full(len(cq), -1)
+    qmap[old_q] = np.arange(len(old_q))
+    for k in ("claim_lo", "claim_hi", "claim_state"):
+        if k in a:
+            out[k] = a[k][cq]
+    out["claim_node"] = new[a["claim_node"][cq]].astype(np.int32)
+    hk = cq[a["hint_claim"]] if len(a["hint_claim"]) else np.zeros(0, bool)
+    for k in ("hint_claim", "hint_neuron", "hint_side", "hint_alpha"):
+        out[k] = a[k][hk]
+    out["hint_claim"] = qmap[out["hint_claim"]].astype(np.int32)
+    return drop_closures(out, ~keep[a["close_node"]], renumber=new)
+
+
+def drop_closures(a, drop, renumber=None):
+    """Without the closures ``drop`` (bool over ``close_*``) and their terms."""
+    out = dict(a)
+    keep = ~drop
+    cmap = np.cumsum(keep) - 1
+    out["close_node"], out["close_poly"] = a["close_node"][keep], a["close_poly"][keep]
+    if renumber is not None:
+        out["close_node"] = renumber[out["close_node"]].astype(np.int32)
+    tk = keep[a["term_close"]]
+    for k in ("term_close", "term_row", "term_lam", "term_alpha", "term_beta"):
+        out[k] = a[k][tk]
+    out["term_close"] = cmap[out["term_close"]].astype(np.int32)
+    return out
+
+
+def children_of(a):
+    ch = {}
+    for v, p in enumerate(a["parent"]):
+        if p >= 0:
+            ch.setdefault(int(p), []).append(v)
+    return ch
+
+
+def subtree(a, v):
+    ch, out, stack = children_of(a), set(), [v]
+    while stack:
+        u = stack.pop()
+        out.add(u)
+        stack += ch.get(u, [])
+    return out
+
+
+# -- the classes: each returns a planted copy, or None where the certificate offers no site ----------------------
+def plant_alpha(a, rng, inst):
+    if not len(a["alpha"]):
+        return None
+    b = dict(a, alpha=a["alpha"].copy())
+    i, j = rng.integers(len(b["alpha"])), rng.integers(b["alpha"].shape[1])
+    b["alpha"][i, j] = rng.choice([1.5, -0.1])
+    return b
+
+
+def plant_negative(a, rng, inst):
+    names = [k for k in ("beta", "term_lam") if a[k].size]
+    k = names[rng.integers(len(names))]
+    b = dict(a)
+    b[k] = a[k].copy()
+    flat = b[k].reshape(-1)
+    nz = np.nonzero(flat > 0)[0]
+    flat[nz[rng.integers(len(nz))] if len(nz) else rng.integers(flat.size)] = -0.5
+    return b
+
+
+def plant_claim(a, rng, inst, flip=False):
+    """A claim past a sampled value (``flip``: a stability sign on a neuron the samples show unstable)."""
+    lo, hi = node_boxes(a)
+    for _ in range(20):
+        q = rng.integers(len(a["claim_node"]))
+        v = a["claim_node"][q]
+        z = sampled_pre(inst["onnx"], lo[v], hi[v], rng, 64)
+        state = a["claim_state"][q] if "claim_state" in a else np.zeros(z.shape[1], np.int8)
+        b = {k: (x.copy() if k.startswith("claim") else x) for k, x in a.items()}
+        if flip:
+            cand = np.nonzero((state == 0) & (z.min(0) < 0) & (z.max(0) > 0))[0]
+            if not len(cand):
+                continue
+            j = cand[rng.integers(len(cand))]
+            b["claim_state"][q, j] = rng.choice([-1, 1])
+            return b
+        cand = np.nonzero(state == 0)[0]
+        if not len(cand):
+            continue
+        j = cand[rng.integers(len(cand))]
+        if rng.random() < 0.5:  # a lower claim above the smallest sampled value
+            b["claim_lo"][q, j] = np.nextafter(np.float32(z[:, j].min()), np.float32(np.inf))
+        else:
+            b["claim_hi"][q, j] = np.nextafter(np.float32(z[:, j].max()), np.float32(-np.inf))
+        return b
+    return None
+
+
+def plant_delete(a, rng, inst):
+    ch = children_of(a)
+    if not ch:
+        return None
+    parents = list(ch)
+    p = parents[rng.integers(len(parents))]
+    v = ch[p][rng.integers(len(ch[p]))]
+    return delete_nodes(a, subtree(a, v))
+
+
+def plant_cut(a, rng, inst):
+    cuts = np.nonzero(a["kind"] == 1)[0]
+    if not len(cuts):
+        return None
+    v = cuts[rng.integers(len(cuts))]
+    b = dict(a, lo=a["lo"].copy(), hi=a["hi"].copy())
+    if rng.random() < 0.5:
+        b["lo"][v] = np.nextafter(b["lo"][v], np.inf)      # a gap below this child
+    else:
+        b["hi"][v] = b["hi"][v] + abs(b["hi"][v] - b["lo"][v]) + 1.0  # beyond the parent's interval
+    return b
+
+
+def plant_relu_children(a, rng, inst):
+    split = np.nonzero(a["kind"] == 2)[0]
+    if not len(split):
+        return None
+    v = split[rng.integers(len(split))]
+    b = dict(a, index=a["index"].copy(), phase=a["phase"].copy())
+    if rng.random() < 0.5:
+        b["phase"][v] = -b["phase"][v]                     # both children in one phase
+    else:
+        b["index"][v] = (b["index"][v] + 1) % sum(manifest(a)["relu_sizes"])
+    return b
+
+
+def plant_closure(a, rng, inst):
+    if not len(a["close_node"]):
+        return None
+    drop = np.zeros(len(a["close_node"]), bool)
+    drop[rng.integers(len(drop))] = True
+    return drop_closures(a, drop)
+
+
+def plant_root(a, rng, inst):
+    b = dict(a, root_lower=a["root_lower"].copy(), root_upper=a["root_upper"].copy())
+    rl, ru = b["root_lower"].reshape(-1), b["root_upper"].reshape(-1)
+    j = rng.integers(rl.size)
+    if rng.random() < 0.5:
+        rl[j] = np.nextafter(np.float32(rl[j]), np.float32(np.inf))
+    else:
+        ru[j] = np.nextafter(np.float32(ru[j]), np.float32(-np.inf))
+    return b
+
+
+def plant_nan(a, rng, inst):
+    names = [k for k, x in a.items() if x.dtype.kind == "f" and x.size]
+    k = names[rng.integers(len(names))]
+    b = dict(a)
+    b[k] = a[k].copy()
+    b[k].reshape(-1)[rng.integers(b[k].size)] = rng.choice([np.nan, np.inf, -np.inf])
+    return b
+
+
+INVALIDATING = {"a alpha out of [0, 1]": plant_alpha, "b negative beta / lambda": plant_negative,
+                "c claim past a sampled value": plant_claim,
+                "d stability sign flipped": lambda a, rng, inst: plant_claim(a, rng, inst, flip=True),
+                "e leaf or subtree deleted": plant_delete, "f cut gap / outside": plant_cut,
+                "g ReLU children inconsistent": plant_relu_children, "h closure dropped": plant_closure,
+                "i root box one ulp inside": plant_root, "m NaN / inf": plant_nan}
+
+
+def raw_plants(path, rng):
+    """(o): a truncated file and a flipped byte."""
+    data = Path(path).read_bytes()
+    cut = data[:rng.integers(1, len(data))]
+    flip = bytearray(data)
+    i = rng.integers(len(flip))
+    flip[i] ^= 0xFF
+    return [cut, bytes(flip)]
+
+
+def scaled_weight(onnx, out, rng, factor=1.01):
+    """(k): a copy of the ONNX file with one weight of its largest initializer scaled."""
+    import onnx as ox
+    from onnx import numpy_helper
+    m = ox.load(str(onnx))
+    init = max(m.graph.initializer, key=lambda t: int(np.prod(t.dims)) if t.dims else 1)
+    w = numpy_helper.to_array(init).copy()
+    w.reshape(-1)[rng.integers(w.size)] *= factor
+    init.CopyFrom(numpy_helper.from_array(w, init.name))
+    ox.save(m, str(out))
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("results")
+    ap.add_argument("certs")
+    ap.add_argument("--bench", required=True, help="the suite's folder (where the results' onnx/vnnlib paths start)")
+    ap.add_argument("--sites", type=int, default=20)
+    ap.add_argument("--certs-max", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    import certcheck
+    rng = np.random.default_rng(a.seed)
+    bench = Path(a.bench)
+    insts = []
+    for r in csv.DictReader(open(a.results)):
+        cert = Path(a.certs) / f"{Path(r['onnx']).stem}__{Path(r['vnnlib']).stem}.npz"
+        if r["verdict"] == "unsat" and cert.exists():
+            insts.append(dict(cert=cert, onnx=bench / r["onnx"], vnnlib=bench / r["vnnlib"],
+                              size=cert.stat().st_size))
+    insts.sort(key=lambda i: i["size"])  # small first: planting and checking stay quick
+    chosen = [insts[i] for i in np.linspace(0, len(insts) - 1, min(a.certs_max, len(insts))).astype(int)]
+    tmp = Path(tempfile.mkdtemp(prefix="plants_"))
+    table, bad = Counter(), 0
+
+    def check(cert, inst, **kw):
+        return certcheck.check(str(cert), str(inst["onnx"]), str(inst["vnnlib"]), **kw)
+
+    try:
+        for inst in chosen:
+            res = check(inst["cert"], inst)
+            table[("clean", res.status)] += 1
+            if res.status != "accepted":
+                bad += 1
+                print(f"CLEAN REJECTED {inst['cert'].name}: {res.reason}")
+        arrays = [load(i["cert"]) for i in chosen]
+        for name, plant in INVALIDATING.items():
+            made = tries = 0
+            while made < a.sites and tries < 10 * a.sites:
+                tries += 1
+                k = rng.integers(len(chosen))
+                b = plant(arrays[k], rng, chosen[k])
+                if b is None:
+                    continue
+                made += 1
+                path = tmp / f"p{made}.npz"
+                dump(b, path)
+                res = check(path, chosen[k])
+                table[(name, res.status)] += 1
+                if res.status == "accepted":
+                    bad += 1
+                    print(f"PLANT ACCEPTED ({name}) in {chosen[k]['cert'].name}")
+        for k, inst in enumerate(chosen):
+            for j, blob in enumerate(raw_plants(inst["cert"], rng)):
+                path = tmp / f"raw{k}_{j}.npz"
+                path.write_bytes(blob)
+                res = check(path, inst)
+                table[("o truncated / flipped byte", res.status)] += 1
+                if res.status == "accepted" and blob != inst["cert"].read_bytes():
+                    # a flipped byte inside compressed padding may leave the content intact: compare the arrays
+                    try:
+                        same = all(np.array_equal(x, load(inst["cert"])[n]) for n, x in load(path).items())
+                    except Exception:  # noqa: BLE001
+                        same = False
+                    if not same:
+                        bad += 1
+                        print(f"RAW PLANT ACCEPTED in {inst['cert'].name}")
+        for k, inst in enumerate(chosen):  # (j) another network, (k) one weight scaled: reported apart
+            others = [i for i in insts if i["onnx"] != inst["onnx"] and i["vnnlib"] == inst["vnnlib"]]
+            if others:
+                res = certcheck.check(str(inst["cert"]), str(others[0]["onnx"]), str(inst["vnnlib"]), check_hash=False)
+                table[("j another network (hash off)", res.status)] += 1
+            out = scaled_weight(inst["onnx"], tmp / f"w{k}.onnx", rng)
+            res = certcheck.check(str(inst["cert"]), str(out), str(inst["vnnlib"]), check_hash=False)
+            table[("k a weight x 1.01 (hash off)", res.status)] += 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    names = sorted({n for n, _ in table})
+    print(f"{len(chosen)} certificates ({', '.join(i['cert'].name for i in chosen)})")
+    print(f"{'class':<34} {'checked':>8} {'rejected':>9} {'accepted':>9} {'unsupported':>12}")
+    for n in names:
+        tot = sum(v for (m, _), v in table.items() if m == n)
+        print(f"{n:<34} {tot:>8} {table[(n, 'rejected')]:>9} {table[(n, 'accepted')]:>9} "
+              f"{table[(n, 'unsupported')]:>12}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.exit(main())
