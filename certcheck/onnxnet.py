@@ -81,10 +81,10 @@ def load(path):
                 raise Unsupported("Div of a constant by the data, or by zero")
             else:
                 seg.append(("div", c))
-        elif op in ("Flatten", "Reshape"):
+        elif op in ("Flatten", "Reshape", "Identity"):
             if op == "Flatten":
                 shape = (int(np.prod(shape[:ai("axis", 1)])), int(np.prod(shape[ai("axis", 1):])))
-            else:
+            elif op == "Reshape":
                 tgt = [shape[i] if v == 0 else int(v) for i, v in enumerate(cs[0].tolist())]
                 shape = np.empty(shape).reshape(tgt).shape
         elif op == "MatMul" and first and cs[0].ndim == 2 and n == shape[-1] == cs[0].shape[0]:

@@ -40,25 +40,39 @@ def _term(a):
         raise Unsupported(f"vnnlib term {a!r}") from None
 
 
+def _lin(e):
+    """A linear expression (variables, numbers, +, -, * by a number) -> {('X'|'Y', index) or 'c': Fraction}."""
+    if not isinstance(e, list):
+        t = _term(e)
+        return {"c": t[1]} if t[0] == "c" else {t: Fraction(1)}
+    op, parts = (e[0], [_lin(x) for x in e[1:]]) if e else (None, [])
+    if op == "*" and len(parts) == 2 and any(set(p) <= {"c"} for p in parts):
+        k, other = (parts[0].get("c", 0), parts[1]) if set(parts[0]) <= {"c"} else (parts[1].get("c", 0), parts[0])
+        return {v: k * c for v, c in other.items()}
+    if op in ("+", "-") and parts:
+        out = dict(parts[0]) if op == "+" or len(parts) > 1 else {v: -c for v, c in parts[0].items()}
+        for p in parts[1:]:
+            for v, c in p.items():
+                out[v] = out.get(v, 0) + (c if op == "+" else -c)
+        return out
+    raise Unsupported(f"vnnlib expression {str(e)[:60]}")
+
+
 def _cmp(e):
     """A comparison -> ('X', i, lower?, value) for an input bound, or ('Y', coef dict, d) for an output row."""
     if not (isinstance(e, list) and len(e) == 3 and e[0] in ("<=", ">=", "<", ">")):
         raise Unsupported(f"vnnlib expression {e!r}")
-    a, b = _term(e[1]), _term(e[2])
-    if e[0] in (">=", ">"):
-        a, b = b, a  # now a <= b
-    if a[0] == "X" and b[0] == "c":
-        return "X", a[1], False, b[1]
-    if a[0] == "c" and b[0] == "X":
-        return "X", b[1], True, a[1]
-    if {a[0], b[0]} <= {"Y", "c"} and "Y" in (a[0], b[0]):
-        c, d = {}, Fraction(0)
-        for (k, v), s in ((a, 1), (b, -1)):
-            if k == "Y":
-                c[v] = c.get(v, 0) + s
-            else:
-                d -= s * v
-        return "Y", c, d
+    a, b = (e[1], e[2]) if e[0] in ("<=", "<") else (e[2], e[1])  # now a <= b
+    f = _lin(a)
+    for v, c in _lin(b).items():
+        f[v] = f.get(v, 0) - c
+    k = f.pop("c", Fraction(0))
+    f = {v: c for v, c in f.items() if c != 0}
+    if f and all(v[0] == "Y" for v in f):
+        return "Y", {v[1]: c for v, c in f.items()}, -k
+    if len(f) == 1 and next(iter(f))[0] == "X":  # c x + k <= 0
+        (_, i), c = next(iter(f.items()))
+        return "X", i, c < 0, -k / c
     raise Unsupported(f"vnnlib comparison {e!r}")
 
 

@@ -988,8 +988,13 @@ def test_vnnlib_subset(tmp_path):
     assert [(b[0][0], b[1][0]) for b in boxes] == [(0, 1), (2, 3)]
     assert all(b[2] == [[({0: 1}, 1), ({0: 1}, 2)], [({0: 1}, 1), ({1: 1}, 2)], [({1: 1}, 1), ({0: 1}, 2)],
                         [({1: 1}, 1), ({1: 1}, 2)]] for b in boxes)
+    (tmp_path / "l.vnnlib").write_text(head + "(assert (<= X_0 1))(assert (>= X_0 0))(assert (<= X_1 1))"
+                                       "(assert (>= (* 2 X_1) -1.5))(assert (<= (+ (* 2.5 Y_0) (- Y_1) 1) (- 3 Y_0)))")
+    (lo, hi, polys), = vnnlib.load(tmp_path / "l.vnnlib", 2, 2)  # linear combinations, as bnb's fuzzer writes
+    assert lo == [0, F(-3, 4)] and hi == [1, 1] and polys == [[({0: F(7, 2), 1: -1}, 2)]]
     bad = {"empty box": "(assert (or (and (<= X_0 1) (>= X_0 0)) (and (<= X_0 3) (>= X_0 2))))",
-           "sum": "(assert (<= (+ Y_0 Y_1) 1))", "equality": "(assert (= Y_0 1))",
+           "nonlinear": "(assert (<= (* Y_0 Y_1) 1))", "mixed X and Y": "(assert (<= (+ X_0 Y_1) 1))",
+           "equality": "(assert (= Y_0 1))",
            "unbounded": "(assert (<= X_0 1))"}
     for name, extra in bad.items():
         (tmp_path / "b.vnnlib").write_text(head + "(assert (<= X_1 1))\n(assert (>= X_1 0))\n" + (
