@@ -75,6 +75,7 @@ F32_MARGIN = "tests/test_float32_margin.py"
 ROUNDING = "tests/test_rounding_exact.py"
 OPERATORS = "tests/test_operator_bounds.py"
 MN_TIGHTEN = "tests/test_mn_tighten.py"  # issue 26, bounds.mn_tighten
+CERTS = "tests/test_certificates.py"
 SIGNS = "tests/test_signs.py"  # issue 26, bounds.sign_refine
 CLAUSES = "tests/test_clauses.py"  # issue 26, bab.clauses
 
@@ -160,6 +161,16 @@ MUTANTS = (
            "nl, nu = torch.maximum(l64[0, unstable], lo + 0.01), torch.minimum(u64[0, unstable], hi)",
            "bounds.mn_tighten: a re-bounded neuron's lower bound is overstated by 0.01",
            (MN_TIGHTEN,)),
+    Mutant("cert_last_iterate_slopes", "relaxations/optimize.py",
+           "lb_alphas=best_alpha, lb_betas=best_beta,", "lb_alphas=alphas[\"final\"], lb_betas=betas,",
+           "certificates: the slopes and multipliers recorded are the last iterate's, not those of the bound used",
+           (CERTS,)),
+    Mutant("cert_parent_claims", "bnb/engine/strategies/input_split.py",
+           "        proof.claim(node, pre)\n",
+           "        proof.claim(node, [(l.repeat(parts, 1), u.repeat(parts, 1)) for l, u in batch.pre_bounds])\n",
+           "certificates: input-split children are recorded with their parent's claims (valid, but not the bounds "
+           "their closing rows were built on)",
+           (CERTS,)),
     Mutant("sign_proof_skipped", "bnb/engine/signs.py",
            'return verdict == "unsat"', "return True",
            "bounds.sign_refine: a hinted sign is fixed without its proof",
