@@ -118,7 +118,7 @@ probability 0.65) x ``attack.enabled`` (true 0.4) x ``bounds.method`` (ibp crown
 ``bab.branching`` (input relu partition activation) x ``general.dtype`` (float32 float64) x ``bab.input_method``
 (crown alpha) x ``bounds.mn_cuts`` (hull anderson both: where mn-crown's constraints come from) x
 ``bab.retighten_depth`` (0 3) x ``bab.activation_method`` (crown alpha beta) x ``bab.activation_heuristic``
-(gap-gain gap width) x ``bab.activation_retighten_depth`` (0 3) (activation splitting runs on ReLU networks too:
+(gap-gain gap interval) x ``bab.activation_retighten_depth`` (0 3) (activation splitting runs on ReLU networks too:
 splits at 0),
 with small attack settings. ``--proof-only`` puts every configuration in proof-only mode.
 
@@ -215,7 +215,7 @@ GRID = {
     "bab.clauses": ("false", "true"),
     "bab.mn_children_gain": ("0", "0.25", "1"),
     "bab.activation_method": ("crown", "alpha", "beta"),
-    "bab.activation_heuristic": ("gap-gain", "gap", "width"),
+    "bab.activation_heuristic": ("gap-gain", "gap", "interval"),
     "bab.activation_retighten_depth": ("0", "3"),
 }
 FIXED = ("attack.samples=256", "attack.restarts=8", "attack.steps=20", "general.device=cpu",

@@ -133,7 +133,7 @@ class BabConfig:
     relu_lookahead: int = opt(1, "bound both children of this many best-scored neurons (with the parent's slopes "
                               "and multipliers, no optimisation) and split the one that leaves the least "
                               "unverified margin (1: no look-ahead)")
-    activation_heuristic: str = opt("gap-gain", "activation splitting: neuron to split: width (widest interval), "
+    activation_heuristic: str = opt("gap-gain", "activation splitting: neuron to split: interval (widest interval), "
                                     "gap (|coefficient| x the gap between its relaxation's lines), gap-gain "
                                     "(|coefficient| x what the split saves of that gap in the worse child), or a "
                                     "plug-in module:function / file.py:function (heuristics/activation_split.py)")

@@ -11,7 +11,7 @@ the deciding row's coefficient on the neuron's output in the last bound (its low
 ``lam > 0``, its upper line where ``lam < 0``), ``gap(a, b)`` an estimate of the vertical distance between the
 two lines of the relaxation on ``[a, b]`` (:func:`gap`):
 
-- ``width``: ``u - l`` (the largest interval first; a baseline that reads no bound);
+- ``interval``: ``u - l`` (the largest interval first; a baseline that reads no bound);
 - ``gap``: ``|lam| gap(l, u)`` (BaBSR's idea for general activations: what the neuron's looseness costs the
   bound);
 - ``gap-gain``: ``|lam| (gap(l, u) - max(gap(l, p), gap(p, u)))``: what the split saves in its worse child.
@@ -113,4 +113,4 @@ def choose_by_scores(batch: ActivationBatch, scores: list) -> torch.Tensor:
     return flat_choice(flat)
 
 
-HEURISTICS = {"width": widest, "gap": gap_score, "gap-gain": gap_gain}
+HEURISTICS = {"interval": widest, "gap": gap_score, "gap-gain": gap_gain}

@@ -112,7 +112,8 @@ def test_children_bounds_hold_on_their_regions(kind, method, retighten):
     x = lo + (hi - lo) * torch.rand(20000, 3, generator=torch.Generator().manual_seed(2), dtype=F64)
     with torch.no_grad():
         y, z = net(x), pre_activations(net, x)
-    polys = [Polytope(np.array([[1.0, 0.0]]), np.array([-10.0])), Polytope(np.array([[1.0, -1.0]]), np.array([-10.0]))]
+    # thresholds far above every value: no row is ever refuted, so alpha / beta optimise every child fully
+    polys = [Polytope(np.array([[1.0, 0.0]]), np.array([100.0])), Polytope(np.array([[1.0, -1.0]]), np.array([100.0]))]
     C = torch.tensor([[1.0, 0.0], [1.0, -1.0]], dtype=F64)
     strat = _strategy(net, lo, hi, polys, _cfg(activation_method=method, activation_retighten_depth=retighten,
                                                activation_alpha_iters=20))
@@ -175,7 +176,7 @@ def test_verdicts_against_the_sampled_minimum(kind, seed):
 
 
 @pytest.mark.parametrize("kind,seed", CASES[:2])
-@pytest.mark.parametrize("heuristic,method,retighten", [("width", "beta", 0), ("gap", "beta", 3),
+@pytest.mark.parametrize("heuristic,method,retighten", [("interval", "beta", 0), ("gap", "beta", 3),
                                                         ("gap-gain", "crown", 2), ("gap", "alpha", 0)])
 def test_violated_is_never_unsat(kind, seed, heuristic, method, retighten):
     """Every heuristic and bounding of children: a threshold above a sampled value is never ``unsat``."""
@@ -231,6 +232,13 @@ def test_heuristics_choose_only_splittable_neurons():
     ok[:, 2] = True
     lam = torch.randn(4, 5, generator=g, dtype=F64)
     b = ActivationBatch([(l, u)], [lam], [ok], [split_points("tanh", l, u)], [("tanh", 0.0)], g)
-    for name in ("width", "gap", "gap-gain"):
+    for name in ("interval", "gap", "gap-gain"):
         pos = resolve("activation", name)(b)
         assert bool(ok[torch.arange(4), pos].all()), name
+
+
+@pytest.mark.fast
+def test_study_names_activation_heuristics():
+    from bnb.runs.study import parse_heuristics
+    assert [k for _, k, _ in parse_heuristics("gap-gain,interval,activation=gap")] == ["activation"] * 3
+    assert [k for _, k, _ in parse_heuristics("width,babsr,smart")] == ["relu", "relu", "input"]  # as before
