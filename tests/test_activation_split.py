@@ -242,3 +242,12 @@ def test_study_names_activation_heuristics():
     from bnb.runs.study import parse_heuristics
     assert [k for _, k, _ in parse_heuristics("gap-gain,interval,activation=gap")] == ["activation"] * 3
     assert [k for _, k, _ in parse_heuristics("width,babsr,smart")] == ["relu", "relu", "input"]  # as before
+
+
+@pytest.mark.fast
+def test_preset_of_a_large_non_relu_network_is_activation_splitting():
+    from bnb.pipeline.presets import apply
+    net = _net("sigmoid", [17, 4, 2], 0)
+    cfg, name, changed = apply(Config(), net)
+    assert name == "activation" and cfg.bab.branching == "activation" and cfg.bab.activation_retighten_depth == 4
+    assert apply(Config(), _net("sigmoid", [3, 4, 2], 0))[1] == "input"

@@ -168,7 +168,8 @@ def write_summary(out: Path, results, labels, baseline, instances, cfg, timeout)
     n_common = rows[0]["common"] if rows else 0
     lines = [f"# Study: {instances}", "",
              f"Heuristics: {', '.join(labels)}; instance timeout: {timeout if timeout else 'as in the instances file'}"
-             f"; children bounded with `{cfg.bab.input_method}` (input) / `{cfg.bab.relu_method}` (ReLU); "
+             f"; children bounded with `{cfg.bab.input_method}` (input) / `{cfg.bab.relu_method}` (ReLU) / "
+             f"`{cfg.bab.activation_method}` (activation); "
              f"batch size {cfg.bab.batch_size}.", "",
              "| heuristic | instances | solved | wrong | timeout | median s | total s | "
              f"median branches ({n_common} solved by all) |",
