@@ -55,6 +55,7 @@ class Mutant:
 SOUND = "tests/test_soundness.py"
 CROWN = "tests/test_crown.py"
 BAB = "tests/test_bab.py"
+ACT_SPLIT = "tests/test_activation_split.py"
 # test_multineuron.py takes minutes in all: its quicker soundness and MILP-verdict tests
 MN = ("tests/test_multineuron.py::test_mn_crown_is_sound_and_not_worse_than_alpha[widths2-2-hull]",
       "tests/test_multineuron.py::test_mn_crown_is_sound_and_not_worse_than_alpha[widths4-2-both]",
@@ -184,6 +185,15 @@ MUTANTS = (
            "batch.fix(dom, j, self.signs[k, j], self.sizes)",
            "bab.clauses: unit propagation fixes the last neuron in the clause's phase (the pruned half) instead of "
            "the other one", (CLAUSES,)),
+    Mutant("activation_split_wrong_side", "bnb/engine/strategies/activation_split.py",
+           "child.pre_lower[i][d + n, j] = torch.maximum(child.pre_lower[i][d + n, j], p)",
+           "child.pre_upper[i][d + n, j] = torch.minimum(child.pre_upper[i][d + n, j], p)",
+           "activation splitting: the z >= p child keeps the z <= p side of the split (the other half is lost)",
+           (ACT_SPLIT,)),
+    Mutant("activation_interval_beta_sign", "relaxations/crown.py",
+           "        P = P - bl + bh\n", "        P = P + bl - bh\n",
+           "activation splitting, beta children: the interval constraints' multipliers enter z's coefficient with "
+           "the wrong sign", (ACT_SPLIT,)),
 )
 
 BY_NAME = {m.name: m for m in MUTANTS}

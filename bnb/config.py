@@ -108,8 +108,10 @@ class BoundsConfig:
 class BabConfig:
     enabled: bool = opt(True, "branch and bound after the root bound (off: answer unknown instead)")
     branching: str = opt("auto", "what to split: input box, ReLU phases, partition (ReLU phases layer by layer: "
-                         "convex input polytopes along activation hyperplanes), or auto (input for <= 16 inputs)",
-                         ("auto", "input", "relu", "partition"))
+                         "convex input polytopes along activation hyperplanes), activation (a neuron of any "
+                         "activation split at a point of its pre-activation interval: sigmoid / tanh networks), or "
+                         "auto (input for <= 16 inputs, else relu on ReLU networks, activation on the others)",
+                         ("auto", "input", "relu", "partition", "activation"))
     input_heuristic: str = opt("smart", "input dimension to split: widest, smart (|coefficient| x width), sb "
                                "(alpha-beta-CROWN smart branching), smear (interval gradient x width), mixed "
                                "(look-ahead between smart and widest), brute-force (look-ahead over every "
@@ -131,6 +133,21 @@ class BabConfig:
     relu_lookahead: int = opt(1, "bound both children of this many best-scored neurons (with the parent's slopes "
                               "and multipliers, no optimisation) and split the one that leaves the least "
                               "unverified margin (1: no look-ahead)")
+    activation_heuristic: str = opt("gap-gain", "activation splitting: neuron to split: interval (widest interval), "
+                                    "gap (|coefficient| x the gap between its relaxation's lines), gap-gain "
+                                    "(|coefficient| x what the split saves of that gap in the worse child), or a "
+                                    "plug-in module:function / file.py:function (heuristics/activation_split.py)")
+    activation_method: str = opt("beta", "activation splitting: bounding of children (on the parent's "
+                                 "intermediate bounds with the split neuron's narrowed): CROWN lines, alpha-CROWN "
+                                 "warm-started from the parent, or beta (alpha-CROWN with multipliers of every "
+                                 "neuron's interval constraints, the split ones among them)",
+                                 ("crown", "alpha", "beta"))
+    activation_alpha_iters: int = opt(5, "activation splitting with activation_method alpha / beta: steps per child")
+    activation_min_width: float = opt(1e-6, "activation splitting: a neuron narrower than this share of its root "
+                                      "interval is not split again (a domain with none left is undecided: unknown)")
+    activation_retighten_depth: int = opt(0, "activation splitting: children at most this deep re-bound the "
+                                          "intermediate bounds of every layer by CROWN (intersected with the "
+                                          "parent's; 0: children keep the parent's but for the split neuron)")
     batch_size: int = opt(1024, "domains branched per iteration (each gives two children)")
     order: str = opt("best", "which domains to branch first: lowest bound, or deepest", ("best", "depth"))
     max_domains: int = opt(500000, "stored domains beyond which the queue switches to depth-first")

@@ -8,7 +8,8 @@ bounds, the linear coefficients of the last bound computation, the split state, 
 cheap bounding callback ``evaluate`` for look-ahead. Heuristics read no global configuration; the few
 knobs they have (``lookahead``, ``topk``, ``parts``, ``sb_margin``) travel in the batch.
 
-A further strategy (e.g. partitioning a polytope along activation hyperplanes) adds its own batch type and
+Activation splitting has :class:`ActivationBatch` (a neuron of any activation split at a point). A further
+strategy (e.g. partitioning a polytope along activation hyperplanes) adds its own batch type and
 registry kind (:mod:`heuristics.registry`) without touching these two.
 """
 from __future__ import annotations
@@ -124,3 +125,23 @@ class ReluBatch:
             m = (l < 0) & (u > 0)
             out.append(m if s is None else m & (s == 0))
         return out
+
+
+@dataclass
+class ActivationBatch:
+    """``N`` open domains of activation splitting (:mod:`heuristics.activation_split`).
+
+    Per activation layer: ``pre_bounds`` ``(l, u)`` ``(N, n_i)``; ``coeffs`` ``(N, n_i)`` the deciding row's
+    coefficient on the layer's output in the last bound; ``ok`` ``(N, n_i)`` bool, the neurons that may be split
+    (wide enough, the split point strictly inside); ``points`` ``(N, n_i)`` where each would be split; ``kinds``
+    ``(kind, slope)``: ``sigmoid``, ``tanh``, ``softplus``, ``relu`` or ``leaky`` (with its negative slope)."""
+    pre_bounds: list
+    coeffs: list
+    ok: list
+    points: list
+    kinds: list
+    generator: torch.Generator | None = None
+
+    @property
+    def n(self) -> int:
+        return self.pre_bounds[0][0].shape[0]

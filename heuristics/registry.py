@@ -1,13 +1,14 @@
 """Heuristics by name: the built-in ones, and users' own from a module or a Python file.
 
-A configuration names a heuristic (``bab.input_heuristic``, ``bab.relu_heuristic``) by
+A configuration names a heuristic (``bab.input_heuristic``, ``bab.relu_heuristic``,
+``bab.activation_heuristic``) by
 
 - a registered name (``widest``, ``babsr``, ...: :func:`names`),
 - ``package.module:function`` (an importable module), or
 - ``path/to/file.py:function`` (a plug-in file, loaded once per process).
 
 A heuristic maps a batch (:mod:`heuristics.base`) to its choice per domain. A user's function may instead
-return *scores*: ``(N, n_in)`` per input dimension, or a list of ``(N, n_i)`` per ReLU layer (``-inf``:
+return *scores*: ``(N, n_in)`` per input dimension, or a list of ``(N, n_i)`` per ReLU (activation) layer (``-inf``:
 never split); it is then wrapped like the built-in scoring rules (best score, or look-ahead among the
 ``lookahead`` best when the configuration asks for it).
 
@@ -25,10 +26,10 @@ from typing import Callable
 
 import torch
 
-from heuristics import input_split, relu_split
+from heuristics import activation_split, input_split, relu_split
 
-KINDS = ("input", "relu")
-BUILTIN_MODULES = (input_split, relu_split)
+KINDS = ("input", "relu", "activation")
+BUILTIN_MODULES = (input_split, relu_split, activation_split)
 _REGISTERED: dict[str, dict[str, Callable]] = {k: {} for k in KINDS}
 _LOADED_FILES: dict[str, object] = {}
 
@@ -98,7 +99,11 @@ def resolve(kind: str, name: str) -> Callable:
         raise UnknownHeuristic(f"unknown {kind} heuristic {name!r}{hint}; choose from "
                                f"{', '.join(table)}, or give module:function / file.py:function")
     fn = _load_object(name)
-    return _as_input_chooser(fn) if kind == "input" else _as_relu_chooser(fn) if kind == "relu" else fn
+    if kind == "input":
+        return _as_input_chooser(fn)
+    if kind == "relu":
+        return _as_relu_chooser(fn)
+    return _as_activation_chooser(fn) if kind == "activation" else fn
 
 
 def _as_input_chooser(fn):
@@ -116,6 +121,15 @@ def _as_relu_chooser(fn):
         if isinstance(out, (list, tuple)):
             return relu_split.choose_by_scores(batch, list(out))
         return _checked(out, batch.n, "relu")
+    return chooser
+
+
+def _as_activation_chooser(fn):
+    def chooser(batch):
+        out = fn(batch)
+        if isinstance(out, (list, tuple)):
+            return activation_split.choose_by_scores(batch, list(out))
+        return _checked(out, batch.n, "activation")
     return chooser
 
 

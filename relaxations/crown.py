@@ -130,7 +130,8 @@ def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=Non
             if G is not None or (betas is not None and r.split is not None):
                 raise ValueError("split or multi-neuron constraints on a non-ReLU activation")
             A, bias, err, pending = _general_step(Af, r, None if alphas is None else alphas[k], bias, err,
-                                                  errors is not None, layer.in_shape)
+                                                  errors is not None, layer.in_shape,
+                                                  None if betas is None else betas[k])
             continue
         neg = Af.clamp(max=0)
         low = r.lower_slope(None if alphas is None else alphas[k])
@@ -174,13 +175,21 @@ def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=Non
     return A, bias, coeffs, err
 
 
-def _general_step(Af, r, alpha, bias, err, rigorous, in_shape):
+def _general_step(Af, r, alpha, bias, err, rigorous, in_shape, beta=None):
     """One activation with general lines (:meth:`ActivationRelaxation.lines`: both intercepts, any sign) in
     :func:`backward`: ``y`` replaced by its lower line where the coefficient ``Af`` ``(N, m, n)`` is positive, its
     upper line where negative. Returns ``(A (N, m, *in_shape), bias, err, pending)``: with ``rigorous``, ``err``
     grows by the rounding of the constant (``2 n`` rounded products summed: ``err_coeff(2 n)`` times their
     magnitude) and ``pending`` holds the weights of the coefficients' own rounding (one product per entry, times
-    ``|z| <= r.reach``), as in the ReLU step."""
+    ``|z| <= r.reach``), as in the ReLU step.
+
+    ``beta``: ``(N, m, 2, n)`` (``>= 0``) or None: multipliers of the interval constraints ``z - l >= 0`` and
+    ``u - z >= 0`` (``l``/``u``: the relaxation's interval, valid on the domain; after an activation split one of
+    them is the split constraint): ``- beta_l (z - l) - beta_u (u - z) <= 0`` joins the bound, so ``z``'s
+    coefficient moves by ``- beta_l + beta_u`` and the constant by ``beta_l l - beta_u u`` (neurons with an
+    infinite end take no multiplier). With ``rigorous``: the two extra roundings of each coefficient (``<= u
+    (3 |A| + 2 |beta_l| + 2 |beta_u|)`` per entry with the product's, times ``|z|``) and the ``2 n`` products of
+    the constant are bounded too."""
     N, m, n = Af.shape
     dt = Af.dtype
     lo_s, lo_i, up_s, up_i = r.lines(alpha)
@@ -195,6 +204,24 @@ def _general_step(Af, r, alpha, bias, err, rigorous, in_shape):
         under = (3 * n + 4) * tiny(dt) * (1 + rz.sum(-1, keepdim=True))
         err = err + err_coeff(2 * n + 1, dt) * mag + err_coeff(0, dt) * bias.detach().abs() + under
         pending = (err_coeff(2, dt) * rz).reshape(N, *in_shape)
+    if beta is not None:
+        lo, hi = r.l.reshape(N, 1, n), r.u.reshape(N, 1, n)
+        fin = torch.isfinite(lo) & torch.isfinite(hi)
+        zero = torch.zeros((), dtype=dt, device=Af.device)
+        bl = torch.where(fin, beta[:, :, 0], zero)
+        bh = torch.where(fin, beta[:, :, 1], zero)
+        P = P - bl + bh
+        cb = (bl * torch.where(fin, lo, zero)).sum(-1) - (bh * torch.where(fin, hi, zero)).sum(-1)
+        bias = bias + cb
+        if rigorous:
+            rz = r.reach
+            g2 = err_coeff(2, dt)
+            bsum = bl.detach().abs() + bh.detach().abs()
+            mag_b = (bl.detach().abs() * torch.where(fin, lo, zero).abs()).sum(-1) + \
+                (bh.detach().abs() * torch.where(fin, hi, zero).abs()).sum(-1)
+            err = err + g2 * dot_abs(bsum, rz) + err_coeff(2 * n + 1, dt) * mag_b \
+                + err_coeff(0, dt) * bias.detach().abs() + (2 * n + 4) * tiny(dt) * (1 + rz.sum(-1, keepdim=True))
+            pending = (2 * err_coeff(2, dt) * rz).reshape(N, *in_shape)  # 3 roundings of |A| (<= 4 u |A|)
     return P.reshape(N, m, *in_shape), bias, err, pending
 
 

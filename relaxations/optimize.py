@@ -54,7 +54,8 @@ class _Adam:
 
 def optimized(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iters=20, use_beta=True,
               optimize_intermediate=True, want_upper=False, settled=None, should_stop=None):
-    """alpha-CROWN (and beta-CROWN when ``use_beta`` and the domains carry splits) bounds of ``C y``
+    """alpha-CROWN (and beta-CROWN when ``use_beta`` and the domains carry ReLU splits, or given intermediate
+    bounds on a network with general activations: the multipliers of their interval constraints) bounds of ``C y``
     (``C``: ``(m, n_out)`` or ``(N, m, n_out)``), ``iters`` projected Adam steps.
 
     Slopes are optimised per domain, per bounded row and per neuron, for the final bound and (with
@@ -116,8 +117,14 @@ def optimized(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iter
         w = None if warm is None else warm[i]
         return w.detach().clone() if w is not None and w.shape == shape else torch.zeros(shape, dtype=dt, device=dev)
 
+    # activation splits (children with given intermediate bounds, some narrowed by a split): multipliers of each
+    # general activation's interval constraints, (N, m, 2, n) per layer (unused on piecewise-linear layers)
+    interval_beta = use_beta and not has_splits and state.pre_bounds is not None and \
+        any(getattr(r, "general_lines", False) for r in ref_relax)
     if use_beta and has_splits:
         add("beta", [warm_or_zeros(state.betas, i, (N, m, n)) for i, n in enumerate(sizes)], lr_beta)
+    elif interval_beta:
+        add("beta", [warm_or_zeros(state.betas, i, (N, m, 2, n)) for i, n in enumerate(sizes)], lr_beta)
     cons = state.constraints
     gamma_layers = [] if cons is None else [i for i, c in enumerate(cons) if c is not None]
     if gamma_layers:

@@ -210,8 +210,9 @@ def run_cmd(instances, configs, sets, out, timeout, limit, select, workers, grac
                      "(one resumable results file per heuristic). Exit code 1 if any verdict is wrong.")
 @click.argument("instances", type=click.Path(dir_okay=False))
 @click.option("--heuristics", "heuristics", required=True, metavar="H1,H2,...",
-              help="Branching heuristics to compare (built-in names, or input=module:function / "
-                   "relu=file.py:function for plug-ins).")
+              help="Branching heuristics to compare (built-in names, e.g. babsr,deepsplit or gap-gain,interval for "
+                   "activation splitting; input=module:function / relu=file.py:function / "
+                   "activation=module:function for plug-ins).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder of the study's files.")
 @config_option
 @set_option

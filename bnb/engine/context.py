@@ -45,6 +45,7 @@ def check_heuristics(cfg) -> None:
     """Resolve the configured heuristics (loading plug-ins) before any work: a bad name is bad input."""
     heuristic("input", cfg.bab.input_heuristic)
     heuristic("relu", cfg.bab.relu_heuristic)
+    heuristic("activation", cfg.bab.activation_heuristic)
 
 
 @dataclass

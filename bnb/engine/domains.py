@@ -129,6 +129,33 @@ class ReluDomains(DomainBatch):
 
 
 @dataclass
+class ActivationDomains(DomainBatch):
+    """Neurons of any activation split at a point (:mod:`bnb.engine.strategies.activation_split`) over the one
+    input box: a domain is the box's points whose pre-activations lie in its intermediate bounds.
+
+    - ``row``: ``(N,)`` the output row that decides the domain's score; ``lb``: ``(N, M)`` every row's bound;
+    - per activation layer (lists): the intermediate bounds ``pre_lower``/``pre_upper`` ``(N, n_i)`` (a split
+      narrowed them: they are the domain's constraints as well as bounds), ``coeffs`` ``(N, n_i)`` the deciding
+      row's coefficients on the layer's output (what heuristics score);
+    - ``alphas``: per activation layer the parameters of the children's alpha-CROWN warm start (float32, any value
+      is sound: lines are repaired), or None when children are bounded by CROWN; ``betas``: per activation layer
+      ``(N, M, 2, n_i)`` the multipliers of the interval constraints (float32 warm start, ``bab.activation_method:
+      beta``), or None.
+    """
+    row: torch.Tensor
+    lb: torch.Tensor
+    pre_lower: list
+    pre_upper: list
+    coeffs: list
+    alphas: list | None = None
+    betas: list | None = None
+
+    @property
+    def pre_bounds(self):
+        return list(zip(self.pre_lower, self.pre_upper))
+
+
+@dataclass
 class PieceDomains(DomainBatch):
     """Pieces of the theory's partition (:mod:`bnb.theory.partition`): ``piece`` ``(N,)`` indexes the
     strategy's own list of pieces."""

@@ -73,6 +73,16 @@ class ReluSplitOptions:
 
 
 @dataclass(frozen=True)
+class ActivationSplitOptions:
+    """Activation splitting (:mod:`bnb.engine.strategies.activation_split`); from ``bab``."""
+    activation_heuristic: str
+    activation_method: str
+    activation_alpha_iters: int
+    activation_min_width: float
+    activation_retighten_depth: int
+
+
+@dataclass(frozen=True)
 class RootOptions:
     """The root bound (:func:`bnb.engine.root.run_bab`); from ``bounds`` and ``bab``."""
     method: str        # bounds.method
@@ -95,6 +105,7 @@ class EngineOptions:
     input: InputSplitOptions
     relu: ReluSplitOptions
     bounds: BoundOptions
+    activation: ActivationSplitOptions
     seed: int
 
 
@@ -120,4 +131,5 @@ def engine_options(cfg) -> EngineOptions:
     """The engine's options from a :class:`~bnb.config.Config`."""
     return EngineOptions(root=_take(RootOptions, cfg.bounds, cfg.bab), loop=_take(LoopOptions, cfg.bab, cfg.general),
                          attack=_take(AttackOptions, cfg.bab), input=_take(InputSplitOptions, cfg.bab),
-                         relu=_take(ReluSplitOptions, cfg.bab), bounds=bound_options(cfg), seed=cfg.general.seed)
+                         relu=_take(ReluSplitOptions, cfg.bab), bounds=bound_options(cfg), seed=cfg.general.seed,
+                         activation=_take(ActivationSplitOptions, cfg.bab))

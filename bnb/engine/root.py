@@ -4,8 +4,9 @@ with the branching strategy of the options.
 
 The box is safe iff for every domain of a partition, every polytope has a row ``C_i y - d_i`` whose lower
 bound is positive. What a domain is and how it is split is the strategy's (:mod:`bnb.engine.strategies`):
-bisecting an input dimension (low input dimension, e.g. ACAS Xu), or fixing an unstable ReLU active/inactive
-(bounded with beta-CROWN split constraints, warm-started from the parent).
+bisecting an input dimension (low input dimension, e.g. ACAS Xu), fixing an unstable ReLU active/inactive
+(bounded with beta-CROWN split constraints, warm-started from the parent), or, on networks with other
+activations, splitting a neuron's pre-activation interval at a point.
 """
 from __future__ import annotations
 
@@ -140,10 +141,8 @@ def run_bab(net, lower, upper, polys, opts: EngineOptions, deadline, validate, s
         log(f"{int(refuted.sum())} polytope(s) refuted at the root, {ctx.rows.K} left")
     mode = ro.branching
     if mode == "auto":
-        mode = "input" if net.in_size <= 16 else "relu"
-        if mode == "relu" and not net.relu_only:  # no activation splits yet: the root bound is the answer
-            log("branch and bound: ReLU splitting does not apply to this network's activations; unknown")
-            return "unknown", None
+        # (other activations than ReLU: split a neuron's interval at a point instead of fixing a ReLU phase)
+        mode = "input" if net.in_size <= 16 else "relu" if net.relu_only else "activation"
     if mode in ("relu", "partition"):
         net.require_relu(f"bab.branching={mode}")
     stats["branching"] = mode

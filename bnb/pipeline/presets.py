@@ -3,8 +3,10 @@
 Like nnenum's presets: a network with few inputs (low-dimensional control networks such as ACAS Xu, and
 VNN-COMP's other 3-14 input reachability families) gets the input-splitting settings measured on ACAS Xu
 (``configs/acasxu.yaml``: CROWN at the root and on the children, look-ahead between the smart and the widest
-dimension, alpha-CROWN children once a run is long, dense sampling for the attack); any other network
-(image classifiers) gets the ReLU-splitting settings measured on mnist_fc (``configs/mnist_fc.yaml``).
+dimension, alpha-CROWN children once a run is long, dense sampling for the attack); any other ReLU network
+(image classifiers) gets the ReLU-splitting settings measured on mnist_fc (``configs/mnist_fc.yaml``), and any
+other network with other activations the activation-splitting settings measured on eran_mnist_sigmoid
+(``configs/eran_mnist_sigmoid.yaml``).
 
 A preset changes **only options still at their built-in default and not given by a configuration file
 or ``--set``** (even to the default value): what the user chose wins, so the benchmark configurations
@@ -30,16 +32,21 @@ PRESETS = {
         "bounds": {"alpha_iters": 50},
         "bab": {"branching": "relu", "batch_size": 256},
     },
+    "activation": {  # configs/eran_mnist_sigmoid.yaml's (docs/performance.md, "Activation splitting")
+        "bounds": {"alpha_iters": 20, "alpha_lr": 0.3},
+        "bab": {"branching": "activation", "activation_alpha_iters": 10, "activation_retighten_depth": 4,
+                "batch_size": 32},
+    },
 }
 
 
 def choose(net, prop=None) -> str:
     """The preset for ``net`` (and its property): ``input`` for at most :data:`INPUT_DIMS` inputs (few
-    inputs make bisecting the box cheap and complete), else ``relu``; None (no preset) for a larger network with an
-    activation other than ReLU, where ReLU splitting does not apply."""
+    inputs make bisecting the box cheap and complete), else ``relu`` for a ReLU network and ``activation``
+    (activation splitting) for a network with other activations (sigmoid, tanh, ...)."""
     if net.in_size <= INPUT_DIMS:
         return "input"
-    return "relu" if getattr(net, "relu_only", True) else None
+    return "relu" if getattr(net, "relu_only", True) else "activation"
 
 
 def apply(cfg: Config, net, prop=None) -> tuple[Config, str | None, dict]:

@@ -11,8 +11,9 @@ Writes into ``DIR``:
   scatter of branches per instance, each heuristic against the baseline, the first one by default).
 
 A heuristic is named as in the configuration (``babsr``, ``my_module:rule``, ``file.py:rule``),
-optionally prefixed by its strategy, ``input=NAME`` / ``relu=NAME`` (needed for a plug-in only: the
-strategy of a built-in name is known). The strategy's ``bab.branching`` is set with it.
+optionally prefixed by its strategy, ``input=NAME`` / ``relu=NAME`` / ``activation=NAME`` (needed for a plug-in,
+and for a built-in name that two strategies would have, unless ``bab.branching`` names one of them). The
+strategy's ``bab.branching`` is set with it.
 """
 from __future__ import annotations
 
@@ -25,28 +26,33 @@ from pathlib import Path
 from bnb.errors import BnbError
 from bnb.runs.suite import read_instances, run_suite
 
+KINDS = ("input", "relu", "activation")  # the strategies whose heuristics a study compares
 RESULT_FIELDS = ["heuristic", "onnx", "vnnlib", "verdict", "time", "expected", "wrong", "branches", "domains",
                  "max_queue"]
 
 
 def parse_heuristics(text: str, branching: str = "auto") -> list[tuple[str, str, str]]:
-    """``"h1,h2"`` -> ``[(label, kind, name)]``; ``kind`` is ``input`` or ``relu``."""
+    """``"h1,h2"`` -> ``[(label, kind, name)]``; ``kind`` is ``input``, ``relu`` or ``activation`` (a name that
+    several strategies have is the configured ``branching``'s, else needs its prefix)."""
     from heuristics import names
     out = []
     for item in (t.strip() for t in text.split(",")):
         if not item:
             continue
-        kind, _, name = item.partition("=") if re.match(r"^(input|relu)=", item) else ("", "", item)
+        kind, _, name = item.partition("=") if re.match(r"^(input|relu|activation)=", item) else ("", "", item)
         if not kind:
-            kinds = [k for k in ("input", "relu") if name in names(k)]
+            kinds = [k for k in KINDS if name in names(k)]
+            if len(kinds) > 1 and branching in kinds:
+                kinds = [branching]
             if len(kinds) == 1:
                 kind = kinds[0]
-            elif branching in ("input", "relu") and ":" in name:
+            elif branching in KINDS and ":" in name:
                 kind = branching
             else:
-                known = ", ".join(sorted(set(names("input")) | set(names("relu"))))
-                raise BnbError(f"heuristic {name!r}: not a built-in one ({known}); name a plug-in as "
-                               "input=module:function or relu=module:function", "--heuristics")
+                known = ", ".join(sorted(set().union(*(names(k) for k in KINDS))))
+                raise BnbError(f"heuristic {name!r}: not a built-in one of exactly one strategy ({known}); name it "
+                               "as input=NAME, relu=NAME or activation=NAME (a plug-in: NAME = module:function)",
+                               "--heuristics")
         out.append((item, kind, name))
     if not out:
         raise BnbError("no heuristic given", "--heuristics")
@@ -162,7 +168,8 @@ def write_summary(out: Path, results, labels, baseline, instances, cfg, timeout)
     n_common = rows[0]["common"] if rows else 0
     lines = [f"# Study: {instances}", "",
              f"Heuristics: {', '.join(labels)}; instance timeout: {timeout if timeout else 'as in the instances file'}"
-             f"; children bounded with `{cfg.bab.input_method}` (input) / `{cfg.bab.relu_method}` (ReLU); "
+             f"; children bounded with `{cfg.bab.input_method}` (input) / `{cfg.bab.relu_method}` (ReLU) / "
+             f"`{cfg.bab.activation_method}` (activation); "
              f"batch size {cfg.bab.batch_size}.", "",
              "| heuristic | instances | solved | wrong | timeout | median s | total s | "
              f"median branches ({n_common} solved by all) |",

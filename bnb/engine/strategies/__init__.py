@@ -14,7 +14,8 @@ A strategy owns its kind of domain (a typed batch of :mod:`bnb.engine.domains`) 
 
 Input splitting (:mod:`bnb.engine.strategies.input_split`), ReLU splitting (:mod:`bnb.engine.strategies.relu_split`)
 and partitioning along activation hyperplanes (:mod:`bnb.engine.strategies.partition`, ReLU splitting layer by
-layer) are the strategies; another one is a class with these methods, a heuristic kind in
+layer) and activation splitting (:mod:`bnb.engine.strategies.activation_split`, a neuron of any activation split
+at a point of its interval) are the strategies; another one is a class with these methods, a heuristic kind in
 :mod:`heuristics.registry` and a name in :data:`STRATEGIES`.
 """
 from __future__ import annotations
@@ -30,7 +31,10 @@ def strategy_class(name: str):
     if name == "partition":
         from bnb.engine.strategies.partition import PhasePartitioning
         return PhasePartitioning
+    if name == "activation":
+        from bnb.engine.strategies.activation_split import ActivationSplitting
+        return ActivationSplitting
     raise ValueError(f"unknown branching strategy {name!r}")
 
 
-STRATEGIES = ("input", "relu", "partition")
+STRATEGIES = ("input", "relu", "partition", "activation")
