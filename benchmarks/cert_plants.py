@@ -201,11 +201,16 @@ def plant_delete(a, rng, inst):
     return delete_nodes(a, subtree(a, v))
 
 
+def pick(a, kind, rng):
+    """A random node of ``kind``, or None when there is none."""
+    nodes = np.nonzero(a["kind"] == kind)[0]
+    return nodes[rng.integers(len(nodes))] if len(nodes) else None
+
+
 def plant_cut(a, rng, inst):
-    cuts = np.nonzero(a["kind"] == 1)[0]
-    if not len(cuts):
+    v = pick(a, 1, rng)
+    if v is None:
         return None
-    v = cuts[rng.integers(len(cuts))]
     b = dict(a, lo=a["lo"].copy(), hi=a["hi"].copy())
     if rng.random() < 0.5:
         b["lo"][v] = np.nextafter(b["lo"][v], np.inf)      # a gap below this child
@@ -215,10 +220,9 @@ def plant_cut(a, rng, inst):
 
 
 def plant_relu_children(a, rng, inst):
-    split = np.nonzero(a["kind"] == 2)[0]
-    if not len(split):
+    v = pick(a, 2, rng)
+    if v is None:
         return None
-    v = split[rng.integers(len(split))]
     b = dict(a, index=a["index"].copy(), phase=a["phase"].copy())
     if rng.random() < 0.5:
         b["phase"][v] = -b["phase"][v]                     # both children in one phase

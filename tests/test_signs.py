@@ -148,6 +148,7 @@ def test_sign_hints_agree_with_the_exact_range():
     assert HINT_BOTH in kinds and (HINT_ACTIVE in kinds or HINT_INACTIVE in kinds)
 
 
+@pytest.mark.slow  # 14 s; the default suite keeps the sign proofs' own MILP and sampling checks
 def test_relu_bab_with_refined_signs_matches_milp(monkeypatch):
     """Proof-only verdicts with ``bounds.sign_refine`` against the exact MILP minimum: unsat just below it, never
     unsat just above its witness; every bound of the run (the refined root and its children, and the sign

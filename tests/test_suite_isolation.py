@@ -221,7 +221,7 @@ def test_deadline_raises_nothing_inside_library_code(instances, monkeypatch):
     onnx, vnn, _ = inst["unsat_a"]
     done = []
 
-    def slow_prove(model, net, prop, cfg, deadline, stats, log):
+    def slow_prove(model, net, prop, cfg, deadline, stats, log, certificate=None):
         assert signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)
         time.sleep(1.8)  # the old backstop fired at limit + 1 s = 1.5 s, inside this call
         done.append(True)

@@ -26,14 +26,12 @@ import torch
 
 from bnb.engine.context import SearchContext, heuristic
 from bnb.engine.domains import ActivationDomains
-from bnb.engine.strategies.base import Children, Strategy
-from bnb.engine.strategies.relu_split import ReluSplitting
+from bnb.engine.strategies.base import Children, Strategy, with_coefficients
+from bnb.engine.strategies.relu_split import ReluSplitting, retighten
 from heuristics import ActivationBatch
 from heuristics.activation_split import PIECEWISE, split_points
-from relaxations.crown import intermediate_bounds
 from relaxations.layers import LeakyReLU, ReLU, SmoothActivation
 from relaxations.state import BoundResult, DomainState
-from relaxations.verdict import proven
 
 WARM_DTYPE = torch.float32  # the stored alpha warm starts (any value is sound: the lines are repaired)
 
@@ -81,27 +79,6 @@ def split_children(batch: ActivationDomains, pos: torch.Tensor, point: torch.Ten
     return child
 
 
-def retighten(net, children: ActivationDomains, lower, upper, max_depth: int, lower_slope, rigorous) -> int:
-    """Re-bound, in place, the intermediate bounds of the ``children`` at most ``max_depth`` deep: CROWN from the
-    box with their own bounds as references (a split neuron's narrowed interval tightens every layer after it),
-    intersected with them. Where the intersection would be empty (possibly by rounding) a neuron keeps its
-    inherited bounds. Returns how many children were re-bounded."""
-    sel = torch.nonzero(children.depth <= max_depth).flatten()
-    k = sel.numel()
-    if k == 0:
-        return 0
-    ref = [(l[sel], u[sel]) for l, u in children.pre_bounds]
-    state = DomainState(lower.expand(k, -1), upper.expand(k, -1), ref_bounds=ref)
-    with torch.no_grad():
-        relax = intermediate_bounds(net, state, lower_slope, rigorous=rigorous)
-    for i, (r, (l0, u0)) in enumerate(zip(relax, ref)):
-        new_l, new_u = torch.maximum(r.l, l0), torch.minimum(r.u, u0)
-        bad = ~(new_l <= new_u)
-        children.pre_lower[i][sel] = torch.where(bad, l0, new_l)
-        children.pre_upper[i][sel] = torch.where(bad, u0, new_u)
-    return k
-
-
 class ActivationSplitting(Strategy):
     """Split one neuron's interval at a point in every domain, the heuristic choosing (see the module docstring)."""
 
@@ -113,17 +90,11 @@ class ActivationSplitting(Strategy):
         self.opts = opts = ctx.opts.activation
         self.chooser = heuristic("activation", opts.activation_heuristic)
         self.method = opts.activation_method
-        rows, lower, upper = ctx.rows, ctx.lower, ctx.upper
-        r = root
-        if r.relu_coeffs is None:
-            # IBP and the LP methods give no coefficients to branch on: start from a CROWN bound on their bounds
-            c = ctx.bound(DomainState(lower, upper, ref_bounds=r.pre_bounds or None), "crown", 0, False)
-            c.lb = torch.maximum(c.lb, r.lb)
-            c.infeasible = c.infeasible | r.infeasible
-            r = c
-            if bool(proven(rows.score(r.lb)[0], ctx.opts.loop.verify_margin, r.infeasible)[0]):
-                self.verdict = "unsat"
-                return
+        rows, lower = ctx.rows, ctx.lower
+        r, verified = with_coefficients(ctx, root, root.pre_bounds or None)
+        if verified:
+            self.verdict = "unsat"
+            return
         kinds = activation_kinds(ctx.net)
         self.kinds = [(k, s) for k, s, _ in kinds]
         self.masks = [m for _, _, m in kinds]

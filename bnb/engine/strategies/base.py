@@ -8,6 +8,8 @@ import torch
 
 from bnb.engine.context import Stats
 from bnb.engine.domains import DomainBatch
+from relaxations.state import DomainState
+from relaxations.verdict import proven
 
 
 @dataclass
@@ -24,6 +26,18 @@ class Children:
     @property
     def score(self) -> torch.Tensor:
         return self.batch.score
+
+
+def with_coefficients(ctx, root, ref_bounds=None):
+    """``(bound, verified)``: the root bound ``root`` if it has coefficients to branch on, else (IBP and the LP
+    methods give none) a CROWN bound of the box (on ``ref_bounds``, known to hold there) with ``root``'s lower
+    bounds and infeasibility kept; ``verified``: that bound already proves the box (through ``proven``)."""
+    if root.relu_coeffs is not None:
+        return root, False
+    c = ctx.bound(DomainState(ctx.lower, ctx.upper, ref_bounds=ref_bounds), "crown", 0, False)
+    c.lb = torch.maximum(c.lb, root.lb)
+    c.infeasible = c.infeasible | root.infeasible
+    return c, bool(proven(ctx.rows.score(c.lb)[0], ctx.opts.loop.verify_margin, c.infeasible)[0])
 
 
 class Strategy:

@@ -17,7 +17,7 @@ from bnb.engine.clauses import ClauseStore, learn
 from bnb.engine.context import SearchContext, heuristic
 from bnb.engine.domains import ReluDomains
 from bnb.engine.prooflog import KIND_RELU
-from bnb.engine.strategies.base import Children, Strategy
+from bnb.engine.strategies.base import Children, Strategy, with_coefficients
 from heuristics import ReluBatch
 from relaxations.crown import intermediate_bounds
 from relaxations.methods import mn_constraints
@@ -101,21 +101,23 @@ def relu_children(batch: ReluDomains, pos: torch.Tensor, sizes) -> ReluDomains:
     return child
 
 
-def retighten(net, children: ReluDomains, lower, upper, max_depth: int) -> int:
-    """Re-bound, in place, the intermediate bounds of the ``children`` at most ``max_depth`` deep: CROWN with
-    their split phases (a split neuron's exact phase tightens every layer after it), intersected with the
-    inherited bounds, which hold on a child too. Where the intersection would be empty (bounds crossing,
-    possibly by rounding) a neuron keeps its inherited bounds: an empty domain is left for the bound's rigorous
-    infeasibility test. Returns how many children were re-bounded."""
+def retighten(net, children, lower, upper, max_depth: int, lower_slope="adaptive", rigorous=True) -> int:
+    """Re-bound, in place, the intermediate bounds of the ``children`` (:class:`ReluDomains`, or any batch with
+    ``depth`` and ``pre_lower``/``pre_upper``) at most ``max_depth`` deep: CROWN with their split phases (ReLU
+    splits) or their own narrowed bounds as references (activation splits): a split tightens every layer after it.
+    The result is intersected with the inherited bounds, which hold on a child too; where the intersection would be
+    empty (bounds crossing, possibly by rounding) a neuron keeps its inherited bounds: an empty domain is left for
+    the bound's rigorous infeasibility test. Returns how many children were re-bounded."""
     sel = torch.nonzero(children.depth <= max_depth).flatten()
     k = sel.numel()
     if k == 0:
         return 0
     ref = [(l[sel], u[sel]) for l, u in children.pre_bounds]
-    state = DomainState(lower.expand(k, -1), upper.expand(k, -1), [s[sel] for s in children.splits], None,
-                        ref_bounds=ref)
+    splits = getattr(children, "splits", None)
+    state = DomainState(lower.expand(k, -1), upper.expand(k, -1), None if splits is None else [s[sel] for s in splits],
+                        None, ref_bounds=ref)
     with torch.no_grad():
-        relax = intermediate_bounds(net, state)
+        relax = intermediate_bounds(net, state, lower_slope, rigorous=rigorous)
     for i, (r, (l0, u0)) in enumerate(zip(relax, ref)):
         new_l, new_u = torch.maximum(r.l, l0), torch.minimum(r.u, u0)
         bad = ~(new_l <= new_u)  # crossing or NaN: keep what was inherited
@@ -247,16 +249,10 @@ class ReluSplitting(Strategy):
         self.opts = opts = ctx.opts.relu
         net, rows, lower, upper = ctx.net, ctx.rows, ctx.lower, ctx.upper
         self.chooser = heuristic("relu", opts.relu_heuristic)
-        r = root
-        if r.relu_coeffs is None:
-            # IBP and the LP methods give no coefficients to branch on: start ReLU splitting from a CROWN bound
-            c = ctx.bound(DomainState(lower, upper), "crown", 0, False)
-            c.lb = torch.maximum(c.lb, r.lb)
-            c.infeasible = c.infeasible | r.infeasible
-            r = c
-            if bool(proven(rows.score(r.lb)[0], ctx.opts.loop.verify_margin, r.infeasible)[0]):
-                self.verdict = "unsat"
-                return
+        r, verified = with_coefficients(ctx, root)
+        if verified:
+            self.verdict = "unsat"
+            return
         if opts.relu_method == "mn-crown" and r.constraints is None:
             # children with multi-neuron constraints although the root had none: compute them on the root's bounds
             t0 = time.monotonic()
