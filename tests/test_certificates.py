@@ -227,3 +227,14 @@ def test_a_root_proof_is_recorded_at_the_root(tmp_path, tiny_net):
     man, a = check_content(cert, onnx)
     assert len(a["parent"]) == 1 and list(a["close_node"]) == [0]
     accepted(cert, onnx, vnnlib)
+    # `bnb check` runs the checker in a process of its own; a certificate of another property is rejected
+    import subprocess
+    import sys
+    run = lambda spec: subprocess.run([sys.executable, "-m", "bnb.cli", "check", str(cert), str(onnx), str(spec)],  # noqa: E731
+                                      capture_output=True, text=True, timeout=120)
+    out = run(vnnlib)
+    assert (out.returncode, out.stdout.strip()) == (0, "accepted"), out.stderr
+    other = tmp_path / "other.vnnlib"
+    other.write_text(vnnlib.read_text().replace("(<= Y_0", "(<= Y_1"))
+    out = run(other)
+    assert out.returncode == 1 and out.stdout.startswith("rejected:"), out.stdout
