@@ -101,9 +101,8 @@ def resolve(kind: str, name: str) -> Callable:
     fn = _load_object(name)
     if kind == "input":
         return _as_input_chooser(fn)
-    if kind == "relu":
-        return _as_relu_chooser(fn)
-    return _as_activation_chooser(fn) if kind == "activation" else fn
+    layers = {"relu": relu_split, "activation": activation_split}
+    return _as_layer_chooser(fn, layers[kind], kind) if kind in layers else fn
 
 
 def _as_input_chooser(fn):
@@ -115,21 +114,14 @@ def _as_input_chooser(fn):
     return chooser
 
 
-def _as_relu_chooser(fn):
+def _as_layer_chooser(fn, module, kind):
+    """A user's ``relu`` or ``activation`` heuristic: per-layer scores (a list) are chosen from as ``module``'s
+    built-in scoring rules are; a choice is checked."""
     def chooser(batch):
         out = fn(batch)
         if isinstance(out, (list, tuple)):
-            return relu_split.choose_by_scores(batch, list(out))
-        return _checked(out, batch.n, "relu")
-    return chooser
-
-
-def _as_activation_chooser(fn):
-    def chooser(batch):
-        out = fn(batch)
-        if isinstance(out, (list, tuple)):
-            return activation_split.choose_by_scores(batch, list(out))
-        return _checked(out, batch.n, "activation")
+            return module.choose_by_scores(batch, list(out))
+        return _checked(out, batch.n, kind)
     return chooser
 
 

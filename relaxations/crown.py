@@ -210,15 +210,15 @@ def _general_step(Af, r, alpha, bias, err, rigorous, in_shape, beta=None):
         zero = torch.zeros((), dtype=dt, device=Af.device)
         bl = torch.where(fin, beta[:, :, 0], zero)
         bh = torch.where(fin, beta[:, :, 1], zero)
+        lo_f, hi_f = torch.where(fin, lo, zero), torch.where(fin, hi, zero)
         P = P - bl + bh
-        cb = (bl * torch.where(fin, lo, zero)).sum(-1) - (bh * torch.where(fin, hi, zero)).sum(-1)
+        cb = (bl * lo_f).sum(-1) - (bh * hi_f).sum(-1)
         bias = bias + cb
         if rigorous:
             rz = r.reach
             g2 = err_coeff(2, dt)
             bsum = bl.detach().abs() + bh.detach().abs()
-            mag_b = (bl.detach().abs() * torch.where(fin, lo, zero).abs()).sum(-1) + \
-                (bh.detach().abs() * torch.where(fin, hi, zero).abs()).sum(-1)
+            mag_b = (bl.detach().abs() * lo_f.abs()).sum(-1) + (bh.detach().abs() * hi_f.abs()).sum(-1)
             err = err + g2 * dot_abs(bsum, rz) + err_coeff(2 * n + 1, dt) * mag_b \
                 + err_coeff(0, dt) * bias.detach().abs() + (2 * n + 4) * tiny(dt) * (1 + rz.sum(-1, keepdim=True))
             pending = (2 * err_coeff(2, dt) * rz).reshape(N, *in_shape)  # 3 roundings of |A| (<= 4 u |A|)

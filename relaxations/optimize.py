@@ -149,10 +149,10 @@ def optimized(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iter
     best_coeffs = [torch.zeros(N, m, n, dtype=dt, device=dev) for n in sizes]
     best_pre = reference if reference is not None else [(r.l, r.u) for r in ref_relax]
     best_infeasible = torch.zeros(N, dtype=torch.bool, device=dev)
-    # the final rows' slopes and split multipliers of the iterate each row's best bound comes from (a certificate's
-    # hints must prove the very bound reported; the last iterate's are for warm starts)
-    best_alpha = [torch.zeros_like(params[i]) for i in layout["final"]]
-    best_beta = [torch.zeros_like(params[i]) for i in layout["beta"]] if "beta" in layout else None
+    # with opts.certify, the final rows' slopes and split multipliers of the iterate each row's best bound comes from
+    # (a certificate's hints must prove the very bound reported; the last iterate's are for warm starts)
+    best_alpha = [torch.zeros_like(params[i]) for i in layout["final"]] if opts.certify else []
+    best_beta = [torch.zeros_like(params[i]) for i in layout["beta"]] if opts.certify and "beta" in layout else None
     open_rows = torch.ones(N, m, dtype=torch.bool, device=dev)
     sub = None  # the domains being optimised (None: all)
     for it in range(iters + 1):
@@ -181,7 +181,7 @@ def optimized(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iter
             best_bias[at] = torch.where(improved, bias.detach(), best_bias[at])
             for c, b in zip(coeffs, best_coeffs):
                 b[at] = torch.where(improved[..., None], c.detach(), b[at])
-            for a, b in zip(alphas["final"] + (betas or []), best_alpha + (best_beta or [])):
+            for a, b in zip(alphas["final"] + (betas or []), best_alpha + (best_beta or [])):  # (empty: no certify)
                 b[at] = torch.where(improved.reshape(improved.shape + (1,) * (a.dim() - 2)), a.detach(), b[at])
             if opt_inter:
                 best_pre = [(torch.maximum(bl, r.l.detach()), torch.minimum(bu, r.u.detach()))
@@ -230,5 +230,6 @@ def optimized(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iter
         pre = [(torch.where(s > 0, l.clamp(min=0), l), torch.where(s < 0, u.clamp(max=0), u))
                for (l, u), s in zip(best_pre, state.splits)]
     return BoundResult(best_lb, None, [(l.detach(), u.detach()) for l, u in pre], best_A, best_bias, best_coeffs,
-                       alphas, betas, best_infeasible, gammas, lb_alphas=best_alpha, lb_betas=best_beta,
+                       alphas, betas, best_infeasible, gammas, lb_alphas=best_alpha if opts.certify else None,
+                       lb_betas=best_beta,
                        lb_pre_exact=not opt_inter, pre_hints=hints)

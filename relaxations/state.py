@@ -61,10 +61,11 @@ class BoundResult:
       layer before and after tightening), or None.
     - ``base_lb``: ``mn-crown`` only, ``(N, m)``: the bound of its first pass (alpha-CROWN), before the constraints:
       what a rule weighing the constraints' gain against their cost reads; None otherwise.
-    - ``lb_alphas``/``lb_betas``: alpha/beta-CROWN only, per ReLU layer ``(N, m, n_i)``: the final rows' slopes and
-      split multipliers of the iterate whose bound ``lb`` reports (``alphas``/``betas`` are the last iterate's, for
-      warm starts); what a certificate records. ``lb_pre_exact``: False where ``pre_bounds`` are not the bounds the
-      final rows were computed on (alpha-CROWN optimising the intermediate layers intersects several iterates).
+    - ``lb_alphas``/``lb_betas``: alpha/beta-CROWN with ``BoundOptions.certify`` only (else None), per ReLU layer
+      ``(N, m, n_i)``: the final rows' slopes and split multipliers of the iterate whose bound ``lb`` reports
+      (``alphas``/``betas`` are the last iterate's, for warm starts); what a certificate records.
+      ``lb_pre_exact``: False where ``pre_bounds`` are not the bounds the final rows were computed on (alpha-CROWN
+      optimising the intermediate layers intersects several iterates).
       ``pre_hints``: with ``BoundOptions.certify``, how ``pre_bounds`` were computed where not by CROWN's default
       rows: ``{j: (sel (N, k), [per ReLU layer i < j the slopes (N, 2 k, n_i)])}``, ReLU layer ``j``'s neurons
       ``sel`` bounded from below (rows ``0..k-1``) and above (rows ``k..2k-1``) with those slopes; else None.

@@ -46,7 +46,9 @@ def certifiable(res: BoundResult, method: str, opts: EngineOptions) -> str | Non
     if method == "crown" and (opts.bounds.lower_slope != "adaptive" or opts.bounds.intermediate == "forward"):
         return f"CROWN with lower_slope {opts.bounds.lower_slope}, intermediate {opts.bounds.intermediate}"
     if not res.lb_pre_exact:
-        return "alpha-CROWN with optimised intermediate layers (without bounds.certify)"
+        return "alpha-CROWN's intermediate bounds intersected over iterates"
+    if method != "crown" and res.lb_alphas is None:
+        return f"{method}-CROWN without the slopes of its reported iterate"
     return None
 
 
@@ -238,14 +240,11 @@ def sparse_claims(arrays: dict) -> dict:
 
 def save(path, proofs: list[ProofLog], onnx_path, vnnlib_path, n_in: int, n_out: int, dtype: str,
          verifier: str, sparse: bool = True) -> int:
-    """Write the proofs of a property's boxes (one :class:`ProofLog` each, in the file's order) as one certificate
-    at ``path`` (atomically: a temporary file renamed); returns its size in bytes."""
-    branching = {p.branching for p in proofs}
-    if len(branching) != 1:
-        raise ValueError(f"boxes proven by different branchings: {sorted(branching)}")
+    """Write the proofs of a property's boxes (one :class:`ProofLog` each, in the file's order, all of one
+    branching) as one certificate at ``path`` (atomically: a temporary file renamed); returns its size in bytes."""
     manifest = dict(format=FORMAT, version=VERSION, onnx_sha256=sha256(onnx_path),
                     vnnlib_sha256=sha256(vnnlib_path), dtype=dtype, n_in=int(n_in), n_out=int(n_out),
-                    relu_sizes=proofs[0].sizes, branching=branching.pop(),
+                    relu_sizes=proofs[0].sizes, branching=proofs[0].branching,
                     polytope_rows=[p.poly_rows for p in proofs], verifier=verifier)
     arrays = merge([p.arrays(dtype) for p in proofs])
     if sparse:

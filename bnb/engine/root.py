@@ -70,7 +70,8 @@ def run_bab(net, lower, upper, polys, opts: EngineOptions, deadline, validate, s
     Raises :class:`~bnb.timing.VerificationTimeout` at the deadline.
     """
     log = log or (lambda m: None)
-    if proof is not None:  # bounds the certificate can prove (alpha-CROWN's intermediate layers re-evaluated once)
+    if proof is not None and proof.active:  # bounds a certificate can prove (alpha-CROWN's intermediate bounds
+        # re-evaluated once with its last slopes; the slopes of each reported bound kept)
         opts = dataclasses.replace(opts, bounds=dataclasses.replace(opts.bounds, certify=True))
     margin = opts.loop.verify_margin
     if any(len(p.d) == 0 for p in polys):  # an unconstrained polytope: every input violates

@@ -132,6 +132,11 @@ def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | N
                                               if len(p.d)), default=0.0)
             log(f"float32 query: proofs cover float32 evaluation (output constraints widened by up to "
                 f"{stats['float32_slack_max']:.3g})")
+        request = None  # (where an unsat answer's proof goes, the network's file), when one is asked for
+        if certificate and isinstance(vnnlib_path, Property):
+            stats["certificate"] = "unsupported (a VNN-LIB 2.0 query)"
+        elif certificate:
+            request = (certificate, onnx_path)
         refuted, restricted = None, (prop, None, None)
         if cfg.attack.enabled and screen.worthwhile(net, cfg):
             t0 = time.monotonic()
@@ -140,9 +145,10 @@ def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | N
             stats["screen_refuted"] = sum(refuted)
             log(f"root CROWN bound before the attack: {sum(refuted)} of {len(refuted)} (box, polytope) pair(s) "
                 "refuted")
-            if refuted and all(refuted) and not certificate:
+            # (with a certificate, branch and bound's root refutes them again, on the record)
+            if refuted and all(refuted) and request is None:
                 return finish(Verdict.UNSAT, message="every output polytope is unreachable (root CROWN bound)")
-            if not certificate:  # (with a certificate, branch and bound's root refutes them again, on the record)
+            if request is None:
                 restricted = screen.remaining(prop, refuted)
         if cfg.attack.enabled and not cfg.general.proof_only:
             t0 = time.monotonic()
@@ -157,12 +163,6 @@ def verify(onnx_path, vnnlib_path, cfg: Config | None = None, timeout: float | N
         t0 = time.monotonic()
         left, box_map, poly_map = restricted
         try:
-            request = None
-            if certificate:
-                request = (certificate, onnx_path)
-                if isinstance(vnnlib_path, Property):
-                    stats["certificate"] = "unsupported (a VNN-LIB 2.0 query)"
-                    request = None
             verdict, ce, message = prove(model, net, left, cfg, deadline, stats, log, request)
         finally:
             stats["time_prove"] = time.monotonic() - t0
