@@ -118,7 +118,7 @@ def accepted(cert, onnx, vnnlib, **kw):
 
 
 @pytest.mark.parametrize("net_name, prop", [("1_1", "prop_1"), ("2_2", "prop_1"), ("4_1", "prop_4"),
-                                           ("1_1", "prop_6")])
+                                           pytest.param("1_1", "prop_6", marks=pytest.mark.slow)])  # two boxes, ~10 s
 def test_acas_certificates_hold_and_are_accepted(tmp_path, net_name, prop):
     onnx, vnnlib = acas(net_name, prop)
     cert = tmp_path / "c.npz"

@@ -227,6 +227,7 @@ def test_ordering_triangle_kneuron_p1_exact(seed):
     assert gain > 1e-4
 
 
+@pytest.mark.slow  # 7-17 s a case
 @pytest.mark.parametrize("seed", [10, 12])
 def test_kneuron_never_looser_than_triangle_deeper(seed):
     net = random_fc([3, 8, 8, 8, 2], seed=seed)

@@ -83,6 +83,7 @@ def test_bounds_every_method_tiny(tiny):
     assert np.all(yg.min(0) - mlo < 1e-3) and np.all(mhi - yg.max(0) < 1e-3)
 
 
+@pytest.mark.slow  # ~10 s
 def test_bounds_acas_lp_anderson():
     net, spec = acas("1_1", "prop_3")
     prop = parse_vnnlib(str(spec), 5, 5)

@@ -86,9 +86,10 @@ def test_constraints_hold_on_sampled_points(widths, seed, dtype, source):
         h = layer.forward(h)
 
 
-# NETS[0]'s two cases take ~35 s each: the slow tier (the same shape is checked with seed 1, Anderson cuts in "both")
-@pytest.mark.parametrize("widths,seed,cuts", [pytest.param(*NETS[0], "hull", marks=pytest.mark.slow)]
-                         + [(w, s, "hull") for w, s in NETS[1:]]
+# the 4-16-16-16-3 nets' cases take 30-45 s each: the slow tier (NETS[2] checks hull and Anderson cuts in "both")
+@pytest.mark.parametrize("widths,seed,cuts", [pytest.param(*NETS[0], "hull", marks=pytest.mark.slow),
+                                              pytest.param(*NETS[1], "hull", marks=pytest.mark.slow),
+                                              (*NETS[2], "hull")]
                          + [pytest.param(*NETS[0], "anderson", marks=pytest.mark.slow), (*NETS[2], "both")])
 def test_mn_crown_is_sound_and_not_worse_than_alpha(widths, seed, cuts):
     net, lo, hi, C, alpha = _root(widths, seed)
@@ -257,6 +258,7 @@ def test_children_leave_out_the_constraints_their_box_implies():
     assert live[0] is None and keep[0] is None
 
 
+@pytest.mark.slow  # ~15 s
 def test_bab_leaving_out_implied_constraints_keeps_the_milp_verdict(monkeypatch, widths=(4, 16, 16, 16, 1), seed=1):
     """Branch and bound deep enough that some children's boxes imply constraints (which they then leave out),
     in proof-only mode: proven ``max(2e-3 |opt|, 2e-3)`` below the exact minimum, and never proven

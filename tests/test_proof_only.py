@@ -100,6 +100,7 @@ def test_acas_sat_instance_is_not_sat_in_proof_only_mode():
     assert r.verdict.value == "sat"  # the label, reached once falsification is on
 
 
+@pytest.mark.slow  # ~10 s: a whole ACAS Xu proof in a process
 def test_cli_flag_sets_the_option(tmp_path):
     onnx, spec = acas("1_1", "prop_1")  # unsat
     out = subprocess.run([sys.executable, "-m", "bnb.cli", "verify", str(onnx), str(spec), "--proof-only",

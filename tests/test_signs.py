@@ -63,6 +63,7 @@ def test_near_stable_orders_by_closeness_and_keeps_only_unstable():
     assert signs.near_stable(l, u, 0.25, 2) == [4, 1]
 
 
+@pytest.mark.slow  # ~15 s
 def test_refined_bounds_fix_neurons_that_the_exact_milp_confirms():
     """Neurons are fixed (the test has teeth); every refined bound holds at 20,000 sampled points; each fixed
     neuron's exact MILP range lies on its side of 0; nothing else changes."""
@@ -109,6 +110,7 @@ def test_a_wrong_hint_never_fixes_a_neuron(monkeypatch):
     assert stats["sign_hinted"] >= 5 and fixed == 0 and new is pre
 
 
+@pytest.mark.slow  # ~10 s
 def test_a_sign_that_samples_contradict_is_never_proven():
     """``prove_sign`` on neurons that sampled points show on both sides of 0, for both signs: never True."""
     net, lo, hi, pre, opts = _setup(*NET)

@@ -61,6 +61,7 @@ def test_study_rejects_unknown_heuristics(instances, tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "bsbsr" in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow  # ~15 s: several study processes
 def test_study_resume_after_a_kill_loses_and_repeats_nothing(instances):
     """Kill a running ``bnb study`` (the whole process group, SIGKILL) once rows have arrived, resume it:
     every (instance, heuristic) once, with its true verdict, and the rows from before the kill kept."""
