@@ -278,3 +278,50 @@ def _violation(kind, w, b, L, U, beta, alpha, side):
     viol = tr.max_violation(kind, T(k), T(B), T(S[:-1]), T(S[1:]), side).numpy()
     out = float(np.max(viol))
     return out if np.isfinite(out) else np.inf
+
+
+# ------------------------------------------------------------------ the one-dimensional hull, many neurons at once
+def hull1d_lines(kind: str, l, u, z, side: str):
+    """``(k, b)`` float64 ``(n,)``: per neuron the line ``y <= k z + b`` ("upper") / ``>=`` ("lower") supporting
+    the one-dimensional concave / convex envelope of ``f`` on ``[l_j, u_j]`` at ``z_j`` (clipped into it),
+    repaired by :func:`relaxations.transcendental.repair` (valid in real arithmetic; ``b`` is NaN where the
+    repair is not finite). Upper, S-shaped: the secant from ``l`` to the tie point ``d`` (the chord where
+    ``d >= u``) left of ``d``, the tangent at ``z`` right of it; softplus: the chord. Lower: the mirror
+    ``f(z) = K - f(-z)`` of the upper case on ``[-u, -l]``; softplus: the tangent at ``z``. A neuron narrower
+    than 1e-9 relative gets the constant line ``f(u)`` (upper) / ``f(l)`` (lower), repaired the same way."""
+    _check_kind(kind)
+    if side not in ("upper", "lower"):
+        raise ValueError(f"side must be 'upper' or 'lower', not {side!r}")
+    T = lambda v: torch.as_tensor(np.asarray(v, dtype=np.float64).reshape(-1))  # noqa: E731
+    L, Uu = T(l), T(u)
+    Z = torch.minimum(torch.maximum(T(z), L), Uu)
+    if side == "lower" and kind in tr.S_SHAPED:
+        k, b = _upper_line(kind, -Uu, -L, -Z)
+        b = REFLECT[kind] - b
+    elif side == "lower":  # softplus: its tangent
+        k = tr.deriv(kind, Z)
+        b = tr.value(kind, Z) - k * Z
+    else:
+        k, b = _upper_line(kind, L, Uu, Z)
+    narrow = (Uu - L) <= 1e-9 * (1 + L.abs() + Uu.abs())
+    k = torch.where(narrow | ~torch.isfinite(k), torch.zeros_like(k), k)
+    const = tr.value(kind, Uu if side == "upper" else L)
+    b = torch.where(narrow | ~torch.isfinite(b), const, b)
+    return k.numpy(), tr.repair(kind, k, b, L, Uu, side).numpy()
+
+
+def _upper_line(kind, L, U, Z):
+    """The (unrepaired) supporting line of the one-dimensional concave envelope, torch float64."""
+    fL = tr.value(kind, L)
+    if kind in tr.S_SHAPED:
+        d = torch.as_tensor(tie_levels(kind, L.numpy()))
+        d = torch.minimum(d, U)
+    else:
+        d = U
+    secant = Z < d
+    width = torch.where(d > L, d - L, torch.ones_like(L))
+    ks = (tr.value(kind, d) - fL) / width
+    kt = tr.deriv(kind, Z)
+    k = torch.where(secant, ks, kt)
+    b = torch.where(secant, fL - ks * L, tr.value(kind, Z) - kt * Z)
+    return k, b
