@@ -34,9 +34,8 @@ from relaxations import sshaped_hull as hull
 from relaxations import transcendental as tr
 from relaxations.lp.encoding import affine_blocks
 from relaxations.lp.sound import certified_min
+from relaxations.names import SMOOTH_LP_METHODS
 from relaxations.network import UnsupportedNetwork
-
-SMOOTH_LP_METHODS = ("hull1d", "hull")
 
 
 def smooth_kinds(net, method: str) -> list[str]:
