@@ -224,7 +224,10 @@ def _solve(prob, what, n_bin, time_limit, solver_opts):
     if time_limit is not None:
         opts["time_limit"] = float(time_limit)
     silence_highs_banner()
-    prob.solve(solver="HIGHS", **opts)
+    try:
+        prob.solve(solver="HIGHS", **opts)
+    except cp.error.SolverError as e:
+        raise MILPNotOptimal(f"sandwich MILP {what}: HiGHS failed ({n_bin} binaries): {e}") from None
     if prob.status != cp.OPTIMAL:
         raise MILPNotOptimal(f"sandwich MILP {what} ended {prob.status!r} ({n_bin} binaries)")
     return float(prob.value)
@@ -297,14 +300,17 @@ def sandwich_bounds(net, lower, upper, C=None, pieces: int = 8, **kw):
     return r.lb, r.ub
 
 
-def sandwich_epigraph(blocks, act: Act, lower, upper, C, d, pieces: int = 8, time_limit=None):
+def sandwich_epigraph(blocks, act: Act, lower, upper, C, d, pieces: int = 8, time_limit=None, max_binaries=None):
     """``(lower bound, argmin)`` of ``min_x max_i (C f(x) - d)_i`` over the box, for dense ``blocks`` ``[(W, b)]``
-    with the activation ``act`` after every block but the last (the fuzzing harness's networks)."""
+    with the activation ``act`` after every block but the last (the fuzzing harness's networks). ``max_binaries``:
+    raise :class:`relaxations.milp.MILPNotOptimal` without solving when the encoding needs more binaries."""
     blocks = _as_blocks(blocks)
     xl, xu = flat_np(lower), flat_np(upper)
     acts = [act] * (len(blocks) - 1)
     pre = pre_bounds_of(blocks, acts, xl, xu)
     x, out, cons, n_bin = _encode(blocks, acts, pre, xl, xu, pieces)
+    if max_binaries is not None and n_bin > max_binaries:
+        raise MILPNotOptimal(f"sandwich MILP: {n_bin} binaries, more than {max_binaries}")
     t = cp.Variable()
     C = np.atleast_2d(np.asarray(C, float))
     prob = cp.Problem(cp.Minimize(t), cons + [t >= C @ out - np.asarray(d, float)])

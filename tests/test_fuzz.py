@@ -306,7 +306,7 @@ def test_smooth_ground_truth_brackets_sampled_values():
         net.act = act
         lo, hi = -np.ones(net.n_in), np.ones(net.n_in)
         C, d = np.eye(net.n_out)[:1], np.zeros(1)
-        v_lo, v_hi, _ = F.smooth_ground_truth(net, [(lo, hi)], [[(C, d)]])
+        v_lo, v_hi, _, _ = F.smooth_ground_truth(net, [(lo, hi)], [[(C, d)]])
         x = lo + (hi - lo) * rng.random((5000, net.n_in))
         vals = (net.forward(x) @ C.T - d).max(axis=1)
         assert v_lo <= vals.min() and v_hi <= vals.min() + 1e-12 and v_lo <= v_hi
