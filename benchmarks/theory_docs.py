@@ -301,6 +301,56 @@ def relaxation_error(md):
     md.append("")
 
 
+def smooth(md):
+    md.append("## 7. Smooth activations: precision and relaxation error (issue 27, item 7)\n")
+    md.append("No MILP encodes sigmoid, tanh or softplus, so on these networks the exact range becomes a bracket "
+              "(`bnb/theory/exact.py::smooth_bracket`): the *lower* end of the minimum is the piecewise-linear "
+              "sandwich MILP (`relaxations/milp_sandwich.py`: 8 pieces per neuron, the interpolation error of each "
+              "piece bounded rigorously, valid up to HiGHS's tolerances: an oracle, not a certificate), the *upper* "
+              "end a value attained at a point of the box (the sandwich's argmin, 2,000 samples); the maximum the "
+              "same way round. A relaxation's gap is then bracketed too, `lo..hi`: `lo` is certain (the true range "
+              "is inside the sandwich's), `hi` is what the attained values show (a gap is at most that). *precise* "
+              "counts boxes where even `hi` is within 1e-6; the LP relaxations encode ReLU and are skipped with a "
+              "note (`bnb/theory/precision.py::SMOOTH_METHODS` is the hook for hull LPs of smooth activations).\n")
+    path = MODELS / "sigmoid_2x4x4x2.onnx"
+    save_onnx(random_blocks(2, 4, 2, n_out=2, seed=1), path, "Sigmoid")
+    line, r = bnb("precision", rel(path), "--box=-1:1", "--samples", 10)
+    md.append(f"```\n{line}\n```\n")
+    md.append("| relaxation | gap on the box | max gap | mean gap | precise on |\n|---|---:|---:|---:|---:|")
+    rng = lambda v: f"{v[0]:.4g}..{v[1]:.4g}"  # noqa: E731
+    for m, x in r["methods"].items():
+        md.append(f"| {LABELS.get(m, m)} | {rng(x['box_gap'])} | {rng(x['max_gap'])} | {rng(x['mean_gap'])} | "
+                  f"{100 * x['precise_fraction']:.0f}% of {r['boxes']} |")
+    b = r["bracket"]
+    md.append("\nOn the box: " + "; ".join(f"`Y_{j}` min in [{b['min_lo'][j]:.6g}, {b['min_hi'][j]:.6g}], max in "
+                                           f"[{b['max_lo'][j]:.6g}, {b['max_hi'][j]:.6g}]"
+                                           for j in range(len(b["min_lo"]))) + ".\n")
+    md.append("**Relaxation error.** For a smooth layer the relaxation replaces each neuron by its *chord* over its "
+              "IBP interval (the line through `(l, f(l))` and `(u, f(u))`, which for a ReLU is exactly section 6's "
+              "chord-or-phase); the lower end is attained (samples, then gradient ascent), the upper end bounds the "
+              "difference network `f - g` (one network with masked activations) by CROWN or, with `--bound milp`, "
+              "by the sandwich MILP. A random 2-6-6-1 tanh network:\n")
+    path = MODELS / "tanh_2x6x6x1.onnx"
+    save_onnx(random_blocks(2, 6, 2, seed=3), path, "Tanh")
+    line, r = bnb("relaxation-error", rel(path), "--radii", "0.1,0.5,1", "--bound", "milp")
+    md.append(f"```\n{line}\n```\n")
+    md.append("| radius | neurons around 0 | lower (attained) | upper (sandwich MILP) |\n|---:|---:|---:|---:|")
+    for x in r["rows"]:
+        md.append(f"| {x['radius']:g} | {x['unstable']} | {x['lower']:.4g} | {x['upper']:.4g} |")
+    md.append("\nRandom networks take `--activation relu|sigmoid|tanh|softplus`; against depth (2 inputs, width 8, "
+              "3 seeds, medians, CROWN's upper bound):\n")
+    line, r = bnb("relaxation-error", "--depths", "1,2,4", "--radii", "0.1,0.5", "--seeds", 3, "--activation", "tanh")
+    md.append(f"```\n{line}\n```\n")
+    md.append("| depth | radius | median lower | median upper |\n|---:|---:|---:|---:|")
+    rows = r["rows"]
+    for d in sorted({x["depth"] for x in rows}):
+        for rad in sorted({x["radius"] for x in rows}):
+            sel = [x for x in rows if x["depth"] == d and x["radius"] == rad]
+            md.append(f"| {d} | {rad:g} | {np.median([x['lower'] for x in sel]):.4g} | "
+                      f"{np.median([x['upper'] for x in sel]):.4g} |")
+    md.append("\n`bnb recover partition` and `bnb recover augment` stay ReLU-only (one-line refusal).\n")
+
+
 def main_():
     OUT.mkdir(parents=True, exist_ok=True)
     MODELS.mkdir(parents=True, exist_ok=True)
@@ -314,7 +364,7 @@ def main_():
           "single-neuron methods: with their rounding error bound); exact ranges come from the MILP with tight "
           "tolerances (`bnb/theory/exact.py`), an oracle, not a certificate. Negative boxes need `--box=LO:HI` "
           "with the equals sign.\n"]
-    for section in (constructions, precision, barrier, partitioning, augmentation, relaxation_error):
+    for section in (constructions, precision, barrier, partitioning, augmentation, relaxation_error, smooth):
         print(section.__name__, flush=True)
         section(md)
     md.append("## Not covered\n")

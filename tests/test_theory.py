@@ -243,8 +243,8 @@ def test_cli_theory_bad_input(tmp_path, args, msg):
 
 
 # ------------------------------------------------------------------ smooth activations (issue 27, item 7)
-def _smooth_onnx(tmp_path, op, n_out=2, seed=1):
-    blocks = random_blocks(2, 4, 2, n_out=n_out, seed=seed)
+def _smooth_onnx(tmp_path, op, n_out=1, seed=1):
+    blocks = random_blocks(2, 3, 2, n_out=n_out, seed=seed)
     return blocks, save_onnx(blocks, tmp_path / f"{op}.onnx", op)
 
 
@@ -287,7 +287,7 @@ def test_relaxation_error_on_a_tanh_network(tmp_path):
     CROWN's and the sandwich MILP's upper bounds."""
     from bnb.theory.relaxation_error import chord_relaxed, smooth_difference
     from relaxations.milp_sandwich import Act
-    blocks = random_blocks(2, 4, 2, n_out=1, seed=1)
+    blocks, path = _smooth_onnx(tmp_path, "Tanh")
     acts = [Act("tanh")] * 2
     c, rad = np.zeros(2), 0.5
     x = _points(c - rad, c + rad, 5000, seed=3)
@@ -312,7 +312,6 @@ def test_relaxation_error_on_a_tanh_network(tmp_path):
         assert np.abs(fx - gx).max() <= e["lower"] + 1e-12 and e["lower"] <= e["upper"], (bound, e)
     assert e["upper"] - e["lower"] < 0.2 * e["upper"]  # the sandwich's bracket is narrow
     assert error_bounds(blocks, c, rad, relax=[], acts=acts)["upper"] == 0.0
-    _, path = _smooth_onnx(tmp_path, "Tanh", n_out=1)
     r = CliRunner().invoke(main, ["relaxation-error", str(path), "--radii", "0.5", "--json"])
     assert r.exit_code == 0, r.output
     row = json.loads(r.output)["rows"][0]
