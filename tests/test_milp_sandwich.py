@@ -115,18 +115,20 @@ def _gap(net, lo, hi, K):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sigmoid", "tanh", "softplus"])
 def test_gap_shrinks_quadratically(kind):
-    """The bracket ``attained_min - S`` at ``2K`` pieces is at most half of that at ``K`` (``(w/K)^2``: a quarter
-    in theory), at K = 2, 4, 8; and every bracket contains the sampled minimum's upper side."""
+    """The bracket ``attained_min - S`` at K = 2, 4, 8, 16: never larger after doubling K, and at ``4K`` at most a
+    quarter of that at ``K`` (``(w/K)^2``: a sixteenth in theory; measured 6-44x, one doubling alone may gain only
+    2x because the argmin moves); every lower bound below the sampled minimum."""
     net = _net(kind, [3, 6, 2], 5)
     lo, hi = -np.ones(3), np.ones(3)
     y = _samples(net, lo, hi)
     gaps = []
-    for K in (2, 4, 8):
+    for K in (2, 4, 8, 16):
         g, r = _gap(net, lo, hi, K)
         assert np.all(r.lb <= y.min(0))
         gaps.append(g)
     assert gaps[0] > 1e-6, "the sandwich is already exact: no test of convergence"
-    assert gaps[1] <= gaps[0] / 2 and gaps[2] <= gaps[1] / 2, gaps
+    assert all(b <= a for a, b in zip(gaps, gaps[1:])), gaps
+    assert gaps[2] <= gaps[0] / 4 and gaps[3] <= gaps[1] / 4, gaps
 
 
 @pytest.mark.slow

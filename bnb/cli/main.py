@@ -352,10 +352,12 @@ box_option = click.option("--box", default=None, metavar="LO:HI,...",
 @box_option
 @click.option("--samples", type=click.IntRange(min=0), default=20, show_default=True,
               help="Random sub-boxes of the box to measure on, besides the box itself.")
-@click.option("--methods", default=None, help="Comma-separated subset of the relaxations (default: all).")
+@click.option("--methods", default=None,
+              help="Comma-separated subset of the relaxations (default: all that apply to the network).")
 @json_option
 def precision(network, box, samples, methods, as_json):
-    """Gap between each relaxation's output bounds and the exact range (MILP) on a box and its sub-boxes."""
+    """Gap between each relaxation's output bounds and the exact range (MILP) on a box and its sub-boxes; on
+    sigmoid / tanh / softplus / LeakyReLU networks, against a bracket of the range (sandwich MILP .. attained)."""
     from bnb.theory.commands import precision_cmd
     _theory(precision_cmd, as_json, network, box, samples, methods)
 
