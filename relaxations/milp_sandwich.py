@@ -40,6 +40,7 @@ harness's networks, ``benchmarks/fuzz.py``).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import cvxpy as cp
@@ -225,7 +226,9 @@ def _solve(prob, what, n_bin, time_limit, solver_opts):
         opts["time_limit"] = float(time_limit)
     silence_highs_banner()
     try:
-        prob.solve(solver="HIGHS", **opts)
+        with warnings.catch_warnings():  # an inaccurate solution raises below; cvxpy's warning would only repeat it
+            warnings.simplefilter("ignore", UserWarning)
+            prob.solve(solver="HIGHS", **opts)
     except cp.error.SolverError as e:
         raise MILPNotOptimal(f"sandwich MILP {what}: HiGHS failed ({n_bin} binaries): {e}") from None
     if prob.status != cp.OPTIMAL:
