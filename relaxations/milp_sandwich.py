@@ -28,9 +28,10 @@ Ingredients (what is rigorous, what is not):
   neuron); pieces use the incremental ("delta") formulation: ``z = p_0 + sum_k h_k d_k``, ``1 >= d_0``,
   ``d_k >= b_k >= d_{k+1}`` with binaries ``b_k`` (``b_k = 1``: ``z`` is past piece ``k``), so piece ``k`` is
   active when ``b_{k-1} - b_k = 1`` and the offsets enter as ``sum_k e_k (b_{k-1} - b_k)``;
-- the value is HiGHS's (``mip_rel_gap`` and ``mip_abs_gap`` ``1e-9``, feasibility tolerances around ``1e-7``, via
-  cvxpy as :mod:`relaxations.milp`); ``lb`` is lowered and ``ub`` raised by the gap tolerances, but the
-  feasibility tolerances remain: valid up to the MIP solver's tolerance. An oracle for tests, NOT a proof; a
+- the value is HiGHS's (``mip_rel_gap`` and ``mip_abs_gap`` ``1e-9``, primal and MIP feasibility tolerances
+  ``1e-9`` (:data:`FEASIBILITY`: the defaults once gave a wrong optimum), via cvxpy as :mod:`relaxations.milp`);
+  ``lb`` is lowered and ``ub`` raised by the gap tolerances, but the feasibility tolerances remain: valid up to
+  the MIP solver's tolerance. An oracle for tests, NOT a proof; a
   solve that does not end ``optimal`` raises :class:`relaxations.milp.MILPNotOptimal`.
 
 Two entry points: :func:`sandwich_solve` / :func:`sandwich_bounds` on a :class:`relaxations.network.Network`
@@ -56,6 +57,10 @@ from relaxations.milp import MILPNotOptimal, leaky_constraints
 
 KINDS = ("relu", "leaky_relu") + tr.KINDS
 GAP = 1e-9  # HiGHS's mip_rel_gap and mip_abs_gap here; the reported bounds are moved outward by them
+# HiGHS's default feasibility tolerances (1e-7 primal, 1e-6 MIP) once gave a wrong "optimal" 1.98255 for a
+# softplus epigraph whose minimum is 1.83666 (fuzz seed 4700 draw 22: pre-activations up to 79, biases up to 32;
+# right with these, and with presolve off)
+FEASIBILITY = {"mip_feasibility_tolerance": 1e-9, "primal_feasibility_tolerance": 1e-9}
 
 
 @dataclass
@@ -221,7 +226,7 @@ def evaluate(blocks, acts, x: np.ndarray) -> np.ndarray:
 
 
 def _solve(prob, what, n_bin, time_limit, solver_opts):
-    opts = {"warm_start": False, "mip_rel_gap": GAP, "mip_abs_gap": GAP, **(solver_opts or {})}
+    opts = {"warm_start": False, "mip_rel_gap": GAP, "mip_abs_gap": GAP, **FEASIBILITY, **(solver_opts or {})}
     if time_limit is not None:
         opts["time_limit"] = float(time_limit)
     silence_highs_banner()
