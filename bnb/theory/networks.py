@@ -30,11 +30,12 @@ def from_blocks(blocks) -> Network:
     return Network(layers, (layers[0].in_size,))
 
 
-def blocks_of(net: Network) -> list:
-    """``[(W, b)]`` dense float64 numpy blocks of any network (see the module docstring; the blocks between its
-    activation layers, whatever they are: a non-ReLU network's activations are read separately)."""
+def blocks_of(net: Network, any_activation: bool = False) -> list:
+    """``[(W, b)]`` dense float64 numpy blocks of any ReLU network (see the module docstring); ``any_activation``:
+    of any network, the blocks between its activation layers whatever they are (a non-ReLU network's activations
+    are read separately: :func:`bnb.theory.relaxation_error.network_acts`)."""
     from relaxations.lp.encoding import affine_blocks
-    return [(blk.W.toarray(), blk.b.copy()) for blk in affine_blocks(net, any_activation=True)]
+    return [(blk.W.toarray(), blk.b.copy()) for blk in affine_blocks(net, any_activation)]
 
 
 def evaluate(blocks, x: np.ndarray) -> np.ndarray:

@@ -246,7 +246,8 @@ def radius_sweep(blocks, center, radii, relax=None, bound="crown", acts=None) ->
 
 
 def network_blocks(net) -> list:
-    return blocks_of(net.to(dtype=torch.float64))
+    """The affine blocks of any network (its activations: :func:`network_acts`)."""
+    return blocks_of(net.to(dtype=torch.float64), any_activation=True)
 
 
 def network_acts(net):
