@@ -108,7 +108,14 @@ truth is :func:`smooth_ground_truth`: ``hi`` is ``g`` at the best point that 2,0
 descent find (a real point of the box, evaluated in float64: the ``sat`` label is exact, delta above a value the
 network attains), ``lo`` a certified interval branch and bound over the inputs (float64 interval products widened
 by 1e-9 relative, the monotone activation at the ends widened by 1e-12; 300 bisections of the worst sub-box), so
-the ``unsat`` label holds but may lie far below the true minimum (easier than the MILP's). Only chains (a DAG's
+the ``unsat`` label holds but may lie far below the true minimum (easier than the MILP's). Both are sharpened by
+the piecewise-linear sandwich MILP (:func:`_sandwich_min`: :data:`SANDWICH_PIECES` pieces per neuron, exact for
+LeakyReLU; skipped past :data:`SANDWICH_LIMIT` seconds or :data:`SANDWICH_MAX_BINARIES` binaries): ``lo`` is the
+larger of the two lower bounds (the sandwich's valid up to HiGHS's tolerances, as the ReLU MILP's: so a ``hair``
+unsat pair runs proof-only, as there)
+and ``hi`` the smaller of the search's value and ``g`` at the sandwich's argmin (a real point). Each label records
+its oracle (``Instance.oracle``: ``interval`` / ``sandwich`` for ``unsat``, ``search`` / ``sandwich`` for ``sat``;
+``milp`` for ReLU), counted in the summary's family table. Only chains (a DAG's
 ground truth rests on the ReLU pair identity), never the ``v2f32`` route (bnb refuses float32 queries on these
 activations), and configurations that refuse them by name (``mn-crown``, ReLU / partition branching) are
 replaced by the nearest that applies (:data:`NON_RELU_SUBSTITUTE`). ``tests/test_fuzz.py`` runs a mixed draw.
@@ -199,6 +206,10 @@ ACTIVATIONS = ("relu", "sigmoid", "tanh", "softplus", "leaky_relu")
 ONNX_ACT = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softplus": "Softplus", "leaky_relu": "LeakyRelu"}
 LEAKY_ALPHA = 0.25  # a float32 number: the ONNX attribute and the ground truth hold the same slope
 GT_SPLITS = 300     # interval branch and bound of the smooth ground truth: sub-boxes bounded per (box, polytope)
+SANDWICH_PIECES = 4  # pieces per smooth neuron of the smooth ground truth's sandwich MILP
+SANDWICH_LIMIT = 5.0  # seconds per sandwich MILP; past it the interval bound and the search stand alone
+SANDWICH_MAX_BINARIES = 100  # larger sandwich MILPs are not tried (they rarely finish within the limit)
+ORACLES = ("milp", "interval", "sandwich", "search")  # where a label's value comes from (Instance.oracle)
 PROOF_ONLY_P = 0.65  # share of sampled configurations in proof-only mode (general.proof_only: no falsification)
 SHORT_TIMEOUT = 0.5  # default time limit of a pair whose only correct answers are unknown/timeout (see run_index)
 MAX_SKIPPED = 0.1    # a run with more skipped draws than this share says so (the tests fail on it)
@@ -827,6 +838,7 @@ class Instance:
     value: float         # min_x g(x) after the shift (sat: -delta, unsat: >= +delta)
     milp_time: float = 0.0
     route: str = "v1"    # "v1": a VNN-LIB 1.0 file (real semantics); "v2f32": a float32-typed VNN-LIB 2.0 query
+    oracle: str = "milp"  # the ground truth the label's value comes from (ORACLES)
 
     @property
     def kind(self) -> str:
@@ -947,27 +959,53 @@ def _search_min(net: Net, lo, hi, C, d, seed=0):
     return float(g[k]), pts[k]
 
 
+def _sandwich_min(net: Net, lo, hi, C, d, scale):
+    """``(lower bound, g at the MILP's argmin)`` of ``min_x max_i (C f(x) - d)_i`` by the piecewise-linear sandwich
+    MILP (:func:`relaxations.milp_sandwich.sandwich_epigraph`, :data:`SANDWICH_PIECES` pieces per neuron, exact for
+    LeakyReLU), or None when HiGHS does not finish within :data:`SANDWICH_LIMIT` seconds (or fails) or the MILP
+    would need more than :data:`SANDWICH_MAX_BINARIES` binaries. The lower
+    bound is lowered by ``MILP_ACCEPT * scale`` for HiGHS's feasibility tolerances (``1e-7`` on rows of size up to
+    ``scale``: where the minimum sits at a corner the sandwich is exact there, and HiGHS's value came out up to
+    ``4e-9`` above an attained value on 3 of 6 sigmoid draws without it)."""
+    from relaxations.milp import MILPNotOptimal
+    from relaxations.milp_sandwich import Act, sandwich_epigraph
+    act = Act(net.act, LEAKY_ALPHA if net.act == "leaky_relu" else 0.0)
+    try:
+        low, x = sandwich_epigraph(net.blocks, act, lo, hi, C, d, SANDWICH_PIECES, SANDWICH_LIMIT,
+                                   SANDWICH_MAX_BINARIES)
+    except MILPNotOptimal:
+        return None
+    return low - MILP_ACCEPT * scale, margin(net, x, C, d)
+
+
 def smooth_ground_truth(net: Net, boxes, polys):
-    """``(lo, hi, S)`` for a non-ReLU network (a MILP cannot encode its activation): ``hi`` = ``g`` at the best
-    point found by sampling and gradient descent (a real point of a box, evaluated in float64: the ``sat`` label
-    is exact, as with the MILP's argmin), ``lo`` = a certified interval branch-and-bound lower bound (the ``unsat``
-    label holds; it may lie far below the minimum: such unsat pairs are easier than the MILP's)."""
+    """``(lo, hi, S, sources)`` for a non-ReLU network (a MILP cannot encode its activation exactly): ``hi`` = ``g``
+    at the best point found by sampling and gradient descent or at the sandwich MILP's argmin (a real point of a
+    box, evaluated in float64: the ``sat`` label is exact, as with the MILP's argmin), ``lo`` = the larger of a
+    certified interval branch-and-bound lower bound and the sandwich MILP's lower bound (:func:`_sandwich_min`;
+    valid up to HiGHS's tolerances, as the ReLU MILP's), so the ``unsat`` label holds; ``sources``: which oracle
+    gave each (``lo``: ``interval`` / ``sandwich``; ``hi``: ``search`` / ``sandwich``)."""
     lows, highs = [], []
+    M = magnitude(net, boxes)
     for (lo, hi), ps in zip(boxes, polys):
         for C, d in ps:
             if np.all(lo == hi):
                 v = margin(net, lo, C, d)
-                lows.append(v - 1e-9 * (1 + abs(v)))
-                highs.append(v)
+                lows.append((v - 1e-9 * (1 + abs(v)), "interval"))
+                highs.append((v, "search"))
                 continue
-            lows.append(_interval_min(net, lo, hi, C, d))
-            highs.append(_search_min(net, lo, hi, C, d)[0])
-    M = magnitude(net, boxes)
-    v_lo, v_hi = min(lows), min(highs)
+            low, high = (_interval_min(net, lo, hi, C, d), "interval"), (_search_min(net, lo, hi, C, d)[0], "search")
+            sw = _sandwich_min(net, lo, hi, C, d, 1.0 + float(np.max(np.abs(C) @ M + np.abs(d))))
+            if sw is not None:
+                low = max(low, (sw[0], "sandwich"))
+                high = min(high, (sw[1], "sandwich"))
+            lows.append(low)
+            highs.append(high)
+    (v_lo, src_lo), (v_hi, src_hi) = min(lows), min(highs)
     if v_lo > v_hi:
-        raise MILPFailed(f"interval lower bound {v_lo!r} above a sampled value {v_hi!r}: a harness bug")
+        raise MILPFailed(f"{src_lo} lower bound {v_lo!r} above a sampled value {v_hi!r}: a harness bug")
     S = 1.0 + abs(v_hi) + max(float(np.max(np.abs(C) @ M + np.abs(d))) for ps in polys for C, d in ps)
-    return v_lo, v_hi, S
+    return v_lo, v_hi, S, {"lo": src_lo, "hi": src_hi}
 
 
 def float32_bounds(boxes) -> bool:
@@ -998,7 +1036,10 @@ def make_instances(seed: int, index: int, kinds=None, v2_float32=0.0):
     delta_kind = kinds.get("delta") or str(rng.choice(list(DELTA), p=DELTA_P))
     t0 = time.monotonic()
     try:
-        v_lo, v_hi, S = (ground_truth if act == "relu" else smooth_ground_truth)(net, boxes, polys0)
+        if act == "relu":
+            (v_lo, v_hi, S), sources = ground_truth(net, boxes, polys0), {"lo": "milp", "hi": "milp"}
+        else:
+            v_lo, v_hi, S, sources = smooth_ground_truth(net, boxes, polys0)
     except MILPFailed as e:
         return [], str(e)
     elapsed = time.monotonic() - t0
@@ -1011,7 +1052,8 @@ def make_instances(seed: int, index: int, kinds=None, v2_float32=0.0):
     for label, shift in (("sat", v_hi + delta), ("unsat", v_lo - delta)):
         polys = [[(C, d + shift) for C, d in ps] for ps in polys0]
         out.append(Instance(seed, index, net, boxes, polys, label, delta_kind, box[2], spec_kind,
-                            -delta if label == "sat" else v_lo - shift, elapsed / 2, "v2f32" if v2 else "v1"))
+                            -delta if label == "sat" else v_lo - shift, elapsed / 2, "v2f32" if v2 else "v1",
+                            sources["hi" if label == "sat" else "lo"]))
     return out, None
 
 
@@ -1274,6 +1316,7 @@ def run_index(seed, index, n_configs=3, timeout=5.0, forced=None, keep=None, kin
                                  cert=cert.split(":")[0],
                                  status=status, time=round(secs, 3), milp_time=round(inst.milp_time, 3),
                                  n_in=inst.net.n_in, overrides=" ".join(ov), message=msg, route=inst.route,
+                                 oracle=inst.oracle,
                                  witness=witness, proof_only=int(po), limit=limit,
                                  decidable=int(inst.decidable(po)),
                                  decided=int(inst.decidable(po) and verdict == inst.label and status == "ok")))
@@ -1323,7 +1366,8 @@ def fuzz(draws, seed=0, n_configs=3, timeout=5.0, jobs=1, keep=None, out=None, i
     writer = f = None
     if out:
         f = open(out, "w", newline="")
-        fields = ["seed", "index", "kind", "route", "label", "verdict", "status", "cert", "witness", "proof_only",
+        fields = ["seed", "index", "kind", "route", "oracle", "label", "verdict", "status", "cert", "witness",
+                  "proof_only",
                   "decidable", "decided", "limit", "time", "milp_time", "n_in", "overrides", "message", "kept"]
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
@@ -1386,7 +1430,7 @@ def family_table(rows) -> list[str]:
         net, _, act = net.partition("-")
         mode = "proof-only" if r.get("proof_only") else "falsifying"
         for key in (("net", net), ("act", act or "relu"), ("box", box), ("delta", delta),
-                    ("route", r.get("route", "v1")), ("mode", mode)):
+                    ("route", r.get("route", "v1")), ("mode", mode), ("oracle", r.get("oracle", "milp"))):
             c = count.setdefault(key, Counter())
             c["pairs"] += 1
             c[r["verdict"]] += 1
@@ -1396,7 +1440,8 @@ def family_table(rows) -> list[str]:
             c["decided"] += r.get("decided", 0)
     order = ([("net", k) for k in NET_KINDS] + [("act", k) for k in ACTIVATIONS] + [("box", k) for k in BOX_KINDS]
              + [("delta", k) for k in DELTA]
-             + [("route", k) for k in ROUTES] + [("mode", k) for k in ("proof-only", "falsifying")])
+             + [("route", k) for k in ROUTES] + [("mode", k) for k in ("proof-only", "falsifying")]
+             + [("oracle", k) for k in ORACLES])
     out = [f"{'family':>16} " + " ".join(f"{c:>7}" for c in cols) + f" {'decided':>14}"]
     for key in order:
         if key in count:

@@ -67,20 +67,33 @@ def _block_interval(W, b, lo, hi, k_in):
     return new_lo, new_hi, k
 
 
-def exact_pre_bounds(blocks, lower, upper) -> list[tuple[np.ndarray, np.ndarray]]:
+def exact_pre_bounds(blocks, lower, upper, activations=None) -> list[tuple[np.ndarray, np.ndarray]]:
     """``[(l_i, u_i)]`` float64 ``(n_i,)`` per ReLU layer: the exact interval bounds of the pre-activations of
     ReLU layer ``i`` over the box ``[lower, upper]``, rounded outward. ``blocks``: the list of
-    :func:`relaxations.lp.encoding.affine_blocks` (the last block, to the output, is not bounded)."""
+    :func:`relaxations.lp.encoding.affine_blocks` (the last block, to the output, is not bounded).
+
+    ``activations``: None (every activation a ReLU, exact), or one entry per activation layer: None for a ReLU,
+    else a function ``(l, u) -> (lo, hi)`` of float64 arrays returning rigorous bounds of that monotone
+    activation's outputs over ``[l, u]`` (rounded outward by the function; e.g. the enclosures of
+    :mod:`relaxations.transcendental`): the next block then starts from those floats, exactly."""
     lo, k_lo = _dyadic(lower)
     hi, k_hi = _dyadic(upper)
     k = max(k_lo, k_hi)
     lo = lo * (1 << (k - k_lo))
     hi = hi * (1 << (k - k_hi))
     out = []
-    for blk in blocks[:-1]:
+    for i, blk in enumerate(blocks[:-1]):
         lo, hi, k = _block_interval(blk.W, blk.b, lo, hi, k)
         out.append((np.array([_floor_float(int(v), k) for v in lo]),
                     np.array([_ceil_float(int(v), k) for v in hi])))
-        lo = np.array([max(int(v), 0) for v in lo], dtype=object)
-        hi = np.array([max(int(v), 0) for v in hi], dtype=object)
+        act = None if activations is None else activations[i]
+        if act is None:
+            lo = np.array([max(int(v), 0) for v in lo], dtype=object)
+            hi = np.array([max(int(v), 0) for v in hi], dtype=object)
+            continue
+        a_lo, a_hi = act(*out[-1])
+        (lo, k_lo), (hi, k_hi) = _dyadic(a_lo), _dyadic(a_hi)
+        k = max(k_lo, k_hi)
+        lo = lo * (1 << (k - k_lo))
+        hi = hi * (1 << (k - k_hi))
     return out

@@ -16,7 +16,8 @@ For tests and as ground truth only. Exactness limits (read before trusting a val
 
 The encoding of a ReLU ``y = relu(z)`` with ``l <= z <= u``: stable or split neurons exactly
 (``y = 0, z <= 0`` or ``y = z, z >= 0``); unstable ones with a binary ``d``:
-``y >= 0, y >= z, y <= z - l (1 - d), y <= u d``.
+``y >= 0, y >= z, y <= z - l (1 - d), y <= u d`` (:func:`leaky_constraints` with slope 0; the LeakyReLU of the
+piecewise-linear sandwich MILP, :mod:`relaxations.milp_sandwich`, is the same with its slope).
 """
 from __future__ import annotations
 
@@ -46,6 +47,17 @@ class MILPResult:
     solve_times: list = field(default_factory=list)
 
 
+def leaky_constraints(z, y, idx, l, u, a: float) -> list:
+    """The exact big-M encoding of ``y = max(z, a z)`` (``a`` in ``[0, 1]``; ReLU: ``a = 0``) on the neurons
+    ``idx`` (all with ``l < 0 < u``), one binary ``d`` each (``d = 1``: ``z >= 0``): ``y >= z``, ``y >= a z``,
+    ``y <= z - (1 - a) l (1 - d)``, ``y <= a z + (1 - a) u d``. cvxpy constraints."""
+    d = cp.Variable(idx.size, boolean=True)
+    zi, yi, li, ui = z[idx], y[idx], l[idx], u[idx]
+    return [yi >= zi, yi >= a * zi,
+            yi <= zi - cp.multiply((1 - a) * li, 1 - d),
+            yi <= a * zi + cp.multiply((1 - a) * ui, d)]
+
+
 def _build(net, dom, blocks):
     x = cp.Variable(net.in_size)
     cons = [x >= dom.x_lower, x <= dom.x_upper]
@@ -67,11 +79,8 @@ def _build(net, dom, blocks):
             cons += [y[idx] == z[idx], z[idx] >= 0]
         if uns.any():
             idx = np.flatnonzero(uns)
-            d = cp.Variable(idx.size, boolean=True)
+            cons += leaky_constraints(z, y, idx, l, u, 0.0)
             n_bin += idx.size
-            cons += [y[idx] >= 0, y[idx] >= z[idx],
-                     y[idx] <= z[idx] - cp.multiply(l[idx], 1 - d),
-                     y[idx] <= cp.multiply(u[idx], d)]
         prev = y
     out = blocks[-1].W @ prev + blocks[-1].b
     return x, out, cons, n_bin

@@ -16,7 +16,7 @@ from bnb.theory.augment import augment, equivalence
 from bnb.theory.exact import exact_bounds as milp_bounds
 from bnb.theory.networks import difference, evaluate, from_blocks, parallel, save_onnx
 from bnb.theory.partition import partition
-from bnb.theory.precision import method_bounds, precision, sub_boxes
+from bnb.theory.precision import method_bounds, precision, sub_boxes, table
 from bnb.theory.regions import Regions
 from bnb.theory.relaxation_error import error_bounds, random_blocks, relaxed
 
@@ -240,3 +240,89 @@ def test_cli_theory_bad_input(tmp_path, args, msg):
     net = save_onnx(K.barrier(1.0), tmp_path / "b.onnx")
     r = CliRunner().invoke(main, [a.format(net=net) for a in args])
     assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output
+
+
+# ------------------------------------------------------------------ smooth activations (issue 27, item 7)
+def _smooth_onnx(tmp_path, op, n_out=1, seed=1):
+    blocks = random_blocks(2, 3, 2, n_out=n_out, seed=seed)
+    return blocks, save_onnx(blocks, tmp_path / f"{op}.onnx", op)
+
+
+def _smooth_eval(blocks, f, x):
+    h = x
+    for k, (W, b) in enumerate(blocks):
+        h = h @ W.T + b
+        if k < len(blocks) - 1:
+            h = f(h)
+    return h
+
+
+def test_precision_on_a_sigmoid_network(tmp_path):
+    """``bnb precision`` on a sigmoid ONNX: the ranges' brackets contain every independently sampled output (a
+    sandwich lower bound above a sampled value, or an attained value that is not, fails), CROWN and IBP bound the
+    sampled values, each gap's bracket is ordered and the LP method is skipped with its note."""
+    blocks, path = _smooth_onnx(tmp_path, "Sigmoid")
+    r = CliRunner().invoke(main, ["precision", str(path), "--box=-1:1", "--samples", "0", "--methods",
+                                  "ibp,crown,lp", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    y = _smooth_eval(blocks, lambda h: 1 / (1 + np.exp(-h)), _points(-np.ones(2), np.ones(2), 20000, seed=7))
+    b = {k: np.array(v) for k, v in out["bracket"].items()}
+    assert np.all(b["min_lo"] <= y.min(0)) and np.all(y.max(0) <= b["max_hi"])
+    assert np.all(b["min_lo"] <= b["min_hi"]) and np.all(b["max_lo"] <= b["max_hi"])
+    assert np.all(b["min_hi"] - b["min_lo"] < 1e-2 * (b["max_hi"] - b["min_lo"]))  # a narrow bracket
+    assert out["skipped"] == ["lp"] and set(out["methods"]) == {"ibp", "crown"}
+    for m, res in out["methods"].items():
+        lo_gap, hi_gap = res["box_gap"]
+        assert -TOL <= lo_gap <= hi_gap and not res["unsound"], m
+        lb, ub = method_bounds(load_onnx(path).network.to(dtype=torch.float64), -np.ones(2), np.ones(2), m)
+        assert np.all(lb <= y.min(0)) and np.all(ub >= y.max(0))
+    text = table(out)
+    assert "skipped (ReLU-only): lp" in text and "sandwich MILP" in text
+
+
+def test_relaxation_error_on_a_tanh_network(tmp_path):
+    """The chord relaxation of a tanh network: the difference network is ``f - g`` (against this test's own numpy
+    ``f`` and ``g``, chords over IBP intervals), the bracket holds every sampled ``|f - g|`` and is ordered, with
+    CROWN's and the sandwich MILP's upper bounds."""
+    from bnb.theory.relaxation_error import chord_relaxed, smooth_difference
+    from relaxations.milp_sandwich import Act
+    blocks, path = _smooth_onnx(tmp_path, "Tanh")
+    acts = [Act("tanh")] * 2
+    c, rad = np.zeros(2), 0.5
+    x = _points(c - rad, c + rad, 5000, seed=3)
+    # independent g: IBP intervals, the chord of tanh on each, every layer relaxed
+    lo, hi, h = c - rad, c + rad, x
+    for k, (W, b) in enumerate(blocks):
+        mid, r = W @ ((lo + hi) / 2) + b, np.abs(W) @ ((hi - lo) / 2)
+        h = h @ W.T + b
+        if k < len(blocks) - 1:
+            l, u = mid - r, mid + r
+            s = (np.tanh(u) - np.tanh(l)) / (u - l)
+            h = np.tanh(l) + s * (h - l)
+            lo, hi = np.tanh(l), np.tanh(u)
+    gx = h
+    fx = _smooth_eval(blocks, np.tanh, x)
+    diff = smooth_difference(blocks, acts, *chord_relaxed(blocks, acts, c - rad, c + rad))
+    with torch.no_grad():
+        d = diff(torch.tensor(x)).numpy()
+    assert np.abs(d - (fx - gx)).max() < 1e-12
+    for bound in ("crown", "milp"):
+        e = error_bounds(blocks, c, rad, bound=bound, acts=acts)
+        assert np.abs(fx - gx).max() <= e["lower"] + 1e-12 and e["lower"] <= e["upper"], (bound, e)
+    assert e["upper"] - e["lower"] < 0.2 * e["upper"]  # the sandwich's bracket is narrow
+    assert error_bounds(blocks, c, rad, relax=[], acts=acts)["upper"] == 0.0
+    r = CliRunner().invoke(main, ["relaxation-error", str(path), "--radii", "0.5", "--json"])
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.output)["rows"][0]
+    assert np.abs(fx - gx).max() <= row["lower"] + 1e-6 and row["lower"] <= row["upper"]
+
+
+@pytest.mark.parametrize("args", [["recover", "partition", "{net}", "{net}"],
+                                  ["recover", "augment", "{net}", "--out", "{out}", "--box=-1:1"]])
+def test_recover_refuses_smooth_networks(tmp_path, args):
+    _, path = _smooth_onnx(tmp_path, "Sigmoid")
+    r = CliRunner().invoke(main, [a.format(net=path, out=tmp_path / "o.onnx") for a in args])
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and "ReLU networks only" in lines[0] and "sigmoid" in lines[0]
+    assert "Traceback" not in r.output

@@ -352,10 +352,12 @@ box_option = click.option("--box", default=None, metavar="LO:HI,...",
 @box_option
 @click.option("--samples", type=click.IntRange(min=0), default=20, show_default=True,
               help="Random sub-boxes of the box to measure on, besides the box itself.")
-@click.option("--methods", default=None, help="Comma-separated subset of the relaxations (default: all).")
+@click.option("--methods", default=None,
+              help="Comma-separated subset of the relaxations (default: all that apply to the network).")
 @json_option
 def precision(network, box, samples, methods, as_json):
-    """Gap between each relaxation's output bounds and the exact range (MILP) on a box and its sub-boxes."""
+    """Gap between each relaxation's output bounds and the exact range (MILP) on a box and its sub-boxes; on
+    sigmoid / tanh / softplus / LeakyReLU networks, against a bracket of the range (sandwich MILP .. attained)."""
     from bnb.theory.commands import precision_cmd
     _theory(precision_cmd, as_json, network, box, samples, methods)
 
@@ -413,18 +415,22 @@ def recover_augment(network, out, box, as_json):
 @click.option("--width", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--inputs", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--relax", default=None, help="Relax only these ReLU layers (comma-separated, from 0).")
+@click.option("--relax", default=None, help="Relax only these activation layers (comma-separated, from 0).")
 @click.option("--lattice", "lattice_flag", is_flag=True,
               help="With NETWORK: every subset of layers relaxed, at the first radius.")
-@click.option("--bound", default="crown", show_default=True, help="Upper bound of the error: crown, alpha or milp.")
+@click.option("--bound", default="crown", show_default=True,
+              help="Upper bound of the error: crown, alpha or milp (the sandwich MILP on smooth activations).")
+@click.option("--activation", type=click.Choice(["relu", "sigmoid", "tanh", "softplus"]), default="relu",
+              show_default=True, help="Activation of the random networks (NETWORK brings its own).")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write a PNG plot.")
 @json_option
-def relaxation_error(network, center, radii, depths, width, inputs, seeds, relax, lattice_flag, bound, plot, as_json):
+def relaxation_error(network, center, radii, depths, width, inputs, seeds, relax, lattice_flag, bound, activation,
+                     plot, as_json):
     """Distance between a network and its linear relaxation over input balls, against depth and radius
     (random networks, or NETWORK)."""
     from bnb.theory.commands import relaxation_error_cmd
     _theory(relaxation_error_cmd, as_json, network, center, radii, depths, width, inputs, seeds, relax,
-            lattice_flag, bound, plot)
+            lattice_flag, bound, plot, activation)
 
 
 if __name__ == "__main__":  # pragma: no cover

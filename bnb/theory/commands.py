@@ -8,12 +8,18 @@ import numpy as np
 from bnb.errors import BnbError
 
 
-def _load(path):
+def _load(path, what=None):
+    """The model; ``what`` (a command name) when the command needs a ReLU network (the others take sigmoid, tanh,
+    softplus and LeakyReLU networks too: their ranges come from the sandwich MILP and sampling)."""
     from bnb.errors import ModelError
     from bnb.io.onnx_loader import load_onnx
+    from relaxations.network import UnsupportedNetwork
     model = load_onnx(path)
-    if not model.network.relu_only:  # (the theory constructions encode ReLU exactly: issue 27, item 7)
-        raise ModelError("the theory commands support ReLU networks only", path)
+    try:
+        if what is not None:  # (the recover constructions encode ReLU exactly: issue 27, item 7)
+            model.network.require_relu(what)
+    except UnsupportedNetwork as e:
+        raise ModelError(str(e), path) from None
     return model
 
 
@@ -35,12 +41,14 @@ def _box(model, box):
 
 
 def precision_cmd(network, box, samples, methods):
-    from bnb.theory.precision import METHODS, precision, table
-    ms = tuple(m.strip() for m in methods.split(",")) if methods else METHODS
-    bad = [m for m in ms if m not in METHODS]
+    from bnb.theory.precision import METHODS, SMOOTH_METHODS, precision, table
+    ms = tuple(m.strip() for m in methods.split(",")) if methods else None
+    known = METHODS + tuple(m for m in SMOOTH_METHODS if m not in METHODS)
+    bad = [m for m in ms or () if m not in known]
     if bad:
-        raise BnbError(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(METHODS)}")
+        raise BnbError(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(known)}")
     model = _load(network)
+    ms = ms or (METHODS if model.network.relu_only else SMOOTH_METHODS)
     lo, hi = _box(model, box)
     res = precision(model.network, lo, hi, samples, ms)
     return res, table(res)
@@ -51,7 +59,7 @@ def partition_cmd(network, spec, method, max_pieces, count_patterns=True):
     from bnb.theory.partition import PARTITION_METHODS, partition
     if method not in PARTITION_METHODS:
         raise BnbError(f"unknown method '{method}'; choose from {', '.join(PARTITION_METHODS)}")
-    model = _load(network)
+    model = _load(network, "bnb recover partition")
     prop = parse_vnnlib(spec, model.network.in_size, model.network.out_size)
     if len(prop.specs) != 1:
         raise BnbError(f"partition needs one input box, the property has {len(prop.specs)}", spec)
@@ -73,7 +81,7 @@ def partition_cmd(network, spec, method, max_pieces, count_patterns=True):
 
 def augment_cmd(network, out, box):
     from bnb.theory.augment import augment
-    model = _load(network)
+    model = _load(network, "bnb recover augment")
     lo, hi = _box(model, box)
     res = augment(model, lo, hi, out)
     fmt = lambda b: "refused" if b is None else f"[{b[0]: .6g}, {b[1]: .6g}]"  # noqa: E731
@@ -87,7 +95,8 @@ def augment_cmd(network, out, box):
     return res, "\n".join(lines)
 
 
-def relaxation_error_cmd(network, center, radii, depths, width, inputs, seeds, relax, lattice_flag, bound, plot):
+def relaxation_error_cmd(network, center, radii, depths, width, inputs, seeds, relax, lattice_flag, bound, plot,
+                         activation="relu"):
     from bnb.theory import relaxation_error as re
     if bound not in re.BOUNDS:
         raise BnbError(f"unknown --bound '{bound}'; choose from {', '.join(re.BOUNDS)}")
@@ -97,24 +106,24 @@ def relaxation_error_cmd(network, center, radii, depths, width, inputs, seeds, r
     layers = None if relax is None else [int(v) for v in _floats(relax, "--relax")]
     if network:
         model = _load(network)
-        blocks = re.network_blocks(model.network)
+        blocks, acts = re.network_blocks(model.network), re.network_acts(model.network)
         c = np.zeros(model.network.in_size) if center is None else np.array(_floats(center, "--center"))
         if c.size != model.network.in_size:
             raise BnbError(f"--center gives {c.size} values, the network has {model.network.in_size} inputs")
         if layers is not None and any(not 0 <= i < len(blocks) - 1 for i in layers):
-            raise BnbError(f"--relax: the network has ReLU layers 0..{len(blocks) - 2}")
+            raise BnbError(f"--relax: the network has activation layers 0..{len(blocks) - 2}")
         model.check(c - max(rs), c + max(rs))
         if lattice_flag:
-            rows = re.lattice(blocks, c, rs[0], bound)
+            rows = re.lattice(blocks, c, rs[0], bound, acts)
             text = "\n".join(["| relaxed layers | lower | upper |", "|---|---:|---:|"]
                              + [f"| {r['relaxed'] or 'none'} | {r['lower']:.4g} | {r['upper']:.4g} |" for r in rows])
             return {"radius": rs[0], "lattice": rows}, text
-        rows = re.radius_sweep(blocks, c, rs, layers, bound)
+        rows = re.radius_sweep(blocks, c, rs, layers, bound, acts)
     else:
         ds = [int(v) for v in _floats(depths, "--depths")]
         if not ds or any(d < 1 for d in ds):
             raise BnbError("--depths needs positive integers")
-        rows = re.depth_sweep(ds, rs, inputs, width, seeds, layers, bound)
+        rows = re.depth_sweep(ds, rs, inputs, width, seeds, layers, bound, activation)
     if plot:
         re.plot(rows, plot)
     text = "\n".join(["| depth | radius | seed | unstable | lower (attained) | upper |",

@@ -30,10 +30,12 @@ def from_blocks(blocks) -> Network:
     return Network(layers, (layers[0].in_size,))
 
 
-def blocks_of(net: Network) -> list:
-    """``[(W, b)]`` dense float64 numpy blocks of any network (see the module docstring)."""
+def blocks_of(net: Network, any_activation: bool = False) -> list:
+    """``[(W, b)]`` dense float64 numpy blocks of any ReLU network (see the module docstring); ``any_activation``:
+    of any network, the blocks between its activation layers whatever they are (a non-ReLU network's activations
+    are read separately: :func:`bnb.theory.relaxation_error.network_acts`)."""
     from relaxations.lp.encoding import affine_blocks
-    return [(blk.W.toarray(), blk.b.copy()) for blk in affine_blocks(net)]
+    return [(blk.W.toarray(), blk.b.copy()) for blk in affine_blocks(net, any_activation)]
 
 
 def evaluate(blocks, x: np.ndarray) -> np.ndarray:
@@ -111,8 +113,9 @@ def difference(a, b, box=None) -> list:
     return p
 
 
-def save_onnx(net_or_blocks, path) -> Path:
-    """Write the network as a float32 ONNX model (Gemm and Relu nodes, opset 13, input ``(1, n_in)``)."""
+def save_onnx(net_or_blocks, path, activation: str = "Relu") -> Path:
+    """Write the network as a float32 ONNX model (Gemm and ``activation`` nodes — ``Relu``, or e.g. ``Sigmoid``,
+    ``Tanh``, ``Softplus`` for blocks meant with that activation —, opset 13, input ``(1, n_in)``)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     blocks = net_or_blocks if isinstance(net_or_blocks, list) else blocks_of(net_or_blocks)
@@ -123,7 +126,7 @@ def save_onnx(net_or_blocks, path) -> Path:
         nodes.append(helper.make_node("Gemm", [cur, f"W{k}", f"b{k}"], [f"g{k}"], transB=1))
         cur = f"g{k}"
         if k < len(blocks) - 1:
-            nodes.append(helper.make_node("Relu", [cur], [f"r{k}"]))
+            nodes.append(helper.make_node(activation, [cur], [f"r{k}"]))
             cur = f"r{k}"
     nodes.append(helper.make_node("Identity", [cur], ["output"]))
     n_in, n_out = blocks[0][0].shape[1], blocks[-1][0].shape[0]

@@ -13,6 +13,17 @@ their ReLU (the lattice of partial relaxations, from nothing relaxed, ``g = f``,
   ``B`` by ``bound``: ``crown`` or ``alpha`` (rigorous, :func:`relaxations.methods.output_bounds`; loose,
   since the two copies are relaxed independently) or ``milp`` (the exact maximum, up to the MIP
   solver's tolerances: an oracle, not a certificate; small networks only). Nothing relaxed: 0.
+
+Networks with other activations (sigmoid, tanh, softplus, LeakyReLU; ``acts``, one
+:class:`relaxations.milp_sandwich.Act` per activation layer): the relaxation of a layer replaces every neuron by
+its *chord* over its IBP interval ``[l, u]`` (the line through ``(l, f(l))`` and ``(u, f(u))``; the constant
+``f(l)`` on a zero-width interval): for a ReLU this is the ReLU case above (chord of an unstable neuron, the phase
+of a stable one), for an S-shaped function the upper line of a convex part and the lower line of a concave part
+(SSHAPED.md §2), the line of least maximal vertical distance among those through the ends. ``g`` keeps the depth of
+``f`` (a relaxed layer is the identity, its chord folded into the next block) and ``f - g`` is one network with
+masked activations (:func:`smooth_difference`); the upper bound ``milp`` is then the piecewise-linear sandwich
+MILP (:mod:`relaxations.milp_sandwich`, valid up to the MIP solver's tolerances: an oracle too). ``unstable``
+counts the neurons whose interval contains 0 in its interior.
 """
 from __future__ import annotations
 
@@ -22,15 +33,16 @@ import torch
 from bnb.theory.networks import blocks_of, difference, from_blocks
 
 
-def ibp_pre(blocks, lower, upper):
-    """Pre-activation bounds ``[(l, u)]`` of every ReLU layer (float64 IBP)."""
+def ibp_pre(blocks, lower, upper, acts=None):
+    """Pre-activation bounds ``[(l, u)]`` of every activation layer (float64 IBP; ``acts`` None: ReLU)."""
+    from relaxations.milp_sandwich import act_interval
     lo, hi = np.asarray(lower, float), np.asarray(upper, float)
     out = []
-    for W, b in blocks[:-1]:
+    for i, (W, b) in enumerate(blocks[:-1]):
         c, r = (lo + hi) / 2, (hi - lo) / 2
         l, u = W @ c + b - np.abs(W) @ r, W @ c + b + np.abs(W) @ r
         out.append((l, u))
-        lo, hi = np.maximum(l, 0), np.maximum(u, 0)
+        lo, hi = (np.maximum(l, 0), np.maximum(u, 0)) if acts is None else act_interval(acts[i], l, u)
     return out
 
 
@@ -50,6 +62,54 @@ def relaxed(blocks, lower, upper, relax=None) -> list:
         else:
             out.append((W.copy(), b.copy()))
     return out
+
+
+def chord_relaxed(blocks, acts, lower, upper, relax=None):
+    """``(g_blocks, g_acts)`` of the same depth as ``f``: the layers in ``relax`` (all when None) replaced by their
+    chords (module docstring) folded into the next block, their activation made the identity (mask all False)."""
+    from relaxations.milp_sandwich import Act, act_value
+    pre = ibp_pre(blocks, lower, upper, acts)
+    relax = set(range(len(pre))) if relax is None else set(relax)
+    g = [(W.copy(), b.copy()) for W, b in blocks]
+    g_acts = list(acts)
+    for i, (l, u) in enumerate(pre):
+        if i not in relax:
+            continue
+        fl, fu = act_value(acts[i], l), act_value(acts[i], u)
+        wide = u > l
+        s = np.where(wide, (fu - fl) / np.where(wide, u - l, 1.0), 0.0)
+        t = fl - s * l
+        W, b = g[i + 1]
+        g[i + 1] = (W * s[None, :], W @ t + b)
+        g_acts[i] = Act(acts[i].kind, acts[i].alpha, np.zeros(l.size, bool))
+    return g, g_acts
+
+
+def smooth_difference(blocks, acts, g_blocks, g_acts):
+    """The :class:`relaxations.network.Network` of ``f(x) - g(x)`` for two networks of the same depth and
+    activation kinds: both side by side (block-diagonal weights, the activations' masks concatenated; a ReLU
+    layer as a LeakyReLU of slope 0, which takes a mask), the outputs subtracted."""
+    import torch
+
+    from relaxations.layers import LeakyReLU, Linear, SmoothActivation
+    from relaxations.network import Network
+    t = lambda a: torch.tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
+    layers = []
+    for i, ((Wf, bf), (Wg, bg)) in enumerate(zip(blocks[:-1], g_blocks[:-1])):
+        if i == 0:
+            W = np.vstack([Wf, Wg])
+        else:
+            W = np.block([[Wf, np.zeros((Wf.shape[0], Wg.shape[1]))], [np.zeros((Wg.shape[0], Wf.shape[1])), Wg]])
+        layers.append(Linear(t(W), t(np.concatenate([bf, bg]))))
+        n = W.shape[0]
+        on = lambda a, k: np.ones(k, bool) if a.mask is None else np.asarray(a.mask, bool)  # noqa: E731
+        mask = np.concatenate([on(acts[i], Wf.shape[0]), on(g_acts[i], Wg.shape[0])])
+        a = acts[i]
+        layers.append(SmoothActivation((n,), a.kind, mask) if a.kind not in ("relu", "leaky_relu")
+                      else LeakyReLU((n,), a.alpha if a.kind == "leaky_relu" else 0.0, mask))
+    (Wf, bf), (Wg, bg) = blocks[-1], g_blocks[-1]
+    layers.append(Linear(t(np.hstack([Wf, -Wg])), t(bf - bg)))
+    return Network(layers, (blocks[0][0].shape[1],))
 
 
 def _pgd(diff_net, lower, upper, starts, steps=50):
@@ -76,19 +136,22 @@ def _pgd(diff_net, lower, upper, starts, steps=50):
 BOUNDS = ("crown", "alpha", "milp")
 
 
-def error_bounds(blocks, center, radius, relax=None, samples=2000, seed=0, bound="crown") -> dict:
+def error_bounds(blocks, center, radius, relax=None, samples=2000, seed=0, bound="crown", acts=None) -> dict:
     """``{"lower", "upper", "unstable"}``: the bracket of ``max_B |f - g|_inf`` and the number of unstable
-    neurons of ``f`` over the ball (IBP)."""
+    neurons of ``f`` over the ball (IBP). ``acts``: None for a ReLU network, else its activations (module
+    docstring)."""
     from bnb.theory.exact import exact_bounds
     from relaxations.methods import output_bounds
     center = np.asarray(center, float)
     lower, upper = center - radius, center + radius
-    unstable = sum(int(np.sum((l < 0) & (u > 0))) for l, u in ibp_pre(blocks, lower, upper))
+    unstable = sum(int(np.sum((l < 0) & (u > 0))) for l, u in ibp_pre(blocks, lower, upper, acts))
     if relax is not None and len(relax) == 0:
         return {"lower": 0.0, "upper": 0.0, "unstable": unstable}  # g = f
-    g = relaxed(blocks, lower, upper, relax)
-    diff = difference(blocks, g, (lower, upper))
-    net = from_blocks(diff)
+    if acts is None:
+        g = relaxed(blocks, lower, upper, relax)
+        net = from_blocks(difference(blocks, g, (lower, upper)))
+    else:
+        net = smooth_difference(blocks, acts, *chord_relaxed(blocks, acts, lower, upper, relax))
     rng = np.random.default_rng(seed)
     x = torch.tensor(lower + (upper - lower) * rng.random((samples, center.size)))
     with torch.no_grad():
@@ -96,7 +159,11 @@ def error_bounds(blocks, center, radius, relax=None, samples=2000, seed=0, bound
     lo_val = float(d.abs().max())
     top = torch.argsort(d.abs().max(dim=1).values, descending=True)[:16]
     lo_val = max(lo_val, _pgd(net, lower, upper, x[top]))
-    if bound == "milp":
+    if bound == "milp" and acts is not None:
+        from relaxations.milp_sandwich import sandwich_bounds
+        lb, ub = sandwich_bounds(net, lower, upper)
+        up_val = float(np.max(np.maximum(ub, -lb)))
+    elif bound == "milp":
         lb, ub = exact_bounds(net, lower, upper)
         up_val = float(np.max(np.maximum(ub, -lb)))
     else:
@@ -114,19 +181,22 @@ def random_blocks(n_in, width, depth, n_out=1, seed=0) -> list:
     return [(rng.normal(0, np.sqrt(2.0 / a), (b, a)), rng.normal(0, 0.1, b)) for a, b in zip(sizes[:-1], sizes[1:])]
 
 
-def depth_sweep(depths, radii, n_in=2, width=8, seeds=3, relax=None, bound="crown") -> list:
-    """Rows ``{"depth", "radius", "seed", "lower", "upper", "unstable"}`` over random networks (centre 0)."""
+def depth_sweep(depths, radii, n_in=2, width=8, seeds=3, relax=None, bound="crown", activation="relu") -> list:
+    """Rows ``{"depth", "radius", "seed", "lower", "upper", "unstable"}`` over random networks (centre 0) with
+    ``activation`` (``relu``, ``sigmoid``, ``tanh``, ``softplus``) after every hidden layer."""
+    from relaxations.milp_sandwich import Act
     rows = []
     for depth in depths:
+        acts = None if activation == "relu" else [Act(activation)] * depth
         for s in range(seeds):
             blocks = random_blocks(n_in, width, depth, seed=1000 * depth + s)
             for r in radii:
-                e = error_bounds(blocks, np.zeros(n_in), r, relax, seed=s, bound=bound)
+                e = error_bounds(blocks, np.zeros(n_in), r, relax, seed=s, bound=bound, acts=acts)
                 rows.append({"depth": depth, "radius": r, "seed": s, **e})
     return rows
 
 
-def lattice(blocks, center, radius, bound="crown") -> list:
+def lattice(blocks, center, radius, bound="crown", acts=None) -> list:
     """``[{"relaxed": [layers], "lower", "upper"}]`` for every subset of the ReLU layers (<= 6 layers)."""
     import itertools
     L = len(blocks) - 1
@@ -135,7 +205,7 @@ def lattice(blocks, center, radius, bound="crown") -> list:
     out = []
     for k in range(L + 1):
         for S in itertools.combinations(range(L), k):
-            e = error_bounds(blocks, center, radius, S, bound=bound)
+            e = error_bounds(blocks, center, radius, S, bound=bound, acts=acts)
             out.append({"relaxed": list(S), "lower": e["lower"], "upper": e["upper"]})
     return out
 
@@ -169,11 +239,18 @@ def plot(rows, path, title="full relaxation error"):
     return path
 
 
-def radius_sweep(blocks, center, radii, relax=None, bound="crown") -> list:
+def radius_sweep(blocks, center, radii, relax=None, bound="crown", acts=None) -> list:
     """Rows ``{"depth", "radius", "lower", "upper", "unstable"}`` of one network over several radii."""
-    return [{"depth": len(blocks) - 1, "radius": r, "seed": 0, **error_bounds(blocks, center, r, relax, bound=bound)}
-            for r in radii]
+    return [{"depth": len(blocks) - 1, "radius": r, "seed": 0,
+             **error_bounds(blocks, center, r, relax, bound=bound, acts=acts)} for r in radii]
 
 
 def network_blocks(net) -> list:
-    return blocks_of(net.to(dtype=torch.float64))
+    """The affine blocks of any network (its activations: :func:`network_acts`)."""
+    return blocks_of(net.to(dtype=torch.float64), any_activation=True)
+
+
+def network_acts(net):
+    """None for a ReLU network, else its activations (:func:`relaxations.milp_sandwich.network_activations`)."""
+    from relaxations.milp_sandwich import network_activations
+    return None if net.relu_only else network_activations(net)

@@ -64,7 +64,7 @@ class SmoothLP:
             raise ValueError(f"unknown method {method!r}; choose from {SMOOTH_LP_METHODS}")
         self.kinds = smooth_kinds(net, method)
         self.method, self.tol, self.max_rounds = method, tol, max_rounds
-        self.blocks = affine_blocks(net, relu_only=False)
+        self.blocks = affine_blocks(net, any_activation=True)
         x_lo, x_hi = np.asarray(x_lo, float).reshape(-1), np.asarray(x_hi, float).reshape(-1)
         self.pre = [(np.asarray(l, float).reshape(-1), np.asarray(u, float).reshape(-1)) for l, u in pre]
         self.sizes = [l.size for l, _ in self.pre]
