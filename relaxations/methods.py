@@ -31,7 +31,7 @@ def bound_rows(net, state: DomainState, C: torch.Tensor, method: str, opts: Boun
     that need no more work, so that alpha/beta-CROWN stop when all are (:func:`relaxations.optimize.optimized`);
     ``should_stop()``: stop optimising now (a deadline), with the best bound so far."""
     relu_only = getattr(net, "relu_only", True)
-    if not relu_only and (method in LP_METHODS or method == "mn-crown"):
+    if not relu_only and method in LP_METHODS:
         net.require_relu(f"bounding method {method!r}")
     if method == "mn-crown":
         res = mn_crown(net, state, C, opts, iters=iters, want_upper=want_upper, settled=settled,
@@ -126,11 +126,21 @@ def _unstable_counts(pre_bounds) -> str:
 
 def _mn_constraints(net, state, C, first, settled, opts):
     """:func:`mn_constraints` of one domain (``state.size == 1``) for :func:`mn_crown`: Anderson cuts for its
-    open rows, the worst-bounded first."""
+    open rows, the worst-bounded first; on a network with other activations than ReLU, the hull cuts of its
+    smooth layers (:func:`relaxations.hull_cuts.smooth_hull_constraints`) separated at the points those rows'
+    coefficients select, whatever ``opts.mn.cuts`` says (the k-neuron hulls and Anderson cuts are ReLU's)."""
     rows = C[0] if C.dim() == 3 else C
     lb = first.lb[0]
     open_rows = ~settled(first.lb, first.infeasible)[0] if settled is not None else torch.ones_like(lb, dtype=bool)
     order = [int(j) for j in torch.argsort(lb) if bool(open_rows[j])]
+    if not getattr(net, "relu_only", True):
+        from relaxations.hull_cuts import smooth_hull_constraints
+        if not order or first.relu_coeffs is None:
+            return [None] * len(first.pre_bounds), first.pre_bounds
+        cons, _ = smooth_hull_constraints(net, state.lower, state.upper, first.pre_bounds,
+                                          [c[0, order] for c in first.relu_coeffs], first.A_input[0, order],
+                                          opts.mn.hull_cuts, opts.mn.time_budget)
+        return cons, first.pre_bounds
     return mn_constraints(net, state.lower, state.upper, first.pre_bounds, rows[order], opts)
 
 
