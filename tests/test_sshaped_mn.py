@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from relaxations.crown import intermediate_bounds
+from relaxations.crown import final_bounds, intermediate_bounds
 from relaxations.hull_cuts import smooth_layers
 from relaxations.ibp import ibp
+from relaxations.layers import Linear, SmoothActivation
+from relaxations.multineuron import LayerConstraints
 from relaxations.network import Network
 from relaxations.optimize import optimized
 from relaxations.state import DomainState
@@ -87,7 +89,8 @@ def _setup(kind, dtype, seed=0):
 
 @pytest.mark.parametrize("kind, dtype", [pytest.param("sigmoid", F32, marks=pytest.mark.fast),
                                          pytest.param("tanh", F64, marks=pytest.mark.fast),
-                                         ("softplus", F32), ("sigmoid", F64), ("tanh", F32), ("softplus", F64)])
+                                         *[pytest.param(k, d, marks=pytest.mark.slow) for k, d in
+                                           (("softplus", F32), ("sigmoid", F64), ("tanh", F32), ("softplus", F64))]])
 def test_constraints_on_smooth_layers_are_sound_and_used(kind, dtype):
     """Bounds on IBP intermediate bounds, with the lines of CROWN's tighter bounds as constraints over ``h``: below
     every sampled / PGD value, some multiplier positive, and clearly above the same bound without them."""
@@ -112,3 +115,113 @@ def test_a_planted_invalid_cut_is_seen_by_the_sampled_values():
     res = optimized(net, DomainState(lo, hi, pre_bounds=loose, constraints=cons), C, iters=30,
                     optimize_intermediate=False)
     assert bool((res.lb[0] > truth).any()), (res.lb, truth)
+
+
+# ------------------------------------------------------------------------------------- rounding, exactly
+def _exact_lagrangian(net, x, C, gammas, cons):
+    """``C f(x) + sum_k gamma_k . (Pz y + Px z + Ph h + p)`` per row, in 60-digit arithmetic (the float weights and
+    constraint rows taken as exact; the activation by mpmath: its error is ~1e-55, far below what is checked)."""
+    import mpmath
+    mpmath.mp.dps = 60
+    f = {"sigmoid": lambda t: 1 / (1 + mpmath.exp(-t)), "tanh": mpmath.tanh,
+         "softplus": lambda t: mpmath.log(1 + mpmath.exp(t))}
+    v = [mpmath.mpf(float(t)) for t in x]
+    zs, ys, hs = [], [], []
+    for layer in net.layers:
+        if isinstance(layer, Linear):
+            W, b = layer.weight.double().tolist(), layer.bias.double().tolist()
+            hs.append(v)
+            v = [mpmath.fsum([mpmath.mpf(w) * t for w, t in zip(row, v)]) + mpmath.mpf(bi) for row, bi in zip(W, b)]
+        else:
+            zs.append(v)
+            v = [f[layer.kind](t) for t in v]
+            ys.append(v)
+    out = []
+    for i, row in enumerate(C.double().tolist()):
+        total = mpmath.fsum([mpmath.mpf(c) * y for c, y in zip(row, v)])
+        for k, cs in enumerate(cons):
+            if cs is None:
+                continue
+            mats = [t.double().tolist() for t in (cs.Pz, cs.Px, cs.Ph)]
+            for c, g in enumerate(gammas[k][0, i].double().tolist()):
+                val = mpmath.fsum([mpmath.mpf(a) * t for a, t in zip(mats[0][c], ys[k])]
+                                  + [mpmath.mpf(a) * t for a, t in zip(mats[1][c], zs[k])]
+                                  + [mpmath.mpf(a) * t for a, t in zip(mats[2][c], hs[k])]) + mpmath.mpf(float(cs.p[c]))
+                total += mpmath.mpf(g) * val
+        out.append(total)
+    return out
+
+
+def _cancelling(kind, zs, hs, rhs, m, g, dtype, pairs=6, scale=1e6):
+    """Constraint rows and multipliers whose ``kind`` part (``Pz``, ``Px``, ``p`` or ``Ph``) cancels, per layer:
+    pairs of rows ``+k1`` and ``-k2`` in one slot with multipliers ``g1 ~ scale`` and ``g2 = fl(g1 k1 / k2)``, so
+    that each product rounds by ``~u scale`` while their sum is small (tests/test_rounding_exact.py's
+    construction). Not valid constraints: only the exact Lagrangian is compared."""
+    cons, gammas = [], []
+    for k in range(len(zs)):
+        n, n_h = zs[k].shape[1], hs[k].shape[1]
+        Pz, Px, Ph = (torch.zeros(2 * pairs, w, dtype=F64) for w in (n, n, n_h))
+        p = torch.zeros(2 * pairs, dtype=F64)
+        target = {"Pz": Pz, "Px": Px, "Ph": Ph, "p": p}[kind]
+        width = {"Pz": n, "Px": n, "Ph": n_h, "p": 1}[kind]
+        ks = 1 + torch.rand(2, pairs, generator=g, dtype=F64)
+        for q in range(pairs):
+            for row, sign in ((2 * q, 1.0), (2 * q + 1, -1.0)):
+                coeff = sign * ks[row % 2, q]
+                if kind == "p":
+                    target[row] = coeff
+                else:
+                    target[row, q % width] = coeff
+        g1 = (scale * (1 + torch.rand(1, m, pairs, generator=g, dtype=F64))).to(dtype)
+        g2 = (g1.double() * ks[0] / ks[1]).to(dtype)
+        cons.append(LayerConstraints(Pz.to(dtype), Px.to(dtype), p.to(dtype), Ph.to(dtype), rhs[k].to(dtype)))
+        gammas.append(torch.stack([g1, g2], dim=-1).reshape(1, m, 2 * pairs))
+    return cons, gammas
+
+
+@pytest.mark.parametrize("part", ["Pz", "Px", "p", "Ph"])
+@pytest.mark.parametrize("kind", [pytest.param("sigmoid", marks=pytest.mark.fast),
+                                  pytest.param("tanh", marks=pytest.mark.slow)])
+@DTYPES
+def test_cancelling_constraint_terms_are_covered_by_the_rounding_bound(part, kind, dtype):
+    """A point box (every neuron's relaxation is its constant enclosure: the bound equals the exact Lagrangian up
+    to rounding and the enclosures' width) and constraints whose ``part`` terms are large and cancel
+    (:func:`_cancelling`). The rigorous bound (and its linear function at the point) stays below the exact
+    Lagrangian; the plain float bound (``rigorous=False``) lies above it on some rows, so the check sees the
+    rounding that this part's error term must cover (and nothing else of the bound covers)."""
+    import mpmath
+    above = 0
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        sizes = [4, 8, 8, 3]
+        layers = []
+        for i in range(3):
+            layers.append(Linear(torch.randn(sizes[i + 1], sizes[i], generator=g, dtype=F64).to(dtype),
+                                 torch.randn(sizes[i + 1], generator=g, dtype=F64).to(dtype)))
+            if i < 2:
+                layers.append(SmoothActivation((sizes[i + 1],), kind))
+        net = Network(layers, (4,))
+        x0 = torch.randn(1, 4, generator=g, dtype=F64).to(dtype)
+        C = torch.cat([torch.eye(3), -torch.eye(3)]).to(dtype)
+        relax = intermediate_bounds(net, DomainState(x0, x0))
+        with torch.no_grad():
+            hs, zs, v = [], [], x0.double()
+            for layer in net.to(dtype=F64).layers:
+                if isinstance(layer, Linear):
+                    hs.append(v)
+                else:
+                    zs.append(v)
+                v = layer.forward(v)
+        rhs = [x0[0].abs()] + [r.out_reach()[0] for r in relax[:-1]]
+        cons, gammas = _cancelling(part, zs, hs[:2], rhs, C.shape[0], g, dtype)
+        st = DomainState(x0, x0, constraints=cons)
+        lb, A_in, bias, _, _ = final_bounds(net, st, C, relax, gammas=gammas)
+        plain = final_bounds(net, st, C, relax, rigorous=False, gammas=gammas)[0]
+        lag = _exact_lagrangian(net, x0[0].tolist(), C, gammas, cons)
+        X = [mpmath.mpf(float(t)) for t in x0[0].tolist()]
+        for i in range(C.shape[0]):
+            lin = mpmath.fsum([mpmath.mpf(float(a)) * t for a, t in zip(A_in[0, i].tolist(), X)]) \
+                + mpmath.mpf(float(bias[0, i]))
+            assert mpmath.mpf(float(lb[0, i])) <= lag[i] and lin <= lag[i], (seed, i, float(lb[0, i]), lag[i])
+            above += mpmath.mpf(float(plain[0, i])) > lag[i]
+    assert above > 0
