@@ -98,6 +98,37 @@ def smooth_layers(net, lower, upper, pre_bounds):
     return out
 
 
+def candidates(d: LayerData, cy, ch):
+    """Where to separate on layer ``d``, best first: ``[(row, neuron j, upper side, point h^)]`` for the rows'
+    coefficients ``cy`` ``(m, n)`` on ``y`` and ``ch`` ``(m, n_h)`` on ``h``. The side is the one a row's bound
+    uses (negative coefficient: ``y_j``'s upper bound), the point the vertex of the ``h`` box that minimises the
+    row's ``ch . h`` (the middle where a coefficient is 0). At a vertex the hull equals ``f``, so the cut's gain
+    over the single-neuron bound (the line, or the constant bound ``f(u)`` / ``f(l)``) is that bound's gap to
+    ``f(w_j . h^ + b_j)``, known before the cut is computed; the order is ``|coefficient| x`` that gap, only
+    positive ones, each (neuron, side, sign pattern of ``ch``) once."""
+    from relaxations.transcendental import value
+    points = np.where(ch > 0, d.L, np.where(ch < 0, d.U, (d.L + d.U) / 2))         # (m, n_h)
+    z = points @ d.W.T + d.b                                                        # (m, n)
+    fz = value(d.layer.kind, torch.as_tensor(z)).numpy()
+    up = cy < 0
+    single = np.where(up, np.minimum(d.lines[2] * z + d.lines[3], d.f_hi), np.maximum(d.lines[0] * z + d.lines[1],
+                                                                                        d.f_lo))
+    gap = np.where(up, single - fz, fz - single)
+    on = np.isfinite(d.l) & np.isfinite(d.u) & (d.u > d.l) & (True if d.layer.mask is None else d.layer.mask)
+    score = np.where(on[None] & np.isfinite(gap) & (gap > 0), np.abs(cy) * gap, 0.0)
+    order = np.argsort(-score, axis=None, kind="stable")
+    order = order[score.reshape(-1)[order] > 0]
+    out, seen = [], set()
+    patterns = [np.sign(ch[r]).tobytes() for r in range(ch.shape[0])]
+    for flat in order:
+        r, j = divmod(int(flat), cy.shape[1])
+        key = (j, bool(up[r, j]), patterns[r])
+        if key not in seen:
+            seen.add(key)
+            out.append((r, j, bool(up[r, j]), points[r]))
+    return out
+
+
 def smooth_hull_constraints(net, lower, upper, pre_bounds, coeffs, h_coeff, max_cuts=64, time_budget=10.0):
     """Hull cuts of every smooth activation layer as constraints (a list over the activation layers, None where a
     layer gets none: ReLU and LeakyReLU layers, a layer after anything but one dense or convolutional layer),
@@ -105,35 +136,26 @@ def smooth_hull_constraints(net, lower, upper, pre_bounds, coeffs, h_coeff, max_
     activation layer ``(l, u)`` ``(1, n_i)``).
 
     ``coeffs``: per activation layer the open rows' coefficients ``(m, n_i)`` on its output, worst row first;
-    ``h_coeff``: their coefficients ``(m, n_in)`` on the network's input (what a first-layer cut's point reads);
-    see the module docstring for where the cuts are separated. Returns ``(constraints, stats)``: ``stats`` a
-    dict of the cuts tried and kept per layer and the seconds taken."""
+    ``h_coeff``: their coefficients ``(m, n_in)`` on the network's input (what a first-layer cut's point reads).
+    Per layer at most ``max_cuts`` cuts, at the first :func:`candidates`, each kept only if it is below the
+    single-neuron bound at its point by more than :data:`MIN_GAIN` (relative); ``time_budget`` seconds in all,
+    shared equally by the layers not yet done. Returns ``(constraints, stats)``: ``stats`` a dict of the cuts
+    tried and kept per layer and the seconds taken."""
     from relaxations.sshaped_hull import lower_cut, upper_cut
     t0 = time.monotonic()
     dt, dev = lower.dtype, lower.device
     out = [None] * len(net.activation_indices())
     stats = {"cuts_tried": [0] * len(out), "cuts_kept": [0] * len(out)}
-    for k, d in smooth_layers(net, lower, upper, pre_bounds):
-        if time.monotonic() - t0 > time_budget:
-            break
-        mask = d.layer.mask
+    layers = smooth_layers(net, lower, upper, pre_bounds)
+    for done, (k, d) in enumerate(layers):
+        t_layer = time.monotonic()
+        budget = (time_budget - (t_layer - t0)) / (len(layers) - done)
         cy = coeffs[k].detach().cpu().double().numpy()
         ch = (h_coeff if k == 0 else coeffs[k - 1]).detach().cpu().double().numpy()
-        on = np.isfinite(d.l) & np.isfinite(d.u) & (True if mask is None else mask)
-        score = np.abs(cy) * np.where(on, d.u - d.l, 0.0)[None]  # (row, neuron): |coefficient| x width
-        order = np.argsort(-score, axis=None, kind="stable")
-        order = order[score.reshape(-1)[order] > 0]
-        signs, betas, alphas, seen = [], [], [], set()
-        for flat in order:
-            if len(signs) >= max_cuts or time.monotonic() - t0 > time_budget:
+        signs, betas, alphas = [], [], []
+        for _, j, up_side, point in candidates(d, cy, ch):
+            if len(signs) >= max_cuts or time.monotonic() - t_layer > budget:
                 break
-            r, j = divmod(int(flat), cy.shape[1])
-            up_side = bool(cy[r, j] < 0)
-            point = np.where(ch[r] > 0, d.L, np.where(ch[r] < 0, d.U, (d.L + d.U) / 2))
-            key = (j, up_side, (np.sign(ch[r]) * (d.W[j] != 0)).tobytes())
-            if key in seen:
-                continue
-            seen.add(key)
             stats["cuts_tried"][k] += 1
             beta, alpha = (upper_cut if up_side else lower_cut)(d.layer.kind, d.W[j], float(d.b[j]), d.L, d.U, point)
             beta, alpha = np.asarray(beta, dtype=np.float64), float(alpha)

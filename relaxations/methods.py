@@ -78,9 +78,10 @@ def mn_crown(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iters
     (the k-neuron group hulls of :func:`relaxations.multineuron.group_hull_constraints`), ``anderson`` (the
     Anderson cuts of :func:`relaxations.multineuron.anderson_constraints`, at most ``opts.mn.rounds`` separation
     rounds per open row, worst first) or ``both``; each source within ``opts.mn.time_budget`` seconds, on each
-    domain's box and alpha bounds. Domains that already carry ``state.constraints`` (children of a split) skip
-    the first two steps. The result keeps the constraints (``constraints``) and multipliers (``gammas``) for the
-    children."""
+    domain's box and alpha bounds. On sigmoid / tanh / softplus layers the constraints are the multi-input hull
+    cuts of each neuron over its input box (:mod:`relaxations.hull_cuts`, at most ``opts.mn.hull_cuts`` per layer).
+    Domains that already carry ``state.constraints`` (children of a split) skip the first two steps. The result
+    keeps the constraints (``constraints``) and multipliers (``gammas``) for the children."""
     kw = dict(iters=iters, use_beta=True, want_upper=want_upper, settled=settled, should_stop=should_stop)
     if state.constraints is not None:
         res = optimized(net, state, C, opts, optimize_intermediate=False, **kw)
@@ -98,9 +99,8 @@ def mn_crown(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iters
     first = optimized(net, state, C, opts, **kw)
     if settled is not None and bool(settled(first.lb, first.infeasible).all()):
         return first  # proven without the constraints
-    cons, pre = _mn_constraints(net, state, C, first, settled, opts)
-    stats = None
-    if opts.mn.tighten:
+    cons, pre, stats = _mn_constraints(net, state, C, first, settled, opts)
+    if opts.mn.tighten and getattr(net, "relu_only", True):
         stats = {"mn_unstable_before": _unstable_counts(first.pre_bounds), "mn_unstable_after": _unstable_counts(pre)}
     if all(c is None for c in cons) and pre is first.pre_bounds:
         first.stats = stats
@@ -128,7 +128,9 @@ def _mn_constraints(net, state, C, first, settled, opts):
     """:func:`mn_constraints` of one domain (``state.size == 1``) for :func:`mn_crown`: Anderson cuts for its
     open rows, the worst-bounded first; on a network with other activations than ReLU, the hull cuts of its
     smooth layers (:func:`relaxations.hull_cuts.smooth_hull_constraints`) separated at the points those rows'
-    coefficients select, whatever ``opts.mn.cuts`` says (the k-neuron hulls and Anderson cuts are ReLU's)."""
+    coefficients select, whatever ``opts.mn.cuts`` says (the k-neuron hulls and Anderson cuts are ReLU's).
+    Returns ``(constraints, pre_bounds, stats)``: ``stats`` the hull cuts kept and tried per layer and their
+    seconds (None for ReLU networks)."""
     rows = C[0] if C.dim() == 3 else C
     lb = first.lb[0]
     open_rows = ~settled(first.lb, first.infeasible)[0] if settled is not None else torch.ones_like(lb, dtype=bool)
@@ -136,12 +138,14 @@ def _mn_constraints(net, state, C, first, settled, opts):
     if not getattr(net, "relu_only", True):
         from relaxations.hull_cuts import smooth_hull_constraints
         if not order or first.relu_coeffs is None:
-            return [None] * len(first.pre_bounds), first.pre_bounds
-        cons, _ = smooth_hull_constraints(net, state.lower, state.upper, first.pre_bounds,
-                                          [c[0, order] for c in first.relu_coeffs], first.A_input[0, order],
-                                          opts.mn.hull_cuts, opts.mn.time_budget)
-        return cons, first.pre_bounds
-    return mn_constraints(net, state.lower, state.upper, first.pre_bounds, rows[order], opts)
+            return [None] * len(first.pre_bounds), first.pre_bounds, None
+        cons, info = smooth_hull_constraints(net, state.lower, state.upper, first.pre_bounds,
+                                             [c[0, order] for c in first.relu_coeffs], first.A_input[0, order],
+                                             opts.mn.hull_cuts, opts.mn.time_budget)
+        return cons, first.pre_bounds, {"hull_cuts_kept": "/".join(map(str, info["cuts_kept"])),
+                                        "hull_cuts_tried": "/".join(map(str, info["cuts_tried"])),
+                                        "time_hull_cuts": round(info["seconds"], 3)}
+    return (*mn_constraints(net, state.lower, state.upper, first.pre_bounds, rows[order], opts), None)
 
 
 def mn_constraints(net, lower, upper, pre_bounds, rows, opts: BoundOptions = DEFAULTS):
