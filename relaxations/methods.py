@@ -4,12 +4,13 @@
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from relaxations.crown import SLOPE_MODES, concretize, crown
 from relaxations.fp import finite_or_neg_inf, to_dtype_down, to_dtype_up
 from relaxations.ibp import ibp
-from relaxations.names import LP_METHODS, METHODS, SINGLE_NEURON_METHODS  # noqa: F401 (re-exported)
+from relaxations.names import LP_METHODS, METHODS, SINGLE_NEURON_METHODS, SMOOTH_LP_METHODS  # noqa: F401
 from relaxations.optimize import optimized
 from relaxations.options import DEFAULTS, BoundOptions
 from relaxations.state import BoundResult, DomainState
@@ -68,6 +69,8 @@ def _bound_rows(net, state, C, method, opts, iters, optimize_intermediate, want_
                          should_stop=should_stop)
     if method in LP_METHODS:
         return lp_rows(net, state, C, method, opts, want_upper=want_upper)
+    if method in SMOOTH_LP_METHODS:
+        return smooth_lp_rows(net, state, C, method, want_upper=want_upper)
     raise ValueError(f"unknown bounding method {method!r}; choose from {', '.join(METHODS)}")
 
 
@@ -191,6 +194,30 @@ def output_bounds(net, lower: torch.Tensor, upper: torch.Tensor, method: str, op
         return r.lb, r.ub
     r = bound_rows(net, DomainState(lower, upper), C, method, opts, iters=iters, want_upper=True)
     return r.lb, r.ub
+
+
+def smooth_lp_rows(net, state: DomainState, C: torch.Tensor, method: str, *, want_upper=False,
+                   **options) -> BoundResult:
+    """Bounds of ``C y`` by the LPs of sigmoid/tanh/softplus chains (``hull1d``, ``hull``:
+    :mod:`relaxations.lp.smooth`), one domain at a time, on CROWN's rigorous intermediate bounds intersected with
+    ``state.pre_bounds``; dual-certified. ``options``: ``tol``, ``max_rounds``."""
+    from relaxations.lp.smooth import smooth_kinds, smooth_lp_bounds
+
+    smooth_kinds(net, method)  # refuses other networks by name before any work
+    N = state.size
+    C3 = C if C.dim() == 3 else C.expand(N, *C.shape)
+    pre = crown(net, state, C3, "adaptive", "crown", False).pre_bounds
+    if state.pre_bounds is not None:
+        pre = [(torch.maximum(l, l0.reshape(l.shape)), torch.minimum(u, u0.reshape(u.shape)))
+               for (l, u), (l0, u0) in zip(pre, state.pre_bounds)]
+    np64 = lambda t: t.detach().cpu().double().numpy()  # noqa: E731
+    out = [smooth_lp_bounds(net, method, np64(state.lower[k]), np64(state.upper[k]),
+                            [(np64(l[k]).reshape(-1), np64(u[k]).reshape(-1)) for l, u in pre], np64(C3[k]),
+                            want_upper, **options) for k in range(N)]
+    ref = state.lower
+    lo = to_dtype_down(torch.as_tensor(np.stack([o[0] for o in out])), ref.dtype, ref.device)
+    hi = to_dtype_up(torch.as_tensor(np.stack([o[1] for o in out])), ref.dtype, ref.device) if want_upper else None
+    return BoundResult(lo, hi, [(l, u) for l, u in pre])
 
 
 def lp_rows(net, state: DomainState, C: torch.Tensor, method: str, opts: BoundOptions = DEFAULTS, *,

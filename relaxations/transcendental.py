@@ -11,11 +11,13 @@ A linear bound ``k z + b`` of an activation ``f`` on ``[l, u]`` is *repaired*, n
 violation is bounded rigorously and ``b`` shifted by its positive part (:func:`repair`). For an S-shaped ``f``
 (convex on ``z <= 0``, concave on ``z >= 0``: sigmoid, tanh) and a lower line, ``g = k z + b - f`` is concave on
 the left piece and convex on the right one; a convex piece attains its maximum at an end, and on a concave piece
-``g(z) <= g(p) + |g'(p)| |z - p|`` for every ``p`` (a tangent of a concave function lies above it), which is
-tight when ``p`` is near the tangency point ``f'(p) = k`` (computed in plain float64: an error there costs
-tightness only). Upper lines: the same with the pieces' roles swapped. Softplus is convex: a lower line uses the
-tangent rule on the whole interval, an upper line the ends. So a proof rests only on the enclosures of ``f`` and
-``f'`` at a handful of points, evaluated with outward rounding.
+``[a, c]`` ``g(z) <= g(p) + g'(p) (z - p) <= g(p) + max(max(g'(p), 0) (c - p), max(-g'(p), 0) (p - a))`` for
+every ``p`` (a tangent of a concave function lies above it), which is tight when ``p`` is near the tangency point
+``f'(p) = k`` (computed in plain float64: an error there costs tightness only) and, taken at an end, when the
+piece is monotone (the least of the three bounds is used). Upper lines: the same with the pieces' roles
+swapped. Softplus is convex: a lower line uses the tangent rule on the whole interval, an upper line the ends.
+So a proof rests only on the enclosures of ``f`` and ``f'`` at a handful of points, evaluated with outward
+rounding.
 
 Shapes: every function is elementwise on float64 tensors of any (common, broadcastable) shape.
 """
@@ -105,17 +107,31 @@ def _violation_at(kind, k, b, z, side, fz=None):
     return _sum_up(hi, _mul_up(-k, z), -b)
 
 
-def _tangent_rule(kind, k, b, a, c, p, side):
-    """Upper bound of the concave violation over ``[a, c]`` by its tangent at ``p`` (clamped into ``[a, c]``)."""
-    p = torch.minimum(torch.maximum(p, a), c)
-    p = torch.where(torch.isfinite(p), p, a)
+def _tangent_at(kind, k, b, a, c, p, side):
+    """Upper bound of the concave violation ``g`` over ``[a, c]`` by its tangent at ``p`` in ``[a, c]``:
+    ``g(z) <= g(p) + g'(p) (z - p)``, whose largest value is ``max(g'(p), 0) (c - p)`` right of ``p`` or
+    ``max(-g'(p), 0) (p - a)`` left of it (``g'(p)`` enclosed: ``k - f'(p)`` for a lower line, ``f'(p) - k``
+    for an upper one)."""
     g = _violation_at(kind, k, b, p, side)
     dlo, dhi = enclose_deriv(kind, p)
-    slope = torch.maximum((k - dlo).abs(), (k - dhi).abs())
-    slope = slope + 4 * _U * slope + _TINY
-    dist = torch.maximum(p - a, c - p)
-    dist = dist + 2 * _U * dist.abs()
-    return _sum_up(g, _mul_up(slope, dist))
+    gp_lo, gp_hi = (k - dhi, k - dlo) if side == "lower" else (dlo - k, dhi - k)
+    rise = gp_hi.clamp(min=0) + 4 * _U * gp_hi.abs() + _TINY     # >= max(g'(p), 0)
+    fall = (-gp_lo).clamp(min=0) + 4 * _U * gp_lo.abs() + _TINY   # >= max(-g'(p), 0)
+    right, left = c - p, p - a
+    right, left = right + 2 * _U * right.abs() + _TINY, left + 2 * _U * left.abs() + _TINY
+    return _sum_up(g, torch.maximum(_mul_up(rise, right), _mul_up(fall, left)))
+
+
+def _tangent_rule(kind, k, b, a, c, p, side):
+    """Upper bound of the concave violation over ``[a, c]``: the least of the tangent bounds
+    (:func:`_tangent_at`) at ``p`` (clamped into ``[a, c]``; ``a`` where not finite) and at both ends (an end's
+    bound is its value when the violation decreases away from it: a monotone piece costs nothing)."""
+    p = torch.minimum(torch.maximum(p, a), c)
+    p = torch.where(torch.isfinite(p), p, a)
+    out = _tangent_at(kind, k, b, a, c, p, side)
+    for end in (a, c):
+        out = torch.minimum(out, _tangent_at(kind, k, b, a, c, end, side))
+    return out
 
 
 def tangency(kind: str, k: torch.Tensor, sign: int) -> torch.Tensor:

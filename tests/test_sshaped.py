@@ -124,6 +124,7 @@ def _check_lines(kind, layer, rel, lines, L, U, n_grid=801):
     ls, li, us, ui = (t.double() for t in lines)                           # (K, m, n) broadcast below
     s = torch.linspace(0, 1, n_grid, dtype=F64)
     z = L[:, None] + (U - L)[:, None] * s[None]                         # (K, G)
+    z = torch.minimum(torch.maximum(z, L[:, None]), U[:, None])  # rounding puts l + (u - l) * 1 past u
     z = torch.cat([L[:, None], z, U[:, None]], dim=1)
     flo, fhi = tr.enclose(kind, z) if isinstance(layer, SmoothActivation) else (None, None)
     if flo is None:  # LeakyReLU: exact max(z, a z) in float64 up to one rounding

@@ -39,9 +39,10 @@ def _dense_np(layer):
     return sp.csr_matrix(W), b.reshape(-1).astype(np.float64)
 
 
-def affine_blocks(net) -> list[AffineBlock]:
-    """``len(net.relu_indices()) + 1`` blocks; see the module docstring."""
-    if hasattr(net, "require_relu"):
+def affine_blocks(net, relu_only=True) -> list[AffineBlock]:
+    """``len(net.relu_indices()) + 1`` blocks; see the module docstring. ``relu_only=False``: the blocks between
+    any activation layers (the smooth-activation LP of :mod:`relaxations.lp.smooth`)."""
+    if relu_only and hasattr(net, "require_relu"):
         net.require_relu("the LP/MILP encoding")
     blocks = []
     W = sp.identity(net.in_size, format="csr", dtype=np.float64)
