@@ -290,3 +290,32 @@ def test_mn_crown_reaches_the_hull_lp_of_the_sshaped_table(row):
     mn = float(_mn(net, st, C, iters=iters).lb)
     assert alpha <= hull1 + 1e-4 and mn > hull1 + 3e-3 and abs(mn - hull) <= 2e-3 and mn <= exact + 1e-9, \
         (alpha, mn, hull, exact)
+
+
+# ------------------------------------------------------------------------------------- verdicts, proof-only
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, width", [("sigmoid", 0.8), ("tanh", 0.15)])
+def test_proof_only_verdicts_with_mn_crown_and_activation_splitting(kind, width):
+    """mn-crown at the root of activation splitting (20 inputs, float64, proof-only), the children inheriting the
+    hull cuts: ``y <= t`` reachable with ``t`` above the best sampled / PGD value (violated: a point attains it) is
+    never unsat; with ``t`` below it by 0.05 it is proven (on the tanh net only after branching, with the
+    constraints in the children: alpha's root margin there is -0.05, mn-crown's -0.012, measured)."""
+    from bnb.config import Config
+    from bnb.engine.context import Stats
+    from bnb.io.spec import Polytope
+
+    from proof_only_runs import decide, proof_only
+    net = _net(kind, [20, 12, 10, 1], 3).to(dtype=F64)
+    lo, hi = -width * torch.ones(1, 20, dtype=F64), width * torch.ones(1, 20, dtype=F64)
+    ymin = float(_truth(net, lo, hi, torch.eye(1, dtype=F64))[0])
+    cfg = proof_only(Config())
+    cfg.general.dtype = "float64"
+    cfg.bounds.method, cfg.bounds.alpha_iters = "mn-crown", 20
+    cfg.bab.branching, cfg.bab.batch_size = "activation", 16
+    for t, want, seconds in ((ymin + 1e-3, ("unknown", "timeout"), 2.0), (ymin + 1e-6, ("unknown", "timeout"), 2.0),
+                             (ymin - 0.05, ("unsat",), 30.0)):
+        stats = Stats()
+        got = decide(net, lo[0], hi[0], [Polytope(np.array([[1.0]]), np.array([t]))], cfg, seconds, stats)
+        assert got in want, (t, ymin, got)
+    if kind == "tanh":
+        assert stats.get("branches", 0) > 0 and stats.get("constraints", 0) > 0, dict(stats)
