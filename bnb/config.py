@@ -96,6 +96,10 @@ class BoundsConfig:
                             "mn-crown on sigmoid / tanh / softplus layers: most multi-input hull cuts per layer "
                             "(separated at the points the open rows' coefficients select, within mn_time; "
                             "relaxations/hull_cuts.py)")
+    mn_hull_rounds: int = opt(BOUNDS.mn.hull_rounds,
+                              "mn-crown on sigmoid / tanh / softplus layers: separation rounds of the hull cuts "
+                              "(each round adds cuts at the points the last bound's coefficients select and "
+                              "optimises again)")
     gamma_lr: float = opt(BOUNDS.gamma_lr, "Adam step size of the multi-neuron constraint multipliers")
     mix_iters: int = opt(BOUNDS.mix_iters,
                          "ascent steps mixing the rows of a multi-row output polytope into one bound (0: row by row)")

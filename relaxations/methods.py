@@ -113,6 +113,8 @@ def mn_crown(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iters
                            constraints=None if all(c is None for c in cons) else cons)
     res = optimized(net, mn_state, C, opts, optimize_intermediate=False, **kw)
     res.lb = torch.maximum(res.lb, first.lb)  # both are valid bounds
+    if not getattr(net, "relu_only", True):
+        res, mn_state = _more_hull_rounds(net, mn_state, C, res, settled, opts, kw)
     if want_upper:
         res.ub = torch.minimum(res.ub, first.ub)
     res.infeasible = res.infeasible | first.infeasible
@@ -120,6 +122,40 @@ def mn_crown(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iters
     res.stats = stats
     res.base_lb = first.lb
     return res
+
+
+def _more_hull_rounds(net, mn_state, C, res, settled, opts, kw):
+    """``opts.mn.hull_rounds - 1`` more separation rounds of the hull cuts (smooth layers): cuts at the points the
+    last pass's coefficients select, joined to the constraints so far, then the bound again, warm-started (slopes,
+    interval multipliers, the old constraints' multipliers; the new ones start at 0). Every pass's bound is valid:
+    the best is kept. Returns ``(res, state)``."""
+    from relaxations.multineuron import join
+    for _ in range(opts.mn.hull_rounds - 1):
+        if settled is not None and bool(settled(res.lb, res.infeasible).all()):
+            break
+        if kw.get("should_stop") is not None and kw["should_stop"]():
+            break
+        new, _, _ = _mn_constraints(net, mn_state, C, res, settled, opts)
+        if all(c is None for c in new):
+            break
+        old = mn_state.constraints or [None] * len(new)
+        cons = [join(a, b) for a, b in zip(old, new)]
+        M = res.lb.shape[1]
+        gammas = []
+        for c, g, n in zip(cons, res.gammas or [None] * len(cons), new):
+            if c is None:
+                gammas.append(None)
+                continue
+            prev = g if g is not None else res.lb.new_zeros(1, M, c.count - (0 if n is None else n.count))
+            gammas.append(torch.cat([prev, res.lb.new_zeros(1, M, 0 if n is None else n.count)], dim=-1))
+        warm = {"final": res.alphas["final"]} if res.alphas is not None else None
+        mn_state = DomainState(mn_state.lower, mn_state.upper, mn_state.splits, mn_state.pre_bounds, warm, res.betas,
+                               constraints=cons, gammas=gammas)
+        again = optimized(net, mn_state, C, opts, optimize_intermediate=False, **kw)
+        again.lb = torch.maximum(again.lb, res.lb)
+        again.infeasible = again.infeasible | res.infeasible
+        res = again
+    return res, mn_state
 
 
 def _unstable_counts(pre_bounds) -> str:

@@ -23,6 +23,7 @@ class MultiNeuronOptions:
     tighten: bool = False      # re-bound each layer's unstable neurons with the earlier layers' constraints first
     tighten_time: float = 10.0  # seconds of that re-bounding per box (apart from time_budget)
     hull_cuts: int = 64        # multi-input hull cuts per sigmoid / tanh / softplus layer (relaxations.hull_cuts)
+    hull_rounds: int = 2       # their separation rounds (each one more optimisation pass at the root)
 
 
 @dataclass(frozen=True)
