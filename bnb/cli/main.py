@@ -360,6 +360,17 @@ def precision(network, box, samples, methods, as_json):
     _theory(precision_cmd, as_json, network, box, samples, methods)
 
 
+@main.command("hull-table")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Write a PNG of the upper envelopes of f(x1 + x2) along x2 = -x1.")
+@json_option
+def hull_table(plot, as_json):
+    """The tight hull of sigmoid/tanh neurons (SSHAPED.md section 1): the table of lower bounds (IBP, CROWN,
+    1-D hull LP, multi-input hull LP, exact) and the f(x1 + x2) vertex figure."""
+    from bnb.theory.commands import hull_table_cmd
+    _theory(hull_table_cmd, as_json, plot)
+
+
 @main.group()
 def recover():
     """The two ways to recover completeness (Mao et al.): partitioning and augmentation."""

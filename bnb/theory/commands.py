@@ -122,3 +122,8 @@ def relaxation_error_cmd(network, center, radii, depths, width, inputs, seeds, r
                      + [f"| {r['depth']} | {r['radius']:g} | {r['seed']} | {r['unstable']} | {r['lower']:.4g} | "
                         f"{r['upper']:.4g} |" for r in rows])
     return {"rows": rows}, text
+
+
+def hull_table_cmd(plot):
+    from bnb.theory.hull_table import hull_table
+    return hull_table(plot)
