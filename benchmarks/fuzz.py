@@ -117,8 +117,9 @@ and ``hi`` the smaller of the search's value and ``g`` at the sandwich's argmin 
 its oracle (``Instance.oracle``: ``interval`` / ``sandwich`` for ``unsat``, ``search`` / ``sandwich`` for ``sat``;
 ``milp`` for ReLU), counted in the summary's family table. Only chains (a DAG's
 ground truth rests on the ReLU pair identity), never the ``v2f32`` route (bnb refuses float32 queries on these
-activations), and configurations that refuse them by name (``mn-crown``, ReLU / partition branching) are
-replaced by the nearest that applies (:data:`NON_RELU_SUBSTITUTE`). ``tests/test_fuzz.py`` runs a mixed draw.
+activations), and configurations that refuse them by name (ReLU / partition branching) are
+replaced by the nearest that applies (:data:`NON_RELU_SUBSTITUTE`); ``mn-crown`` runs there with the multi-input
+hull cuts of :mod:`relaxations.hull_cuts` (no cuts on ``leaky_relu`` layers). ``tests/test_fuzz.py`` runs a mixed draw.
 
 Configurations: per instance ``--configs`` (default 3) are drawn from the grid ``general.proof_only`` (true with
 probability 0.65) x ``attack.enabled`` (true 0.4) x ``bounds.method`` (ibp crown dp0 dp1 alpha beta mn-crown) x
@@ -1100,8 +1101,7 @@ def sample_configs(rng, k: int) -> list[tuple[str, ...]]:
 
 
 # configurations that refuse non-ReLU networks (tests/test_sshaped.py), replaced by the nearest that applies
-NON_RELU_SUBSTITUTE = {"bounds.method=mn-crown": "bounds.method=alpha", "bab.branching=relu": "bab.branching=input",
-                       "bab.branching=partition": "bab.branching=input"}
+NON_RELU_SUBSTITUTE = {"bab.branching=relu": "bab.branching=input", "bab.branching=partition": "bab.branching=input"}
 
 LEAK = "replayed in proof-only mode"  # bnb's message when the engine asks for a replay in proof-only mode
 

@@ -6,7 +6,11 @@ group hulls, Anderson cuts or both, ``--cuts``), their times, the number of cons
 alpha margin that mn-crown closes. Prints a markdown table and the median gain; one thread.
 
     python benchmarks/mn_root_gain.py ../shared/benchmarks/mnist_fc [--every 3] [--iters 50] [--k 2] [--cuts both]
-        [--select TEXT] [--limit N] [--tighten]
+        [--select TEXT] [--limit N] [--tighten] [--alpha-lr 0.3] [--hull-cuts 64]
+
+On sigmoid / tanh / softplus networks mn-crown's constraints are the multi-input hull cuts of
+:mod:`relaxations.hull_cuts` (``--hull-cuts`` per layer; ``--cuts`` is ReLU's); the constraints column then reads
+the cuts kept of those tried per layer, and their seconds.
 
 ``--tighten``: also mn-crown with ``bounds.mn_tighten`` (intermediate bounds re-bounded layer by layer with the
 earlier layers' constraints), in the same run: its margin, time, and the unstable neurons per layer before
@@ -46,6 +50,9 @@ def main(argv=None):
     ap.add_argument("--cuts", default="hull", choices=("hull", "anderson", "both"), help="constraint sources")
     ap.add_argument("--time", type=float, default=60.0, help="time budget per constraint source, seconds")
     ap.add_argument("--tighten", action="store_true", help="also mn-crown with the intermediate bounds tightened")
+    ap.add_argument("--alpha-lr", type=float, default=BoundOptions().alpha_lr, help="Adam step of the slopes")
+    ap.add_argument("--hull-cuts", type=int, default=MultiNeuronOptions().hull_cuts,
+                    help="hull cuts per sigmoid / tanh / softplus layer")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     rows_csv = list(csv.reader(open(args.benchmark / "instances.csv")))[::args.every]
@@ -65,11 +72,12 @@ def main(argv=None):
         rows = Rows(spec.disjuncts, net.out_size, net.dtype, net.device)
         state = DomainState(lo[None], hi[None])
         t0 = time.perf_counter()
-        a = bound_rows(net, state, rows.C, "alpha", iters=args.iters)
+        a = bound_rows(net, state, rows.C, "alpha", BoundOptions(alpha_lr=args.alpha_lr), iters=args.iters)
         ta = time.perf_counter() - t0
         t0 = time.perf_counter()
-        mn = MultiNeuronOptions(k=args.k, max_groups=args.groups, time_budget=args.time, cuts=args.cuts)
-        m = bound_rows(net, state, rows.C, "mn-crown", BoundOptions(mn=mn), iters=args.iters)
+        mn = MultiNeuronOptions(k=args.k, max_groups=args.groups, time_budget=args.time, cuts=args.cuts,
+                                hull_cuts=args.hull_cuts)
+        m = bound_rows(net, state, rows.C, "mn-crown", BoundOptions(alpha_lr=args.alpha_lr, mn=mn), iters=args.iters)
         tm = time.perf_counter() - t0
         va, vm = float(rows.group_values(a.lb).min()), float(rows.group_values(m.lb).min())
         n_cons = sum(c.count for c in (m.constraints or []) if c is not None)
@@ -87,6 +95,8 @@ def main(argv=None):
             st = t.stats or {}
             extra = (f" {float(rows.group_values(t.lb).min()):.4f} | {tt:.1f} | {st.get('mn_unstable_before', '')} | "
                      f"{st.get('mn_unstable_after', '')} |")
+        if m.stats and "hull_cuts_kept" in m.stats:  # sigmoid / tanh / softplus: kept of tried, per layer
+            n_cons = f"{m.stats['hull_cuts_kept']} of {m.stats['hull_cuts_tried']} ({m.stats['time_hull_cuts']:.1f} s)"
         print(f"| {Path(onnx).stem} | {Path(vnnlib).stem} | {va:.4f} | {vm:.4f} | {vm - va:+.4f} | {share} | "
               f"{ta:.1f} | {tm:.1f} | {n_cons} |" + extra, flush=True)
     print(f"\n{len(gains)} instances; median gain {statistics.median(gains):+.4f}, "

@@ -60,7 +60,8 @@ class BoundsConfig:
     # the bounding methods' own options take their defaults from relaxations.options (listed there once)
     method: str = opt("alpha", "bounding method of the root domain (mn-crown: alpha-CROWN, then k-neuron group "
                       "hull constraints taken with optimised multipliers; ReLU-split children keep them as "
-                      "bab.mn_children_gain says)",
+                      "bab.mn_children_gain says; on sigmoid / tanh / softplus layers the multi-input hull cuts of "
+                      "each neuron over its input box instead, which activation-split children keep)",
                       ("ibp", "crown", "dp0", "dp1", "alpha", "beta", "mn-crown"))
     intermediate: str = opt(BOUNDS.intermediate,
                             "how intermediate (pre-ReLU) bounds are computed by crown, dp0 and dp1: backward CROWN, "
@@ -80,7 +81,8 @@ class BoundsConfig:
                          "mn-crown: time budget in seconds for computing the constraints at the root")
     mn_iters: int = opt(BOUNDS.mn.octa_iters, "mn-crown: alpha-CROWN steps of each group's octahedral bounds")
     mn_cuts: str = opt(BOUNDS.mn.cuts, "mn-crown: where the constraints come from: k-neuron group hulls, Anderson cuts "
-                       "(separated at the root's triangle-LP optima of the open rows), or both",
+                       "(separated at the root's triangle-LP optima of the open rows), or both (ReLU layers; "
+                       "smooth layers always get hull cuts)",
                        ("hull", "anderson", "both"))
     mn_rounds: int = opt(BOUNDS.mn.rounds, "mn-crown: Anderson separation rounds per output row (each one LP solve)")
     mn_tighten: bool = opt(BOUNDS.mn.tighten,
@@ -90,6 +92,14 @@ class BoundsConfig:
     mn_tighten_time: float = opt(BOUNDS.mn.tighten_time,
                                  "mn-crown with mn_tighten: seconds of re-bounding at the root (apart from mn_time, "
                                  "which the hulls keep); later layers keep their bounds")
+    mn_hull_cuts: int = opt(BOUNDS.mn.hull_cuts,
+                            "mn-crown on sigmoid / tanh / softplus layers: most multi-input hull cuts per layer "
+                            "(separated at the points the open rows' coefficients select, within mn_time; "
+                            "relaxations/hull_cuts.py)")
+    mn_hull_rounds: int = opt(BOUNDS.mn.hull_rounds,
+                              "mn-crown on sigmoid / tanh / softplus layers: separation rounds of the hull cuts "
+                              "(each round adds cuts at the points the last bound's coefficients select and "
+                              "optimises again)")
     gamma_lr: float = opt(BOUNDS.gamma_lr, "Adam step size of the multi-neuron constraint multipliers")
     mix_iters: int = opt(BOUNDS.mix_iters,
                          "ascent steps mixing the rows of a multi-row output polytope into one bound (0: row by row)")

@@ -127,11 +127,13 @@ def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=Non
         if collect:
             coeffs[k] = Af
         if general:
-            if G is not None or (betas is not None and r.split is not None):
-                raise ValueError("split or multi-neuron constraints on a non-ReLU activation")
+            if betas is not None and r.split is not None:
+                raise ValueError("ReLU split multipliers on a non-ReLU activation")
             A, bias, err, pending = _general_step(Af, r, None if alphas is None else alphas[k], bias, err,
                                                   errors is not None, layer.in_shape,
                                                   None if betas is None else betas[k])
+            if G is not None:
+                A, err, pending = _general_constraints(A, G, cons, r, err, pending, errors is not None)
             continue
         neg = Af.clamp(max=0)
         low = r.lower_slope(None if alphas is None else alphas[k])
@@ -223,6 +225,36 @@ def _general_step(Af, r, alpha, bias, err, rigorous, in_shape, beta=None):
                 + err_coeff(0, dt) * bias.detach().abs() + (2 * n + 4) * tiny(dt) * (1 + rz.sum(-1, keepdim=True))
             pending = (2 * err_coeff(2, dt) * rz).reshape(N, *in_shape)  # 3 roundings of |A| (<= 4 u |A|)
     return P.reshape(N, m, *in_shape), bias, err, pending
+
+
+def _general_constraints(A, G, cons, r, err, pending, rigorous):
+    """The rest of the constraints ``gamma . (Pz y + Px z + p)`` at an activation with general lines (after
+    :func:`_general_step`, whose ``A`` ``(N, m, *in_shape)`` already relaxed ``y``'s coefficient ``A + gamma
+    Pz``): ``z``'s coefficient becomes ``A + gamma Px``. Returns ``(A, err, pending)``. With ``rigorous``,
+    ``err`` grows by what :func:`backward`'s shared constraint terms leave to the step: the underflow of the
+    ``nc`` products of every entry of ``gamma Pz`` (times ``|y| <= out_reach``, which for a smooth activation is
+    not below ``|z|``) and of ``gamma . p``; and when ``Px`` is not zero, ``pending`` (the step's weights on
+    ``|A|``) is applied to the step's ``A`` and the sum is bounded: ``|fl(A + fl(G Px)) - (A + G Px)| <= g (|A| +
+    |G| |Px|)`` per entry, times ``|z| <= r.reach``, with ``nc`` products per entry that may underflow."""
+    N, m = A.shape[:2]
+    shape = A.shape[2:]
+    dt, nc = A.dtype, cons.count
+    if rigorous:
+        ry = r.out_reach()
+        err = err + nc * tiny(dt) * (1 + ry.sum(-1, keepdim=True))
+    if not bool((cons.Px != 0).any()):
+        return A, err, pending
+    Af = A.reshape(N, m, -1)
+    out = Af + G @ cons.Px                                              # (N, m, c) @ (c, n)
+    if rigorous:
+        rz = r.reach
+        if pending is not None:
+            err = err + dot_abs(Af.detach(), pending.reshape(N, -1))
+            pending = None
+        px = (rz @ cons.Px.abs().T) * (1 + err_coeff(rz.shape[-1], dt))  # (N, c) >= |Px| rz
+        err = err + err_coeff(nc + 1, dt) * (dot_abs(Af.detach(), rz) + dot_abs(G.detach().abs(), px)) \
+            + nc * tiny(dt) * (1 + rz.sum(-1, keepdim=True))
+    return out.reshape(N, m, *shape), err, pending
 
 
 def _add_carry(Af, carry, err, rigorous):

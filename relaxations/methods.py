@@ -32,7 +32,7 @@ def bound_rows(net, state: DomainState, C: torch.Tensor, method: str, opts: Boun
     that need no more work, so that alpha/beta-CROWN stop when all are (:func:`relaxations.optimize.optimized`);
     ``should_stop()``: stop optimising now (a deadline), with the best bound so far."""
     relu_only = getattr(net, "relu_only", True)
-    if not relu_only and (method in LP_METHODS or method == "mn-crown"):
+    if not relu_only and method in LP_METHODS:
         net.require_relu(f"bounding method {method!r}")
     if method == "mn-crown":
         res = mn_crown(net, state, C, opts, iters=iters, want_upper=want_upper, settled=settled,
@@ -81,9 +81,10 @@ def mn_crown(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iters
     (the k-neuron group hulls of :func:`relaxations.multineuron.group_hull_constraints`), ``anderson`` (the
     Anderson cuts of :func:`relaxations.multineuron.anderson_constraints`, at most ``opts.mn.rounds`` separation
     rounds per open row, worst first) or ``both``; each source within ``opts.mn.time_budget`` seconds, on each
-    domain's box and alpha bounds. Domains that already carry ``state.constraints`` (children of a split) skip
-    the first two steps. The result keeps the constraints (``constraints``) and multipliers (``gammas``) for the
-    children."""
+    domain's box and alpha bounds. On sigmoid / tanh / softplus layers the constraints are the multi-input hull
+    cuts of each neuron over its input box (:mod:`relaxations.hull_cuts`, at most ``opts.mn.hull_cuts`` per layer).
+    Domains that already carry ``state.constraints`` (children of a split) skip the first two steps. The result
+    keeps the constraints (``constraints``) and multipliers (``gammas``) for the children."""
     kw = dict(iters=iters, use_beta=True, want_upper=want_upper, settled=settled, should_stop=should_stop)
     if state.constraints is not None:
         res = optimized(net, state, C, opts, optimize_intermediate=False, **kw)
@@ -101,9 +102,8 @@ def mn_crown(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iters
     first = optimized(net, state, C, opts, **kw)
     if settled is not None and bool(settled(first.lb, first.infeasible).all()):
         return first  # proven without the constraints
-    cons, pre = _mn_constraints(net, state, C, first, settled, opts)
-    stats = None
-    if opts.mn.tighten:
+    cons, pre, stats = _mn_constraints(net, state, C, first, settled, opts)
+    if opts.mn.tighten and getattr(net, "relu_only", True):
         stats = {"mn_unstable_before": _unstable_counts(first.pre_bounds), "mn_unstable_after": _unstable_counts(pre)}
     if all(c is None for c in cons) and pre is first.pre_bounds:
         first.stats = stats
@@ -113,6 +113,8 @@ def mn_crown(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iters
                            constraints=None if all(c is None for c in cons) else cons)
     res = optimized(net, mn_state, C, opts, optimize_intermediate=False, **kw)
     res.lb = torch.maximum(res.lb, first.lb)  # both are valid bounds
+    if not getattr(net, "relu_only", True):
+        res, mn_state = _more_hull_rounds(net, mn_state, C, res, settled, opts, kw)
     if want_upper:
         res.ub = torch.minimum(res.ub, first.ub)
     res.infeasible = res.infeasible | first.infeasible
@@ -122,6 +124,40 @@ def mn_crown(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iters
     return res
 
 
+def _more_hull_rounds(net, mn_state, C, res, settled, opts, kw):
+    """``opts.mn.hull_rounds - 1`` more separation rounds of the hull cuts (smooth layers): cuts at the points the
+    last pass's coefficients select, joined to the constraints so far, then the bound again, warm-started (slopes,
+    interval multipliers, the old constraints' multipliers; the new ones start at 0). Every pass's bound is valid:
+    the best is kept. Returns ``(res, state)``."""
+    from relaxations.multineuron import join
+    for _ in range(opts.mn.hull_rounds - 1):
+        if settled is not None and bool(settled(res.lb, res.infeasible).all()):
+            break
+        if kw.get("should_stop") is not None and kw["should_stop"]():
+            break
+        new, _, _ = _mn_constraints(net, mn_state, C, res, settled, opts)
+        if all(c is None for c in new):
+            break
+        old = mn_state.constraints or [None] * len(new)
+        cons = [join(a, b) for a, b in zip(old, new)]
+        M = res.lb.shape[1]
+        gammas = []
+        for c, g, n in zip(cons, res.gammas or [None] * len(cons), new):
+            if c is None:
+                gammas.append(None)
+                continue
+            prev = g if g is not None else res.lb.new_zeros(1, M, c.count - (0 if n is None else n.count))
+            gammas.append(torch.cat([prev, res.lb.new_zeros(1, M, 0 if n is None else n.count)], dim=-1))
+        warm = {"final": res.alphas["final"]} if res.alphas is not None else None
+        mn_state = DomainState(mn_state.lower, mn_state.upper, mn_state.splits, mn_state.pre_bounds, warm, res.betas,
+                               constraints=cons, gammas=gammas)
+        again = optimized(net, mn_state, C, opts, optimize_intermediate=False, **kw)
+        again.lb = torch.maximum(again.lb, res.lb)
+        again.infeasible = again.infeasible | res.infeasible
+        res = again
+    return res, mn_state
+
+
 def _unstable_counts(pre_bounds) -> str:
     """Unstable neurons per ReLU layer of one domain's bounds, as ``a/b/c``."""
     return "/".join(str(int(((l[0] < 0) & (u[0] > 0)).sum())) for l, u in pre_bounds)
@@ -129,12 +165,26 @@ def _unstable_counts(pre_bounds) -> str:
 
 def _mn_constraints(net, state, C, first, settled, opts):
     """:func:`mn_constraints` of one domain (``state.size == 1``) for :func:`mn_crown`: Anderson cuts for its
-    open rows, the worst-bounded first."""
+    open rows, the worst-bounded first; on a network with other activations than ReLU, the hull cuts of its
+    smooth layers (:func:`relaxations.hull_cuts.smooth_hull_constraints`) separated at the points those rows'
+    coefficients select, whatever ``opts.mn.cuts`` says (the k-neuron hulls and Anderson cuts are ReLU's).
+    Returns ``(constraints, pre_bounds, stats)``: ``stats`` the hull cuts kept and tried per layer and their
+    seconds (None for ReLU networks)."""
     rows = C[0] if C.dim() == 3 else C
     lb = first.lb[0]
     open_rows = ~settled(first.lb, first.infeasible)[0] if settled is not None else torch.ones_like(lb, dtype=bool)
     order = [int(j) for j in torch.argsort(lb) if bool(open_rows[j])]
-    return mn_constraints(net, state.lower, state.upper, first.pre_bounds, rows[order], opts)
+    if not getattr(net, "relu_only", True):
+        from relaxations.hull_cuts import smooth_hull_constraints
+        if not order or first.relu_coeffs is None:
+            return [None] * len(first.pre_bounds), first.pre_bounds, None
+        cons, info = smooth_hull_constraints(net, state.lower, state.upper, first.pre_bounds,
+                                             [c[0, order] for c in first.relu_coeffs], first.A_input[0, order],
+                                             opts.mn.hull_cuts, opts.mn.time_budget)
+        return cons, first.pre_bounds, {"hull_cuts_kept": "/".join(map(str, info["cuts_kept"])),
+                                        "hull_cuts_tried": "/".join(map(str, info["cuts_tried"])),
+                                        "time_hull_cuts": round(info["seconds"], 3)}
+    return (*mn_constraints(net, state.lower, state.upper, first.pre_bounds, rows[order], opts), None)
 
 
 def mn_constraints(net, lower, upper, pre_bounds, rows, opts: BoundOptions = DEFAULTS):

@@ -216,13 +216,13 @@ def _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iter
             cons64.append(None)
             continue
         Px64, Pz64, b64 = (torch.as_tensor(np.array(v)) for v in (rows_z, rows_y, rhs))
-        work, exact = _working(Pz64, Px64, None, b64, reach(l, u)[0], None, dt, dev)
+        work, exact = working_constraints(Pz64, Px64, None, b64, reach(l, u)[0], None, dt, dev)
         out.append(work)
         cons64.append(exact)
     return out, pre64, time.monotonic() - t0
 
 
-def _working(Pz64, Px64, Ph64, b64, r, rh, dt, dev):
+def working_constraints(Pz64, Px64, Ph64, b64, r, rh, dt, dev):
     """``Pz y + Px z + Ph h <= b`` (float64, valid in real arithmetic; ``|y|, |z| <= r``, ``|h| <= rh``) as
     :class:`LayerConstraints` of the working dtype ``dt`` and of float64: ``(work, exact)``. The working-dtype
     coefficients move each constraint by at most ``|a' - a| . r`` on the box, so the right-hand side is raised
@@ -296,7 +296,7 @@ def anderson_constraints(net, lower, upper, pre_bounds, C, max_rounds=4, time_bu
         Px64 = torch.zeros_like(Pz64)
         l, u = pre64[i]
         rh = reach(lo64, hi64)[0] if i == 0 else pre64[i - 1][1][0].clamp(min=0)
-        work, _ = _working(Pz64, Px64, Ph64, b64, reach(l, u)[0], rh, dt, dev)
+        work, _ = working_constraints(Pz64, Px64, Ph64, b64, reach(l, u)[0], rh, dt, dev)
         out.append(work)
     return out, time.monotonic() - t0
 

@@ -22,6 +22,8 @@ class MultiNeuronOptions:
     rounds: int = 4            # Anderson separation rounds per open output row (one LP solve each)
     tighten: bool = False      # re-bound each layer's unstable neurons with the earlier layers' constraints first
     tighten_time: float = 10.0  # seconds of that re-bounding per box (apart from time_budget)
+    hull_cuts: int = 128       # multi-input hull cuts per sigmoid / tanh / softplus layer (relaxations.hull_cuts)
+    hull_rounds: int = 3       # their separation rounds (each one more optimisation pass at the root)
 
 
 @dataclass(frozen=True)

@@ -216,7 +216,7 @@ def test_bound_options_map_every_field():
                            "bounds.beta_lr=0.4", "bounds.gamma_lr=0.6", "bounds.fp_sound=false", "bounds.mn_k=3",
                            "bounds.mn_max_groups=7", "bounds.mn_time=2.5", "bounds.mn_iters=9", "bounds.mn_cuts=both",
                            "bounds.mn_rounds=2", "bounds.mn_tighten=true", "bounds.lp_solver=SCS",
-                           "bounds.mn_tighten_time=3.5",
+                           "bounds.mn_tighten_time=3.5", "bounds.mn_hull_cuts=5", "bounds.mn_hull_rounds=4",
                            "bounds.lp_refine_time=4.5",
                            "bounds.mix_iters=3"])
     opts = bound_options(cfg)
@@ -228,6 +228,6 @@ def test_bound_options_map_every_field():
     assert (opts.intermediate, opts.lower_slope, opts.alpha_lr, opts.beta_lr, opts.gamma_lr, opts.rigorous) == \
         ("forward", "zero", 0.3, 0.4, 0.6, False)
     assert (opts.mn.k, opts.mn.max_groups, opts.mn.time_budget, opts.mn.octa_iters, opts.mn.cuts, opts.mn.rounds,
-            opts.mn.tighten, opts.mn.tighten_time) == \
-        (3, 7, 2.5, 9, "both", 2, True, 3.5)
+            opts.mn.tighten, opts.mn.tighten_time, opts.mn.hull_cuts, opts.mn.hull_rounds) == \
+        (3, 7, 2.5, 9, "both", 2, True, 3.5, 5, 4)
     assert (opts.lp_solver, opts.lp_refine_time, opts.mix_iters) == ("SCS", 4.5, 3)

@@ -13,7 +13,8 @@ def bound_options(cfg) -> BoundOptions:
     b = cfg.bounds
     mn = MultiNeuronOptions(k=b.mn_k, max_groups=b.mn_max_groups, time_budget=b.mn_time, octa_iters=b.mn_iters,
                             cuts=b.mn_cuts, rounds=b.mn_rounds, tighten=b.mn_tighten,
-                            tighten_time=b.mn_tighten_time)
+                            tighten_time=b.mn_tighten_time, hull_cuts=b.mn_hull_cuts,
+                            hull_rounds=b.mn_hull_rounds)
     return BoundOptions(intermediate=b.intermediate, lower_slope=b.lower_slope, alpha_lr=b.alpha_lr,
                         beta_lr=b.beta_lr, gamma_lr=b.gamma_lr, rigorous=b.fp_sound, mn=mn, lp_solver=b.lp_solver,
                         lp_refine_time=b.lp_refine_time, mix_iters=b.mix_iters)

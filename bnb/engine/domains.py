@@ -140,7 +140,8 @@ class ActivationDomains(DomainBatch):
     - ``alphas``: per activation layer the parameters of the children's alpha-CROWN warm start (float32, any value
       is sound: lines are repaired), or None when children are bounded by CROWN; ``betas``: per activation layer
       ``(N, M, 2, n_i)`` the multipliers of the interval constraints (float32 warm start, ``bab.activation_method:
-      beta``), or None.
+      beta``), or None; ``gammas``: with the root's multi-neuron constraints (``bounds.method: mn-crown``), per
+      activation layer their multipliers ``(N, M, c_i)`` (float32 warm start; None on layers without), or None.
     """
     row: torch.Tensor
     lb: torch.Tensor
@@ -149,6 +150,7 @@ class ActivationDomains(DomainBatch):
     coeffs: list
     alphas: list | None = None
     betas: list | None = None
+    gammas: list | None = None
 
     @property
     def pre_bounds(self):

@@ -15,6 +15,11 @@ lines of the split neuron hold only on the child's side of ``p``, so the back-su
 output on the child's region, and its minimum over the whole box is below the minimum over the region: sound.
 The parent's bound holds on the child too and is kept where it is better.
 
+After an ``mn-crown`` root (``bounds.method``), children bounded by ``alpha`` or ``beta`` inherit the root's
+multi-neuron constraints (on smooth layers the hull cuts of :mod:`relaxations.hull_cuts`, valid on the root's
+box and bounds, so on every child, a subset) with the root's multipliers as warm start, as ReLU children do; only
+the constraints some root row leans on (a positive multiplier) are kept.
+
 A domain is verified only through :func:`relaxations.verdict.proven`; a domain with no neuron left wider than
 ``bab.activation_min_width`` of its root interval is undecided (the answer is then unknown, never unsat).
 """
@@ -31,6 +36,7 @@ from bnb.engine.strategies.relu_split import ReluSplitting, retighten
 from heuristics import ActivationBatch
 from heuristics.activation_split import PIECEWISE, split_points
 from relaxations.layers import LeakyReLU, ReLU, SmoothActivation
+from relaxations.multineuron import active_only
 from relaxations.state import BoundResult, DomainState
 
 WARM_DTYPE = torch.float32  # the stored alpha warm starts (any value is sound: the lines are repaired)
@@ -110,10 +116,18 @@ class ActivationSplitting(Strategy):
         if self.method == "beta":  # the interval constraints' multipliers start at 0
             M = r.lb.shape[1]
             betas = [torch.zeros(1, M, 2, l.shape[1], dtype=WARM_DTYPE, device=l.device) for l, _ in r.pre_bounds]
+        # the root's multi-neuron constraints (mn-crown), those it leans on, for children that take multipliers
+        self.cons, gammas = None, None
+        if r.constraints is not None and r.gammas is not None and self.method in ("alpha", "beta"):
+            cons, gam = active_only(r.constraints, r.gammas)
+            if any(c is not None for c in cons):
+                self.cons = cons
+                gammas = [None if g is None else g.to(WARM_DTYPE) for g in gam]
+                ctx.stats["constraints"] = sum(c.count for c in cons if c is not None)
         self._root = ActivationDomains(score=score, depth=torch.zeros(1, device=lower.device), row=row, lb=r.lb,
                                        pre_lower=[l for l, _ in r.pre_bounds], pre_upper=[u for _, u in r.pre_bounds],
                                        coeffs=[c[one, row] for c in r.relu_coeffs], alphas=alphas,
-                                       betas=betas)
+                                       betas=betas, gammas=gammas)
 
     def root(self) -> ActivationDomains | None:
         return None if self.verdict else self._root
@@ -172,9 +186,11 @@ class ActivationSplitting(Strategy):
         if self.warm:
             warm = {"final": [a.to(ctx.lower.dtype) for a in children.alphas]}
         betas = None if children.betas is None else [b.to(ctx.lower.dtype) for b in children.betas]
+        gammas = None if children.gammas is None else \
+            [None if g is None else g.to(ctx.lower.dtype) for g in children.gammas]
         state = DomainState(ctx.lower.expand(m, -1), ctx.upper.expand(m, -1),
                             pre_bounds=[(l.clone(), u.clone()) for l, u in children.pre_bounds], alphas=warm,
-                            betas=betas)
+                            betas=betas, constraints=self.cons, gammas=gammas)
         res = ctx.bound(state, self.method, opts.activation_alpha_iters, False, floor=children.lb)
         lb = torch.maximum(res.lb, children.lb)  # the parent's bound holds on its children
         score, row, worst = ctx.rows.score(lb)
@@ -185,7 +201,10 @@ class ActivationSplitting(Strategy):
         if children.betas is not None:
             got = res.betas if res.betas is not None else children.betas
             betas = [b.to(WARM_DTYPE) for b in got]
+        if children.gammas is not None:
+            got = res.gammas if res.gammas is not None else children.gammas
+            gammas = [None if g is None else g.to(WARM_DTYPE) for g in got]
         bounded = ActivationDomains(score=score, depth=children.depth, row=row, lb=lb, pre_lower=children.pre_lower,
                                     pre_upper=children.pre_upper, coeffs=[c[arm, row] for c in res.relu_coeffs],
-                                    alphas=alphas, betas=betas)
+                                    alphas=alphas, betas=betas, gammas=gammas)
         return Children(bounded, res.infeasible, worst, res.A_input[arm, row])
