@@ -232,6 +232,17 @@ def output_bounds(net, lower: torch.Tensor, upper: torch.Tensor, method: str, op
     return r.lb, r.ub
 
 
+def _lp_pre_bounds(net, state: DomainState, C: torch.Tensor):
+    """``(C3, pre)``: ``C`` per domain ``(N, m, n_out)`` and the LPs' intermediate bounds: CROWN's (rigorous, much
+    tighter than IBP, see docs/lp.md) intersected with ``state.pre_bounds``."""
+    C3 = C if C.dim() == 3 else C.expand(state.size, *C.shape)
+    pre = crown(net, state, C3, "adaptive", "crown", False).pre_bounds
+    if state.pre_bounds is not None:
+        pre = [(torch.maximum(l, l0.reshape(l.shape)), torch.minimum(u, u0.reshape(u.shape)))
+               for (l, u), (l0, u0) in zip(pre, state.pre_bounds)]
+    return C3, pre
+
+
 def smooth_lp_rows(net, state: DomainState, C: torch.Tensor, method: str, *, want_upper=False,
                    **options) -> BoundResult:
     """Bounds of ``C y`` by the LPs of sigmoid/tanh/softplus chains (``hull1d``, ``hull``:
@@ -241,11 +252,7 @@ def smooth_lp_rows(net, state: DomainState, C: torch.Tensor, method: str, *, wan
 
     smooth_kinds(net, method)  # refuses other networks by name before any work
     N = state.size
-    C3 = C if C.dim() == 3 else C.expand(N, *C.shape)
-    pre = crown(net, state, C3, "adaptive", "crown", False).pre_bounds
-    if state.pre_bounds is not None:
-        pre = [(torch.maximum(l, l0.reshape(l.shape)), torch.minimum(u, u0.reshape(u.shape)))
-               for (l, u), (l0, u0) in zip(pre, state.pre_bounds)]
+    C3, pre = _lp_pre_bounds(net, state, C)
     np64 = lambda t: t.detach().cpu().double().numpy()  # noqa: E731
     out = [smooth_lp_bounds(net, method, np64(state.lower[k]), np64(state.upper[k]),
                             [(np64(l[k]).reshape(-1), np64(u[k]).reshape(-1)) for l, u in pre], np64(C3[k]),
@@ -271,11 +278,7 @@ def lp_rows(net, state: DomainState, C: torch.Tensor, method: str, opts: BoundOp
     from relaxations.lp.model import NetworkLP
 
     N = state.size
-    C3 = C if C.dim() == 3 else C.expand(N, *C.shape)
-    pre = crown(net, state, C3, "adaptive", "crown", False).pre_bounds
-    if state.pre_bounds is not None:
-        pre = [(torch.maximum(l, l0.reshape(l.shape)), torch.minimum(u, u0.reshape(u.shape)))
-               for (l, u), (l0, u0) in zip(pre, state.pre_bounds)]
+    C3, pre = _lp_pre_bounds(net, state, C)
     solver = opts.lp_solver
     kw0 = {**LP_DEFAULTS.get(method, {}), **method_options}
     kw0.setdefault("solver", "HIGHS" if method == "milp" else solver)  # the MILP needs a MIP solver

@@ -225,6 +225,30 @@ def random_conv(seed, side, channels, hidden, n_out):
                                  torch.nn.Linear(flat, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, n_out))
     return Network.from_torch(module, (1, side, side))
 
+def smooth_net(kind, widths, seed, conv=False):
+    """``(module, Network)``: a dense chain (or a small conv net) of ``kind`` activations (sigmoid, tanh, softplus,
+    leaky), weights doubled so that pre-activations reach the saturated ends."""
+    from relaxations.network import Network
+    torch.manual_seed(seed)
+    act = {"sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh, "softplus": torch.nn.Softplus,
+           "leaky": lambda: torch.nn.LeakyReLU(0.1)}[kind]
+    if conv:
+        mods = [torch.nn.Conv2d(1, 2, 3, stride=2, padding=1), act(), torch.nn.Flatten(), torch.nn.Linear(18, 6), act(),
+                torch.nn.Linear(6, 3)]
+        in_shape = (1, 5, 5)
+    else:
+        mods = []
+        for a, b in zip(widths[:-1], widths[1:]):
+            lin = torch.nn.Linear(a, b)
+            with torch.no_grad():
+                lin.weight.mul_(2.0)
+            mods += [lin, act()]
+        mods = mods[:-1]
+        in_shape = (widths[0],)
+    module = torch.nn.Sequential(*mods)
+    return module, Network.from_torch(module, in_shape)
+
+
 def pre_activations(net, x):
     """Per ReLU layer of ``net`` (a :class:`relaxations.network.Network`) the pre-activations ``(S, n_i)`` of
     the points ``x`` ``(S, n_in)``: what sampled soundness checks of intermediate bounds compare against."""

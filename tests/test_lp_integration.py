@@ -16,7 +16,7 @@ from bnb.io.vnnlib import parse_vnnlib
 from bnb.pipeline.verify import verify
 from bnb.timing import Deadline
 from relaxations.lp.bab_hooks import lp_tighten, refine_root_bounds
-from relaxations.methods import LP_METHODS, METHODS, bound_rows
+from relaxations.methods import LP_METHODS, METHODS, SMOOTH_LP_METHODS, bound_rows
 from relaxations.milp import milp_bounds
 from relaxations.options import BoundOptions
 from relaxations.state import DomainState
@@ -62,7 +62,7 @@ def test_registry_lists_lp_methods():
 def test_bounds_every_method_tiny(tiny):
     net, spec = tiny
     ys = _ort_outputs(net, random_points([-1, -0.5], [1, 0.5], 200, seed=1))
-    res = {m: _bounds(net, spec, m) for m in METHODS}
+    res = {m: _bounds(net, spec, m) for m in METHODS if m not in SMOOTH_LP_METHODS}  # (those: sigmoid/tanh nets)
     for m, (lo, hi) in res.items():
         assert lo.shape == (2,) and hi.shape == (2,)
         assert np.all(ys >= lo - TOL) and np.all(ys <= hi + TOL), m

@@ -23,7 +23,7 @@ from relaxations.network import Network
 from relaxations.options import BoundOptions
 from relaxations.state import DomainState
 
-from conftest import export_onnx, write_vnnlib
+from conftest import export_onnx, smooth_net, write_vnnlib
 from proof_only_runs import proof_only
 
 F64, F32 = torch.float64, torch.float32
@@ -175,27 +175,6 @@ def test_every_line_encloses_the_activation_on_dense_grids(kind, dtype):
 
 
 # ------------------------------------------------------------------------------ networks: bounds vs samples
-def _net(kind, widths, seed, conv=False):
-    torch.manual_seed(seed)
-    act = {"sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh, "softplus": torch.nn.Softplus,
-           "leaky": lambda: torch.nn.LeakyReLU(0.1)}[kind]
-    if conv:
-        mods = [torch.nn.Conv2d(1, 2, 3, stride=2, padding=1), act(), torch.nn.Flatten(), torch.nn.Linear(18, 6), act(),
-                torch.nn.Linear(6, 3)]
-        in_shape = (1, 5, 5)
-    else:
-        mods = []
-        for a, b in zip(widths[:-1], widths[1:]):
-            lin = torch.nn.Linear(a, b)
-            with torch.no_grad():
-                lin.weight.mul_(2.0)
-            mods += [lin, act()]
-        mods = mods[:-1]
-        in_shape = (widths[0],)
-    module = torch.nn.Sequential(*mods)
-    return module, Network.from_torch(module, in_shape)
-
-
 def _pgd(net64, lo, hi, C, steps=60):
     """Per row of ``C``: the smallest value found by projected gradient descent from 16 random starts."""
     g = torch.Generator().manual_seed(0)
@@ -218,7 +197,7 @@ def _pgd(net64, lo, hi, C, steps=60):
                                   pytest.param(True, id="conv")])
 def test_bounds_contain_sampled_and_pgd_values(kind, conv):
     for seed in range(1 if conv else 2):
-        _, net = _net(kind, [4, 10, 8, 3], seed, conv)
+        _, net = smooth_net(kind, [4, 10, 8, 3], seed, conv)
         n = net.in_size
         lo, hi = -torch.ones(n, dtype=F64) * 0.8, torch.ones(n, dtype=F64) * 0.6
         net64 = net.to(dtype=F64)
@@ -317,7 +296,7 @@ def test_proof_only_verdicts(tmp_path, kind, graph):
 
 
 def test_relu_only_methods_refuse_by_name():
-    _, net = _net("tanh", [3, 5, 2], 0)
+    _, net = smooth_net("tanh", [3, 5, 2], 0)
     st = DomainState(-torch.ones(1, 3, dtype=F64), torch.ones(1, 3, dtype=F64))
     for method in ("lp", "milp"):  # (mn-crown takes hull cuts there: tests/test_sshaped_mn.py)
         with pytest.raises(ValueError, match="ReLU networks only"):
@@ -404,7 +383,7 @@ def test_relu_bounds_bit_for_bit_as_before():
 
 def test_cli_refusals_are_one_line(tmp_path):
     """ReLU-only options on a sigmoid network: one line naming the option, exit 2, from `bnb bounds`, `bnb verify`
-    and the theory commands."""
+    and the ReLU-only theory command (`bnb precision` and `relaxation-error` take smooth networks)."""
     from click.testing import CliRunner
 
     from bnb.cli.main import main as cli
@@ -412,7 +391,8 @@ def test_cli_refusals_are_one_line(tmp_path):
     for args, needle in ((["bounds", str(path), str(spec), "--method", "lp"], "LP/MILP encoding"),
                          (["verify", str(path), str(spec), "--set", "bab.branching=relu", "--set",
                            "attack.enabled=false", "--set", "bounds.method=ibp"], "bab.branching=relu"),
-                         (["precision", str(path)], "theory commands")):
+                         (["recover", "augment", str(path), "--out", str(tmp_path / "aug.onnx"), "--box=-1:1"],
+                          "recover augment")):
         r = CliRunner().invoke(cli, args)
         assert r.exit_code == 2, (args, r.output)
         lines = [ln for ln in r.output.splitlines() if ln.startswith("bnb: error")]

@@ -21,20 +21,10 @@ from relaxations.network import Network
 from relaxations.optimize import optimized
 from relaxations.state import DomainState
 
+from conftest import smooth_net
+
 F32, F64 = torch.float32, torch.float64
 DTYPES = pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
-
-
-def _net(kind, widths, seed):
-    torch.manual_seed(seed)
-    act = {"sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh, "softplus": torch.nn.Softplus}[kind]
-    mods = []
-    for a, b in zip(widths[:-1], widths[1:]):
-        lin = torch.nn.Linear(a, b)
-        with torch.no_grad():
-            lin.weight.mul_(2.0)
-        mods += [lin, act()]
-    return Network.from_torch(torch.nn.Sequential(*mods[:-1]), (widths[0],))
 
 
 def _truth(net, lo, hi, C, seed=0):
@@ -78,7 +68,7 @@ def line_cuts(net, lo, hi, pre, dtype, shift=0.0):
 
 
 def _setup(kind, dtype, seed=0):
-    net = _net(kind, [4, 10, 8, 3], seed).to(dtype=dtype)
+    net = smooth_net(kind, [4, 10, 8, 3], seed)[1].to(dtype=dtype)
     lo, hi = -0.8 * torch.ones(1, 4, dtype=dtype), 0.6 * torch.ones(1, 4, dtype=dtype)
     C = torch.cat([torch.eye(3), -torch.eye(3)]).to(dtype)
     with torch.no_grad():
@@ -305,7 +295,7 @@ def test_proof_only_verdicts_with_mn_crown_and_activation_splitting(kind, width)
     from bnb.io.spec import Polytope
 
     from proof_only_runs import decide, proof_only
-    net = _net(kind, [20, 12, 10, 1], 3).to(dtype=F64)
+    net = smooth_net(kind, [20, 12, 10, 1], 3)[1].to(dtype=F64)
     lo, hi = -width * torch.ones(1, 20, dtype=F64), width * torch.ones(1, 20, dtype=F64)
     ymin = float(_truth(net, lo, hi, torch.eye(1, dtype=F64))[0])
     cfg = proof_only(Config())

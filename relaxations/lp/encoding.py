@@ -131,3 +131,15 @@ def domain_bounds(net, lower, upper, pre_bounds=None, splits=None) -> DomainBoun
         pre.append((l, u))
         spl.append(s)
     return DomainBounds(xl, xu, pre, spl, empty)
+
+
+def layer_offsets(n_in: int, sizes) -> tuple[list[int], list[int], int]:
+    """``(z_off, y_off, end)``: where each activation layer's pre-activation ``z_i`` and output ``y_i`` start in
+    the LPs' flat variable vector ``[x; z_0; y_0; z_1; y_1; ...]`` (``n_in`` inputs, layer sizes ``sizes``), and
+    where the last one ends."""
+    off, z_off, y_off = n_in, [], []
+    for n in sizes:
+        z_off.append(off)
+        y_off.append(off + n)
+        off += 2 * n
+    return z_off, y_off, off

@@ -25,7 +25,7 @@ import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
 
-from relaxations.lp.encoding import DomainBounds, affine_blocks, domain_bounds, relu_sizes
+from relaxations.lp.encoding import DomainBounds, affine_blocks, domain_bounds, layer_offsets, relu_sizes
 from relaxations.lp.quiet import silence_highs_banner
 from relaxations.lp.sound import EPS, certified_min
 
@@ -52,13 +52,7 @@ class NetworkLP:
         self.blocks = affine_blocks(net)
         self.sizes = relu_sizes(net)
         self.n_in = net.in_size
-        off = self.n_in
-        self.z_off, self.y_off = [], []
-        for n in self.sizes:
-            self.z_off.append(off)
-            self.y_off.append(off + n)
-            off += 2 * n
-        self.n = off
+        self.z_off, self.y_off, self.n = layer_offsets(self.n_in, self.sizes)
         self.n_layers = len(self.sizes)
         self.v = cp.Variable(self.n)
         self.Lp = cp.Parameter(self.n)

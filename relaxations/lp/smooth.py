@@ -32,7 +32,7 @@ from scipy.optimize import linprog
 
 from relaxations import sshaped_hull as hull
 from relaxations import transcendental as tr
-from relaxations.lp.encoding import affine_blocks
+from relaxations.lp.encoding import affine_blocks, layer_offsets
 from relaxations.lp.sound import certified_min
 from relaxations.names import SMOOTH_LP_METHODS
 from relaxations.network import UnsupportedNetwork
@@ -69,14 +69,8 @@ class SmoothLP:
         self.pre = [(np.asarray(l, float).reshape(-1), np.asarray(u, float).reshape(-1)) for l, u in pre]
         self.sizes = [l.size for l, _ in self.pre]
         self.n_in, self.n_out = x_lo.size, self.blocks[-1].W.shape[0]
-        off = self.n_in
-        self.z_off, self.y_off = [], []
-        for n in self.sizes:
-            self.z_off.append(off)
-            self.y_off.append(off + n)
-            off += 2 * n
-        self.o_off = off
-        self.n = off + self.n_out
+        self.z_off, self.y_off, self.o_off = layer_offsets(self.n_in, self.sizes)
+        self.n = self.o_off + self.n_out
         L, U = np.empty(self.n), np.empty(self.n)
         L[:self.n_in], U[:self.n_in] = x_lo, x_hi
         self.ybox = [(x_lo, x_hi)]
