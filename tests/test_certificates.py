@@ -259,6 +259,25 @@ def test_mnist_relu_certificates(tmp_path, prop):
     accepted(cert, onnx, vnnlib)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("prop", ["prop_0_0.03", "prop_5_0.03"])
+def test_mnist_mn_crown_certificates(tmp_path, prop):
+    """configs/mnist_fc.yaml without mn_tighten (~10 s each): group hulls at the root, children as
+    bab.mn_children_gain says; a version-2 certificate whose constraints hold on samples, accepted."""
+    from tests.conftest import require_bench
+    folder = require_bench("mnist_fc")
+    onnx, vnnlib = folder / "onnx" / "mnist-net_256x2.onnx", folder / "vnnlib" / f"{prop}.vnnlib"
+    cert = tmp_path / "m.npz"
+    cfg = cfg_of("bounds.mn_tighten=false", config="configs/mnist_fc.yaml")
+    res = verify(str(onnx), str(vnnlib), cfg, certificate=str(cert))
+    assert res.verdict.value == "unsat" and res.stats["certificate"] == str(cert), res.stats.get("certificate")
+    man, a = check_content(cert, onnx)
+    closing = a["term_gamma"][a["term_gamma"] >= 0]
+    assert man["version"] == 2 and len(a["con_p"]) > 0 and (a["gamma"][closing] > 0).any()
+    check_constraints(a, onnx)
+    accepted(cert, onnx, vnnlib)
+
+
 def test_sat_writes_no_certificate(tmp_path, tiny_net):
     module = torch_mlp([2, 4, 1], 0)
     onnx = tiny_net(module, (2,))
