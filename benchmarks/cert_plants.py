@@ -4,11 +4,13 @@
 
 ``RESULTS.csv`` and ``CERT_DIR``: a ``bnb run SUITE_DIR/instances.csv ... --out RESULTS.csv --certificates
 CERT_DIR``. Each clean certificate is checked first (it must be accepted); then, per class of
-``../shared/CERTIFICATES.md`` §5 that the version-1 format can express, ``--sites`` plants spread over up to
+``../shared/CERTIFICATES.md`` §5 that the format can express (class n, a multi-neuron constraint's right-hand side
+``-p`` lowered by 10 %, only in version-2 certificates: ``mn-crown``), ``--sites`` plants spread over up to
 ``--certs`` certificates are checked (each must be rejected). A plant is made so that it really invalidates the
 proof: a claim is moved past a value the network takes at a sampled point of the node's box, a stability sign is
 flipped on a neuron sampled points show unstable, a leaf, subtree or closure is deleted, a cut opens a gap, the
-root box shrinks inside the file's box. Classes whose plant may leave a valid proof (another network, a weight
+root box shrinks inside the file's box, a constraint's right-hand side is lowered below its largest sampled
+value. Classes whose plant may leave a valid proof (another network, a weight
 scaled by 1.01: (j), (k)) are reported apart: there a rejection is expected only on near-tight instances.
 
 Prints a table: class, plants, rejected, accepted; exit 1 if any clean certificate is rejected or any plant of the
@@ -66,9 +68,9 @@ def node_boxes(a):
     return np.array(lo), np.array(hi)
 
 
-def sampled_pre(onnx, lo, hi, rng, n=256):
+def sampled_pre(onnx, lo, hi, rng, n=256, with_x=False):
     """Pre-activations ``(n, n_total)`` of the network (onnxruntime on the ONNX file's float32 graph, every Relu
-    input made an output) at points sampled in the box."""
+    input made an output) at points sampled in the box (``with_x``: and the points ``(n, n_in)``)."""
     import onnx as ox
     import onnxruntime as ort
     model = ox.load(str(onnx))
@@ -83,7 +85,7 @@ def sampled_pre(onnx, lo, hi, rng, n=256):
     for xi in x.astype(np.float32):
         res = sess.run(relu_in, {inp.name: xi.reshape(shape)})
         outs.append(np.concatenate([r.reshape(-1) for r in res]))
-    return np.array(outs, dtype=np.float64)
+    return (np.array(outs, dtype=np.float64), x) if with_x else np.array(outs, dtype=np.float64)
 
 
 def delete_nodes(a, gone):
@@ -269,12 +271,33 @@ def plant_nan(a, rng, inst):
     return b
 
 
+def plant_constraint(a, rng, inst):
+    """(n): a multi-neuron constraint's ``p`` raised by 10 % of ``|p|`` (its right-hand side lowered), only where
+    a point sampled in its box then violates it (so the planted constraint is false)."""
+    if "con_p" not in a or not len(a["con_p"]):
+        return None
+    n_in = a["root_lower"].shape[-1]
+    for _ in range(20):
+        c = rng.integers(len(a["con_p"]))
+        box = int(a["con_box"][c])
+        lo, hi = a["root_lower"].reshape(-1, n_in)[box], a["root_upper"].reshape(-1, n_in)[box]
+        z, x = sampled_pre(inst["onnx"], lo, hi, rng, 128, with_x=True)
+        p = a["con_p"][c].astype(np.float64) + 0.1 * abs(float(a["con_p"][c]))
+        val = np.concatenate([x, np.maximum(z, 0)], 1) @ a["con_y"][c].astype(np.float64) + z @ a["con_z"][c] + p
+        if val.max() > 1e-6 * (1 + abs(p)):
+            b = dict(a, con_p=a["con_p"].copy())
+            b["con_p"][c] = p
+            return b
+    return None
+
+
 INVALIDATING = {"a alpha out of [0, 1]": plant_alpha, "b negative beta / lambda": plant_negative,
                 "c claim past a sampled value": plant_claim,
                 "d stability sign flipped": lambda a, rng, inst: plant_claim(a, rng, inst, flip=True),
                 "e leaf or subtree deleted": plant_delete, "f cut gap / outside": plant_cut,
                 "g ReLU children inconsistent": plant_relu_children, "h closure dropped": plant_closure,
-                "i root box just inside the file's": plant_root, "m NaN / inf": plant_nan}
+                "i root box just inside the file's": plant_root, "m NaN / inf": plant_nan,
+                "n constraint's right-hand side -10 %": plant_constraint}
 
 
 def raw_plants(path, rng):
