@@ -4,11 +4,13 @@
 
 ``RESULTS.csv`` and ``CERT_DIR``: a ``bnb run SUITE_DIR/instances.csv ... --out RESULTS.csv --certificates
 CERT_DIR``. Each clean certificate is checked first (it must be accepted); then, per class of
-``../shared/CERTIFICATES.md`` §5 that the version-1 format can express, ``--sites`` plants spread over up to
+``../shared/CERTIFICATES.md`` §5 that the format can express (class n, a multi-neuron constraint's right-hand side
+``-p`` lowered by 10 %, only in version-2 certificates: ``mn-crown``), ``--sites`` plants spread over up to
 ``--certs`` certificates are checked (each must be rejected). A plant is made so that it really invalidates the
 proof: a claim is moved past a value the network takes at a sampled point of the node's box, a stability sign is
 flipped on a neuron sampled points show unstable, a leaf, subtree or closure is deleted, a cut opens a gap, the
-root box shrinks inside the file's box. Classes whose plant may leave a valid proof (another network, a weight
+root box shrinks inside the file's box, a constraint's right-hand side is lowered below its largest value over
+what the certificate proves it from (class n). Classes whose plant may leave a valid proof (another network, a weight
 scaled by 1.01: (j), (k)) are reported apart: there a rejection is expected only on near-tight instances.
 
 Prints a table: class, plants, rejected, accepted; exit 1 if any clean certificate is rejected or any plant of the
@@ -269,12 +271,49 @@ def plant_nan(a, rng, inst):
     return b
 
 
+def plant_constraint(a, rng, inst):
+    """(n): a group-hull constraint's ``p`` raised by 10 % of ``|p|`` (its right-hand side lowered), only where the
+    planted constraint then fails on what its certificate proves it from: on some orthant of its group, over the
+    root's claimed bounds and its octahedral rows, its largest value (an LP, scipy's HiGHS) is above 0."""
+    from scipy.optimize import linprog
+    if "con_p" not in a or not (a["con_noct"] > 0).any():
+        return None
+    n_in, sizes = a["root_lower"].shape[-1], manifest(a)["relu_sizes"]
+    off = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    roots = np.flatnonzero(a["kind"] == 0)
+    cand = np.flatnonzero(a["con_noct"] > 0)
+    for _ in range(20):
+        c = cand[rng.integers(len(cand))]
+        k, o0, no = int(a["con_layer"][c]), int(a["con_oct"][c]), int(a["con_noct"][c])
+        q = int(np.flatnonzero(a["claim_node"] == roots[a["con_box"][c]])[0])
+        y, z = a["con_y"][c, n_in + off[k]:n_in + off[k + 1]], a["con_z"][c, off[k]:off[k + 1]]
+        grp = np.flatnonzero((y != 0) | (z != 0))
+        if "claim_state" in a and (a["claim_state"][q, off[k] + grp] != 0).any():
+            continue
+        l, u = a["claim_lo"][q, off[k] + grp].astype(np.float64), a["claim_hi"][q, off[k] + grp].astype(np.float64)
+        D, beta = a["oct_row"][o0:o0 + no][:, off[k] + grp], a["oct_beta"][o0:o0 + no]
+        p = float(a["con_p"][c]) + 0.1 * abs(float(a["con_p"][c]))
+        for s in range(1 << len(grp)):
+            on = ((s >> np.arange(len(grp))) & 1).astype(bool)
+            zl, zu = np.where(on, np.maximum(l, 0), l), np.where(on, u, np.minimum(u, 0))
+            if (zl > zu).any():
+                continue
+            cs = z[grp].astype(np.float64) + np.where(on, y[grp], 0)
+            res = linprog(-cs, A_ub=D, b_ub=beta, bounds=list(zip(zl, zu)), method="highs")
+            if res.status == 0 and -res.fun + p > 1e-6 * (1 + abs(p)):
+                b = dict(a, con_p=a["con_p"].copy())
+                b["con_p"][c] = p
+                return b
+    return None
+
+
 INVALIDATING = {"a alpha out of [0, 1]": plant_alpha, "b negative beta / lambda": plant_negative,
                 "c claim past a sampled value": plant_claim,
                 "d stability sign flipped": lambda a, rng, inst: plant_claim(a, rng, inst, flip=True),
                 "e leaf or subtree deleted": plant_delete, "f cut gap / outside": plant_cut,
                 "g ReLU children inconsistent": plant_relu_children, "h closure dropped": plant_closure,
-                "i root box just inside the file's": plant_root, "m NaN / inf": plant_nan}
+                "i root box just inside the file's": plant_root, "m NaN / inf": plant_nan,
+                "n constraint's right-hand side -10 %": plant_constraint}
 
 
 def raw_plants(path, rng):

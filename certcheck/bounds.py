@@ -23,15 +23,22 @@ def ibp(seg, ylo, yhi, ex):
     return down(lo - e), up(hi + e)
 
 
-def backsub(net, K, A, nd, ra, rb, B, ex):
+def backsub(net, K, A, nd, ra, rb, rg, B, ex):
     """Lower bound of A . z_K over each row's node domain (K = L + 1: the output), as an affine function of x.
 
-    A (nN, r, n_K): r coefficient rows per node; nd (nN,) the nodes in B; ra, rb (nN, r) rows of net.alpha /
-    net.beta or -1. Returns (G (nN, r, n_in), const, err (nN, r)): A . z_K(x) >= G . x + const - err on the domain.
+    A (nN, r, n_K): r coefficient rows per node; nd (nN,) the nodes in B; ra, rb, rg (nN, r) rows of net.alpha /
+    net.beta / net.gamma or -1. Returns (G (nN, r, n_in), const, err (nN, r)): A . z_K(x) >= G . x + const - err on
+    the domain. gamma . (cy . (x, y) + cz . z + cp) <= 0 is added: cy on the inputs of segments, cz after ReLUs.
     """
     nN, r = A.shape[:2]
     const, err = np.zeros((nN, r), dtype=object if ex else np.float64), np.zeros((nN, r))
-    aA = None if ex else np.abs(A)
+    aA, gy, n_in = None if ex else np.abs(A), None, net.segs[0][0].shape[1]
+    if (rg >= 0).any():
+        Gm = np.where((rg >= 0)[..., None], net.gamma[rg], 0)
+        gy, gz, const = Gm @ net.cy, Gm @ net.cz, const + Gm @ net.cp
+        aG, nc = np.abs(Gm), Gm.shape[-1]  # (error terms are ignored in exact mode)
+        ey, ez = (gam(nc) * (aG @ np.abs(c)) + nc * TINY for c in (net.cy, net.cz))
+        err = err + gam(nc) * (aG @ np.abs(net.cp)) + U * np.abs(const) + nc * TINY
     for k in range(K, 0, -1):
         W, b, Wr, br = net.segs[k - 1]
         m, n = W.shape
@@ -43,6 +50,10 @@ def backsub(net, K, A, nd, ra, rb, B, ex):
             err += (m + 2) * TINY * (1 + ym.sum(1))[:, None] + (0 if br is None else aA @ br)
             err += 0 if Wr is None else mv(aA, ym @ Wr.T)
         G = np.broadcast_to(A[0] @ W, (nN, r, n)) if A.strides[0] == 0 else (A.reshape(-1, m) @ W).reshape(nN, r, n)
+        if gy is not None:
+            cols = slice(0, n_in) if k == 1 else slice(n_in + net.off[k - 2], n_in + net.off[k - 1])
+            G = G + gy[..., cols]
+            err += 0 if ex else mv(U * np.abs(G) + ey[..., cols], ym)
         if k == 1:
             return G, const, err
         sl = slice(net.off[k - 2], net.off[k - 1])
@@ -58,16 +69,17 @@ def backsub(net, K, A, nd, ra, rb, B, ex):
         lneg = np.where(uns, l, 0)[:, 0]  # P < 0 on an unstable neuron: the chord's intercept -P l
         Pn = np.minimum(P, 0)
         const = const - mv(Pn, lneg)
-        A = P
+        E, sg = 0 if gy is None else gz[..., sl], B["sgn"][nd, sl][:, None]
         if (rb >= 0).any():
-            sg = B["sgn"][nd, sl][:, None]
-            A = P + np.where((rb >= 0)[..., None], net.beta[rb, sl] * ((sg == -1).astype(int) - (sg == 1)), 0)
+            E = E + np.where((rb >= 0)[..., None], net.beta[rb, sl] * ((sg == -1).astype(int) - (sg == 1)), 0)
+        A = P + E if gy is not None or (rb >= 0).any() else P
         if not ex:
             zm = np.maximum(np.abs(l), np.abs(u))[:, 0]
             aP = np.abs(P)
             aA = aP if A is P else np.abs(A)
             err += U * INFL * (4 * mv(aP, zm) + mv(aA, zm)) + 2 * TINY * zm.sum(1)[:, None]
             err += gam(n) * mv(-Pn, np.abs(lneg)) + U * np.abs(const)
+            err += 0 if gy is None else mv(U * np.abs(E) + ez[..., sl], zm)
 
 
 def mv(X, v):
@@ -84,6 +96,13 @@ def row_min(G, const, err, nd, B, ex):
             raise RuntimeError("a float in exact mode")
         return val + const
     return lower_value(val, const, err + dot_err(np.abs(G), np.abs(xs), G.shape[-1]))
+
+
+def bmax(c, lo, hi, k, e, ex):
+    """Rigorous upper bound of max over the boxes [lo, hi] of c . x + k (rows (r, n); k (r,) with error bound e)."""
+    v = np.where(c >= 0, c * hi, c * lo).sum(-1) + k
+    m = None if ex else (np.abs(c) * np.maximum(np.abs(lo), np.abs(hi))).sum(-1)
+    return v if ex else -lower_value(-v, 0 * v, e + gam(c.shape[-1] + 1) * (m + np.abs(k)) + c.shape[-1] * TINY)
 
 
 def mix(G, const, err, lam, starts, ex):

@@ -9,25 +9,28 @@ from types import SimpleNamespace
 import numpy as np
 
 from . import onnxnet, vnnlib
-from .arith import U, conv, up_float
-from .bounds import backsub, ibp, mix, row_min
+from .arith import TINY, U, conv, gam, up_float
+from .bounds import backsub, bmax, ibp, mix, row_min
 from .onnxnet import Unsupported
 from .vnnlib import Reject
 
-INTS = {"parent": "N", "kind": "N", "index": "N", "phase": "N", "claim_node": "Q", "claim_state": ("Q", "n"),
-        "hint_claim": "H",
-        "hint_neuron": "H", "hint_side": "H", "hint_alpha": "H", "close_node": "P", "close_poly": "P",
-        "term_close": "T", "term_row": "T", "term_alpha": "T", "term_beta": "T"}
+INTS = {k: d for d, ks in (x.split(":") for x in ("N:parent kind index phase", "Q:claim_node",
+        "P:close_node close_poly", "H:hint_claim hint_neuron hint_side hint_alpha", "C:con_box con_layer con_oct",
+        "C:con_noct con_mu", "T:term_close term_row term_alpha term_beta term_gamma", "O:oct_box oct_layer oct_alpha",
+        "O:oct_gamma")) for k in ks.split()}
+INTS["claim_state"] = ("Q", "n")
 FLOATS = {"root_lower": ("b", "i"), "root_upper": ("b", "i"), "lo": ("N",), "hi": ("N",), "claim_lo": ("Q", "n"),
-          "claim_hi": ("Q", "n"), "term_lam": ("T",), "alpha": ("A", "n"), "beta": ("B", "n")}
+          "claim_hi": ("Q", "n"), "term_lam": ("T",), "alpha": ("A", "n"), "beta": ("B", "n"),
+          "con_y": ("C", "y"), "con_z": ("C", "n"), "con_p": ("C",), "mu": ("M",), "oct_row": ("O", "n"),
+          "oct_beta": ("O",), "gamma": ("G", "C")}
 RANGES = (("claim_node", 0, "N"), ("hint_claim", 0, "Q"), ("hint_neuron", 0, "n"), ("hint_alpha", 0, "A"),
           ("close_node", 0, "N"), ("close_poly", 0, "p"), ("term_close", 0, "P"), ("term_row", 0, "r"),
-          ("term_alpha", -1, "A"), ("term_beta", -1, "B"))
-OPTIONAL = {"hint_claim", "hint_neuron", "hint_side", "hint_alpha", "alpha", "beta", "claim_state"}
+          ("term_alpha", -1, "A"), ("term_beta", -1, "B"), ("term_gamma", -1, "G"), ("con_box", 0, "b"),
+          ("con_layer", 0, "L"), ("oct_box", 0, "b"), ("oct_layer", 0, "L"), ("oct_alpha", -1, "A"),
+          ("oct_gamma", -1, "G"))
+OPTIONAL = {"hint_claim", "hint_neuron", "hint_side", "hint_alpha", "alpha", "beta", "claim_state", "term_gamma"} | {
+    k for k in list(INTS) + list(FLOATS) if k[:4] in ("con_", "oct_") or k in ("mu", "gamma")}
 CHUNK = 1 << 21
-
-
-Result = SimpleNamespace  # status in {'accepted', 'rejected', 'unsupported'}, reason, counts, seconds
 
 
 def need(cond, msg):
@@ -43,15 +46,16 @@ def read_cert(path, n_in, n_total):
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as e:
         raise Reject(f"unreadable certificate: {type(e).__name__}: {e}") from None
     need(isinstance(man, dict), "manifest is not a JSON object")
-    dims = {"i": n_in, "n": n_total}
+    dims = {"i": n_in, "n": n_total, "y": n_in + n_total}
     for k in ("root_lower", "root_upper"):  # one box: (n_in,) stands for (1, n_in)
         z[k] = z[k][None] if k in z and z[k].ndim == 1 else z.get(k)
     if "claim_state" not in z and "claim_lo" in z:
         z["claim_state"] = np.zeros(z["claim_lo"].shape, dtype=np.int8)
-    for k in INTS.keys() | FLOATS.keys():
-        if k not in z:
+    for k in list(INTS) + list(FLOATS):  # in this order: a missing array's size comes from those before it
+        if k not in z:  # optional: no rows, or (term_gamma) -1 for every term
             need(k in OPTIONAL, f"missing array {k}")
-            z[k] = np.zeros((0, n_total) if k in FLOATS else 0, dtype=np.float64 if k in FLOATS else np.int64)
+            z[k] = np.zeros((0,) + tuple(dims.get(d, 0) for d in FLOATS[k][1:])) if k in FLOATS else np.full(
+                dims.get(INTS[k], 0), -1)
         a = z[k]
         shape = (INTS[k] if isinstance(INTS[k], tuple) else (INTS[k],)) if k in INTS else FLOATS[k]
         need(a.dtype.kind in ("iu" if k in INTS else "f") and a.ndim == len(shape), f"array {k}: bad dtype/shape")
@@ -93,7 +97,7 @@ def check_tree(z, n_in, relu, N, nbox):
 
 def check(cert_path, onnx_path, vnnlib_path, exact=False, check_hash=True):
     t0 = time.time()
-    res = Result(status="rejected", reason="", nodes=0, leaves=0, claims=0, closures=0, seconds=0.0)
+    res = SimpleNamespace(status="rejected", reason="", nodes=0, leaves=0, claims=0, closures=0, seconds=0.0)
     try:
         run(res, cert_path, onnx_path, vnnlib_path, exact, check_hash)
         res.status = "accepted"
@@ -120,7 +124,8 @@ def run(res, cert_path, onnx_path, vnnlib_path, ex, check_hash):
     man, z, dims = read_cert(cert_path, n_in, n_total)
     z["n_total"] = n_total
     rows = man.get("polytope_rows")
-    want = {"format": "bnb-certificate", "version": 1, "n_in": n_in, "n_out": n_out, "relu_sizes": sizes,
+    want = {"format": "bnb-certificate", "version": 1 + (len(z["con_p"]) > 0), "n_in": n_in, "n_out": n_out,
+            "relu_sizes": sizes,
             "polytope_rows": rows if rows == [[len(p) for p in b[2]] for b in boxes] else
             [len(p) for p in boxes[0][2]] if len(boxes) == 1 else None,
             "branching": man.get("branching") in ("input", "relu") and man["branching"]}
@@ -134,14 +139,13 @@ def run(res, cert_path, onnx_path, vnnlib_path, ex, check_hash):
         all(Fraction(a) <= b for a, b in zip(rl, plo)) and all(Fraction(a) >= b for a, b in zip(ru, phi))
         for rl, ru, (plo, phi, _) in zip(z["root_lower"].tolist(), z["root_upper"].tolist(), boxes)),
         "root boxes do not contain the VNN-LIB boxes")
-    N, Q, H, P = (dims.get(k, 0) for k in "NQHP")
-    res.nodes, res.claims, res.closures = N, Q, P
+    res.nodes, res.claims, _, res.closures = N, Q, H, P = tuple(dims.get(k, 0) for k in "NQHP")
     relu = man["branching"] == "relu"
     kids, BLO, BHI, box = check_tree(z, n_in, relu, N, len(boxes))
     need(bool(np.isin(z["claim_state"], (-1, 0, 1)).all()), "claim_state must be -1, 0 or +1")
     leaves = np.array([not k for k in kids])
     res.leaves = int(leaves.sum())
-    dims.update(p=len(polys), r=1 << 62, n=n_total)
+    dims.update(p=len(polys), r=1 << 62, n=n_total, L=len(sizes))
     for k, lo, dim in RANGES:
         need(bool(((z[k] >= lo) & (z[k] < dims.get(dim, 0))).all()), f"{k} out of range")
     K = boff[box + 1] - boff[box]  # polytopes of each node's box; close_poly numbers them per box
@@ -154,7 +158,8 @@ def run(res, cert_path, onnx_path, vnnlib_path, ex, check_hash):
     need(len(set(hkey.tolist())) == H, "duplicate hint")
     need(P == 0 or bool((np.bincount(z["term_close"], minlength=P) >= 1).all()), "a closure without terms")
     for ok, msg in ((np.isin(z["hint_side"], (-1, 1)), "bad hint_side"), (z["term_lam"] >= 0, "negative lambda"),
-                    ((z["alpha"] >= 0) & (z["alpha"] <= 1), "alpha outside [0, 1]"), (z["beta"] >= 0, "negative beta")):
+                    ((z["alpha"] >= 0) & (z["alpha"] <= 1), "alpha outside [0, 1]"), (z["beta"] >= 0, "negative beta"),
+                    (z["gamma"] >= 0, "negative gamma"), (z["mu"] >= 0, "negative mu")):
         need(bool(np.all(ok)), msg)
     claim_of = np.full(N, -1)
     claim_of[z["claim_node"]] = np.arange(Q)
@@ -165,7 +170,13 @@ def run(res, cert_path, onnx_path, vnnlib_path, ex, check_hash):
     need(all(0 <= j < n_out for c, _ in rows for j in c), "vnnlib: an output index out of range")
     C = np.array([[c.get(j, 0) for j in range(n_out)] for c, _ in rows], dtype=object if ex else np.float64)
     d = np.array([dv if ex else up_float(dv) for _, dv in rows], dtype=object if ex else np.float64)
-    net.alpha, net.beta = conv(z["alpha"], ex), conv(z["beta"], ex)
+    # a gamma only on constraints proven before its row: of the node's box (terms); of that box and earlier layers
+    gu, gb = np.append(z["term_gamma"], z["oct_gamma"]), np.append(box[z["close_node"][z["term_close"]]], z["oct_box"])
+    gl, u = np.append(np.full(len(z["term_gamma"]), dims["L"]), z["oct_layer"])[:, None], gu >= 0
+    need(not (z["gamma"][gu[u]] * ((z["con_box"] != gb[u][:, None]) | (z["con_layer"] >= gl[u]))).any(),
+         "gamma on a constraint of another box or of a later layer")
+    net.alpha, net.beta, net.gamma, net.cy, net.cz, net.cp, net.mu, net.orow, net.obeta = (conv(z[k], ex) for k in (
+        "alpha", "beta", "gamma", "con_y", "con_z", "con_p", "mu", "oct_row", "oct_beta"))
     clo, chi = conv(z["claim_lo"], ex), conv(z["claim_hi"], ex)
     BLO, BHI = conv(BLO, ex), conv(BHI, ex)
     hints = (np.append(hkey[np.argsort(hkey)], 1 << 62), np.append(z["hint_alpha"][np.argsort(hkey)], -1))
@@ -207,6 +218,7 @@ def walk(net, z, ex, kids, leaves, claim_of, clo, chi, BLO, BHI, hints, C, d, po
             clamp(B, net, k, Cn)
         for k in range(L):
             dead |= (B["lo"][k] > B["hi"][k]).any(1)
+        check_cons(net, z, ex, B) if prev is None else None
         close_level(net, z, ex, B, V, loc, dead, C, d, poff, closed_by)
         if lev:
             closed_by[V] |= closed_by[z["parent"][V]]
@@ -231,10 +243,12 @@ def fail(bad, fmt, *cols):
         raise Reject(fmt.format(*(c[bad[0]] for c in cols)))
 
 
-def chunks(net, K, A, nd, ra, rb, B, ex, reduce):
+def chunks(net, K, A, nd, ra, rb, B, ex, reduce, rg=None):
     """backsub over chunks of nodes; reduce(G, const, err, nodes) -> per-row results, concatenated."""
     step = max(1, CHUNK // (A.shape[1] * max(s[0].shape[0] for s in net.segs)))
-    out = [reduce(*backsub(net, K, A[i:i + step], nd[i:i + step], ra[i:i + step], rb[i:i + step], B, ex),
+    rg = np.full(ra.shape, -1) if rg is None else rg
+    out = [reduce(*backsub(net, K, A[i:i + step], nd[i:i + step], ra[i:i + step], rb[i:i + step], rg[i:i + step],
+                           B, ex),
                   nd[i:i + step]) for i in range(0, A.shape[0], step)]
     return [np.concatenate(x) for x in zip(*out)]
 
@@ -287,9 +301,10 @@ def close_level(net, z, ex, B, V, loc, dead, C, d, poff, closed_by):
     slot = np.empty(len(t), dtype=int)
     slot[order] = np.arange(len(t)) - np.searchsorted(inv[order], inv[order])
     A = np.zeros((len(nodes), slot.max() + 1, C.shape[1]), dtype=C.dtype)
-    ra, rb = np.full(A.shape[:2], -1), np.full(A.shape[:2], -1)
-    A[inv, slot], ra[inv, slot], rb[inv, slot] = C[grow], z["term_alpha"][t], z["term_beta"][t]
-    G, const, err = chunks(net, len(net.segs), A, nodes, ra, rb, B, ex, lambda G, c0, e, nd: (G, c0, e))
+    ra, rb, rg = np.full(A.shape[:2], -1), np.full(A.shape[:2], -1), np.full(A.shape[:2], -1)
+    A[inv, slot], ra[inv, slot], rb[inv, slot], rg[inv, slot] = C[grow], z["term_alpha"][t], z["term_beta"][t], \
+        z["term_gamma"][t]
+    G, const, err = chunks(net, len(net.segs), A, nodes, ra, rb, B, ex, lambda G, c0, e, nd: (G, c0, e), rg)
     G, const, err = G[inv, slot], const[inv, slot] - d[grow], err[inv, slot]
     if not ex:
         err = err + 2 * U * np.abs(const)
@@ -301,3 +316,44 @@ def close_level(net, z, ex, B, V, loc, dead, C, d, poff, closed_by):
     val = row_min(Gm[:, None], cm[:, None], em if ex else em[:, None], rc, B, ex)[:, 0]
     fail(np.nonzero(~(val > 0))[0], "closure {} (node {}, polytope {}) does not hold: lower bound {}",
          tc[starts], V[rc], z["close_poly"][tc[starts]], val)
+
+
+def check_cons(net, z, ex, B):
+    """Version 2 at the roots (their claims verified): every octahedral row's beta is implied by its back-substitution
+    row (slopes alpha[oct_alpha] or the default) or by the box of the claims; every constraint holds on every orthant
+    of its group, with mu on its octahedral rows (or, without such rows, with z replaced by W h + b)."""
+    n_in, off, ob, og = B["blo"].shape[1], net.off, z["oct_box"], z["oct_gamma"]
+    for k in range(len(off) - 1):  # layer by layer: an octahedral row may use the constraints of earlier layers
+        O, sl = np.nonzero(z["oct_layer"] == k)[0], slice(off[k], off[k + 1])
+        if len(O):
+            lb, = chunks(net, k + 1, -net.orow[O, sl][:, None], ob[O], z["oct_alpha"][O, None], 0 * O[:, None] - 1,
+                         B, ex, lambda G, c0, e, nd: (row_min(G, c0, e, nd, B, ex),), og[O, None])
+            zb = bmax(net.orow[O, sl], B["lo"][k][ob[O]], B["hi"][k][ob[O]], 0 * lb[:, 0], 0, ex)
+            need(((net.obeta[O] >= -lb[:, 0]) | (net.obeta[O] >= zb)).all(), f"octahedral bound not implied ({k})")
+        for ci in np.nonzero(z["con_layer"] == k)[0]:
+            r, o0, no, m0 = (int(z["con_" + key][ci]) for key in ("box", "oct", "noct", "mu"))
+            hs = slice(0, n_in) if k == 0 else slice(n_in + off[k - 1], n_in + off[k])
+            cy, cz, ch, p = net.cy[ci, n_in + off[k]:n_in + off[k + 1]], net.cz[ci, sl], net.cy[ci, hs], net.cp[ci]
+            grp, oo = np.nonzero((cy != 0) | (cz != 0))[0], slice(o0, o0 + no)
+            need(len(grp) <= 3 and (z["con_y"][ci] != 0).sum() == (cy != 0).sum() + (ch != 0).sum() and (
+                z["con_z"][ci] != 0).sum() == (cz != 0).sum() and o0 + no <= len(ob) and (ob[oo] == r).all() and (
+                z["oct_layer"][oo] == k).all() and m0 + (no << len(grp)) <= len(net.mu), f"constraint {ci}: bad rows")
+            l, u, D, bet, W, b, Wr, br = B["lo"][k][r], B["hi"][k][r], net.orow[oo, sl], net.obeta[oo], *net.segs[k]
+            hlo, hhi = (B["blo"][r], B["bhi"][r]) if k == 0 else (np.maximum(B[s][k - 1][r], 0) for s in ("lo", "hi"))
+            zm, hm = np.maximum(np.abs(l), np.abs(u)), np.maximum(np.abs(hlo), np.abs(hhi))
+            for s in range(1 << len(grp)):
+                sg = np.zeros(len(l), dtype=int)
+                sg[grp] = 2 * ((s >> np.arange(len(grp))) & 1) - 1  # bit i of s: the group's i-th neuron active
+                zl, zu = clampv(l, u, sg)
+                if (zl > zu).any():
+                    continue  # no point of the root's domain in this orthant
+                cs, mu = cz + np.where(sg > 0, cy, 0), net.mu[m0 + s * no:m0 + (s + 1) * no]
+                t = cs[grp] * (no == 0)  # without octahedral rows z = W h + b (up to the segment's radius Wr, br)
+                rho, eta, kap = cs * (no > 0) - mu @ D, ch + t @ W[grp], p + mu @ bet + t @ b[grp]
+                e = 0 if ex else gam(no + 4) * ((abs(cs) + abs(mu) @ abs(D)) @ zm + abs(mu) @ abs(bet) + abs(p) + (
+                    abs(t) @ net.absW[k][grp] + abs(ch)) @ hm + abs(t) @ abs(b[grp])) + U * abs(cs) @ zm + (no + 4) * \
+                    TINY * (1 + sum(zm) + sum(hm)) + (0 if Wr is None else abs(t) @ Wr[grp] @ hm) + (
+                    0 if br is None else abs(t) @ br[grp])
+                v = bmax(np.concatenate([rho, eta])[None], np.concatenate([zl, hlo])[None],
+                         np.concatenate([zu, hhi])[None], np.array([kap]), e, ex)[0]
+                need(v <= 0, f"constraint {ci} does not hold (orthant {s}: max {v})")

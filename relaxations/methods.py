@@ -112,12 +112,21 @@ def mn_crown(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iters
     mn_state = DomainState(state.lower, state.upper, state.splits, pre, warm, state.betas,
                            constraints=None if all(c is None for c in cons) else cons)
     res = optimized(net, mn_state, C, opts, optimize_intermediate=False, **kw)
+    better = (res.lb >= first.lb)[..., None]  # rows whose reported bound is this pass's
     res.lb = torch.maximum(res.lb, first.lb)  # both are valid bounds
     if not getattr(net, "relu_only", True):
         res, mn_state = _more_hull_rounds(net, mn_state, C, res, settled, opts, kw)
     if want_upper:
         res.ub = torch.minimum(res.ub, first.ub)
     res.infeasible = res.infeasible | first.infeasible
+    if opts.certify and res.lb_alphas is not None and first.lb_alphas is not None:
+        # each row's multipliers: those of the pass whose bound lb reports (gamma 0 where it is the first's)
+        res.lb_alphas = [torch.where(better, a, b) for a, b in zip(res.lb_alphas, first.lb_alphas)]
+        if res.lb_betas is not None and first.lb_betas is not None:
+            res.lb_betas = [torch.where(better, a, b) for a, b in zip(res.lb_betas, first.lb_betas)]
+        res.lb_gammas = None if res.lb_gammas is None else [
+            None if g is None else torch.where(better, g, torch.zeros_like(g)) for g in res.lb_gammas]
+        res.pre_hints, res.lb_pre_exact = first.pre_hints, first.lb_pre_exact and pre is first.pre_bounds
     res.constraints = mn_state.constraints
     res.stats = stats
     res.base_lb = first.lb
@@ -205,7 +214,7 @@ def mn_constraints(net, lower, upper, pre_bounds, rows, opts: BoundOptions = DEF
                                                              mn.time_budget, mn.octa_iters, mn.tighten_time)
         else:
             hull, _ = group_hull_constraints(net, lower, upper, pre_bounds, mn.k, mn.max_groups, mn.time_budget,
-                                             mn.octa_iters)
+                                             mn.octa_iters, certify=opts.certify)
     if mn.cuts in ("anderson", "both") and rows.shape[0]:
         anderson, _ = anderson_constraints(net, lower, upper, pre_bounds, rows, mn.rounds, mn.time_budget)
     cons = [join(a, b) for a, b in zip(hull, anderson)]

@@ -43,6 +43,7 @@ class LayerConstraints:
     p: torch.Tensor
     Ph: torch.Tensor | None = None
     rh: torch.Tensor | None = None
+    cert: dict | None = None  # with BoundOptions.certify: each constraint's validity certificate (:func:`_cert`)
 
     @property
     def count(self) -> int:
@@ -50,7 +51,7 @@ class LayerConstraints:
 
     def to(self, device=None, dtype=None) -> "LayerConstraints":
         mv = lambda t: None if t is None else t.to(device=device, dtype=dtype)  # noqa: E731
-        return LayerConstraints(mv(self.Pz), mv(self.Px), mv(self.p), mv(self.Ph), mv(self.rh))
+        return LayerConstraints(mv(self.Pz), mv(self.Px), mv(self.p), mv(self.Ph), mv(self.rh), self.cert)
 
     def rows(self, keep: torch.Tensor) -> "LayerConstraints":
         """The constraints selected by ``keep`` (a boolean or index tensor over the ``c`` constraints)."""
@@ -62,21 +63,84 @@ def join(a: LayerConstraints | None, b: LayerConstraints | None) -> LayerConstra
     """Both constraint sets of one layer as one (zero ``Ph`` rows where one of them has none)."""
     if a is None or b is None:
         return a if b is None else b
+    cert = None if a.cert is None or b.cert is None else _join_cert(a.cert, b.cert)
     if a.Ph is None and b.Ph is None:
-        return LayerConstraints(torch.cat([a.Pz, b.Pz]), torch.cat([a.Px, b.Px]), torch.cat([a.p, b.p]))
+        return LayerConstraints(torch.cat([a.Pz, b.Pz]), torch.cat([a.Px, b.Px]), torch.cat([a.p, b.p]), cert=cert)
     ref = a if a.Ph is not None else b
     ph = lambda c: c.Ph if c.Ph is not None else ref.Ph.new_zeros(c.count, ref.Ph.shape[1])  # noqa: E731
     rh = ref.rh if a.rh is None or b.rh is None else torch.maximum(a.rh, b.rh)
     return LayerConstraints(torch.cat([a.Pz, b.Pz]), torch.cat([a.Px, b.Px]), torch.cat([a.p, b.p]),
-                            torch.cat([ph(a), ph(b)]), rh)
+                            torch.cat([ph(a), ph(b)]), rh, cert)
 
 
-def _octahedral_bounds(net64, idx, l64, u64, pre64, cons64, lower64, upper64, groups, D, iters):
+def _cert(n, count):
+    """An empty validity certificate of ``count`` constraints of a layer of ``n`` neurons (docs/certificates.md,
+    version 2): octahedral rows ``oct_row`` ``(R, n)`` (float64 directions on the layer's pre-activations) with
+    bounds ``oct_beta`` ``(R,)``, the slopes ``oct_alpha`` (per earlier ReLU layer ``(R, n_j)``) and the
+    multipliers ``oct_gamma`` (per earlier layer ``(R, c_j)`` or None) of the back-substitution that proves them;
+    per constraint its rows ``con_oct``/``con_noct`` (none: the constraint is proven with ``z = W h + b``) and its
+    multipliers ``mu`` per orthant (a flat array ``(2^g * con_noct,)``)."""
+    return {"oct_row": np.zeros((0, n)), "oct_beta": np.zeros(0), "oct_alpha": None, "oct_gamma": None,
+            "con_oct": np.zeros(count, dtype=np.int64), "con_noct": np.zeros(count, dtype=np.int64),
+            "mu": [np.zeros(0)] * count}
+
+
+def _join_cert(a, b):
+    """Certificates of two constraint sets of one layer as one (``b``'s rows after ``a``'s)."""
+    R = len(a["oct_beta"])
+    out = {"oct_row": np.vstack([a["oct_row"], b["oct_row"]]),
+           "oct_beta": np.concatenate([a["oct_beta"], b["oct_beta"]]),
+           "con_oct": np.concatenate([a["con_oct"], b["con_oct"] + R]),
+           "con_noct": np.concatenate([a["con_noct"], b["con_noct"]]), "mu": a["mu"] + b["mu"]}
+    for key in ("oct_alpha", "oct_gamma"):  # (None: no octahedral rows; only hull facets have them)
+        x, y = a[key], b[key]
+        out[key] = x if y is None else y if x is None else [
+            None if u is None and v is None else np.vstack([u, v]) for u, v in zip(x, y)]
+    return out
+
+
+def _orthant_mu(az, ay, b, D, beta, l, u, nz):
+    """The validity certificate of the facet ``az . z + ay . y <= b`` (``y = relu z``) of a group of ``k`` neurons
+    (in the order of their flat indices) with bounds ``l``/``u`` and octahedral bounds ``D z <= beta``: per orthant
+    ``s`` of the neurons ``nz`` the facet has a coefficient on (bit ``i``: neuron ``nz[i]`` active; the others
+    anywhere in their bounds) multipliers ``mu >= 0`` minimising the largest value over the orthant's box of
+    ``(c_s - mu D) . z + mu . beta`` (``c_s = az + ay`` on the active neurons), a small LP each (HiGHS). Returns
+    ``(2^len(nz), R)``, or None when some orthant's value exceeds ``b`` (the facet cannot be certified this way)."""
+    from scipy.optimize import linprog
+    k, R = D.shape[1], D.shape[0]
+    out = np.zeros((1 << len(nz), R))
+    for s in range(1 << len(nz)):
+        on, off = np.zeros(k, dtype=bool), np.zeros(k, dtype=bool)
+        on[nz] = ((s >> np.arange(len(nz))) & 1).astype(bool)
+        off[nz] = ~on[nz]
+        zl, zu = np.where(on, np.maximum(l, 0), l), np.where(off, np.minimum(u, 0), u)
+        if (zl > zu).any():
+            continue
+        c = az + np.where(on, ay, 0)
+        # variables (mu, t): min beta . mu + sum t with t_j >= (c_j - D[:, j] . mu) z_j at z_j = zl_j and zu_j
+        A = np.vstack([np.hstack([-D.T * z[:, None], -np.eye(k)]) for z in (zl, zu)])
+        res = linprog(np.concatenate([beta, np.ones(k)]), A_ub=A, b_ub=np.concatenate([-c * zl, -c * zu]),
+                      bounds=[(0, None)] * R + [(None, None)] * k, method="highs")
+        if res.status != 0:
+            return None
+        mu = np.maximum(res.x[:R], 0)
+        rho = c - mu @ D
+        if np.maximum(rho * zl, rho * zu).sum() + mu @ beta > b:
+            return None
+        out[s] = mu
+    return out
+
+
+def _octahedral_bounds(net64, idx, l64, u64, pre64, cons64, lower64, upper64, groups, D, iters, certify=False):
     """``(G, |D|)`` rigorous upper bounds of ``d . z_g`` for every group and direction: alpha-CROWN (float64,
     ``iters`` steps, the earlier layers' bounds fixed, their constraints ``cons64`` taken with multipliers) on
-    the network cut before layer ``idx``, intersected with the box of the layer's bounds."""
+    the network cut before layer ``idx``, intersected with the box of the layer's bounds. With ``certify``:
+    ``(beta, slopes, gammas)``, the slopes and multipliers of each row's reported bound (per earlier ReLU layer
+    ``(G |D|, n_j)``, ``(G |D|, c_j)`` or None), the bound raised by ``1e-9 (1 + |beta|)`` so that a checker's
+    own rounding bound cannot put it out of reach."""
     from relaxations.network import Network
     from relaxations.optimize import optimized
+    from relaxations.options import BoundOptions
     from relaxations.state import DomainState
     n = l64.shape[1]
     G, R = len(groups), D.shape[0]
@@ -85,7 +149,7 @@ def _octahedral_bounds(net64, idx, l64, u64, pre64, cons64, lower64, upper64, gr
         rows[g * R:(g + 1) * R, torch.as_tensor(grp)] = torch.as_tensor(-D)
     head = Network(net64.layers[:idx], net64.in_shape)
     res = optimized(head, DomainState(lower64, upper64, pre_bounds=pre64 or None, constraints=cons64 or None), rows,
-                    iters=iters)
+                    BoundOptions(certify=True) if certify else BoundOptions(), iters=iters)
     beta = -res.lb[0].reshape(G, R).numpy()  # d . z <= -min(-d . z)
     box = np.empty((G, R))
     for g, grp in enumerate(groups):
@@ -93,16 +157,25 @@ def _octahedral_bounds(net64, idx, l64, u64, pre64, cons64, lower64, upper64, gr
         terms = np.maximum(D * lg, D * ug)
         box[g] = np.nextafter(terms.sum(axis=1) + 4 * np.finfo(np.float64).eps * np.abs(terms).sum(axis=1), np.inf)
     beta = np.minimum(beta, box)
-    return np.where(np.isfinite(beta), beta, box)
+    beta = np.where(np.isfinite(beta), beta, box)
+    if not certify:
+        return beta
+    beta = np.nextafter(beta + 1e-9 * (1 + np.abs(beta)), np.inf)
+    gam = [None] * idx if res.lb_gammas is None else res.lb_gammas
+    return beta, [a[0].numpy() for a in res.lb_alphas], [None if g is None else g[0].numpy() for g in gam]
 
 
-def group_hull_constraints(net, lower, upper, pre_bounds, k=2, max_groups=64, time_budget=10.0, iters=20):
+def group_hull_constraints(net, lower, upper, pre_bounds, k=2, max_groups=64, time_budget=10.0, iters=20,
+                           certify=False):
     """Constraints of every ReLU layer (a list, None where a layer has fewer than 2 unstable neurons) valid
     on the box ``lower``/``upper`` ``(1, n_in)`` with rigorous pre-activation bounds ``pre_bounds`` (per layer
     ``(l, u)`` ``(1, n_i)``), in the network's dtype. ``max_groups`` groups per layer (the widest unstable
     neurons first, consecutive groups sharing one neuron); ``time_budget``: seconds, after which the remaining
-    layers get none; ``iters``: alpha-CROWN steps of the octahedral bounds. Returns ``(constraints, seconds)``."""
-    out, _, seconds = _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iters, 0.0)
+    layers get none; ``iters``: alpha-CROWN steps of the octahedral bounds. ``certify``: each layer's constraints
+    carry their validity certificate (``LayerConstraints.cert``); facets that cannot be certified are left out,
+    and the later layers' octahedral bounds take the earlier constraints at their working-dtype values (the ones
+    a certificate records). Returns ``(constraints, seconds)``."""
+    out, _, seconds = _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iters, 0.0, certify)
     return out, seconds
 
 
@@ -160,7 +233,7 @@ def rebound_unstable(net64, idx, l64, u64, pre64, cons64, lower64, upper64, iter
     return l, u
 
 
-def _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iters, tighten_budget):
+def _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iters, tighten_budget, certify=False):
     """The loop of :func:`group_hull_constraints` (and, with ``tighten_budget > 0`` seconds of re-bounding, of
     :func:`tightened_hull_constraints`): ``(constraints, float64 pre-activation bounds, seconds)``."""
     from relaxations.lp.kneuron import make_groups, octahedral_directions, relu_hull_facets
@@ -192,18 +265,44 @@ def _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iter
             continue
         n = l.shape[1]
         rows_z, rows_y, rhs = [], [], []
+        cert = _cert(n, 0) if certify else None
         by_size = {}
         for grp in groups:
             by_size.setdefault(len(grp), []).append(grp)
         for size, grps in by_size.items():
             D = octahedral_directions(size)
-            betas = _octahedral_bounds(net64, idx, l, u, pre64[:i], cons64[:i], lo64, hi64, grps, D, iters)
-            for grp, beta in zip(grps, betas):
+            betas = _octahedral_bounds(net64, idx, l, u, pre64[:i], cons64[:i], lo64, hi64, grps, D, iters, certify)
+            if certify:
+                betas, oct_a, oct_g = betas
+            for g, (grp, beta) in enumerate(zip(grps, betas)):
                 res = relu_hull_facets(D, beta)
                 if res is None:
                     continue
                 A, b = res
                 multi = (np.abs(A[:, :size]) + np.abs(A[:, size:]) > 0).sum(axis=1) >= 2
+                if certify:  # this group's octahedral rows, and per facet its multipliers (facets without: left out)
+                    R0, at, o = len(cert["oct_beta"]), slice(g * len(D), (g + 1) * len(D)), np.argsort(grp)
+                    mus = []
+                    for a, bb in zip(A[multi], b[multi]):  # the neurons in the order of their flat indices
+                        az, ay = a[:size][o], a[size:][o]
+                        nz = np.flatnonzero(torch.as_tensor(np.abs(az) + np.abs(ay)).to(dt).numpy() != 0)
+                        mus.append(_orthant_mu(az, ay, bb, D[:, o], beta, l[0, grp].numpy()[o], u[0, grp].numpy()[o],
+                                               nz))
+                    ok = np.array([m is not None for m in mus], dtype=bool)
+                    if not ok.any():
+                        continue
+                    rows = np.zeros((len(D), n))
+                    rows[:, grp] = D
+                    cert["oct_row"], cert["oct_beta"] = np.vstack([cert["oct_row"], rows]), np.concatenate(
+                        [cert["oct_beta"], beta])
+                    cert["oct_alpha"] = [a[at] if c is None else np.vstack([c, a[at]]) for a, c in
+                                         zip(oct_a, cert["oct_alpha"] or [None] * len(oct_a))]
+                    cert["oct_gamma"] = [None if x is None else x[at] if c is None else np.vstack([c, x[at]])
+                                         for x, c in zip(oct_g, cert["oct_gamma"] or [None] * len(oct_g))]
+                    cert["con_oct"] = np.concatenate([cert["con_oct"], np.full(int(ok.sum()), R0)])
+                    cert["con_noct"] = np.concatenate([cert["con_noct"], np.full(int(ok.sum()), len(D))])
+                    cert["mu"] = cert["mu"] + [m.ravel() for m in mus if m is not None]
+                    multi[np.flatnonzero(multi)[~ok]] = False
                 for a, bb in zip(A[multi], b[multi]):
                     z = np.zeros(n)
                     y = np.zeros(n)
@@ -217,8 +316,10 @@ def _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iter
             continue
         Px64, Pz64, b64 = (torch.as_tensor(np.array(v)) for v in (rows_z, rows_y, rhs))
         work, exact = working_constraints(Pz64, Px64, None, b64, reach(l, u)[0], None, dt, dev)
+        work.cert = cert
         out.append(work)
-        cons64.append(exact)
+        # (certified: the later octahedral bounds take the constraints as recorded, the working-dtype values)
+        cons64.append(work.to(device="cpu", dtype=torch.float64) if certify else exact)
     return out, pre64, time.monotonic() - t0
 
 
@@ -297,6 +398,7 @@ def anderson_constraints(net, lower, upper, pre_bounds, C, max_rounds=4, time_bu
         l, u = pre64[i]
         rh = reach(lo64, hi64)[0] if i == 0 else pre64[i - 1][1][0].clamp(min=0)
         work, _ = working_constraints(Pz64, Px64, Ph64, b64, reach(l, u)[0], rh, dt, dev)
+        work.cert = _cert(l.shape[1], work.count)  # an Anderson cut is proven with z = W h + b: no extra data
         out.append(work)
     return out, time.monotonic() - t0
 
@@ -334,22 +436,20 @@ def box_max(cons: LayerConstraints, l, u, hl=None, hu=None):
     return val
 
 
-def active_only(constraints, gammas, tol=0.0):
+def active_only(constraints, gammas, tol=0.0, index=False):
     """The constraints whose multiplier is above ``tol`` for some domain and row, with their multipliers:
     ``(constraints, gammas)`` per layer (None where a layer keeps none). Children of a split need only these:
     a constraint the optimised parent bound does not lean on rarely matters below it, and every one costs two
-    products per layer and step."""
-    out_c, out_g = [], []
+    products per layer and step. ``index``: also return, per layer, the kept constraints' numbers (or None)."""
+    out_c, out_g, out_i = [], [], []
     for c, g in zip(constraints, gammas if gammas is not None else [None] * len(constraints)):
-        if c is None or g is None:
+        keep = None if c is None or g is None else torch.nonzero((g > tol).flatten(0, -2).any(dim=0)).flatten()
+        if keep is None or not keep.numel():
             out_c.append(None)
             out_g.append(None)
-            continue
-        keep = (g > tol).flatten(0, -2).any(dim=0)
-        if not bool(keep.any()):
-            out_c.append(None)
-            out_g.append(None)
+            out_i.append(None)
             continue
         out_c.append(c.rows(keep))
         out_g.append(g[..., keep])
-    return out_c, out_g
+        out_i.append(keep)
+    return (out_c, out_g, out_i) if index else (out_c, out_g)

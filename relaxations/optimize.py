@@ -153,6 +153,7 @@ def optimized(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iter
     # (a certificate's hints must prove the very bound reported; the last iterate's are for warm starts)
     best_alpha = [torch.zeros_like(params[i]) for i in layout["final"]] if opts.certify else []
     best_beta = [torch.zeros_like(params[i]) for i in layout["beta"]] if opts.certify and "beta" in layout else None
+    best_gamma = [torch.zeros_like(params[i]) for i in layout["gamma"]] if opts.certify and "gamma" in layout else []
     open_rows = torch.ones(N, m, dtype=torch.bool, device=dev)
     sub = None  # the domains being optimised (None: all)
     for it in range(iters + 1):
@@ -181,7 +182,8 @@ def optimized(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iter
             best_bias[at] = torch.where(improved, bias.detach(), best_bias[at])
             for c, b in zip(coeffs, best_coeffs):
                 b[at] = torch.where(improved[..., None], c.detach(), b[at])
-            for a, b in zip(alphas["final"] + (betas or []), best_alpha + (best_beta or [])):  # (empty: no certify)
+            gs = [gammas[i] for i in gamma_layers] if best_gamma else []
+            for a, b in zip(alphas["final"] + (betas or []) + gs, best_alpha + (best_beta or []) + best_gamma):
                 b[at] = torch.where(improved.reshape(improved.shape + (1,) * (a.dim() - 2)), a.detach(), b[at])
             if opt_inter:
                 best_pre = [(torch.maximum(bl, r.l.detach()), torch.minimum(bu, r.u.detach()))
@@ -220,7 +222,8 @@ def optimized(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iter
         with torch.no_grad():
             relax = intermediate_bounds(net, state, lower_slope, "crown", alphas, None, rigorous, alpha_rows, True)
             best_lb, best_A, best_bias, best_coeffs, best_infeasible = final_bounds(
-                net, state, Cn, relax, best_alpha, best_beta, collect=True, rigorous=rigorous, gammas=gammas)
+                net, state, Cn, relax, best_alpha, best_beta, collect=True, rigorous=rigorous,
+                gammas=_per_layer(best_gamma, gamma_layers, len(relus)) if best_gamma else gammas)
         best_pre = [(r.l, r.u) for r in relax]
         hints = {j: (sel, alphas[j]) for j, sel in alpha_rows.items()}
         opt_inter = False
@@ -231,5 +234,14 @@ def optimized(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iter
                for (l, u), s in zip(best_pre, state.splits)]
     return BoundResult(best_lb, None, [(l.detach(), u.detach()) for l, u in pre], best_A, best_bias, best_coeffs,
                        alphas, betas, best_infeasible, gammas, lb_alphas=best_alpha if opts.certify else None,
-                       lb_betas=best_beta,
+                       lb_betas=best_beta, lb_gammas=_per_layer(best_gamma, gamma_layers, len(relus)) if best_gamma
+                       else None,
                        lb_pre_exact=not opt_inter, pre_hints=hints)
+
+
+def _per_layer(tensors, layers, n):
+    """``tensors`` of the ReLU layers ``layers`` as a list over all ``n`` ReLU layers (None elsewhere)."""
+    out = [None] * n
+    for i, t in zip(layers, tensors):
+        out[i] = t
+    return out

@@ -63,7 +63,8 @@ class BoundResult:
       what a rule weighing the constraints' gain against their cost reads; None otherwise.
     - ``lb_alphas``/``lb_betas``: alpha/beta-CROWN with ``BoundOptions.certify`` only (else None), per ReLU layer
       ``(N, m, n_i)``: the final rows' slopes and split multipliers of the iterate whose bound ``lb`` reports
-      (``alphas``/``betas`` are the last iterate's, for warm starts); what a certificate records.
+      (``alphas``/``betas`` are the last iterate's, for warm starts); what a certificate records. ``lb_gammas``
+      likewise the multipliers of the multi-neuron constraints (per ReLU layer ``(N, m, c_i)`` or None).
       ``lb_pre_exact``: False where ``pre_bounds`` are not the bounds the final rows were computed on (alpha-CROWN
       optimising the intermediate layers intersects several iterates).
       ``pre_hints``: with ``BoundOptions.certify``, how ``pre_bounds`` were computed where not by CROWN's default
@@ -88,5 +89,6 @@ class BoundResult:
     base_lb: torch.Tensor | None = None
     lb_alphas: list | None = None
     lb_betas: list | None = None
+    lb_gammas: list | None = None
     lb_pre_exact: bool = True
     pre_hints: dict | None = None

@@ -165,7 +165,7 @@ def test_small_networks_input_splitting(tmp_path, tiny_net, method):
 
 def test_unsupported_configurations_write_nothing(tmp_path, tiny_net):
     onnx, vnnlib = small_instance(tmp_path, tiny_net, 0)
-    for sets, reason in [(("bounds.method=mn-crown",), "bounding method mn-crown"),
+    for sets, reason in [(("bounds.method=mn-crown", "bounds.mn_tighten=true"), "mn_tighten"),
                          (("bab.branching=partition", "bounds.method=crown"), "partition branching"),
                          (("bab.branching=relu", "bab.clauses=true"), "clauses")]:
         cert = tmp_path / "u.npz"
@@ -193,6 +193,58 @@ def test_small_networks_relu_splitting(tmp_path, tiny_net):
     assert branched >= 1 and hinted >= 1
 
 
+def check_constraints(a, onnx, samples=400, seed=1):
+    """Version 2's constraints against the network: at sampled points of the root box every constraint and every
+    octahedral bound holds (float64 forward pass, a 1e-6 slack for the working dtype); mu and gamma are >= 0; a
+    constraint's octahedral rows are on its layer, its group has at most 3 neurons."""
+    net = load_onnx(str(onnx), check=False).network.to(dtype=torch.float64)
+    lo, hi = a["root_lower"].reshape(-1), a["root_upper"].reshape(-1)
+    x = lo + np.random.default_rng(seed).random((samples, len(lo))) * (hi - lo)
+    x = np.concatenate([x, lo[None], hi[None]])
+    z = torch.cat([t.reshape(len(x), -1) for t in pre_activations(net, torch.tensor(x))], dim=1).numpy()
+    xy = np.concatenate([x, np.maximum(z, 0)], axis=1)
+    val = xy @ a["con_y"].astype(np.float64).T + z @ a["con_z"].astype(np.float64).T + a["con_p"]
+    assert (val <= 1e-6 * (1 + np.abs(val))).all(), val.max()
+    assert (z @ a["oct_row"].T <= a["oct_beta"] + 1e-9).all()
+    assert (a["mu"] >= 0).all() and (a["gamma"] >= 0).all() and (a["con_noct"] >= 0).all()
+    assert all((a["oct_layer"][o:o + n] == k).all() for o, n, k in zip(a["con_oct"], a["con_noct"], a["con_layer"]))
+
+
+def mn_crown_certificates(tmp_path, tiny_net, seeds, slack, want):
+    """mn-crown root (group hulls, no tightening), ReLU splitting with the constraints in the children (odd seeds)
+    or beta-CROWN children: every unsat answer writes a certificate (version 2 where the root kept constraints),
+    whose constraints hold on samples and which the checker accepts. Returns how many carry a positive gamma."""
+    used = written = 0
+    for seed in seeds:
+        onnx, vnnlib = small_instance(tmp_path, tiny_net, seed, n_in=4, widths=(12, 12, 12), slack=slack)
+        cert = tmp_path / f"m{seed}.npz"
+        cfg = cfg_of("bab.branching=relu", "bounds.method=mn-crown", "bounds.mn_tighten=false",
+                     "general.proof_only=true", f"bab.mn_children_gain={0 if seed % 2 else 10}")
+        res = verify(str(onnx), str(vnnlib), cfg, certificate=str(cert))
+        if res.verdict.value != "unsat":
+            continue
+        assert res.stats["certificate"] == str(cert), res.stats["certificate"]
+        man, a = check_content(cert, onnx)
+        written += 1
+        if man["version"] == 2:
+            check_constraints(a, onnx)
+            used += bool((a["gamma"] > 0).any())
+        accepted(cert, onnx, vnnlib)
+    assert written >= want, written
+    return used
+
+
+def test_small_network_mn_crown(tmp_path, tiny_net):
+    """One network whose proof needs splits: constraints in the children, gamma in the closures."""
+    assert mn_crown_certificates(tmp_path, tiny_net, [1], 0.02, 1) == 1
+
+
+@pytest.mark.slow
+def test_small_networks_mn_crown(tmp_path, tiny_net):
+    """Six networks (~15 s), both kinds of children."""
+    assert mn_crown_certificates(tmp_path, tiny_net, range(6), 0.05, 3) >= 1
+
+
 @pytest.mark.parametrize("prop", ["prop_0_0.03", "prop_2_0.03"])
 def test_mnist_relu_certificates(tmp_path, prop):
     from tests.conftest import require_bench
@@ -204,6 +256,25 @@ def test_mnist_relu_certificates(tmp_path, prop):
     res = verify(str(onnx), str(vnnlib), cfg, certificate=str(cert))
     assert res.verdict.value == "unsat" and res.stats["certificate"] == str(cert)
     check_content(cert, onnx)
+    accepted(cert, onnx, vnnlib)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prop", ["prop_0_0.03", "prop_5_0.03"])
+def test_mnist_mn_crown_certificates(tmp_path, prop):
+    """configs/mnist_fc.yaml without mn_tighten (~10 s each): group hulls at the root, children as
+    bab.mn_children_gain says; a version-2 certificate whose constraints hold on samples, accepted."""
+    from tests.conftest import require_bench
+    folder = require_bench("mnist_fc")
+    onnx, vnnlib = folder / "onnx" / "mnist-net_256x2.onnx", folder / "vnnlib" / f"{prop}.vnnlib"
+    cert = tmp_path / "m.npz"
+    cfg = cfg_of("bounds.mn_tighten=false", config="configs/mnist_fc.yaml")
+    res = verify(str(onnx), str(vnnlib), cfg, certificate=str(cert))
+    assert res.verdict.value == "unsat" and res.stats["certificate"] == str(cert), res.stats.get("certificate")
+    man, a = check_content(cert, onnx)
+    closing = a["term_gamma"][a["term_gamma"] >= 0]
+    assert man["version"] == 2 and len(a["con_p"]) > 0 and (a["gamma"][closing] > 0).any()
+    check_constraints(a, onnx)
     accepted(cert, onnx, vnnlib)
 
 

@@ -1,7 +1,8 @@
 """The proof of one input box, recorded while branch and bound searches it, and written as a certificate
-(``docs/certificates.md``, version 1) once the box is unsat: the split tree, the intermediate-bound claims of the
-nodes where they are computed, and per refuted polytope the mixing weights and multipliers of the rows whose
-bound refuted it. ``certcheck/`` checks the file without trusting any of it.
+(``docs/certificates.md``, version 1, or 2 with multi-neuron constraints) once the box is unsat: the split tree,
+the intermediate-bound claims of the nodes where they are computed, the root's multi-neuron constraints with their
+validity certificates, and per refuted polytope the mixing weights and multipliers of the rows whose bound refuted
+it. ``certcheck/`` checks the file without trusting any of it.
 
 Everything is recorded as the engine computed it: node ids follow :class:`~bnb.engine.domains.InputDomains`,
 claims are a bound's ``pre_bounds`` exactly (the bounds its relaxations were built on), multipliers are those of
@@ -21,7 +22,7 @@ import torch
 from bnb.engine.options import EngineOptions
 from relaxations.state import BoundResult
 
-FORMAT, VERSION = "bnb-certificate", 1
+FORMAT, VERSION, VERSION_MN = "bnb-certificate", 1, 2
 KIND_ROOT, KIND_INPUT, KIND_RELU = 0, 1, 2
 
 
@@ -41,8 +42,13 @@ def certifiable(res: BoundResult, method: str, opts: EngineOptions) -> str | Non
     """Why a bound of ``method`` cannot go into a certificate (``docs/certificates.md``), or None when it can: the
     certificate's rows use CROWN's relaxation with the adaptive default slopes or the recorded alpha/beta, over
     claims that are exactly the bounds those rows were computed on."""
-    if method not in ("crown", "alpha", "beta"):
+    if method not in ("crown", "alpha", "beta", "mn-crown"):
         return f"bounding method {method}"
+    if method == "mn-crown" and opts.bounds.mn.tighten and res.constraints is not None:
+        return "mn-crown with tightened intermediate bounds (bounds.mn_tighten)"
+    if res.constraints is not None and (res.lb_gammas is None or any(
+            c is not None and c.cert is None for c in res.constraints)):
+        return "multi-neuron constraints without validity certificates or multipliers"
     if method == "crown" and (opts.bounds.lower_slope != "adaptive" or opts.bounds.intermediate == "forward"):
         return f"CROWN with lower_slope {opts.bounds.lower_slope}, intermediate {opts.bounds.intermediate}"
     if not res.lb_pre_exact:
@@ -68,6 +74,8 @@ class ProofLog:
         self.nodes = [(np.array([-1]), np.array([KIND_ROOT]), np.array([-1]), np.zeros(1), np.zeros(1), np.zeros(1))]
         self.claims, self.closures, self.terms, self.alphas, self.betas, self.hints = [], [], [], [], [], []
         self.n_close = self.n_alpha = self.n_beta = self.n_claims = 0
+        self.cons, self.gammas, self.n_gamma = None, [], 0  # version 2: the root's constraints, gamma rows
+        self.con_sel = None  # per layer, the root's constraints the later gammas refer to (None: all)
 
     # -- what cannot be certified ---------------------------------------------------------------------------
     def unsupported(self, reason: str) -> None:
@@ -131,11 +139,78 @@ class ProofLog:
             self.alphas.append(_np(a))
             self.n_alpha += 2 * k
 
-    def close(self, nodes, closed, weights, rows, alphas=None, betas=None) -> None:
+    def constraints(self, cons) -> None:
+        """The root's multi-neuron constraints: per ReLU layer a
+        :class:`~relaxations.multineuron.LayerConstraints` with its validity certificate ``cert``, or None. They
+        are numbered layer by layer (the columns of every gamma recorded after)."""
+        if not self.active or cons is None or all(c is None for c in cons):
+            return
+        if self.cons is not None or any(c is not None and c.cert is None for c in cons):
+            self.unsupported("multi-neuron constraints recorded twice, or without validity certificates")
+            return
+        n_in, off = self.root[0].size, np.cumsum([0] + self.sizes)
+        counts = [0 if c is None else c.count for c in cons]
+        coff = np.cumsum([0] + counts)
+        C, nt = int(coff[-1]), int(off[-1])
+        out = {k: [] for k in ("con_layer", "con_y", "con_z", "con_p", "con_oct", "con_noct", "con_mu", "mu",
+                               "oct_layer", "oct_row", "oct_beta", "oct_alpha", "oct_gamma")}
+        n_oct = n_mu = 0
+        for k, c in enumerate(cons):
+            if c is None:
+                continue
+            m, cert = c.count, c.cert
+            Y, Z = np.zeros((m, n_in + nt)), np.zeros((m, nt))
+            Y[:, n_in + off[k]:n_in + off[k + 1]] = _np(c.Pz)
+            Z[:, off[k]:off[k + 1]] = _np(c.Px)
+            if c.Ph is not None:
+                hs = slice(0, n_in) if k == 0 else slice(n_in + off[k - 1], n_in + off[k])
+                if c.Ph.shape[1] != hs.stop - hs.start:
+                    self.unsupported("multi-neuron constraints on a layer that is not the previous one")
+                    return
+                Y[:, hs] = _np(c.Ph)
+            R = len(cert["oct_beta"])
+            if R:
+                rows, a, g = np.zeros((R, nt)), np.zeros((R, nt)), np.zeros((R, C))
+                rows[:, off[k]:off[k + 1]] = cert["oct_row"]
+                for j, x in enumerate(cert["oct_alpha"] or []):
+                    a[:, off[j]:off[j + 1]] = x
+                for j, x in enumerate(cert["oct_gamma"] or []):
+                    if x is not None:
+                        g[:, coff[j]:coff[j] + x.shape[1]] = x
+                self.alphas.append(a)
+                self.gammas.append(g)
+                out["oct_alpha"].append(np.arange(self.n_alpha, self.n_alpha + R))
+                out["oct_gamma"].append(np.arange(self.n_gamma, self.n_gamma + R))
+                self.n_alpha += R
+                self.n_gamma += R
+                out["oct_row"].append(rows)
+                out["oct_beta"].append(cert["oct_beta"])
+                out["oct_layer"].append(np.full(R, k))
+            sizes = [len(x) for x in cert["mu"]]
+            out["con_mu"].append(n_mu + np.cumsum([0] + sizes[:-1]))
+            out["mu"] += cert["mu"]
+            n_mu += sum(sizes)
+            out["con_oct"].append(n_oct + cert["con_oct"])
+            n_oct += R
+            for key, val in (("con_layer", np.full(m, k)), ("con_y", Y), ("con_z", Z), ("con_p", _np(c.p)),
+                             ("con_noct", cert["con_noct"])):
+                out[key].append(val)
+        self.cons = {k: np.concatenate(v) if v else None for k, v in out.items()}
+        self.con_counts = counts
+
+    def select_constraints(self, kept) -> None:
+        """From now on gammas are over a subset of the root's constraints: per ReLU layer the numbers ``kept`` of
+        the root's constraints of that layer (a tensor) or None for none."""
+        if self.active:
+            self.con_sel = kept
+
+    def close(self, nodes, closed, weights, rows, alphas=None, betas=None, gammas=None) -> None:
         """Polytopes refuted at ``nodes`` ``(m,)``: ``closed`` ``(m, K)`` bool over the engine's current polytopes,
         ``weights`` ``(m, K, R)`` the mixing weights behind each value (``Rows.mixed``), ``rows`` the engine's
         :class:`~bnb.engine.rows.Rows`; ``alphas``/``betas``: per ReLU layer ``(m, M, n_i)`` the multipliers of
-        every row's bound (``BoundResult.lb_alphas``/``lb_betas``), or None for the default slopes / no splits."""
+        every row's bound (``BoundResult.lb_alphas``/``lb_betas``), or None for the default slopes / no splits;
+        ``gammas``: per ReLU layer ``(m, M, c_i)`` or None, the multipliers of the recorded constraints
+        (``BoundResult.lb_gammas``), or None for none."""
         if not self.active:
             return
         pairs = torch.nonzero(closed)
@@ -166,8 +241,22 @@ class ProofLog:
             self.betas.append(_np(b))
             beta_ref = np.arange(self.n_beta, self.n_beta + T)
             self.n_beta += T
+        gamma_ref = np.full(T, -1)
+        if gammas is not None and any(g is not None for g in gammas):
+            sel = self.con_sel or [None if g is None else torch.arange(g.shape[-1]) for g in gammas]
+            if self.cons is None or any(g is not None and (s is None or int(s.max()) >= c) for g, s, c in
+                                        zip(gammas, sel, self.con_counts)):
+                self.unsupported("constraint multipliers without the root's constraints")
+                return
+            g, coff = np.zeros((T, sum(self.con_counts))), np.cumsum([0] + self.con_counts)
+            for x, s, c0 in zip(gammas, sel, coff):
+                if x is not None:
+                    g[:, c0 + _np(s).astype(np.int64)] = _np(x[i[t_pair], glob].reshape(T, -1))
+            self.gammas.append(g)
+            gamma_ref = np.arange(self.n_gamma, self.n_gamma + T)
+            self.n_gamma += T
         self.terms.append((base + _np(t_pair).astype(np.int64), _np(t_pos).astype(np.int64),
-                           _np(w[t_pair, t_pos]).astype(np.float64), alpha_ref, beta_ref))
+                           _np(w[t_pair, t_pos]).astype(np.float64), alpha_ref, beta_ref, gamma_ref))
         self.n_close += int(pairs.shape[0])
 
     # -- the file -------------------------------------------------------------------------------------------
@@ -194,8 +283,20 @@ class ProofLog:
                    term_close=cat(self.terms, 0, np.int32), term_row=cat(self.terms, 1, np.int32),
                    term_lam=cat(self.terms, 2, np.float64), term_alpha=cat(self.terms, 3, np.int32),
                    term_beta=cat(self.terms, 4, np.int32))
-        out["alpha"] = (np.concatenate(self.alphas) if self.alphas else np.zeros((0, n_total))).astype(fdt)
+        # (with constraints in float64: the octahedral rows' slopes are float64 values)
+        out["alpha"] = (np.concatenate(self.alphas) if self.alphas else np.zeros((0, n_total))).astype(
+            fdt if self.cons is None else np.float64)
         out["beta"] = (np.concatenate(self.betas) if self.betas else np.zeros((0, n_total))).astype(fdt)
+        if self.cons is not None:
+            c, C = self.cons, sum(self.con_counts)  # (gamma in float64: the octahedral rows' are float64 values)
+            out.update(term_gamma=cat(self.terms, 5, np.int32), con_box=np.zeros(C, np.int32),
+                       oct_box=np.zeros(len(c["oct_beta"] if c["oct_beta"] is not None else []), np.int32),
+                       gamma=np.concatenate(self.gammas) if self.gammas else np.zeros((0, C)))
+            wide = {"con_y": n_total + len(self.root[0]), "con_z": n_total, "oct_row": n_total}
+            for k, v in c.items():
+                v = v if v is not None else np.zeros((0, wide[k]) if k in wide else 0)
+                out[k] = v.astype(fdt if k in ("con_y", "con_z", "con_p") else np.float64 if k in (
+                    "mu", "oct_beta", "oct_row") else np.int32)
         return out
 
 
@@ -242,7 +343,8 @@ def save(path, proofs: list[ProofLog], onnx_path, vnnlib_path, n_in: int, n_out:
          verifier: str, sparse: bool = True) -> int:
     """Write the proofs of a property's boxes (one :class:`ProofLog` each, in the file's order, all of one
     branching) as one certificate at ``path`` (atomically: a temporary file renamed); returns its size in bytes."""
-    manifest = dict(format=FORMAT, version=VERSION, onnx_sha256=sha256(onnx_path),
+    manifest = dict(format=FORMAT, version=VERSION_MN if proofs[0].cons is not None else VERSION,
+                    onnx_sha256=sha256(onnx_path),
                     vnnlib_sha256=sha256(vnnlib_path), dtype=dtype, n_in=int(n_in), n_out=int(n_out),
                     relu_sizes=proofs[0].sizes, branching=proofs[0].branching,
                     polytope_rows=[p.poly_rows for p in proofs], verifier=verifier)

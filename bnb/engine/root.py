@@ -54,9 +54,10 @@ def record_root(proof, res: BoundResult, method: str, opts: EngineOptions, rows:
     claim = proof.n_claims
     proof.claim(node, res.pre_bounds)
     proof.hint(claim, res.pre_hints)
+    proof.constraints(res.constraints)
     values, lam = values_weights
     proof.close(node, proven(values, opts.loop.verify_margin, res.infeasible), lam, rows, res.lb_alphas,
-                res.lb_betas)
+                res.lb_betas, res.lb_gammas)
 
 
 def run_bab(net, lower, upper, polys, opts: EngineOptions, deadline, validate, stats: Stats, log=None,

@@ -75,6 +75,8 @@ def write_certificate(proofs, path, cfg, net, prop, log) -> str:
     reason = "no input box" if not proofs else next((p.reason for p in proofs if p.reason), None)
     if reason is None and len({p.branching for p in proofs}) > 1:
         reason = "boxes proven by different branchings"
+    if reason is None and len(proofs) > 1 and any(p.cons is not None for p in proofs):
+        reason = "multi-neuron constraints in a property of several boxes"
     if reason is not None:
         log(f"certificate not written: unsupported ({reason})")
         return f"unsupported ({reason})"

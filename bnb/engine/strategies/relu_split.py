@@ -226,18 +226,23 @@ def bound_open_rows(ctx: SearchContext, children: ReluDomains, cons=None) -> Bou
         l, u = children.pre_lower[i].clone(), children.pre_upper[i].clone()
         l[child_idx], u[child_idx] = r.pre_bounds[i]  # the same on every unit of a child: its split phases applied
         pre.append((l, u))
-    gammas = None
+    gammas = lb_gammas = None
     if cons is not None:
-        gammas = [None] * L
+        gammas, lb_gammas = [None] * L, ([None] * L if proof else None)
         for i in range(L):
             if cons[i] is not None:
                 gammas[i] = children.gammas[i].clone()
-                got = torch.zeros(U, cons[i].count, dtype=gammas[i].dtype, device=gammas[i].device)
-                if live is not None and live[i] is not None and r.gammas is not None and r.gammas[i] is not None:
-                    got[:, keep[i]] = r.gammas[i][:, 0]
-                gammas[i][child_idx, row_idx] = got  # zero on the constraints left out: implied by the box from here on
+                for out, src in ((gammas, r.gammas), (lb_gammas, r.lb_gammas)):
+                    if out is None:
+                        continue
+                    if out is lb_gammas:  # (rows not bounded here are not used by the proof log)
+                        out[i] = torch.zeros_like(gammas[i])
+                    got = torch.zeros(U, cons[i].count, dtype=gammas[i].dtype, device=gammas[i].device)
+                    if live is not None and live[i] is not None and src is not None and src[i] is not None:
+                        got[:, keep[i]] = src[i][:, 0]
+                    out[i][child_idx, row_idx] = got  # zero on the constraints left out: implied by the box from here
     return BoundResult(lb, None, pre, A, None, coeffs, {"final": alphas}, betas, infeasible, gammas,
-                       lb_alphas=lb_alphas if proof else None, lb_betas=lb_betas)
+                       lb_alphas=lb_alphas if proof else None, lb_betas=lb_betas, lb_gammas=lb_gammas)
 
 
 class ReluSplitting(Strategy):
@@ -261,6 +266,8 @@ class ReluSplitting(Strategy):
             # (with bounds.mn_tighten the children also inherit the intermediate bounds they were built on)
             r.constraints, r.pre_bounds = mn_constraints(net, lower, upper, r.pre_bounds, rows.C[order],
                                                          ctx.opts.bounds)
+            if ctx.proof is not None:
+                ctx.proof.unsupported("multi-neuron constraints computed for the children only")
             ctx.stats.timed("time_constraints", t0)
             if all(c is None for c in r.constraints):
                 r.constraints = None
@@ -272,7 +279,9 @@ class ReluSplitting(Strategy):
             if not keep:  # the constraints do not pay for their cost per child: plain beta-CROWN children
                 r.constraints = r.gammas = None
         if r.constraints is not None and r.gammas is not None:
-            r.constraints, r.gammas = active_only(r.constraints, r.gammas)
+            r.constraints, r.gammas, kept = active_only(r.constraints, r.gammas, index=True)
+            if ctx.proof is not None:
+                ctx.proof.select_constraints(kept)
             if all(c is None for c in r.constraints):
                 r.constraints = r.gammas = None
             else:
@@ -306,10 +315,10 @@ class ReluSplitting(Strategy):
             betas=[zeros(l) for l, _ in r.pre_bounds], gammas=gammas,
             node=None if ctx.proof is None else torch.zeros(1, dtype=torch.long, device=dev))
         if ctx.proof is not None:
-            for unsupported, reason in ((self.cons is not None, "multi-neuron constraints in the children"),
-                                        (opts.clauses, "clauses (bab.clauses)"),
+            for unsupported, reason in ((opts.clauses, "clauses (bab.clauses)"),
                                         (opts.retighten_depth > 0, "re-tightened children (bab.retighten_depth)"),
-                                        (opts.relu_method != "beta", f"children bounded by {opts.relu_method}"),
+                                        (opts.relu_method not in ("beta", "mn-crown"),
+                                         f"children bounded by {opts.relu_method}"),
                                         (r is not root, "a CROWN bound recomputed for branching")):
                 if unsupported:
                     ctx.proof.unsupported(reason)
@@ -417,7 +426,7 @@ class ReluSplitting(Strategy):
         # per polytope, one-hot weights on its best row (padded rows of rows.index masked off)
         vals = ref[:, rows.index].masked_fill(~rows.valid, -float("inf"))      # (2n, K, R)
         lam = torch.nn.functional.one_hot(vals.argmax(dim=-1), rows.index.shape[1]).to(res.lb.dtype)
-        proof.close(node, closed, lam, rows, res.lb_alphas, res.lb_betas)
+        proof.close(node, closed, lam, rows, res.lb_alphas, res.lb_betas, res.lb_gammas)
         return node
 
     def falsify(self, children: Children, open_mask: torch.Tensor):
