@@ -75,6 +75,13 @@ class LayerData:
         self.ry = np.maximum(np.maximum(np.abs(self.l), np.abs(self.u)), np.maximum(np.abs(self.f_lo),
                                                                                      np.abs(self.f_hi)))
 
+    def single_bound(self, z, up, j=slice(None)):
+        """The single-neuron bound of ``y_j`` at ``z_j`` (neurons ``j``, broadcast over leading axes): its upper line
+        capped by ``f(u)`` where ``up``, else its lower line floored by ``f(l)``."""
+        hi = np.minimum(self.lines[2][j] * z + self.lines[3][j], self.f_hi[j])
+        lo = np.maximum(self.lines[0][j] * z + self.lines[1][j], self.f_lo[j])
+        return np.where(up, hi, lo)
+
     def constraints(self, signs, betas, alphas, dt, dev) -> LayerConstraints:
         """Cuts ``sign_c y_{j_c} <= sign_c (alpha_c + beta_c . h)`` (``signs``: ``(c,)`` of ``+-(j + 1)``: upper /
         lower cut of neuron ``j``; float64, valid in real arithmetic) as working-dtype constraints."""
@@ -115,8 +122,7 @@ def candidates(d: LayerData, cy, ch):
     z = points @ d.W.T + d.b                                                        # (m, n)
     fz = value(d.layer.kind, torch.as_tensor(z)).numpy()
     up = cy < 0
-    single = np.where(up, np.minimum(d.lines[2] * z + d.lines[3], d.f_hi), np.maximum(d.lines[0] * z + d.lines[1],
-                                                                                        d.f_lo))
+    single = d.single_bound(z, up)
     gap = np.where(up, single - fz, fz - single)
     on = np.isfinite(d.l) & np.isfinite(d.u) & (d.u > d.l) & (True if d.layer.mask is None else d.layer.mask)
     score = np.where(on[None] & np.isfinite(gap) & (gap > 0), np.abs(cy) * gap, 0.0)
@@ -168,10 +174,8 @@ def smooth_hull_constraints(net, lower, upper, pre_bounds, coeffs, h_coeff, max_
             if not (np.isfinite(alpha) and bool(np.all(np.isfinite(beta)))):
                 continue
             z, value = float(d.W[j] @ point + d.b[j]), float(alpha + beta @ point)
-            if up_side:
-                gain = min(d.lines[2][j] * z + d.lines[3][j], d.f_hi[j]) - value
-            else:
-                gain = value - max(d.lines[0][j] * z + d.lines[1][j], d.f_lo[j])
+            single = float(d.single_bound(z, up_side, j))
+            gain = single - value if up_side else value - single
             if gain > MIN_GAIN * (1 + abs(value)):
                 signs.append(j + 1 if up_side else -(j + 1))
                 betas.append(beta)

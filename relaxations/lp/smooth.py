@@ -106,8 +106,9 @@ class SmoothLP:
         if not self.empty:
             for i, (l, u) in enumerate(self.pre):
                 for z in (l, (l + u) / 2, u):
-                    self._add_1d(i, z, np.ones(l.size, dtype=bool), "upper")
-                    self._add_1d(i, z, np.ones(l.size, dtype=bool), "lower")
+                    for side in ("upper", "lower"):
+                        k, b = hull.hull1d_lines(self.kinds[i], l, u, z, side)
+                        self._add_1d(i, np.ones(l.size, dtype=bool), k, b, side)
 
     # ------------------------------------------------------------------ layout
     def zs(self, i):
@@ -124,13 +125,13 @@ class SmoothLP:
             self.b_rows.append(b[keep])
             self.n_cuts[what] += int(keep.sum())
 
-    def _add_1d(self, i, z, sel, side):
-        """One-dimensional hull lines of layer ``i`` at ``z`` for the neurons ``sel``."""
+    def _add_1d(self, i, sel, k, b, side):
+        """The neurons ``sel`` of layer ``i``'s one-dimensional hull lines ``y <= k z + b`` ("upper") / ``>=``
+        (``k``, ``b``: every neuron's, from :func:`relaxations.sshaped_hull.hull1d_lines`)."""
         idx = np.flatnonzero(sel)
         if not idx.size:
             return
-        l, u = self.pre[i]
-        k, b = hull.hull1d_lines(self.kinds[i], l[idx], u[idx], z[idx], side)
+        k, b = k[idx], b[idx]
         m = idx.size
         s = 1.0 if side == "upper" else -1.0  # upper: y - k z <= b; lower: k z - y <= -b
         A = sp.csr_matrix((np.concatenate([s * np.ones(m), -s * k]),
@@ -147,7 +148,7 @@ class SmoothLP:
             l, u = self.pre[i]
             for side, s in (("upper", 1.0), ("lower", -1.0)):
                 k, b = hull.hull1d_lines(kind, l, u, z, side)
-                self._add_1d(i, z, s * (y - (k * z + b)) > tol, side)
+                self._add_1d(i, s * (y - (k * z + b)) > tol, k, b, side)
             if self.method != "hull":
                 continue
             fz = tr.value(kind, torch.as_tensor(z)).numpy()
