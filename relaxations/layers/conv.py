@@ -1,9 +1,12 @@
 """2-D convolutions on ``(C, H, W)`` per-sample tensors: :class:`Conv2d` and :class:`ConvTranspose2d`."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
+from relaxations.fp import err_coeff, tiny
 from relaxations.layers.base import Layer
 
 
@@ -52,6 +55,28 @@ class Conv2d(Layer):
         per_group = self.weight.shape[0] // self.groups
         return max(per_group * self.weight.shape[2] * self.weight.shape[3],
                    self.out_shape[1] * self.out_shape[2] + self.out_shape[0])
+
+    @property
+    def n_coefficient(self):
+        """Products in one entry of the backward's coefficients (a transposed convolution): each input position
+        meets at most ``ceil(k g / s)`` kernel taps per dimension (``g = gcd(dilation, stride)``) in each of the
+        ``C_out / groups`` channels; the other terms of the transposed convolution are exact zeros, and adding an
+        exact zero rounds nothing."""
+        taps = 1
+        for i in range(2):
+            k, s = self.weight.shape[2 + i], self.stride[i]
+            taps *= min(k, -(-k * math.gcd(self.dilation[i], s) // s))
+        return self.weight.shape[0] // self.groups * taps
+
+    def err_weight(self, r):
+        """As :meth:`Layer.err_weight`, with the coefficients' and the constant's sums counted apart: the
+        coefficients sum :attr:`n_coefficient` products, the constant ``H_out W_out + C_out`` (``n_backward``)."""
+        dt = r.dtype
+        n = self.n_backward
+        under = (n + 4) * tiny(dt) * (1 + r.reshape(r.shape[0], -1).sum(-1, keepdim=True))
+        w = err_coeff(self.n_coefficient, dt, self.rep_err) * self.abs_linear(r) \
+            + err_coeff(n, dt, self.rep_err) * self.bias.abs().reshape(-1, 1, 1)
+        return w, under
 
     def linear(self, x):
         return self._conv(x, self.weight, None)
