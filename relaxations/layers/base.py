@@ -90,11 +90,20 @@ class Layer:
         n = self.n_forward
         return self.magnitude(r) * (1 + err_coeff(n, r.dtype, self.rep_err)) + (n + 4) * tiny(r.dtype)
 
+    @property
+    def n_coefficient(self):
+        """Products summed in one coefficient of ``backward``'s ``A'`` (at most ``n_backward``, which also counts
+        the constant's sum)."""
+        return self.n_backward
+
     def err_weight(self, r: torch.Tensor):
+        """The coefficients' rounding (``n_coefficient`` products each, times ``|W| r``) and the constant's
+        (``n_backward``, times ``|b|``)."""
         n = self.n_backward
         dt = r.dtype
         under = (n + 4) * tiny(dt) * (1 + r.reshape(r.shape[0], -1).sum(-1, keepdim=True))
-        return err_coeff(n, dt, self.rep_err) * self.magnitude(r), under
+        return err_coeff(self.n_coefficient, dt, self.rep_err) * self.abs_linear(r) \
+            + err_coeff(n, dt, self.rep_err) * self.offset().abs(), under
 
     def to(self, device=None, dtype=None) -> "Layer":
         """Move every tensor attribute; returns self. A cast that changes a value sets ``rep_err``."""

@@ -6,7 +6,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from relaxations.fp import err_coeff, tiny
 from relaxations.layers.base import Layer
 
 
@@ -61,22 +60,12 @@ class Conv2d(Layer):
         """Products in one entry of the backward's coefficients (a transposed convolution): each input position
         meets at most ``ceil(k g / s)`` kernel taps per dimension (``g = gcd(dilation, stride)``) in each of the
         ``C_out / groups`` channels; the other terms of the transposed convolution are exact zeros, and adding an
-        exact zero rounds nothing."""
+        exact zero rounds nothing. The constant sums ``H_out W_out + C_out`` terms (``n_backward``)."""
         taps = 1
         for i in range(2):
             k, s = self.weight.shape[2 + i], self.stride[i]
             taps *= min(k, -(-k * math.gcd(self.dilation[i], s) // s))
         return self.weight.shape[0] // self.groups * taps
-
-    def err_weight(self, r):
-        """As :meth:`Layer.err_weight`, with the coefficients' and the constant's sums counted apart: the
-        coefficients sum :attr:`n_coefficient` products, the constant ``H_out W_out + C_out`` (``n_backward``)."""
-        dt = r.dtype
-        n = self.n_backward
-        under = (n + 4) * tiny(dt) * (1 + r.reshape(r.shape[0], -1).sum(-1, keepdim=True))
-        w = err_coeff(self.n_coefficient, dt, self.rep_err) * self.abs_linear(r) \
-            + err_coeff(n, dt, self.rep_err) * self.bias.abs().reshape(-1, 1, 1)
-        return w, under
 
     def linear(self, x):
         return self._conv(x, self.weight, None)
