@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from relaxations.fp import dot_abs, down, err_coeff, reach, tiny
+from relaxations.fp import cast_down, dot_abs, down, err_coeff, reach, tiny
 from relaxations.ibp import ibp
 from relaxations.state import BoundResult, DomainState
 
@@ -289,10 +289,8 @@ def concretize(A_in, bias, lower, upper, err=None):
     left to prove), and in float64 it is negligible."""
     if err is not None and A_in.dtype == torch.float32 and A_in.shape[-1] >= LONG_SUM:
         f64 = torch.float64
-        lb = _concretize(A_in.to(f64), bias.to(f64), lower.to(f64), upper.to(f64), err.to(f64))
-        lb = lb.clamp(max=torch.finfo(torch.float32).max)  # a finite value that float32 cannot hold: its largest
-        t = lb.to(torch.float32)                           # rounded to nearest: one step down where it went up
-        return torch.where(t.detach().to(f64) > lb.detach(), down(t), t)
+        return cast_down(_concretize(A_in.to(f64), bias.to(f64), lower.to(f64), upper.to(f64), err.to(f64)),
+                         torch.float32)
     return _concretize(A_in, bias, lower, upper, err)
 
 

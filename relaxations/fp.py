@@ -99,13 +99,18 @@ def _f64(values) -> torch.Tensor:
     return torch.as_tensor(np.asarray(values, dtype=np.float64))
 
 
+def cast_down(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The float64 tensor ``x`` as ``dtype``, each entry ``<=`` its value; keeps ``x``'s gradient. A finite value
+    beyond ``dtype``'s range becomes its largest finite number (rounding to nearest would give ``+inf``, above
+    the value); infinities and NaN stay as they are."""
+    x = torch.where(torch.isfinite(x), x.clamp(max=torch.finfo(dtype).max), x)
+    t = x.to(dtype)  # rounded to nearest: one step down where it went up
+    return torch.where(t.detach().double() > x.detach(), down(t), t)
+
+
 def to_dtype_down(values, dtype: torch.dtype, device=None) -> torch.Tensor:
     """float64 ``values`` (numpy or tensor) as ``dtype``, each entry ``<=`` its float64 value."""
-    v = _f64(values)
-    t = v.to(dtype)
-    over = t.double() > v
-    if bool(over.any()):
-        t = torch.where(over, down(t), t)
+    t = cast_down(_f64(values), dtype)
     return t.to(device) if device is not None else t
 
 

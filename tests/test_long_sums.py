@@ -19,7 +19,7 @@ import torch
 
 import relaxations.crown as crown
 import tests.test_rounding_exact as exact_rounding
-from relaxations.fp import dot_abs, reach
+from relaxations.fp import cast_down, dot_abs, reach, to_dtype_down, to_dtype_up
 from relaxations.layers import Conv2d
 
 pytestmark = pytest.mark.fast
@@ -91,6 +91,21 @@ def test_concretize_keeps_what_float32_cannot_hold_below_the_truth():
     got = crown.concretize(A, bias, lower, upper, torch.zeros(1, 3, dtype=F32))
     assert float(got[0, 0]) == torch.finfo(F32).max
     assert got[0, 1] == -float("inf") and torch.isnan(got[0, 2])
+
+
+def test_outward_float32_conversions_of_values_beyond_its_range():
+    """``fp.cast_down`` (shared by ``concretize`` and ``to_dtype_down``): a finite float64 value above float32's
+    range comes down to float32's largest number (rounding to nearest would give ``+inf``, above it); ``to_dtype_up``
+    mirrors it below; infinities stay."""
+    big = 1e300
+    f32max = torch.finfo(F32).max
+    assert float(to_dtype_down([big], F32)[0]) == f32max
+    assert float(to_dtype_up([-big], F32)[0]) == -f32max
+    assert float(to_dtype_down([-big], F32)[0]) == -float("inf") and float(to_dtype_up([big], F32)[0]) == float("inf")
+    assert float(to_dtype_down([float("inf")], F32)[0]) == float("inf")
+    x = torch.tensor([0.1, -0.1, 1 / 3], dtype=F64)
+    t = cast_down(x, F32)
+    assert bool((t.double() <= x).all()) and bool((torch.nextafter(t, torch.full_like(t, 1.0)).double() > x).all())
 
 
 def test_concretize_gradient_reaches_the_coefficients():
