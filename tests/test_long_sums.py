@@ -58,7 +58,7 @@ def _cancelling_case(n, seed, centre, width):
 
 @pytest.mark.parametrize("n", [1024, 3072])
 @pytest.mark.parametrize("centre,width", [(100.0, 0.0), (1.0, 1e-3), (1e3, 1e-6)])
-def test_concretize_long_sum_is_below_the_exact_minimum_and_tighter(n, centre, width):
+def test_concretize_long_sum_is_below_the_exact_minimum_and_tighter(n, centre, width, monkeypatch):
     """Over ``n >= LONG_SUM`` float32 inputs, the rigorous minimum (summed in float64, rounded down to float32) is
     at most the exact one, stays within float32's own rounding of it (a few ulps of the result and float64's
     ``n u |A| |x|``), and is tighter than the same minimum summed in float32."""
@@ -66,7 +66,8 @@ def test_concretize_long_sum_is_below_the_exact_minimum_and_tighter(n, centre, w
     A, bias, lower, upper = _cancelling_case(n, 7 + n, centre, width)
     err = torch.zeros(A.shape[:2], dtype=F32)
     got = crown.concretize(A, bias, lower, upper, err)
-    in_f32 = crown._concretize(A, bias, lower, upper, err)  # noqa: SLF001 (the float32 sum it replaces)
+    monkeypatch.setattr(crown, "LONG_SUM", n + 1)
+    in_f32 = crown.concretize(A, bias, lower, upper, err)  # the float32 sum it replaces
     assert got.dtype == F32
     truth = _exact_min(A, bias, lower, upper)
     mag = dot_abs(A.double(), reach(lower, upper).double()) + bias.double().abs()
