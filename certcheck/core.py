@@ -15,21 +15,21 @@ from .onnxnet import Unsupported
 from .vnnlib import Reject
 
 INTS = {k: d for d, ks in (x.split(":") for x in ("N:parent kind index phase", "Q:claim_node",
-        "P:close_node close_poly", "H:hint_claim hint_neuron hint_side hint_alpha", "C:con_box con_layer con_oct",
-        "C:con_noct con_mu", "T:term_close term_row term_alpha term_beta term_gamma", "O:oct_box oct_layer oct_alpha",
-        "O:oct_gamma")) for k in ks.split()}
+        "P:close_node close_poly", "H:hint_claim hint_neuron hint_side hint_alpha hint_gamma",
+        "C:con_box con_layer con_oct con_noct con_mu", "T:term_close term_row term_alpha term_beta term_gamma",
+        "O:oct_box oct_layer oct_alpha oct_gamma")) for k in ks.split()}
 INTS["claim_state"] = ("Q", "n")
 FLOATS = {"root_lower": ("b", "i"), "root_upper": ("b", "i"), "lo": ("N",), "hi": ("N",), "claim_lo": ("Q", "n"),
           "claim_hi": ("Q", "n"), "term_lam": ("T",), "alpha": ("A", "n"), "beta": ("B", "n"),
           "con_y": ("C", "y"), "con_z": ("C", "n"), "con_p": ("C",), "mu": ("M",), "oct_row": ("O", "n"),
           "oct_beta": ("O",), "gamma": ("G", "C")}
 RANGES = (("claim_node", 0, "N"), ("hint_claim", 0, "Q"), ("hint_neuron", 0, "n"), ("hint_alpha", 0, "A"),
-          ("close_node", 0, "N"), ("close_poly", 0, "p"), ("term_close", 0, "P"), ("term_row", 0, "r"),
-          ("term_alpha", -1, "A"), ("term_beta", -1, "B"), ("term_gamma", -1, "G"), ("con_box", 0, "b"),
-          ("con_layer", 0, "L"), ("oct_box", 0, "b"), ("oct_layer", 0, "L"), ("oct_alpha", -1, "A"),
-          ("oct_gamma", -1, "G"))
-OPTIONAL = {"hint_claim", "hint_neuron", "hint_side", "hint_alpha", "alpha", "beta", "claim_state", "term_gamma"} | {
-    k for k in list(INTS) + list(FLOATS) if k[:4] in ("con_", "oct_") or k in ("mu", "gamma")}
+          ("hint_gamma", -1, "G"), ("close_node", 0, "N"), ("close_poly", 0, "p"), ("term_close", 0, "P"),
+          ("term_row", 0, "r"), ("term_alpha", -1, "A"), ("term_beta", -1, "B"), ("term_gamma", -1, "G"),
+          ("con_box", 0, "b"), ("con_layer", 0, "L"), ("oct_box", 0, "b"), ("oct_layer", 0, "L"),
+          ("oct_alpha", -1, "A"), ("oct_gamma", -1, "G"))
+OPTIONAL = {"alpha", "beta", "claim_state", "term_gamma", "mu", "gamma"} | {
+    k for k in list(INTS) + list(FLOATS) if k[:4] in ("con_", "oct_", "hint")}
 CHUNK = 1 << 21
 
 
@@ -171,15 +171,19 @@ def run(res, cert_path, onnx_path, vnnlib_path, ex, check_hash):
     C = np.array([[c.get(j, 0) for j in range(n_out)] for c, _ in rows], dtype=object if ex else np.float64)
     d = np.array([dv if ex else up_float(dv) for _, dv in rows], dtype=object if ex else np.float64)
     # a gamma only on constraints proven before its row: of the node's box (terms); of that box and earlier layers
-    gu, gb = np.append(z["term_gamma"], z["oct_gamma"]), np.append(box[z["close_node"][z["term_close"]]], z["oct_box"])
-    gl, u = np.append(np.full(len(z["term_gamma"]), dims["L"]), z["oct_layer"])[:, None], gu >= 0
+    # (octahedral rows, hints)
+    gu = np.concatenate([z["term_gamma"], z["oct_gamma"], z["hint_gamma"]])
+    gb = np.concatenate([box[z["close_node"][z["term_close"]]], z["oct_box"], box[z["claim_node"][z["hint_claim"]]]])
+    gl, u = np.concatenate([np.full(len(z["term_gamma"]), dims["L"]), z["oct_layer"], np.searchsorted(
+        net.off, z["hint_neuron"], "right") - 1])[:, None], gu >= 0
     need(not (z["gamma"][gu[u]] * ((z["con_box"] != gb[u][:, None]) | (z["con_layer"] >= gl[u]))).any(),
          "gamma on a constraint of another box or of a later layer")
     net.alpha, net.beta, net.gamma, net.cy, net.cz, net.cp, net.mu, net.orow, net.obeta = (conv(z[k], ex) for k in (
         "alpha", "beta", "gamma", "con_y", "con_z", "con_p", "mu", "oct_row", "oct_beta"))
     clo, chi = conv(z["claim_lo"], ex), conv(z["claim_hi"], ex)
     BLO, BHI = conv(BLO, ex), conv(BHI, ex)
-    hints = (np.append(hkey[np.argsort(hkey)], 1 << 62), np.append(z["hint_alpha"][np.argsort(hkey)], -1))
+    hints = (np.append(hkey[np.argsort(hkey)], 1 << 62), *(np.append(z[k][np.argsort(hkey)], -1) for k in (
+        "hint_alpha", "hint_gamma")))
     own = (np.arange(len(polys)) >= boff[box][:, None]) & (np.arange(len(polys)) < boff[box + 1][:, None])
     walk(net, z, ex, kids, leaves, claim_of, clo, chi, BLO, BHI, hints, C, d, poff, ~own, relu)
 
@@ -216,9 +220,9 @@ def walk(net, z, ex, kids, leaves, claim_of, clo, chi, BLO, BHI, hints, C, d, po
             B["lo"][k][Cn], B["hi"][k][Cn] = verify_layer(net, ex, B, prev, pl, Cn, q, k, clo[q, sl], chi[q, sl],
                                                           z["claim_state"][q, sl], hints, V)
             clamp(B, net, k, Cn)
+            check_cons(net, z, ex, B, k) if prev is None else None  # (a later layer's claims may use them)
         for k in range(L):
             dead |= (B["lo"][k] > B["hi"][k]).any(1)
-        check_cons(net, z, ex, B) if prev is None else None
         close_level(net, z, ex, B, V, loc, dead, C, d, poff, closed_by)
         if lev:
             closed_by[V] |= closed_by[z["parent"][V]]
@@ -255,8 +259,9 @@ def chunks(net, K, A, nd, ra, rb, B, ex, reduce, rg=None):
 
 def verify_layer(net, ex, B, prev, pl, Cn, q, k, cl, ch, st, hints, V):
     """Claims of ReLU layer k at the claimed nodes Cn (claim rows q): each implied by the parent's bound, the
-    interval step, the path's split or the back-substitution row +-e_j (default slopes, and the hint's alpha where
-    one names it). A sign-only claim (state st +1: l >= 0, -1: u <= 0) takes the proven bounds. -> (lo, hi)."""
+    interval step, the path's split or the back-substitution row +-e_j (default slopes, and the hint's alpha and
+    gamma where one names it). A sign-only claim (state st +1: l >= 0, -1: u <= 0) takes the proven bounds.
+    -> (lo, hi)."""
     n_total, n = net.off[-1], net.off[k + 1] - net.off[k]
     ylo, yhi = (B["blo"][Cn], B["bhi"][Cn]) if k == 0 else (np.maximum(B["lo"][k - 1][Cn], 0),
                                                             np.maximum(B["hi"][k - 1][Cn], 0))
@@ -271,11 +276,11 @@ def verify_layer(net, ex, B, prev, pl, Cn, q, k, cl, ch, st, hints, V):
         S, j = Cn[sel], np.tile(np.arange(n), 2)
         key = (q[sel][:, None] * n_total + net.off[k] + j) * 2 + (np.arange(2 * n) < n)
         pos = np.searchsorted(hints[0], key)  # the keys end with a sentinel above any key
-        ra = np.where(hints[0][pos] == key, hints[1][pos], -1)
+        ra, rg = (np.where(hints[0][pos] == key, h[pos], -1) for h in hints[1:])
         A = np.broadcast_to(conv(np.vstack([np.eye(n), -np.eye(n)]), ex), (len(S), 2 * n, n))
-        for r in ([np.full(key.shape, -1), ra] if (ra >= 0).any() else [ra]):
-            lb, = chunks(net, k + 1, A, S, r, np.full(key.shape, -1), B, ex,
-                         lambda G, c0, e, nd: (row_min(G, c0, e, nd, B, ex),))
+        no = np.full(key.shape, -1)
+        for r, g in ([(no, no), (ra, rg)] if (ra >= 0).any() else [(no, no)]):
+            lb, = chunks(net, k + 1, A, S, r, no, B, ex, lambda G, c0, e, nd: (row_min(G, c0, e, nd, B, ex),), g)
             blo[sel], bhi[sel] = np.maximum(blo[sel], lb[:, :n]), np.minimum(bhi[sel], -lb[:, n:])
     for side, c, pr in ((1, cl, blo), (-1, ch, bhi)):
         fail(np.flatnonzero(~(side * c <= side * pr)), "claim not implied: node {}, neuron {}, "
@@ -318,42 +323,42 @@ def close_level(net, z, ex, B, V, loc, dead, C, d, poff, closed_by):
          tc[starts], V[rc], z["close_poly"][tc[starts]], val)
 
 
-def check_cons(net, z, ex, B):
-    """Version 2 at the roots (their claims verified): every octahedral row's beta is implied by its back-substitution
-    row (slopes alpha[oct_alpha] or the default) or by the box of the claims; every constraint holds on every orthant
-    of its group, with mu on its octahedral rows (or, without such rows, with z replaced by W h + b)."""
+def check_cons(net, z, ex, B, k):
+    """Version 2 at the roots (their claims of layers <= k verified), layer k: every octahedral row's beta is implied
+    by its back-substitution row (slopes alpha[oct_alpha] or the default) or by the box of the claims; every
+    constraint holds on every orthant of its group, with mu on its octahedral rows (or, without such rows, with z
+    replaced by W h + b)."""
     n_in, off, ob, og = B["blo"].shape[1], net.off, z["oct_box"], z["oct_gamma"]
-    for k in range(len(off) - 1):  # layer by layer: an octahedral row may use the constraints of earlier layers
-        O, sl = np.nonzero(z["oct_layer"] == k)[0], slice(off[k], off[k + 1])
-        if len(O):
-            lb, = chunks(net, k + 1, -net.orow[O, sl][:, None], ob[O], z["oct_alpha"][O, None], 0 * O[:, None] - 1,
-                         B, ex, lambda G, c0, e, nd: (row_min(G, c0, e, nd, B, ex),), og[O, None])
-            zb = bmax(net.orow[O, sl], B["lo"][k][ob[O]], B["hi"][k][ob[O]], 0 * lb[:, 0], 0, ex)
-            need(((net.obeta[O] >= -lb[:, 0]) | (net.obeta[O] >= zb)).all(), f"octahedral bound not implied ({k})")
-        for ci in np.nonzero(z["con_layer"] == k)[0]:
-            r, o0, no, m0 = (int(z["con_" + key][ci]) for key in ("box", "oct", "noct", "mu"))
-            hs = slice(0, n_in) if k == 0 else slice(n_in + off[k - 1], n_in + off[k])
-            cy, cz, ch, p = net.cy[ci, n_in + off[k]:n_in + off[k + 1]], net.cz[ci, sl], net.cy[ci, hs], net.cp[ci]
-            grp, oo = np.nonzero((cy != 0) | (cz != 0))[0], slice(o0, o0 + no)
-            need(len(grp) <= 3 and (z["con_y"][ci] != 0).sum() == (cy != 0).sum() + (ch != 0).sum() and (
-                z["con_z"][ci] != 0).sum() == (cz != 0).sum() and o0 + no <= len(ob) and (ob[oo] == r).all() and (
-                z["oct_layer"][oo] == k).all() and m0 + (no << len(grp)) <= len(net.mu), f"constraint {ci}: bad rows")
-            l, u, D, bet, W, b, Wr, br = B["lo"][k][r], B["hi"][k][r], net.orow[oo, sl], net.obeta[oo], *net.segs[k]
-            hlo, hhi = (B["blo"][r], B["bhi"][r]) if k == 0 else (np.maximum(B[s][k - 1][r], 0) for s in ("lo", "hi"))
-            zm, hm = np.maximum(np.abs(l), np.abs(u)), np.maximum(np.abs(hlo), np.abs(hhi))
-            for s in range(1 << len(grp)):
-                sg = np.zeros(len(l), dtype=int)
-                sg[grp] = 2 * ((s >> np.arange(len(grp))) & 1) - 1  # bit i of s: the group's i-th neuron active
-                zl, zu = clampv(l, u, sg)
-                if (zl > zu).any():
-                    continue  # no point of the root's domain in this orthant
-                cs, mu = cz + np.where(sg > 0, cy, 0), net.mu[m0 + s * no:m0 + (s + 1) * no]
-                t = cs[grp] * (no == 0)  # without octahedral rows z = W h + b (up to the segment's radius Wr, br)
-                rho, eta, kap = cs * (no > 0) - mu @ D, ch + t @ W[grp], p + mu @ bet + t @ b[grp]
-                e = 0 if ex else gam(no + 4) * ((abs(cs) + abs(mu) @ abs(D)) @ zm + abs(mu) @ abs(bet) + abs(p) + (
-                    abs(t) @ net.absW[k][grp] + abs(ch)) @ hm + abs(t) @ abs(b[grp])) + U * abs(cs) @ zm + (no + 4) * \
-                    TINY * (1 + sum(zm) + sum(hm)) + (0 if Wr is None else abs(t) @ Wr[grp] @ hm) + (
-                    0 if br is None else abs(t) @ br[grp])
-                v = bmax(np.concatenate([rho, eta])[None], np.concatenate([zl, hlo])[None],
-                         np.concatenate([zu, hhi])[None], np.array([kap]), e, ex)[0]
-                need(v <= 0, f"constraint {ci} does not hold (orthant {s}: max {v})")
+    O, sl = np.nonzero(z["oct_layer"] == k)[0], slice(off[k], off[k + 1])
+    if len(O):
+        lb, = chunks(net, k + 1, -net.orow[O, sl][:, None], ob[O], z["oct_alpha"][O, None], 0 * O[:, None] - 1,
+                     B, ex, lambda G, c0, e, nd: (row_min(G, c0, e, nd, B, ex),), og[O, None])
+        zb = bmax(net.orow[O, sl], B["lo"][k][ob[O]], B["hi"][k][ob[O]], 0 * lb[:, 0], 0, ex)
+        need(((net.obeta[O] >= -lb[:, 0]) | (net.obeta[O] >= zb)).all(), f"octahedral bound not implied ({k})")
+    for ci in np.nonzero(z["con_layer"] == k)[0]:
+        r, o0, no, m0 = (int(z["con_" + key][ci]) for key in ("box", "oct", "noct", "mu"))
+        hs = slice(0, n_in) if k == 0 else slice(n_in + off[k - 1], n_in + off[k])
+        cy, cz, ch, p = net.cy[ci, n_in + off[k]:n_in + off[k + 1]], net.cz[ci, sl], net.cy[ci, hs], net.cp[ci]
+        grp, oo = np.nonzero((cy != 0) | (cz != 0))[0], slice(o0, o0 + no)
+        need(len(grp) <= 3 and (z["con_y"][ci] != 0).sum() == (cy != 0).sum() + (ch != 0).sum() and (
+            z["con_z"][ci] != 0).sum() == (cz != 0).sum() and o0 + no <= len(ob) and (ob[oo] == r).all() and (
+            z["oct_layer"][oo] == k).all() and m0 + (no << len(grp)) <= len(net.mu), f"constraint {ci}: bad rows")
+        l, u, D, bet, W, b, Wr, br = B["lo"][k][r], B["hi"][k][r], net.orow[oo, sl], net.obeta[oo], *net.segs[k]
+        hlo, hhi = (B["blo"][r], B["bhi"][r]) if k == 0 else (np.maximum(B[s][k - 1][r], 0) for s in ("lo", "hi"))
+        zm, hm = np.maximum(np.abs(l), np.abs(u)), np.maximum(np.abs(hlo), np.abs(hhi))
+        for s in range(1 << len(grp)):
+            sg = np.zeros(len(l), dtype=int)
+            sg[grp] = 2 * ((s >> np.arange(len(grp))) & 1) - 1  # bit i of s: the group's i-th neuron active
+            zl, zu = clampv(l, u, sg)
+            if (zl > zu).any():
+                continue  # no point of the root's domain in this orthant
+            cs, mu = cz + np.where(sg > 0, cy, 0), net.mu[m0 + s * no:m0 + (s + 1) * no]
+            t = cs[grp] * (no == 0)  # without octahedral rows z = W h + b (up to the segment's radius Wr, br)
+            rho, eta, kap = cs * (no > 0) - mu @ D, ch + t @ W[grp], p + mu @ bet + t @ b[grp]
+            e = 0 if ex else gam(no + 4) * ((abs(cs) + abs(mu) @ abs(D)) @ zm + abs(mu) @ abs(bet) + abs(p) + (
+                abs(t) @ net.absW[k][grp] + abs(ch)) @ hm + abs(t) @ abs(b[grp])) + U * abs(cs) @ zm + (no + 4) * \
+                TINY * (1 + sum(zm) + sum(hm)) + (0 if Wr is None else abs(t) @ Wr[grp] @ hm) + (
+                0 if br is None else abs(t) @ br[grp])
+            v = bmax(np.concatenate([rho, eta])[None], np.concatenate([zl, hlo])[None],
+                     np.concatenate([zu, hhi])[None], np.array([kap]), e, ex)[0]
+            need(v <= 0, f"constraint {ci} does not hold (orthant {s}: max {v})")

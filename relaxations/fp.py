@@ -128,3 +128,14 @@ def threshold_up(d, dtype: torch.dtype, device=None) -> torch.Tensor:
     """A right-hand side ``d`` of ``C y <= d``, parsed into float64, rounded up so that proving ``C y > d'``
     proves ``C y > d`` for the decimal value of the file."""
     return to_dtype_up(up(_f64(d)), dtype, device)
+
+
+CLAIM_SLACK = 1e-9  # relative loosening of a bound a certificate claims (a checker's rounding bound may be larger)
+
+
+def loosen(x: torch.Tensor, side: int) -> torch.Tensor:
+    """A float64 bound moved outward by ``CLAIM_SLACK (1 + |x|)`` and one more step (``side`` +1: an upper bound,
+    raised; -1: a lower bound, lowered): still a valid bound, and one that an independent checker, whose own
+    rounding bound is a little larger than the verifier's, can still prove. Infinities stay."""
+    moved = torch.where(torch.isfinite(x), x + side * CLAIM_SLACK * (1 + x.abs()), x)
+    return up(moved) if side > 0 else down(moved)

@@ -102,7 +102,7 @@ def mn_crown(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iters
     first = optimized(net, state, C, opts, **kw)
     if settled is not None and bool(settled(first.lb, first.infeasible).all()):
         return first  # proven without the constraints
-    cons, pre, stats = _mn_constraints(net, state, C, first, settled, opts)
+    cons, pre, stats, hints = _mn_constraints(net, state, C, first, settled, opts)
     if opts.mn.tighten and getattr(net, "relu_only", True):
         stats = {"mn_unstable_before": _unstable_counts(first.pre_bounds), "mn_unstable_after": _unstable_counts(pre)}
     if all(c is None for c in cons) and pre is first.pre_bounds:
@@ -126,7 +126,9 @@ def mn_crown(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iters
             res.lb_betas = [torch.where(better, a, b) for a, b in zip(res.lb_betas, first.lb_betas)]
         res.lb_gammas = None if res.lb_gammas is None else [
             None if g is None else torch.where(better, g, torch.zeros_like(g)) for g in res.lb_gammas]
-        res.pre_hints, res.lb_pre_exact = first.pre_hints, first.lb_pre_exact and pre is first.pre_bounds
+        # the intermediate bounds: alpha-CROWN's, or tightened ones with the hint rows that prove them
+        res.pre_hints, res.pre_hint_rows = first.pre_hints, hints
+        res.lb_pre_exact = first.lb_pre_exact and (pre is first.pre_bounds or hints is not None)
     res.constraints = mn_state.constraints
     res.stats = stats
     res.base_lb = first.lb
@@ -144,7 +146,7 @@ def _more_hull_rounds(net, mn_state, C, res, settled, opts, kw):
             break
         if kw.get("should_stop") is not None and kw["should_stop"]():
             break
-        new, _, _ = _mn_constraints(net, mn_state, C, res, settled, opts)
+        new, *_ = _mn_constraints(net, mn_state, C, res, settled, opts)
         if all(c is None for c in new):
             break
         old = mn_state.constraints or [None] * len(new)
@@ -177,8 +179,8 @@ def _mn_constraints(net, state, C, first, settled, opts):
     open rows, the worst-bounded first; on a network with other activations than ReLU, the hull cuts of its
     smooth layers (:func:`relaxations.hull_cuts.smooth_hull_constraints`) separated at the points those rows'
     coefficients select, whatever ``opts.mn.cuts`` says (the k-neuron hulls and Anderson cuts are ReLU's).
-    Returns ``(constraints, pre_bounds, stats)``: ``stats`` the hull cuts kept and tried per layer and their
-    seconds (None for ReLU networks)."""
+    Returns ``(constraints, pre_bounds, stats, hints)``: ``stats`` the hull cuts kept and tried per layer and
+    their seconds (None for ReLU networks), ``hints`` those of :func:`mn_constraints`."""
     rows = C[0] if C.dim() == 3 else C
     lb = first.lb[0]
     open_rows = ~settled(first.lb, first.infeasible)[0] if settled is not None else torch.ones_like(lb, dtype=bool)
@@ -186,14 +188,15 @@ def _mn_constraints(net, state, C, first, settled, opts):
     if not getattr(net, "relu_only", True):
         from relaxations.hull_cuts import smooth_hull_constraints
         if not order or first.relu_coeffs is None:
-            return [None] * len(first.pre_bounds), first.pre_bounds, None
+            return [None] * len(first.pre_bounds), first.pre_bounds, None, None
         cons, info = smooth_hull_constraints(net, state.lower, state.upper, first.pre_bounds,
                                              [c[0, order] for c in first.relu_coeffs], first.A_input[0, order],
                                              opts.mn.hull_cuts, opts.mn.time_budget)
         return cons, first.pre_bounds, {"hull_cuts_kept": "/".join(map(str, info["cuts_kept"])),
                                         "hull_cuts_tried": "/".join(map(str, info["cuts_tried"])),
-                                        "time_hull_cuts": round(info["seconds"], 3)}
-    return (*mn_constraints(net, state.lower, state.upper, first.pre_bounds, rows[order], opts), None)
+                                        "time_hull_cuts": round(info["seconds"], 3)}, None
+    cons, pre, hints = mn_constraints(net, state.lower, state.upper, first.pre_bounds, rows[order], opts)
+    return cons, pre, None, hints
 
 
 def mn_constraints(net, lower, upper, pre_bounds, rows, opts: BoundOptions = DEFAULTS):
@@ -203,22 +206,25 @@ def mn_constraints(net, lower, upper, pre_bounds, rows, opts: BoundOptions = DEF
     (``anderson`` or ``both``), each source within ``opts.mn.time_budget`` seconds. With ``opts.mn.tighten``
     (and hulls) the hulls are built on intermediate bounds tightened layer by layer
     (:func:`relaxations.multineuron.tightened_hull_constraints`), and the Anderson cuts on those bounds.
-    Returns ``(constraints, pre_bounds)``: the bounds the constraints were built on (never looser than the given
-    ``pre_bounds``; the same object when not tightened)."""
+    Returns ``(constraints, pre_bounds, hints)``: the bounds the constraints were built on (never looser than the
+    given ``pre_bounds``; the same object when not tightened) and, tightened with ``opts.certify``, per layer the
+    hint rows that prove the tightened bounds (:func:`relaxations.multineuron.rebound_unstable`; else None)."""
     from relaxations.multineuron import anderson_constraints, group_hull_constraints, join, tightened_hull_constraints
     mn = opts.mn
     hull = anderson = [None] * len(pre_bounds)
+    hints = None
     if mn.cuts in ("hull", "both"):
         if mn.tighten:
-            hull, pre_bounds, _ = tightened_hull_constraints(net, lower, upper, pre_bounds, mn.k, mn.max_groups,
-                                                             mn.time_budget, mn.octa_iters, mn.tighten_time)
+            hull, pre_bounds, _, hints = tightened_hull_constraints(
+                net, lower, upper, pre_bounds, mn.k, mn.max_groups, mn.time_budget, mn.octa_iters, mn.tighten_time,
+                certify=opts.certify)
         else:
             hull, _ = group_hull_constraints(net, lower, upper, pre_bounds, mn.k, mn.max_groups, mn.time_budget,
                                              mn.octa_iters, certify=opts.certify)
     if mn.cuts in ("anderson", "both") and rows.shape[0]:
         anderson, _ = anderson_constraints(net, lower, upper, pre_bounds, rows, mn.rounds, mn.time_budget)
     cons = [join(a, b) for a, b in zip(hull, anderson)]
-    return cons, pre_bounds
+    return cons, pre_bounds, hints
 
 
 def _select_state(state: DomainState, i: int) -> DomainState:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from relaxations.fp import reach, to_dtype_down, to_dtype_up
+from relaxations.fp import loosen, reach, to_dtype_down, to_dtype_up
 
 
 @dataclass
@@ -104,9 +104,9 @@ def _orthant_mu(az, ay, b, D, beta, l, u, nz):
     (in the order of their flat indices) with bounds ``l``/``u`` and octahedral bounds ``D z <= beta``: per orthant
     ``s`` of the neurons ``nz`` the facet has a coefficient on (bit ``i``: neuron ``nz[i]`` active; the others
     anywhere in their bounds) multipliers ``mu >= 0`` minimising the largest value over the orthant's box of
-    ``(c_s - mu D) . z + mu . beta`` (``c_s = az + ay`` on the active neurons), a small LP each (HiGHS). Returns
-    ``(2^len(nz), R)``, or None when some orthant's value exceeds ``b`` (the facet cannot be certified this way)."""
-    from scipy.optimize import linprog
+    ``(c_s - mu D) . z + mu . beta`` (``c_s = az + ay`` on the active neurons): the smallest of
+    :func:`_basic_mu`'s candidates, or where none reaches ``b`` a small LP (HiGHS). Returns ``(2^len(nz), R)``, or
+    None when some orthant's value exceeds ``b`` (the facet cannot be certified this way)."""
     k, R = D.shape[1], D.shape[0]
     out = np.zeros((1 << len(nz), R))
     for s in range(1 << len(nz)):
@@ -117,18 +117,70 @@ def _orthant_mu(az, ay, b, D, beta, l, u, nz):
         if (zl > zu).any():
             continue
         c = az + np.where(on, ay, 0)
-        # variables (mu, t): min beta . mu + sum t with t_j >= (c_j - D[:, j] . mu) z_j at z_j = zl_j and zu_j
-        A = np.vstack([np.hstack([-D.T * z[:, None], -np.eye(k)]) for z in (zl, zu)])
-        res = linprog(np.concatenate([beta, np.ones(k)]), A_ub=A, b_ub=np.concatenate([-c * zl, -c * zu]),
-                      bounds=[(0, None)] * R + [(None, None)] * k, method="highs")
-        if res.status != 0:
-            return None
-        mu = np.maximum(res.x[:R], 0)
-        rho = c - mu @ D
-        if np.maximum(rho * zl, rho * zu).sum() + mu @ beta > b:
-            return None
+        mu = _basic_mu(c, D, beta, zl, zu)
+        if _mu_value(mu, c, D, beta, zl, zu) > b:
+            mu = _lp_mu(c, D, beta, zl, zu)
+            if mu is None or _mu_value(mu, c, D, beta, zl, zu) > b:
+                return None
         out[s] = mu
     return out
+
+
+def _mu_value(mu, c, D, beta, zl, zu):
+    """``max over [zl, zu] of (c - mu D) . z + mu . beta`` (float64, for choosing: the checker re-proves it)."""
+    rho = c - mu @ D
+    return np.maximum(rho * zl, rho * zu).sum(axis=-1) + mu @ beta
+
+
+_BASES = {}
+
+
+def _bases(D):
+    """For the directions ``D`` ``(R, k)``: every choice of ``m <= k`` rows ``S`` and ``m`` coordinates ``J`` whose
+    square submatrix ``D[S][:, J]`` is invertible, as ``[(S (n, m), J (n, m), inverse of its transpose (n, m, m))]``
+    per ``m`` (cached per ``D``)."""
+    from itertools import combinations
+    key = D.tobytes()
+    if key not in _BASES:
+        R, k = D.shape
+        out = []
+        for m in range(1, k + 1):
+            S = np.array(list(combinations(range(R), m)))
+            J = np.array(list(combinations(range(k), m)))
+            S, J = np.repeat(S, len(J), axis=0), np.tile(J, (len(S), 1))
+            M = np.swapaxes(D[S[:, :, None], J[:, None, :]], 1, 2)  # (n, m, m): M[i] = D[S_i][:, J_i]^T
+            ok = np.abs(np.linalg.det(M)) > 0.5  # integer matrices: 0 or at least 1
+            out.append((S[ok], J[ok], np.linalg.inv(M[ok])))
+        _BASES[key] = out
+    return _BASES[key]
+
+
+def _basic_mu(c, D, beta, zl, zu):
+    """The best basic multipliers of ``min over mu >= 0 of max over [zl, zu] of (c - mu D) . z + mu . beta``: a
+    basic optimum has as many nonzero multipliers ``S`` as coordinates ``J`` whose coefficient ``c - mu D``
+    vanishes, so ``mu_S`` solves ``D[S][:, J]^T mu_S = c_J``. Every such candidate with ``mu >= 0`` (and ``mu = 0``)
+    is evaluated; the smallest value's ``mu`` is returned ``(R,)`` (the LP's optimum on a non-degenerate box)."""
+    R = D.shape[0]
+    cands = [np.zeros((1, R))]
+    for S, J, inv in _bases(D):
+        mu_s = (inv @ c[J][..., None])[..., 0]
+        good = (mu_s >= 0).all(axis=1)
+        mu = np.zeros((int(good.sum()), R))
+        np.put_along_axis(mu, S[good], mu_s[good], axis=1)
+        cands.append(mu)
+    mu = np.concatenate(cands)
+    return mu[np.argmin(_mu_value(mu, c, D, beta, zl, zu))]
+
+
+def _lp_mu(c, D, beta, zl, zu):
+    """The multipliers of :func:`_basic_mu`'s problem by an LP (HiGHS), or None when it fails."""
+    from scipy.optimize import linprog
+    R, k = D.shape
+    # variables (mu, t): min beta . mu + sum t with t_j >= (c_j - D[:, j] . mu) z_j at z_j = zl_j and zu_j
+    A = np.vstack([np.hstack([-D.T * z[:, None], -np.eye(k)]) for z in (zl, zu)])
+    res = linprog(np.concatenate([beta, np.ones(k)]), A_ub=A, b_ub=np.concatenate([-c * zl, -c * zu]),
+                  bounds=[(0, None)] * R + [(None, None)] * k, method="highs")
+    return None if res.status != 0 else np.maximum(res.x[:R], 0)
 
 
 def _octahedral_bounds(net64, idx, l64, u64, pre64, cons64, lower64, upper64, groups, D, iters, certify=False):
@@ -136,7 +188,7 @@ def _octahedral_bounds(net64, idx, l64, u64, pre64, cons64, lower64, upper64, gr
     ``iters`` steps, the earlier layers' bounds fixed, their constraints ``cons64`` taken with multipliers) on
     the network cut before layer ``idx``, intersected with the box of the layer's bounds. With ``certify``:
     ``(beta, slopes, gammas)``, the slopes and multipliers of each row's reported bound (per earlier ReLU layer
-    ``(G |D|, n_j)``, ``(G |D|, c_j)`` or None), the bound raised by ``1e-9 (1 + |beta|)`` so that a checker's
+    ``(G |D|, n_j)``, ``(G |D|, c_j)`` or None), the bound raised by :func:`relaxations.fp.loosen` so that a checker's
     own rounding bound cannot put it out of reach."""
     from relaxations.network import Network
     from relaxations.optimize import optimized
@@ -160,7 +212,7 @@ def _octahedral_bounds(net64, idx, l64, u64, pre64, cons64, lower64, upper64, gr
     beta = np.where(np.isfinite(beta), beta, box)
     if not certify:
         return beta
-    beta = np.nextafter(beta + 1e-9 * (1 + np.abs(beta)), np.inf)
+    beta = loosen(torch.as_tensor(beta), 1).numpy()
     gam = [None] * idx if res.lb_gammas is None else res.lb_gammas
     return beta, [a[0].numpy() for a in res.lb_alphas], [None if g is None else g[0].numpy() for g in gam]
 
@@ -175,44 +227,55 @@ def group_hull_constraints(net, lower, upper, pre_bounds, k=2, max_groups=64, ti
     carry their validity certificate (``LayerConstraints.cert``); facets that cannot be certified are left out,
     and the later layers' octahedral bounds take the earlier constraints at their working-dtype values (the ones
     a certificate records). Returns ``(constraints, seconds)``."""
-    out, _, seconds = _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iters, 0.0, certify)
+    out, _, seconds, _ = _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iters, 0.0,
+                                      certify)
     return out, seconds
 
 
 def tightened_hull_constraints(net, lower, upper, pre_bounds, k=2, max_groups=64, time_budget=10.0, iters=20,
-                               tighten_budget=10.0):
+                               tighten_budget=10.0, certify=False):
     """:func:`group_hull_constraints` built layer by layer on tightened intermediate bounds: before layer
     ``i >= 1``'s groups are chosen, its unstable neurons are re-bounded (:func:`rebound_unstable`: rigorous
     float64 alpha-CROWN of ``+-z_j`` on the network cut before the layer, with the tightened bounds and the
-    constraints of layers ``< i``), intersected with the old bounds. Returns ``(constraints, pre_bounds,
-    seconds)``: ``pre_bounds`` per layer ``(l, u)`` in the working dtype, rounded outward, never looser than the
-    given ones. ``tighten_budget``: seconds of re-bounding, counted apart from ``time_budget`` (the hulls' own
-    seconds), so that tightening the first layers never starves the later ones of constraints; layers after it
-    keep their bounds."""
-    out, pre64, seconds = _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iters,
-                                       tighten_budget)
+    constraints of layers ``< i``), intersected with the old bounds. ``pre_bounds`` (returned): per layer
+    ``(l, u)`` in the working dtype, rounded outward, never looser than the given ones. ``tighten_budget``:
+    seconds of re-bounding, counted apart from ``time_budget`` (the hulls' own seconds), so that tightening the
+    first layers never starves the later ones of constraints; layers after it keep their bounds. ``certify``:
+    the constraints carry their validity certificates and every tightened bound its hint
+    (:func:`rebound_unstable`). Returns ``(constraints, pre_bounds, seconds, hints)``, ``hints`` per layer None
+    or (with ``certify``) the hint rows of the bounds the re-bounding changed."""
+    out, pre64, seconds, hints = _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iters,
+                                              tighten_budget, certify)
     dt, dev = lower.dtype, lower.device
     pre = []
     for (l0, u0), (l, u) in zip(pre_bounds, pre64):
         lw = torch.maximum(l0, to_dtype_down(l, dt, dev).reshape(l0.shape))
         uw = torch.minimum(u0, to_dtype_up(u, dt, dev).reshape(u0.shape))
         pre.append((lw, uw))
-    return out, pre, seconds
+    return out, pre, seconds, hints
 
 
-def rebound_unstable(net64, idx, l64, u64, pre64, cons64, lower64, upper64, iters):
+def rebound_unstable(net64, idx, l64, u64, pre64, cons64, lower64, upper64, iters, certify_dtype=None):
     """Layer ``idx``'s pre-activation bounds ``l64``/``u64`` ``(1, n)`` (float64) with every neuron they leave
     unstable re-bounded by alpha-CROWN (float64, ``iters`` steps, its rounding bounded: the bounds hold in real
     arithmetic) on the network cut before layer ``idx``, with the earlier layers' bounds ``pre64`` and
     constraints ``cons64`` (their multipliers optimised per neuron), intersected with ``l64``/``u64``. A neuron
-    whose new bounds would cross (impossible in real arithmetic on a non-empty box) keeps its old ones."""
+    whose new bounds would cross (impossible in real arithmetic on a non-empty box) keeps its old ones.
+
+    ``certify_dtype`` (the working dtype; a certificate is being written): each new bound is loosened by
+    :func:`relaxations.fp.loosen` and rounded outward to that dtype (the value a certificate claims, within
+    reach of a checker's own rounding bound), and ``(l, u, hints)`` is returned: ``hints`` the hint rows
+    (docs/certificates.md) of the bounds taken from the re-bounding, a dict of ``neuron`` ``(h,)`` (index in the
+    layer), ``side`` ``(h,)`` (+1 lower, -1 upper), ``alpha`` (per earlier ReLU layer ``(h, n_j)``) and ``gamma``
+    (per earlier ReLU layer ``(h, c_j)`` or None): the slopes and multipliers of each row's reported iterate."""
     from relaxations.network import Network
     from relaxations.optimize import optimized
+    from relaxations.options import BoundOptions
     from relaxations.state import DomainState
     unstable = torch.nonzero((l64[0] < 0) & (u64[0] > 0)).flatten()
     m = unstable.numel()
     if m == 0:
-        return l64, u64
+        return (l64, u64) if certify_dtype is None else (l64, u64, None)
     rows = torch.zeros(2 * m, l64.shape[1], dtype=torch.float64)
     at = torch.arange(m)
     rows[at, unstable] = 1.0
@@ -220,22 +283,34 @@ def rebound_unstable(net64, idx, l64, u64, pre64, cons64, lower64, upper64, iter
     head = Network(net64.layers[:idx], net64.in_shape)
     cons = cons64 if any(c is not None for c in cons64) else None
     res = optimized(head, DomainState(lower64, upper64, pre_bounds=pre64 or None, constraints=cons), rows,
-                    iters=iters)
+                    BoundOptions(certify=certify_dtype is not None), iters=iters)
     lb = res.lb[0].detach()
     inf = torch.full((m,), float("inf"), dtype=torch.float64)
     lo = torch.where(torch.isfinite(lb[:m]), lb[:m], -inf)
     hi = torch.where(torch.isfinite(lb[m:]), -lb[m:], inf)  # z_j <= -min(-z_j)
+    if certify_dtype is not None:
+        lo = to_dtype_down(loosen(lo, -1), certify_dtype, "cpu").double()
+        hi = to_dtype_up(loosen(hi, 1), certify_dtype, "cpu").double()
     nl, nu = torch.maximum(l64[0, unstable], lo), torch.minimum(u64[0, unstable], hi)
     ok = nl <= nu
     l, u = l64.clone(), u64.clone()
     l[0, unstable] = torch.where(ok, nl, l64[0, unstable])
     u[0, unstable] = torch.where(ok, nu, u64[0, unstable])
-    return l, u
+    if certify_dtype is None:
+        return l, u
+    took = torch.cat([ok & (lo > l64[0, unstable]), ok & (hi < u64[0, unstable])])  # rows whose bound was taken
+    gam = res.lb_gammas or [None] * len(res.lb_alphas)
+    hints = {"neuron": torch.cat([unstable, unstable])[took].numpy(),
+             "side": np.repeat([1, -1], m)[took.numpy()],
+             "alpha": [a[0][took].numpy() for a in res.lb_alphas],
+             "gamma": [None if g is None else g[0][took].numpy() for g in gam]}
+    return l, u, hints
 
 
 def _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iters, tighten_budget, certify=False):
     """The loop of :func:`group_hull_constraints` (and, with ``tighten_budget > 0`` seconds of re-bounding, of
-    :func:`tightened_hull_constraints`): ``(constraints, float64 pre-activation bounds, seconds)``."""
+    :func:`tightened_hull_constraints`): ``(constraints, float64 pre-activation bounds, seconds, hints)``,
+    ``hints`` per layer the hint rows of its re-bounded bounds (with ``certify``; else None)."""
     from relaxations.lp.kneuron import make_groups, octahedral_directions, relu_hull_facets
     t0 = time.monotonic()
     dt, dev = lower.dtype, lower.device
@@ -245,6 +320,7 @@ def _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iter
     relus = net.relu_indices()
     out, cons64 = [], []  # (working dtype, float64 for the next layers' octahedra)
     t_tight = 0.0  # seconds spent re-bounding (not counted against ``time_budget``)
+    hints = [None] * len(relus)
     for i, idx in enumerate(relus):
         if time.monotonic() - t0 - t_tight > time_budget:
             out.append(None)
@@ -252,7 +328,10 @@ def _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iter
             continue
         if i > 0 and t_tight < tighten_budget:
             t1 = time.monotonic()
-            pre64[i] = rebound_unstable(net64, idx, *pre64[i], pre64[:i], cons64[:i], lo64, hi64, iters)
+            got = rebound_unstable(net64, idx, *pre64[i], pre64[:i], cons64[:i], lo64, hi64, iters,
+                                   dt if certify else None)
+            pre64[i] = got[:2]
+            hints[i] = got[2] if certify else None
             t_tight += time.monotonic() - t1
         l, u = pre64[i]
         width = (u - l)[0]
@@ -320,7 +399,7 @@ def _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iter
         out.append(work)
         # (certified: the later octahedral bounds take the constraints as recorded, the working-dtype values)
         cons64.append(work.to(device="cpu", dtype=torch.float64) if certify else exact)
-    return out, pre64, time.monotonic() - t0
+    return out, pre64, time.monotonic() - t0, hints
 
 
 def working_constraints(Pz64, Px64, Ph64, b64, r, rh, dt, dev):

@@ -70,6 +70,10 @@ class BoundResult:
       ``pre_hints``: with ``BoundOptions.certify``, how ``pre_bounds`` were computed where not by CROWN's default
       rows: ``{j: (sel (N, k), [per ReLU layer i < j the slopes (N, 2 k, n_i)])}``, ReLU layer ``j``'s neurons
       ``sel`` bounded from below (rows ``0..k-1``) and above (rows ``k..2k-1``) with those slopes; else None.
+      ``pre_hint_rows``: ``mn-crown`` with ``mn_tighten`` and ``BoundOptions.certify`` (one domain), per ReLU
+      layer None or the bounds its tightening changed, with what proves them: a dict of ``neuron`` ``(h,)``,
+      ``side`` ``(h,)`` (+1 lower, -1 upper), ``alpha`` (per earlier layer ``(h, n_i)``) and ``gamma`` (per
+      earlier layer ``(h, c_i)`` or None, over ``constraints``); these replace ``pre_hints`` on those neurons.
     - ``infeasible``: ``(N,)`` bool (always set by ``bound_rows``): True where a split phase rigorously contradicts the
       domain's bounds, so that the domain holds no point at all (see :class:`relaxations.layers.relu.ReluRelaxation`).
     """
@@ -92,3 +96,4 @@ class BoundResult:
     lb_gammas: list | None = None
     lb_pre_exact: bool = True
     pre_hints: dict | None = None
+    pre_hint_rows: list | None = None

@@ -987,9 +987,10 @@ def test_unsupported_and_mismatch(inst_input, tmp_path):
 
 @pytest.mark.fast
 def test_line_budget():
-    """certcheck/ stays small enough to audit: at most 650 lines of code as cloc counts them (non-blank, not
+    """certcheck/ stays small enough to audit: at most 655 lines of code as cloc counts them (non-blank, not
     comments, not docstrings). The budget was 600 for version 1; format version 2 (multi-neuron constraints: their
-    validity per orthant, octahedral rows, gamma in the back-substitution) took it to 650."""
+    validity per orthant, octahedral rows, gamma in the back-substitution) took it to 650, claims proven with
+    gamma (``hint_gamma``: mn-crown's tightened intermediate bounds) to 655."""
     import ast
     n = 0
     for p in (ROOT / "certcheck").glob("*.py"):
@@ -1002,7 +1003,7 @@ def test_line_budget():
                 doc.update(range(body[0].lineno, body[0].end_lineno + 1))
         n += sum(1 for i, line in enumerate(text.splitlines(), 1)
                  if line.strip() and not line.strip().startswith("#") and i not in doc)
-    assert n <= 650, n
+    assert n <= 655, n
 
 
 @pytest.mark.fast

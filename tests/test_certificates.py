@@ -165,8 +165,7 @@ def test_small_networks_input_splitting(tmp_path, tiny_net, method):
 
 def test_unsupported_configurations_write_nothing(tmp_path, tiny_net):
     onnx, vnnlib = small_instance(tmp_path, tiny_net, 0)
-    for sets, reason in [(("bounds.method=mn-crown", "bounds.mn_tighten=true"), "mn_tighten"),
-                         (("bab.branching=partition", "bounds.method=crown"), "partition branching"),
+    for sets, reason in [(("bab.branching=partition", "bounds.method=crown"), "partition branching"),
                          (("bab.branching=relu", "bab.clauses=true"), "clauses")]:
         cert = tmp_path / "u.npz"
         res = verify(str(onnx), str(vnnlib), cfg_of("bab.branching=input", *sets), certificate=str(cert))
@@ -210,15 +209,16 @@ def check_constraints(a, onnx, samples=400, seed=1):
     assert all((a["oct_layer"][o:o + n] == k).all() for o, n, k in zip(a["con_oct"], a["con_noct"], a["con_layer"]))
 
 
-def mn_crown_certificates(tmp_path, tiny_net, seeds, slack, want):
-    """mn-crown root (group hulls, no tightening), ReLU splitting with the constraints in the children (odd seeds)
-    or beta-CROWN children: every unsat answer writes a certificate (version 2 where the root kept constraints),
-    whose constraints hold on samples and which the checker accepts. Returns how many carry a positive gamma."""
+def mn_crown_certificates(tmp_path, tiny_net, seeds, slack, want, tighten=False):
+    """mn-crown root (group hulls, with or without ``tighten``: bounds.mn_tighten), ReLU splitting with the
+    constraints in the children (odd seeds) or beta-CROWN children: every unsat answer writes a certificate
+    (version 2 where the root kept constraints), whose constraints and claims hold on samples and which the checker
+    accepts. Returns how many carry a positive gamma (in a closure or, tightened, in a claim's hint)."""
     used = written = 0
     for seed in seeds:
         onnx, vnnlib = small_instance(tmp_path, tiny_net, seed, n_in=4, widths=(12, 12, 12), slack=slack)
         cert = tmp_path / f"m{seed}.npz"
-        cfg = cfg_of("bab.branching=relu", "bounds.method=mn-crown", "bounds.mn_tighten=false",
+        cfg = cfg_of("bab.branching=relu", "bounds.method=mn-crown", f"bounds.mn_tighten={str(tighten).lower()}",
                      "general.proof_only=true", f"bab.mn_children_gain={0 if seed % 2 else 10}")
         res = verify(str(onnx), str(vnnlib), cfg, certificate=str(cert))
         if res.verdict.value != "unsat":
@@ -228,7 +228,9 @@ def mn_crown_certificates(tmp_path, tiny_net, seeds, slack, want):
         written += 1
         if man["version"] == 2:
             check_constraints(a, onnx)
-            used += bool((a["gamma"] > 0).any())
+            hinted = a["hint_gamma"][a["hint_gamma"] >= 0]
+            assert tighten or not len(hinted)
+            used += bool((a["gamma"][hinted] > 0).any() if tighten else (a["gamma"] > 0).any())
         accepted(cert, onnx, vnnlib)
     assert written >= want, written
     return used
@@ -243,6 +245,14 @@ def test_small_network_mn_crown(tmp_path, tiny_net):
 def test_small_networks_mn_crown(tmp_path, tiny_net):
     """Six networks (~15 s), both kinds of children."""
     assert mn_crown_certificates(tmp_path, tiny_net, range(6), 0.05, 3) >= 1
+
+
+@pytest.mark.parametrize("seeds, slack, want", [pytest.param(range(6), 0.05, 3, marks=pytest.mark.slow),
+                                                 ([1], 0.02, 1)])
+def test_small_networks_mn_tighten(tmp_path, tiny_net, seeds, slack, want):
+    """bounds.mn_tighten: the root's tightened intermediate bounds are claims whose hints take the earlier layers'
+    constraints with gamma; the files are accepted and the claims hold on samples."""
+    assert mn_crown_certificates(tmp_path, tiny_net, seeds, slack, want, tighten=True) >= 1
 
 
 @pytest.mark.parametrize("prop", ["prop_0_0.03", "prop_2_0.03"])
@@ -276,6 +286,34 @@ def test_mnist_mn_crown_certificates(tmp_path, prop):
     assert man["version"] == 2 and len(a["con_p"]) > 0 and (a["gamma"][closing] > 0).any()
     check_constraints(a, onnx)
     accepted(cert, onnx, vnnlib)
+
+
+def test_mnist_tightened_certificate(tmp_path):
+    """configs/mnist_fc.yaml as it is (mn-crown root with bounds.mn_tighten, ~9 s): the tightened intermediate
+    bounds are claims proven with the constraints of earlier layers; the file is accepted, and without the hints'
+    gammas (or with a gamma on a constraint of the claim's own layer) it is rejected."""
+    from tests.conftest import require_bench
+    folder = require_bench("mnist_fc")
+    onnx, vnnlib = folder / "onnx" / "mnist-net_256x2.onnx", folder / "vnnlib" / "prop_0_0.03.vnnlib"
+    cert = tmp_path / "m.npz"
+    res = verify(str(onnx), str(vnnlib), cfg_of(config="configs/mnist_fc.yaml"), certificate=str(cert))
+    assert res.verdict.value == "unsat" and res.stats["certificate"] == str(cert), res.stats.get("certificate")
+    man, a = check_content(cert, onnx)
+    assert man["version"] == 2
+    check_constraints(a, onnx)
+    accepted(cert, onnx, vnnlib)
+    hinted = np.flatnonzero(a["hint_gamma"] >= 0)
+    assert len(hinted) and (a["gamma"][a["hint_gamma"][hinted]] > 0).any()
+    layer = np.searchsorted(np.cumsum(man["relu_sizes"]), a["hint_neuron"][hinted], "right")
+    same = np.flatnonzero(a["con_layer"] == layer.max())
+    for why, plant in (("claim not implied", lambda b: b["hint_gamma"].fill(-1)),
+                       ("later layer",
+                        lambda b: b["gamma"].__setitem__((b["hint_gamma"][hinted[layer.argmax()]], same[0]), 1e-3))):
+        b = {k: v.copy() for k, v in np.load(cert).items()}
+        plant(b)
+        np.savez(tmp_path / "p.npz", **b)
+        bad = certcheck.check(str(tmp_path / "p.npz"), str(onnx), str(vnnlib))
+        assert bad.status == "rejected" and why in bad.reason, bad.reason
 
 
 def test_sat_writes_no_certificate(tmp_path, tiny_net):

@@ -32,7 +32,7 @@ def _tightened(widths, seed, dtype, cuts):
     lo, hi = -torch.ones(1, widths[0], dtype=dtype), torch.ones(1, widths[0], dtype=dtype)
     C = torch.eye(widths[-1], dtype=dtype)
     alpha = optimized(net, DomainState(lo, hi), C, iters=50)
-    cons, pre = mn_constraints(net, lo, hi, alpha.pre_bounds, C, _opts(cuts))
+    cons, pre, _ = mn_constraints(net, lo, hi, alpha.pre_bounds, C, _opts(cuts))
     return net, lo, hi, alpha.pre_bounds, pre, cons
 
 

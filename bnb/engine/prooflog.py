@@ -44,8 +44,6 @@ def certifiable(res: BoundResult, method: str, opts: EngineOptions) -> str | Non
     claims that are exactly the bounds those rows were computed on."""
     if method not in ("crown", "alpha", "beta", "mn-crown"):
         return f"bounding method {method}"
-    if method == "mn-crown" and opts.bounds.mn.tighten and res.constraints is not None:
-        return "mn-crown with tightened intermediate bounds (bounds.mn_tighten)"
     if res.constraints is not None and (res.lb_gammas is None or any(
             c is not None and c.cert is None for c in res.constraints)):
         return "multi-neuron constraints without validity certificates or multipliers"
@@ -76,6 +74,7 @@ class ProofLog:
         self.n_close = self.n_alpha = self.n_beta = self.n_claims = 0
         self.cons, self.gammas, self.n_gamma = None, [], 0  # version 2: the root's constraints, gamma rows
         self.con_sel = None  # per layer, the root's constraints the later gammas refer to (None: all)
+        self.con_counts = None  # per layer, the number of the root's constraints
 
     # -- what cannot be certified ---------------------------------------------------------------------------
     def unsupported(self, reason: str) -> None:
@@ -121,23 +120,51 @@ class ProofLog:
         self.claims.append((_np(nodes).astype(np.int64), _np(lo), _np(hi)))
         self.n_claims += len(nodes)
 
-    def hint(self, claim: int, pre_hints) -> None:
-        """The slopes behind claim number ``claim`` (a one-node claim): ``pre_hints`` as
-        :attr:`relaxations.state.BoundResult.pre_hints` (domain 0 of it)."""
-        if not self.active or not pre_hints:
+    def hint(self, claim: int, pre_hints, hint_rows=None) -> None:
+        """The slopes behind claim number ``claim`` (a one-node claim): ``pre_hints`` and ``hint_rows`` as
+        :attr:`relaxations.state.BoundResult.pre_hints` (domain 0 of it) and ``pre_hint_rows`` (which replace
+        the former on their neurons and sides, and take the recorded constraints with gamma)."""
+        if not self.active:
             return
         offsets = np.cumsum([0] + self.sizes)
-        for j, (sel, per_layer) in pre_hints.items():
+        per = {}  # layer -> [(neurons (h,), sides (h,), slopes (h, n_0 + .. + n_{j-1}), gammas (h, C) or None)]
+        for j, (sel, per_layer) in (pre_hints or {}).items():
             k = sel.shape[1]
-            rows = torch.cat([a[0] for a in per_layer], dim=1)               # (2k, n_0 + .. + n_{j-1})
-            a = torch.zeros(2 * k, offsets[-1], dtype=rows.dtype, device=rows.device)
-            a[:, :rows.shape[1]] = rows
-            neuron = offsets[j] + _np(sel[0]).astype(np.int64)
-            sides = np.concatenate([np.ones(k), -np.ones(k)])
-            self.hints.append((np.full(2 * k, claim), np.concatenate([neuron, neuron]), sides,
-                               np.arange(self.n_alpha, self.n_alpha + 2 * k)))
-            self.alphas.append(_np(a))
-            self.n_alpha += 2 * k
+            neuron = _np(sel[0]).astype(np.int64)
+            per.setdefault(j, []).append((np.concatenate([neuron, neuron]), np.repeat([1, -1], k), _np(
+                torch.cat([a[0] for a in per_layer], dim=1)), None))
+        for j, h in enumerate(hint_rows or []):
+            if h is None or not len(h["neuron"]):
+                continue
+            C, coff = sum(self.con_counts or [0]), np.cumsum([0] + (self.con_counts or []))
+            g = np.zeros((len(h["neuron"]), C))
+            for i, x in enumerate(h["gamma"]):
+                if x is not None and x.shape[1]:
+                    if self.cons is None or x.shape[1] > self.con_counts[i]:
+                        self.unsupported("a tightened bound's multipliers without the root's constraints")
+                        return
+                    g[:, coff[i]:coff[i] + x.shape[1]] = x
+            new, kept = set(zip(h["neuron"].tolist(), h["side"].tolist())), []
+            for n, sd, a, _ in per.get(j, []):  # alpha-CROWN's hints where the tightening did not replace them
+                keep = np.array([(v, w) not in new for v, w in zip(n.tolist(), sd.tolist())], dtype=bool)
+                kept.append((n[keep], sd[keep], a[keep], None))
+            per[j] = kept + [(h["neuron"], h["side"], np.concatenate(h["alpha"], axis=1), g)]
+        for j, entries in per.items():
+            for neuron, sides, rows, g in entries:
+                h = len(neuron)
+                if not h:
+                    continue
+                a = np.zeros((h, offsets[-1]), dtype=rows.dtype)
+                a[:, :rows.shape[1]] = rows
+                gref = np.full(h, -1)
+                if g is not None:
+                    self.gammas.append(g)
+                    gref = np.arange(self.n_gamma, self.n_gamma + h)
+                    self.n_gamma += h
+                self.hints.append((np.full(h, claim), offsets[j] + neuron, sides,
+                                   np.arange(self.n_alpha, self.n_alpha + h), gref))
+                self.alphas.append(a)
+                self.n_alpha += h
 
     def constraints(self, cons) -> None:
         """The root's multi-neuron constraints: per ReLU layer a
@@ -289,7 +316,8 @@ class ProofLog:
         out["beta"] = (np.concatenate(self.betas) if self.betas else np.zeros((0, n_total))).astype(fdt)
         if self.cons is not None:
             c, C = self.cons, sum(self.con_counts)  # (gamma in float64: the octahedral rows' are float64 values)
-            out.update(term_gamma=cat(self.terms, 5, np.int32), con_box=np.zeros(C, np.int32),
+            out.update(term_gamma=cat(self.terms, 5, np.int32), hint_gamma=cat(self.hints, 4, np.int32),
+                       con_box=np.zeros(C, np.int32),
                        oct_box=np.zeros(len(c["oct_beta"] if c["oct_beta"] is not None else []), np.int32),
                        gamma=np.concatenate(self.gammas) if self.gammas else np.zeros((0, C)))
             wide = {"con_y": n_total + len(self.root[0]), "con_z": n_total, "oct_row": n_total}
@@ -303,7 +331,8 @@ class ProofLog:
 # offsets each merged array's entries take (an index into another array, shifted by that array's length so far);
 # -1 stays -1 (no entry)
 _SHIFTS = {"parent": "parent", "claim_node": "parent", "close_node": "parent", "hint_claim": "claim_node",
-           "hint_alpha": "alpha", "term_alpha": "alpha", "term_beta": "beta", "term_close": "close_node"}
+           "hint_alpha": "alpha", "hint_gamma": "gamma", "term_alpha": "alpha", "term_beta": "beta",
+           "term_close": "close_node"}
 
 
 def merge(parts: list[dict]) -> dict:
@@ -322,7 +351,7 @@ def merge(parts: list[dict]) -> dict:
                 a = np.where(a >= 0, a + shift, a).astype(a.dtype)
             chunks.append(a)
             for key in set(_SHIFTS.values()):
-                base[key] = base.get(key, 0) + len(p[key])
+                base[key] = base.get(key, 0) + len(p.get(key, ()))
         out[name] = np.concatenate(chunks)
     return out
 

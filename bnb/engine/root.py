@@ -53,8 +53,8 @@ def record_root(proof, res: BoundResult, method: str, opts: EngineOptions, rows:
     node = torch.zeros(1, dtype=torch.long)
     claim = proof.n_claims
     proof.claim(node, res.pre_bounds)
-    proof.hint(claim, res.pre_hints)
-    proof.constraints(res.constraints)
+    proof.constraints(res.constraints)  # (before the hints: a tightened bound's hint takes them with gamma)
+    proof.hint(claim, res.pre_hints, res.pre_hint_rows)
     values, lam = values_weights
     proof.close(node, proven(values, opts.loop.verify_margin, res.infeasible), lam, rows, res.lb_alphas,
                 res.lb_betas, res.lb_gammas)

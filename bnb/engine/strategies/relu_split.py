@@ -264,8 +264,8 @@ class ReluSplitting(Strategy):
             margin_rows = r.lb[0] - rows.d
             order = [int(j) for j in torch.argsort(margin_rows) if bool(margin_rows[j] <= 0)]
             # (with bounds.mn_tighten the children also inherit the intermediate bounds they were built on)
-            r.constraints, r.pre_bounds = mn_constraints(net, lower, upper, r.pre_bounds, rows.C[order],
-                                                         ctx.opts.bounds)
+            r.constraints, r.pre_bounds, _ = mn_constraints(net, lower, upper, r.pre_bounds, rows.C[order],
+                                                            ctx.opts.bounds)
             if ctx.proof is not None:
                 ctx.proof.unsupported("multi-neuron constraints computed for the children only")
             ctx.stats.timed("time_constraints", t0)
