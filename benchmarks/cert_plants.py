@@ -121,8 +121,9 @@ def drop_closures(a, drop, renumber=None):
     if renumber is not None:
         out["close_node"] = renumber[out["close_node"]].astype(np.int32)
     tk = keep[a["term_close"]]
-    for k in ("term_close", "term_row", "term_lam", "term_alpha", "term_beta"):
-        out[k] = a[k][tk]
+    for k in ("term_close", "term_row", "term_lam", "term_alpha", "term_beta", "term_gamma"):
+        if k in a:
+            out[k] = a[k][tk]
     out["term_close"] = cmap[out["term_close"]].astype(np.int32)
     return out
 
@@ -307,12 +308,33 @@ def plant_constraint(a, rng, inst):
     return None
 
 
+def plant_infeasible(a, rng, inst):
+    """(l): a leaf made "infeasible" by its claim (some neuron claimed with ``l > u``) and its closures dropped, so
+    that only the false infeasibility covers it. Input-split leaves only: their domain is a box, never empty (a
+    ReLU-split leaf may truly be empty)."""
+    if manifest(a)["branching"] != "input":
+        return None
+    ch = children_of(a)
+    leaves = np.array([v for v in range(len(a["parent"])) if v not in ch and v in set(a["claim_node"].tolist())])
+    if not len(leaves):
+        return None
+    v = leaves[rng.integers(len(leaves))]
+    q = int(np.flatnonzero(a["claim_node"] == v)[0])
+    b = {k: (x.copy() if k.startswith("claim") else x) for k, x in a.items()}
+    j = rng.integers(b["claim_lo"].shape[1])
+    if "claim_state" in b:
+        b["claim_state"][q, j] = 0
+    b["claim_lo"][q, j] = b["claim_hi"][q, j] + 1.0
+    return drop_closures(b, a["close_node"] == v)
+
+
 INVALIDATING = {"a alpha out of [0, 1]": plant_alpha, "b negative beta / lambda": plant_negative,
                 "c claim past a sampled value": plant_claim,
                 "d stability sign flipped": lambda a, rng, inst: plant_claim(a, rng, inst, flip=True),
                 "e leaf or subtree deleted": plant_delete, "f cut gap / outside": plant_cut,
                 "g ReLU children inconsistent": plant_relu_children, "h closure dropped": plant_closure,
-                "i root box just inside the file's": plant_root, "m NaN / inf": plant_nan,
+                "i root box just inside the file's": plant_root, "l wrong infeasible leaf": plant_infeasible,
+                "m NaN / inf": plant_nan,
                 "n constraint's right-hand side -10 %": plant_constraint}
 
 
@@ -409,9 +431,9 @@ def main(argv=None):
                         print(f"RAW PLANT ACCEPTED in {inst['cert'].name}")
                 table[(name, res.status)] += 1
         for k, inst in enumerate(chosen):  # (j) another network, (k) one weight scaled: reported apart
-            others = [i for i in insts if i["onnx"] != inst["onnx"] and i["vnnlib"] == inst["vnnlib"]]
-            if others:
-                res = certcheck.check(str(inst["cert"]), str(others[0]["onnx"]), str(inst["vnnlib"]), check_hash=False)
+            others = sorted({str(i["onnx"]) for i in insts if i["onnx"] != inst["onnx"]})
+            for other in (rng.choice(others, min(2, len(others)), replace=False) if others else []):
+                res = certcheck.check(str(inst["cert"]), other, str(inst["vnnlib"]), check_hash=False)
                 table[("j another network (hash off)", res.status)] += 1
             out = scaled_weight(inst["onnx"], tmp / f"w{k}.onnx", rng)
             res = certcheck.check(str(inst["cert"]), str(out), str(inst["vnnlib"]), check_hash=False)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from relaxations.fp import cast_down, dot_abs, down, err_coeff, reach, tiny
+from relaxations.fp import cast_down, dot_abs, down, err_coeff, loosen, reach, tiny
 from relaxations.ibp import ibp
 from relaxations.state import BoundResult, DomainState
 
@@ -465,7 +465,7 @@ def _crown_unstable_only(net, idx, l, u, relax, state, rigorous=True, cache=None
 
 
 def intermediate_bounds(net, state: DomainState, lower_slope="adaptive", mode="crown", alphas=None,
-                        reference=None, rigorous=True, alpha_rows=None, fill=False):
+                        reference=None, rigorous=True, alpha_rows=None, fill=False, certify=False):
     """The relaxation (``Activation.relaxation``) of every ReLU layer, as :class:`Relaxations`.
 
     ``mode``: ``crown`` (back-substitution to the input, intersected with IBP), ``forward`` (forward-mode
@@ -476,7 +476,10 @@ def intermediate_bounds(net, state: DomainState, lower_slope="adaptive", mode="c
     alpha-CROWN bounds only the neurons the reference leaves unstable); ``reference``: bounds to intersect with
     (e.g. best found so far). ``fill`` (with ``alpha_rows``): the neurons left unstable after the selected rows
     are re-bounded by CROWN's default rows too (what a pass without ``reference`` needs).
-    Every bound is rigorous (rounding included) unless ``rigorous`` is False; IBP always is.
+    Every bound is rigorous (rounding included) unless ``rigorous`` is False; IBP always is. ``certify`` (bounds a
+    certificate claims): in float64 each computed bound is loosened (:func:`relaxations.fp.loosen`) before the
+    later layers use it, so that a checker whose own rounding bound is a little larger still proves it (in float32
+    the verifier's rounding bound is far larger than a float64 checker's).
     """
     N = state.size
     relus = net.activation_indices()
@@ -510,6 +513,8 @@ def intermediate_bounds(net, state: DomainState, lower_slope="adaptive", mode="c
                 l, u = torch.maximum(l, b[:, :n]), torch.minimum(u, -b[:, n:])
             if reference is not None:
                 l, u = torch.maximum(l, reference[j][0]), torch.minimum(u, reference[j][1])
+            if certify and l.dtype == torch.float64:
+                l, u = loosen(l, -1), loosen(u, 1)
         relax.append(net.layers[idx].relaxation(l, u, split, lower_slope))
     return relax
 

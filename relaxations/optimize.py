@@ -220,7 +220,8 @@ def optimized(net, state: DomainState, C, opts: BoundOptions = DEFAULTS, *, iter
         # slopes and earlier-layer bounds, so recompute the intermediate bounds once, layer by layer, with the
         # last slopes over the final bounds of the earlier layers (no reference), and the final rows on them
         with torch.no_grad():
-            relax = intermediate_bounds(net, state, lower_slope, "crown", alphas, None, rigorous, alpha_rows, True)
+            relax = intermediate_bounds(net, state, lower_slope, "crown", alphas, None, rigorous, alpha_rows, True,
+                                        certify=True)
             best_lb, best_A, best_bias, best_coeffs, best_infeasible = final_bounds(
                 net, state, Cn, relax, best_alpha, best_beta, collect=True, rigorous=rigorous,
                 gammas=_per_layer(best_gamma, gamma_layers, len(relus)) if best_gamma else gammas)
