@@ -3,20 +3,18 @@
 Bounds of a batch of nodes `B`: dict with 'lo', 'hi' (lists over ReLU layers of (nV, n_k) effective bounds),
 'blo', 'bhi' (nV, n_in) boxes, 'sgn' (nV, n_total) int8: +1 / -1 / 0 the phase of the path's splits (2: both).
 """
-from fractions import Fraction
-
 import numpy as np
 
-from .arith import INFL, TINY, U, dot_err, down, gam, lower_value, up
+from .arith import INFL, TINY, U, dot_err, down, gam, lower_value, mm, up
 
 
 def ibp(seg, ylo, yhi, ex):
     """Rigorous bounds of W y + b for y in the boxes [ylo, yhi] (nV, n): returns (zlo, zhi), (nV, m)."""
     W, b, Wr, br = seg
     Wp, Wn = np.where(W > 0, W, 0), np.where(W < 0, W, 0)
-    lo, hi = ylo @ Wp.T + yhi @ Wn.T + b, yhi @ Wp.T + ylo @ Wn.T + b
     if ex:
-        return lo, hi
+        return mm(ylo, Wp.T) + mm(yhi, Wn.T) + b, mm(yhi, Wp.T) + mm(ylo, Wn.T) + b
+    lo, hi = ylo @ Wp.T + yhi @ Wn.T + b, yhi @ Wp.T + ylo @ Wn.T + b
     ym = np.maximum(np.abs(ylo), np.abs(yhi))
     e = gam(2 * W.shape[1] + 1) * (ym @ np.abs(W).T + np.abs(b)) + (2 * W.shape[1] + 3) * TINY
     e = (e + (0 if Wr is None else ym @ Wr.T) + (0 if br is None else br)) * INFL
@@ -32,24 +30,26 @@ def backsub(net, K, A, nd, ra, rb, rg, B, ex):
     """
     nN, r = A.shape[:2]
     const, err = np.zeros((nN, r), dtype=object if ex else np.float64), np.zeros((nN, r))
-    aA, gy, n_in = None if ex else np.abs(A), None, net.segs[0][0].shape[1]
+    aA, gy, n_in, prod = None if ex else np.abs(A), None, net.segs[0][0].shape[1], mm if ex else np.matmul
     if (rg >= 0).any():
         Gm = np.where((rg >= 0)[..., None], net.gamma[rg], 0)
-        gy, gz, const = Gm @ net.cy, Gm @ net.cz, const + Gm @ net.cp
-        aG, nc = np.abs(Gm), Gm.shape[-1]  # (error terms are ignored in exact mode)
-        ey, ez = (gam(nc) * (aG @ np.abs(c)) + nc * TINY for c in (net.cy, net.cz))
-        err = err + gam(nc) * (aG @ np.abs(net.cp)) + U * np.abs(const) + nc * TINY
+        gy, gz, const = prod(Gm, net.cy), prod(Gm, net.cz), const + Gm @ net.cp
+        if not ex:  # (no error terms in exact mode)
+            aG, nc = np.abs(Gm), Gm.shape[-1]
+            ey, ez = (gam(nc) * (aG @ np.abs(c)) + nc * TINY for c in (net.cy, net.cz))
+            err = err + gam(nc) * (aG @ np.abs(net.cp)) + U * np.abs(const) + nc * TINY
     for k in range(K, 0, -1):
         W, b, Wr, br = net.segs[k - 1]
         m, n = W.shape
-        const = const + A @ b
+        const = const + prod(A, b)
         if not ex:
             ylo, yhi = (B["lo"][k - 2][nd], B["hi"][k - 2][nd]) if k > 1 else (B["blo"][nd], B["bhi"][nd])
             ym = np.maximum(np.abs(ylo), np.abs(yhi))  # |y| also on the relaxation's lines (a z < 0 for z < 0)
             err += gam(m) * (aA @ np.abs(b) + mv(aA, ym @ net.absW[k - 1].T)) + U * np.abs(const)
             err += (m + 2) * TINY * (1 + ym.sum(1))[:, None] + (0 if br is None else aA @ br)
             err += 0 if Wr is None else mv(aA, ym @ Wr.T)
-        G = np.broadcast_to(A[0] @ W, (nN, r, n)) if A.strides[0] == 0 else (A.reshape(-1, m) @ W).reshape(nN, r, n)
+        G = np.broadcast_to(prod(A[0], W), (nN, r, n)) if A.strides[0] == 0 else prod(A.reshape(-1, m), W).reshape(
+            nN, r, n)
         if gy is not None:
             cols = slice(0, n_in) if k == 1 else slice(n_in + net.off[k - 2], n_in + net.off[k - 1])
             G = G + gy[..., cols]
@@ -92,7 +92,7 @@ def row_min(G, const, err, nd, B, ex):
     xs = np.where(G >= 0, B["blo"][nd][:, None], B["bhi"][nd][:, None])
     val = (G * xs).sum(-1)
     if ex:
-        if not all(isinstance(v, (Fraction, int)) for v in val.ravel()):
+        if any(isinstance(v, float) for v in val.ravel()):
             raise RuntimeError("a float in exact mode")
         return val + const
     return lower_value(val, const, err + dot_err(np.abs(G), np.abs(xs), G.shape[-1]))

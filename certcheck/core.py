@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from . import onnxnet, vnnlib
-from .arith import TINY, U, conv, gam, up_float
+from .arith import TINY, U, conv, gam, rat, up_float
 from .bounds import backsub, bmax, ibp, mix, row_min
 from .onnxnet import Unsupported
 from .vnnlib import Reject
@@ -31,6 +31,7 @@ RANGES = (("claim_node", 0, "N"), ("hint_claim", 0, "Q"), ("hint_neuron", 0, "n"
 OPTIONAL = {"alpha", "beta", "claim_state", "term_gamma", "mu", "gamma"} | {
     k for k in list(INTS) + list(FLOATS) if k[:4] in ("con_", "oct_", "hint")}
 CHUNK = 1 << 21
+C_DT = {False: np.float64, True: object}
 
 
 def need(cond, msg):
@@ -168,8 +169,8 @@ def run(res, cert_path, onnx_path, vnnlib_path, ex, check_hash):
     poff = np.concatenate([[0], np.cumsum(nrows[:-1])]).astype(int)
     rows = [row for p in polys for row in p] or [({}, Fraction(0))]
     need(all(0 <= j < n_out for c, _ in rows for j in c), "vnnlib: an output index out of range")
-    C = np.array([[c.get(j, 0) for j in range(n_out)] for c, _ in rows], dtype=object if ex else np.float64)
-    d = np.array([dv if ex else up_float(dv) for _, dv in rows], dtype=object if ex else np.float64)
+    C = np.array([[(rat if ex else float)(c.get(j, 0)) for j in range(n_out)] for c, _ in rows], dtype=C_DT[ex])
+    d = np.array([rat(dv) if ex else up_float(dv) for _, dv in rows], dtype=C_DT[ex])
     # a gamma only on constraints proven before its row: of the node's box (terms); of that box and earlier layers
     # (octahedral rows, hints)
     gu = np.concatenate([z["term_gamma"], z["oct_gamma"], z["hint_gamma"]])

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from .arith import INFL, TINY, U, conv, gam
+from .arith import INFL, TINY, U, conv, gam, mm
 
 Unsupported = type("Unsupported", (Exception,), {})  # the input is outside the checker's subset
 
@@ -121,7 +121,7 @@ def segments(ops, n_in, ex):
                 continue
             M = np.diag(1 / conv(o[1], ex)) if o[0] == "div" else conv(o[1], ex)
             if ex:
-                W, b = (M if W is None else M @ W), M @ b
+                W, b = (M if W is None else mm(M, W)), mm(M, b)
                 continue
             R = np.diag(2 * U * np.abs(np.diag(M)) + TINY) if o[0] == "div" else np.zeros(M.shape)
             aM, k = np.abs(M) + R, M.shape[1]
