@@ -5,7 +5,7 @@ Bounds of a batch of nodes `B`: dict with 'lo', 'hi' (lists over ReLU layers of 
 """
 import numpy as np
 
-from .arith import INFL, TINY, U, dot_err, down, gam, lower_value, mm, up
+from .arith import INFL, TINY, U, conv, dot_err, down, gam, lower_value, mm, up
 
 
 def ibp(seg, ylo, yhi, ex):
@@ -63,8 +63,10 @@ def backsub(net, K, A, nd, ra, rb, rg, B, ex):
         a = (u >= -l).astype(int).astype(object) if ex else (u >= -l).astype(np.float64)
         if (ra >= 0).any():
             a = np.where((ra >= 0)[..., None], net.alpha[ra, sl], a)
-        den = np.where(uns, u - l, 1)
-        s = np.where(uns, u, 0) / den if ex else up(np.where(uns, u, 0) / down(den))
+        # the chord's slope rounded up to a float (any s >= u / (u - l) gives a valid upper line): in exact mode too,
+        # which keeps its numbers dyadic (float conversions of rationals: two steps outward)
+        uf, den = (np.asarray(x, dtype=np.float64) for x in (np.where(uns, u, 0), np.where(uns, u - l, 1)))
+        s = conv(up(up(up(uf)) / down(down(den))), ex) if ex else up(uf / down(den))
         P = G * np.where(G >= 0, np.where(act, 1, np.where(uns, a, 0)), np.where(act, 1, np.where(uns, s, 0)))
         lneg = np.where(uns, l, 0)[:, 0]  # P < 0 on an unstable neuron: the chord's intercept -P l
         Pn = np.minimum(P, 0)
