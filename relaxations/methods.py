@@ -195,11 +195,12 @@ def _mn_constraints(net, state, C, first, settled, opts):
         return cons, first.pre_bounds, {"hull_cuts_kept": "/".join(map(str, info["cuts_kept"])),
                                         "hull_cuts_tried": "/".join(map(str, info["cuts_tried"])),
                                         "time_hull_cuts": round(info["seconds"], 3)}, None
-    cons, pre, hints = mn_constraints(net, state.lower, state.upper, first.pre_bounds, rows[order], opts)
+    cons, pre, hints = mn_constraints(net, state.lower, state.upper, first.pre_bounds, rows[order], opts,
+                                      first.pre_hints)
     return cons, pre, None, hints
 
 
-def mn_constraints(net, lower, upper, pre_bounds, rows, opts: BoundOptions = DEFAULTS):
+def mn_constraints(net, lower, upper, pre_bounds, rows, opts: BoundOptions = DEFAULTS, warm=None):
     """Multi-neuron constraints per ReLU layer (None where a layer has none) valid on the box ``lower``/
     ``upper`` ``(1, n_in)`` with rigorous bounds ``pre_bounds``: k-neuron group hulls (``opts.mn.cuts``
     ``hull`` or ``both``) and Anderson cuts separated for the output ``rows`` ``(m, n_out)`` in that order
@@ -208,7 +209,8 @@ def mn_constraints(net, lower, upper, pre_bounds, rows, opts: BoundOptions = DEF
     (:func:`relaxations.multineuron.tightened_hull_constraints`), and the Anderson cuts on those bounds.
     Returns ``(constraints, pre_bounds, hints)``: the bounds the constraints were built on (never looser than the
     given ``pre_bounds``; the same object when not tightened) and, tightened with ``opts.certify``, per layer the
-    hint rows that prove the tightened bounds (:func:`relaxations.multineuron.rebound_unstable`; else None)."""
+    hint rows that prove the tightened bounds (:func:`relaxations.multineuron.rebound_unstable`; else None).
+    ``warm``: the slopes behind ``pre_bounds`` (``BoundResult.pre_hints``), which start that re-bounding."""
     from relaxations.multineuron import anderson_constraints, group_hull_constraints, join, tightened_hull_constraints
     mn = opts.mn
     hull = anderson = [None] * len(pre_bounds)
@@ -217,7 +219,7 @@ def mn_constraints(net, lower, upper, pre_bounds, rows, opts: BoundOptions = DEF
         if mn.tighten:
             hull, pre_bounds, _, hints = tightened_hull_constraints(
                 net, lower, upper, pre_bounds, mn.k, mn.max_groups, mn.time_budget, mn.octa_iters, mn.tighten_time,
-                certify=opts.certify)
+                certify=opts.certify, warm=warm)
         else:
             hull, _ = group_hull_constraints(net, lower, upper, pre_bounds, mn.k, mn.max_groups, mn.time_budget,
                                              mn.octa_iters, certify=opts.certify)

@@ -233,46 +233,52 @@ def group_hull_constraints(net, lower, upper, pre_bounds, k=2, max_groups=64, ti
 
 
 def tightened_hull_constraints(net, lower, upper, pre_bounds, k=2, max_groups=64, time_budget=10.0, iters=20,
-                               tighten_budget=10.0, certify=False):
+                               tighten_budget=10.0, certify=False, warm=None):
     """:func:`group_hull_constraints` built layer by layer on tightened intermediate bounds: before layer
     ``i >= 1``'s groups are chosen, its unstable neurons are re-bounded (:func:`rebound_unstable`: rigorous
     float64 alpha-CROWN of ``+-z_j`` on the network cut before the layer, with the tightened bounds and the
-    constraints of layers ``< i``), intersected with the old bounds. ``pre_bounds`` (returned): per layer
-    ``(l, u)`` in the working dtype, rounded outward, never looser than the given ones. ``tighten_budget``:
+    constraints of layers ``< i``), intersected with the old bounds (``certify``: every neuron of every layer
+    after the first, its new bounds replacing the old). ``pre_bounds`` (returned): per layer ``(l, u)`` in the
+    working dtype, rounded outward, never looser than the given ones (but with ``certify``). ``tighten_budget``:
     seconds of re-bounding, counted apart from ``time_budget`` (the hulls' own seconds), so that tightening the
     first layers never starves the later ones of constraints; layers after it keep their bounds. ``certify``:
     the constraints carry their validity certificates and every tightened bound its hint
     (:func:`rebound_unstable`). Returns ``(constraints, pre_bounds, seconds, hints)``, ``hints`` per layer None
-    or (with ``certify``) the hint rows of the bounds the re-bounding changed."""
+    or (with ``certify``) the hint rows of the bounds the re-bounding changed. ``warm``: the slopes behind
+    ``pre_bounds`` (``BoundResult.pre_hints``), which start the certified re-bounding."""
     out, pre64, seconds, hints = _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iters,
-                                              tighten_budget, certify)
+                                              tighten_budget, certify, warm)
     dt, dev = lower.dtype, lower.device
     pre = []
     for (l0, u0), (l, u) in zip(pre_bounds, pre64):
-        lw = torch.maximum(l0, to_dtype_down(l, dt, dev).reshape(l0.shape))
-        uw = torch.minimum(u0, to_dtype_up(u, dt, dev).reshape(u0.shape))
-        pre.append((lw, uw))
+        lw, uw = to_dtype_down(l, dt, dev).reshape(l0.shape), to_dtype_up(u, dt, dev).reshape(u0.shape)
+        pre.append((lw, uw) if certify else (torch.maximum(l0, lw), torch.minimum(u0, uw)))
     return out, pre, seconds, hints
 
 
-def rebound_unstable(net64, idx, l64, u64, pre64, cons64, lower64, upper64, iters, certify_dtype=None):
+def rebound_unstable(net64, idx, l64, u64, pre64, cons64, lower64, upper64, iters, certify_dtype=None, warm=None):
     """Layer ``idx``'s pre-activation bounds ``l64``/``u64`` ``(1, n)`` (float64) with every neuron they leave
     unstable re-bounded by alpha-CROWN (float64, ``iters`` steps, its rounding bounded: the bounds hold in real
     arithmetic) on the network cut before layer ``idx``, with the earlier layers' bounds ``pre64`` and
     constraints ``cons64`` (their multipliers optimised per neuron), intersected with ``l64``/``u64``. A neuron
     whose new bounds would cross (impossible in real arithmetic on a non-empty box) keeps its old ones.
 
-    ``certify_dtype`` (the working dtype; a certificate is being written): each new bound is loosened by
-    :func:`relaxations.fp.loosen` and rounded outward to that dtype (the value a certificate claims, within
-    reach of a checker's own rounding bound), and ``(l, u, hints)`` is returned: ``hints`` the hint rows
-    (docs/certificates.md) of the bounds taken from the re-bounding, a dict of ``neuron`` ``(h,)`` (index in the
-    layer), ``side`` ``(h,)`` (+1 lower, -1 upper), ``alpha`` (per earlier ReLU layer ``(h, n_j)``) and ``gamma``
-    (per earlier ReLU layer ``(h, c_j)`` or None): the slopes and multipliers of each row's reported iterate."""
+    ``certify_dtype`` (the working dtype; a certificate is being written): every neuron of the layer is re-bounded
+    and its new bounds replace the old ones (these were computed on the earlier layers' old bounds, which are no
+    longer the claims, so the old proofs need not hold on the new claims), each loosened by
+    :func:`relaxations.fp.loosen` and rounded outward to that dtype (the value a certificate claims, within reach
+    of a checker's own rounding bound); ``(l, u, hints)`` is returned: ``hints`` the hint rows
+    (docs/certificates.md) of every bound, a dict of ``neuron`` ``(h,)`` (index in the layer), ``side`` ``(h,)``
+    (+1 lower, -1 upper), ``alpha`` (per earlier ReLU layer ``(h, n_j)``) and ``gamma`` (per earlier ReLU layer
+    ``(h, c_j)`` or None): the slopes and multipliers of each row's reported iterate. ``warm``: the slopes that
+    proved the old bounds, as one entry of :attr:`relaxations.state.BoundResult.pre_hints` ``(sel, [per earlier
+    layer (1, 2 k, n_j)])``: they start the optimisation of those neurons' rows (each row's best iterate is kept,
+    so the new bound is at least what those slopes give on the new claims)."""
     from relaxations.network import Network
     from relaxations.optimize import optimized
     from relaxations.options import BoundOptions
     from relaxations.state import DomainState
-    unstable = torch.nonzero((l64[0] < 0) & (u64[0] > 0)).flatten()
+    unstable = torch.nonzero((l64[0] < 0) & (u64[0] > 0) | (certify_dtype is not None)).flatten()
     m = unstable.numel()
     if m == 0:
         return (l64, u64) if certify_dtype is None else (l64, u64, None)
@@ -282,23 +288,34 @@ def rebound_unstable(net64, idx, l64, u64, pre64, cons64, lower64, upper64, iter
     rows[m + at, unstable] = -1.0
     head = Network(net64.layers[:idx], net64.in_shape)
     cons = cons64 if any(c is not None for c in cons64) else None
-    res = optimized(head, DomainState(lower64, upper64, pre_bounds=pre64 or None, constraints=cons), rows,
+    start = None
+    if warm is not None and certify_dtype is not None:  # (every neuron is a row: lower ones first)
+        sel, per_layer = warm
+        k, pos = sel.shape[1], sel[0].cpu()
+        start = []
+        for (pl, pu), a in zip(pre64, per_layer):
+            x = (pu >= -pl).double().expand(2 * m, -1).clone()  # the adaptive default slopes
+            x[pos], x[m + pos] = a[0, :k].double().cpu(), a[0, k:].double().cpu()
+            start.append(x[None])
+    res = optimized(head, DomainState(lower64, upper64, pre_bounds=pre64 or None, constraints=cons,
+                                      alphas=None if start is None else {"final": start}), rows,
                     BoundOptions(certify=certify_dtype is not None), iters=iters)
     lb = res.lb[0].detach()
     inf = torch.full((m,), float("inf"), dtype=torch.float64)
     lo = torch.where(torch.isfinite(lb[:m]), lb[:m], -inf)
     hi = torch.where(torch.isfinite(lb[m:]), -lb[m:], inf)  # z_j <= -min(-z_j)
-    if certify_dtype is not None:
-        lo = to_dtype_down(loosen(lo, -1), certify_dtype, "cpu").double()
-        hi = to_dtype_up(loosen(hi, 1), certify_dtype, "cpu").double()
-    nl, nu = torch.maximum(l64[0, unstable], lo), torch.minimum(u64[0, unstable], hi)
-    ok = nl <= nu
-    l, u = l64.clone(), u64.clone()
-    l[0, unstable] = torch.where(ok, nl, l64[0, unstable])
-    u[0, unstable] = torch.where(ok, nu, u64[0, unstable])
-    if certify_dtype is None:
+    if certify_dtype is not None:  # the new bounds alone (rigorous: they cannot cross on a non-empty box)
+        l = to_dtype_down(loosen(lo, -1), certify_dtype, "cpu").double()[None]
+        u = to_dtype_up(loosen(hi, 1), certify_dtype, "cpu").double()[None]
+        l, u = torch.where(torch.isfinite(l), l, l64), torch.where(torch.isfinite(u), u, u64)  # (an overflow)
+    else:
+        nl, nu = torch.maximum(l64[0, unstable], lo), torch.minimum(u64[0, unstable], hi)
+        ok = nl <= nu
+        l, u = l64.clone(), u64.clone()
+        l[0, unstable] = torch.where(ok, nl, l64[0, unstable])
+        u[0, unstable] = torch.where(ok, nu, u64[0, unstable])
         return l, u
-    took = torch.cat([ok & (lo > l64[0, unstable]), ok & (hi < u64[0, unstable])])  # rows whose bound was taken
+    took = torch.cat([torch.isfinite(l[0]), torch.isfinite(u[0])])  # the rows that prove something
     gam = res.lb_gammas or [None] * len(res.lb_alphas)
     hints = {"neuron": torch.cat([unstable, unstable])[took].numpy(),
              "side": np.repeat([1, -1], m)[took.numpy()],
@@ -307,7 +324,8 @@ def rebound_unstable(net64, idx, l64, u64, pre64, cons64, lower64, upper64, iter
     return l, u, hints
 
 
-def _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iters, tighten_budget, certify=False):
+def _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iters, tighten_budget, certify=False,
+                 warm=None):
     """The loop of :func:`group_hull_constraints` (and, with ``tighten_budget > 0`` seconds of re-bounding, of
     :func:`tightened_hull_constraints`): ``(constraints, float64 pre-activation bounds, seconds, hints)``,
     ``hints`` per layer the hint rows of its re-bounded bounds (with ``certify``; else None)."""
@@ -322,17 +340,21 @@ def _hull_layers(net, lower, upper, pre_bounds, k, max_groups, time_budget, iter
     t_tight = 0.0  # seconds spent re-bounding (not counted against ``time_budget``)
     hints = [None] * len(relus)
     for i, idx in enumerate(relus):
-        if time.monotonic() - t0 - t_tight > time_budget:
-            out.append(None)
-            cons64.append(None)
-            continue
-        if i > 0 and t_tight < tighten_budget:
+        over = time.monotonic() - t0 - t_tight > time_budget
+        # (certified: every layer after the first is re-bounded on the claims before it, past the budgets with
+        # CROWN's slopes only: the old bounds rest on the earlier layers' old bounds)
+        if i > 0 and tighten_budget > 0 and (certify or (not over and t_tight < tighten_budget)):
             t1 = time.monotonic()
-            got = rebound_unstable(net64, idx, *pre64[i], pre64[:i], cons64[:i], lo64, hi64, iters,
-                                   dt if certify else None)
+            got = rebound_unstable(net64, idx, *pre64[i], pre64[:i], cons64[:i], lo64, hi64,
+                                   iters if not over and t_tight < tighten_budget else 0, dt if certify else None,
+                                   (warm or {}).get(i))
             pre64[i] = got[:2]
             hints[i] = got[2] if certify else None
             t_tight += time.monotonic() - t1
+        if over:
+            out.append(None)
+            cons64.append(None)
+            continue
         l, u = pre64[i]
         width = (u - l)[0]
         unstable = torch.nonzero((l[0] < 0) & (u[0] > 0)).flatten()

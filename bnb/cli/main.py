@@ -99,7 +99,8 @@ def verify(network, spec, configs, sets, timeout, results_file, verbose, proof_o
 @click.argument("certificate", type=click.Path(dir_okay=False))
 @click.argument("network", type=click.Path(dir_okay=False))
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--exact", is_flag=True, help="Redo every computation in exact rational arithmetic (small networks).")
+@click.option("--exact", is_flag=True, help="Redo every computation in exact rational arithmetic (python-flint's if "
+              "installed: mnist_fc size; else fractions, small networks only).")
 def check(certificate, network, spec, exact):
     """Check an unsat CERTIFICATE of SPEC on NETWORK with the independent checker (`python -m certcheck`, which
     imports neither torch nor bnb). Prints accepted, rejected: <reason> or unsupported: <reason>; exit 0, 1 or 2."""
