@@ -379,8 +379,9 @@ def main(argv=None):
         if r["verdict"] == "unsat" and cert.exists():
             insts.append(dict(cert=cert, onnx=bench / r["onnx"], vnnlib=bench / r["vnnlib"],
                               size=cert.stat().st_size))
-    # the smallest proofs that branched (planting and checking stay quick; a one-node proof has no tree to break)
-    insts = sorted((i for i in insts if len(load(i["cert"])["parent"]) > 1), key=lambda i: i["size"])
+    # the smallest proofs that branched (planting and checking stay quick), then the smallest one-node proofs (no tree
+    # to break: the classes that need one find nothing to plant there)
+    insts = sorted(insts, key=lambda i: (len(load(i["cert"])["parent"]) == 1, i["size"]))
     chosen = insts[:a.certs_max]
     tmp = Path(tempfile.mkdtemp(prefix="plants_"))
     table, bad = Counter(), 0
