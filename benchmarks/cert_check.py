@@ -6,9 +6,10 @@
 CERT_DIR``. Every ``unsat`` row must have a certificate (or say ``certificate: unsupported (...)``), which the
 checker (``certcheck``, BLAS pinned to one thread) must accept; certificates of at most ``--exact-nodes`` nodes are
 checked again in exact mode (``--exact``, python-flint's rationals where installed), the smallest first, until
-``--exact-budget`` seconds of exact checking have passed. Prints one line per certificate and a summary: unsat
-answers, certificates written / accepted, checking against solving time, the largest file, exact checks; exit 1 on
-any rejection, a missing certificate or an exact answer that differs from the float one.
+``--exact-budget`` seconds of exact checking have passed (``--exact-from``: only those of at least that many
+nodes). Prints one line per certificate and a summary: unsat answers, certificates written / accepted, checking
+against solving time, the largest file, exact checks; exit 1 on any rejection, a missing certificate or an exact
+answer that differs from the float one.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def main(argv=None) -> int:
     ap.add_argument("--bench", required=True, help="the suite's folder (where the results' onnx/vnnlib paths start)")
     ap.add_argument("--exact-nodes", type=int, default=0, help="exact mode for certificates of at most this many nodes")
     ap.add_argument("--exact-budget", type=float, default=3600.0, help="seconds of exact checking at most")
+    ap.add_argument("--exact-from", type=int, default=0, help="exact mode only for at least this many nodes")
     a = ap.parse_args(argv)
     import certcheck
     bench, bad = Path(a.bench), 0
@@ -61,7 +63,7 @@ def main(argv=None) -> int:
               f"{res.seconds:.2f} s, solved in {float(r['time']):.2f} s)")
     exact, spent = [], 0.0
     for nodes, name, cert, onnx, vnnlib, status in sorted(done, key=lambda d: d[0]):
-        if nodes > a.exact_nodes or spent > a.exact_budget:
+        if not a.exact_from <= nodes <= a.exact_nodes or spent > a.exact_budget:
             continue
         t0 = time.monotonic()
         res = certcheck.check(str(cert), str(onnx), str(vnnlib), exact=True)
@@ -74,10 +76,10 @@ def main(argv=None) -> int:
           f"{solve:.1f} s ({check / max(solve, 1e-9):.2f}x); largest {largest[0] / 1e6:.2f} MB ({largest[1]}, "
           f"{largest[2]} nodes)")
     if a.exact_nodes:
-        eligible = sum(d[0] <= a.exact_nodes for d in done)
-        print(f"exact: {sum(s == 'accepted' for _, s in exact)} accepted of {len(exact)} checked ({eligible} with at "
-              f"most {a.exact_nodes} nodes; largest checked {max((n for n, _ in exact), default=0)} nodes) in "
-              f"{spent:.0f} s")
+        eligible = sum(a.exact_from <= d[0] <= a.exact_nodes for d in done)
+        print(f"exact: {sum(s == 'accepted' for _, s in exact)} accepted of {len(exact)} checked ({eligible} with "
+              f"{a.exact_from}-{a.exact_nodes} nodes; largest checked {max((n for n, _ in exact), default=0)} "
+              f"nodes) in {spent:.0f} s")
     return 1 if bad else 0
 
 
