@@ -307,6 +307,7 @@ def rebound_unstable(net64, idx, l64, u64, pre64, cons64, lower64, upper64, iter
     if certify_dtype is not None:  # the new bounds alone (rigorous: they cannot cross on a non-empty box)
         l = to_dtype_down(loosen(lo, -1), certify_dtype, "cpu").double()[None]
         u = to_dtype_up(loosen(hi, 1), certify_dtype, "cpu").double()[None]
+        took = torch.cat([torch.isfinite(l[0]), torch.isfinite(u[0])])  # the rows that prove something
         l, u = torch.where(torch.isfinite(l), l, l64), torch.where(torch.isfinite(u), u, u64)  # (an overflow)
     else:
         nl, nu = torch.maximum(l64[0, unstable], lo), torch.minimum(u64[0, unstable], hi)
@@ -315,7 +316,6 @@ def rebound_unstable(net64, idx, l64, u64, pre64, cons64, lower64, upper64, iter
         l[0, unstable] = torch.where(ok, nl, l64[0, unstable])
         u[0, unstable] = torch.where(ok, nu, u64[0, unstable])
         return l, u
-    took = torch.cat([torch.isfinite(l[0]), torch.isfinite(u[0])])  # the rows that prove something
     gam = res.lb_gammas or [None] * len(res.lb_alphas)
     hints = {"neuron": torch.cat([unstable, unstable])[took].numpy(),
              "side": np.repeat([1, -1], m)[took.numpy()],
