@@ -1,6 +1,7 @@
 """Planted errors in real certificates: every one must be rejected by the independent checker (issue 28).
 
     python benchmarks/cert_plants.py RESULTS.csv CERT_DIR --bench SUITE_DIR [--sites 20] [--certs-max 10] [--seed 0]
+        [--tight 10 --config SUITE.yaml]
 
 ``RESULTS.csv`` and ``CERT_DIR``: a ``bnb run SUITE_DIR/instances.csv ... --out RESULTS.csv --certificates
 CERT_DIR``. Each clean certificate is checked first (it must be accepted); then, per class of
@@ -11,7 +12,10 @@ proof: a claim is moved past a value the network takes at a sampled point of the
 flipped on a neuron sampled points show unstable, a leaf, subtree or closure is deleted, a cut opens a gap, the
 root box shrinks inside the file's box, a constraint's right-hand side is lowered below its largest value over
 what the certificate proves it from (class n). Classes whose plant may leave a valid proof (another network, a weight
-scaled by 1.01: (j), (k)) are reported apart: there a rejection is expected only on near-tight instances.
+scaled by 1.01: (j), (k')) are reported apart: there a rejection is expected only on near-tight instances.
+``--tight N --config YAML`` adds class (k) proper (:mod:`cert_tight`): N tight instances made on the suite's own
+networks, each proven by bnb with ``YAML``, and per certificate up to two weights whose scaling by 1.01 makes the
+property false (a point of the box replayed with onnxruntime on the scaled file): each must be rejected.
 
 Prints a table: class, plants, rejected, accepted; exit 1 if any clean certificate is rejected or any plant of the
 invalidating classes is accepted.
@@ -361,6 +365,58 @@ def scaled_weight(onnx, out, rng, factor=1.01):
     return out
 
 
+def tight_plants(a, rng, tmp, table, certcheck) -> int:
+    """Class (k) on at least ``a.tight`` tight instances (:mod:`cert_tight`) and ``a.sites`` plants (the suite's
+    networks in turn, on different boxes, at most 40 or four times each); counts into ``table``; returns the
+    failures."""
+    from benchmarks import cert_tight
+    from bnb.config import load_config
+    from bnb.pipeline.verify import verify
+    cfg = load_config([a.config], ["general.threads=1"])
+    nets = cert_tight.suite_boxes(a.results, a.bench)
+    bad = made = planted = 0
+    for n, (onnx, lo, hi) in enumerate(nets[i] for i in rng.permutation(max(4 * len(nets), 40)) % len(nets)):
+        if made >= a.tight and planted >= a.sites:
+            break
+        folder = tmp / f"tight{n}"
+        folder.mkdir()
+        inst = cert_tight.tight_instance(onnx, lo, hi, rng, folder)
+        cert = folder / "tight.npz"
+        for _ in range(4):  # t below the true maximum: bnb's counterexample is a better x*, try again from it
+            if inst is None:
+                break
+            r = verify(str(onnx), str(inst["vnnlib"]), cfg, timeout=a.tight_timeout, certificate=str(cert))
+            if r.verdict.value != "sat" or r.counterexample is None:
+                break
+            inst = cert_tight.tight_instance(onnx, inst["lo"], inst["hi"], rng, folder, out=inst["out"],
+                                             x_best=np.asarray(r.counterexample.x, float).reshape(-1))
+        if inst is None:
+            table[("k tight: outputs constant, or no weight moves them (skipped)", "unsupported")] += 1
+            continue
+        if r.verdict.value != "unsat" or not cert.exists():
+            table[(f"k tight: {r.verdict.value}, no certificate (skipped)", "unsupported")] += 1
+            continue
+        res = certcheck.check(str(cert), str(onnx), str(inst["vnnlib"]))
+        table[("k tight: clean certificate", res.status)] += 1
+        if res.status != "accepted":
+            bad += 1
+            print(f"CLEAN TIGHT REJECTED {onnx.name}: {res.reason}")
+            continue
+        sites = cert_tight.falsifying_weights(inst)
+        made += bool(sites)
+        planted += len(sites)
+        for j, (name, k, y) in enumerate(sites):
+            scaled = cert_tight.scaled_copy(onnx, name, k, folder / f"scaled{j}.onnx")
+            res = certcheck.check(str(cert), str(scaled), str(inst["vnnlib"]), check_hash=False)
+            table[("k a weight x 1.01, property false", res.status)] += 1
+            print(f"  (k) {onnx.name} Y_{inst['out']} t={inst['t']:.9g} (Y(x*) {inst['y']:.9g}): {name}[{k}] "
+                  f"x1.01 reaches {y:.9g}: {res.status}")
+            if res.status == "accepted":
+                bad += 1
+                print(f"PLANT ACCEPTED (k tight) {onnx.name} {name}[{k}]")
+    return bad
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("results")
@@ -369,7 +425,12 @@ def main(argv=None):
     ap.add_argument("--sites", type=int, default=20)
     ap.add_argument("--certs-max", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tight", type=int, default=0, help="class (k) on this many tight instances (needs --config)")
+    ap.add_argument("--config", help="the YAML bnb proves the tight instances with (the suite's default config)")
+    ap.add_argument("--tight-timeout", type=float, default=60.0)
     a = ap.parse_args(argv)
+    if a.tight and not a.config:
+        ap.error("--tight needs --config")
     import certcheck
     rng = np.random.default_rng(a.seed)
     bench = Path(a.bench)
@@ -438,7 +499,9 @@ def main(argv=None):
                 table[("j another network (hash off)", res.status)] += 1
             out = scaled_weight(inst["onnx"], tmp / f"w{k}.onnx", rng)
             res = certcheck.check(str(inst["cert"]), str(out), str(inst["vnnlib"]), check_hash=False)
-            table[("k a weight x 1.01 (hash off)", res.status)] += 1
+            table[("k' a random weight x 1.01 (hash off)", res.status)] += 1
+        if a.tight:
+            bad += tight_plants(a, rng, tmp, table, certcheck)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     names = sorted({n for n, _ in table})
