@@ -506,10 +506,11 @@ def main(argv=None):
         shutil.rmtree(tmp, ignore_errors=True)
     names = sorted({n for n, _ in table})
     print(f"{len(chosen)} certificates ({', '.join(i['cert'].name for i in chosen)})")
-    print(f"{'class':<34} {'checked':>8} {'rejected':>9} {'accepted':>9} {'unsupported':>12}")
+    w = max(map(len, names + ["class"]))
+    print(f"{'class':<{w}} {'checked':>8} {'rejected':>9} {'accepted':>9} {'unsupported':>12}")
     for n in names:
         tot = sum(v for (m, _), v in table.items() if m == n)
-        print(f"{n:<34} {tot:>8} {table[(n, 'rejected')]:>9} {table[(n, 'accepted')]:>9} "
+        print(f"{n:<{w}} {tot:>8} {table[(n, 'rejected')]:>9} {table[(n, 'accepted')]:>9} "
               f"{table[(n, 'unsupported')]:>12}")
     return 1 if bad else 0
 
