@@ -367,8 +367,8 @@ def scaled_weight(onnx, out, rng, factor=1.01):
 
 def tight_plants(a, rng, tmp, table, certcheck) -> int:
     """Class (k) on at least ``a.tight`` tight instances (:mod:`cert_tight`) and ``a.sites`` plants (the suite's
-    networks in turn, on different boxes, at most 40 or four times each); counts into ``table``; returns the
-    failures."""
+    networks in random turns, a new box each time, at most max(40, 4 x networks) tries); counts into ``table``;
+    returns the failures."""
     from benchmarks import cert_tight
     from bnb.config import load_config
     from bnb.pipeline.verify import verify
