@@ -372,7 +372,7 @@ def tight_plants(a, rng, tmp, table, certcheck) -> int:
     from benchmarks import cert_tight
     from bnb.config import load_config
     from bnb.pipeline.verify import verify
-    cfg = load_config([a.config], ["general.threads=1"])
+    cfg = load_config(a.config, ["general.threads=1"])
     nets = cert_tight.suite_boxes(a.results, a.bench)
     bad = made = planted = 0
     for n, (onnx, lo, hi) in enumerate(nets[i] for i in rng.permutation(max(4 * len(nets), 40)) % len(nets)):
@@ -426,7 +426,8 @@ def main(argv=None):
     ap.add_argument("--certs-max", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tight", type=int, default=0, help="class (k) on this many tight instances (needs --config)")
-    ap.add_argument("--config", help="the YAML bnb proves the tight instances with (the suite's default config)")
+    ap.add_argument("--config", action="append", default=None,
+                    help="the YAML bnb proves the tight instances with (the suite's default config; repeatable)")
     ap.add_argument("--tight-timeout", type=float, default=60.0)
     a = ap.parse_args(argv)
     if a.tight and not a.config:

@@ -48,7 +48,7 @@ def test_replay_changes_one_weight(tmp_path):
 def test_tight_weight_plants_are_rejected(tmp_path):
     small_suite(tmp_path)
     a = argparse.Namespace(results=str(tmp_path / "r.csv"), bench=str(tmp_path), tight=2, sites=3,
-                           tight_timeout=20.0, config=str(ROOT / "configs" / "acasxu.yaml"))
+                           tight_timeout=20.0, config=[str(ROOT / "configs" / "acasxu.yaml")])
     table = Counter()
     bad = cert_plants.tight_plants(a, np.random.default_rng(0), tmp_path, table, certcheck)
     assert bad == 0, table
