@@ -353,16 +353,13 @@ def raw_plants(path, rng):
 
 
 def scaled_weight(onnx, out, rng, factor=1.01):
-    """(k): a copy of the ONNX file with one weight of its largest initializer scaled."""
+    """(k'): a copy of the ONNX file with one weight of its largest initializer scaled."""
     import onnx as ox
-    from onnx import numpy_helper
-    m = ox.load(str(onnx))
-    init = max(m.graph.initializer, key=lambda t: int(np.prod(t.dims)) if t.dims else 1)
-    w = numpy_helper.to_array(init).copy()
-    w.reshape(-1)[rng.integers(w.size)] *= factor
-    init.CopyFrom(numpy_helper.from_array(w, init.name))
-    ox.save(m, str(out))
-    return out
+
+    from benchmarks.cert_tight import scaled_copy
+    size = lambda t: int(np.prod(t.dims)) if t.dims else 1  # noqa: E731
+    init = max(ox.load(str(onnx)).graph.initializer, key=size)
+    return scaled_copy(onnx, init.name, int(rng.integers(size(init))), out, factor)
 
 
 def tight_plants(a, rng, tmp, table, certcheck) -> int:

@@ -20,24 +20,6 @@ MARGIN = 1e-5   # the scaled network exceeds t at x* by at least this much, rela
 FACTOR = 1.01
 
 
-def _f32_inside(lo, hi):
-    """float32 bounds inside [lo, hi] (rounded inward), as float64."""
-    lo32, hi32 = lo.astype(np.float32), hi.astype(np.float32)
-    lo32 = np.where(lo32 < lo, np.nextafter(lo32, np.float32(np.inf)), lo32)
-    hi32 = np.where(hi32 > hi, np.nextafter(hi32, np.float32(-np.inf)), hi32)
-    return lo32.astype(np.float64), hi32.astype(np.float64)
-
-
-def write_vnnlib(path, lo, hi, out, n_out, t):
-    """The box (exact float32 decimals) and the unsafe region ``Y_out >= t``."""
-    lines = [f"(declare-const X_{i} Real)" for i in range(lo.size)]
-    lines += [f"(declare-const Y_{j} Real)" for j in range(n_out)]
-    for i in range(lo.size):
-        lines += [f"(assert (>= X_{i} {float(lo[i])!r}))", f"(assert (<= X_{i} {float(hi[i])!r}))"]
-    lines.append(f"(assert (>= Y_{out} {float(t)!r}))")
-    Path(path).write_text("\n".join(lines) + "\n")
-
-
 class Replay:
     """onnxruntime on an ONNX file whose weight initializers are fed as inputs: the network with any one weight
     changed, at one point, without writing a file per candidate."""
@@ -144,7 +126,11 @@ def tight_instance(onnx_path, lower, upper, rng, folder, width=0.2, want=2, x_be
 
     ``t`` need not be above the true maximum: if it is not, bnb answers sat with a better point, and the caller
     tries again from it (:func:`cert_plants.tight_plants`)."""
+    import torch
+
+    from benchmarks.fuzz import write_vnnlib
     from bnb.io.onnx_loader import load_onnx
+    from relaxations.fp import to_dtype_down, to_dtype_up
     net = load_onnx(str(onnx_path)).network
     rep = Replay(onnx_path)
     if x_best is None:
@@ -152,7 +138,9 @@ def tight_instance(onnx_path, lower, upper, rng, folder, width=0.2, want=2, x_be
         if lower.size > 100:
             span = np.minimum(span, 0.02)
         c = lower + (upper - lower - span) * rng.random(lower.size) + span / 2
-        lo, hi = _f32_inside(np.maximum(c - span / 2, lower), np.minimum(c + span / 2, upper))
+        # float32 ends inside the property's box, so that the file's decimals are exact
+        lo = to_dtype_up(np.maximum(c - span / 2, lower), torch.float32).double().numpy()
+        hi = to_dtype_down(np.minimum(c + span / 2, upper), torch.float32).double().numpy()
     else:
         lo, hi = lower, upper
     outs = [out]
@@ -172,19 +160,21 @@ def tight_instance(onnx_path, lower, upper, rng, folder, width=0.2, want=2, x_be
             best = (o, x32, y, sites)
     out, x32, y, sites = best
     t = y + (sites[-1][0] - y) / 2
-    t = float(np.float32(t)) if np.float32(t) >= t else float(np.nextafter(np.float32(t), np.float32(np.inf)))
+    t = float(to_dtype_up(np.array([t]), torch.float32)[0])
     if sites[-1][0] < t + 2 * MARGIN * (1 + abs(t)):
         return None  # no scaling moves Y_out(x*) clearly past a threshold above it
     vnn = Path(folder) / "tight.vnnlib"
-    write_vnnlib(vnn, lo, hi, out, net.out_size, t)
-    return dict(onnx=Path(onnx_path), vnnlib=vnn, lo=lo, hi=hi, out=out, t=t, x=x32, y=y,
+    e = np.zeros((1, net.out_size))
+    e[0, out] = -1.0  # the unsafe region Y_out >= t as -Y_out <= -t
+    write_vnnlib(vnn, [(lo, hi)], [[(e, np.array([-t]))]], net.out_size)
+    return dict(onnx=Path(onnx_path), vnnlib=vnn, lo=lo, hi=hi, out=out, t=t, x=x32, y=y, replay=rep,
                 sites=[(name, k) for _, name, k in sites])
 
 
 def falsifying_weights(inst):
     """The instance's weights whose scaling by 1.01 makes ``Y_out`` reach ``t + MARGIN (1 + |t|)`` at ``x*`` on
-    onnxruntime (replayed again): ``[(name, flat index, value reached)]``."""
-    rep = Replay(inst["onnx"])
+    onnxruntime (replayed again, by the instance's :class:`Replay`): ``[(name, flat index, value reached)]``."""
+    rep = inst["replay"]
     need = inst["t"] + MARGIN * (1 + abs(inst["t"]))
     found = []
     for name, k in inst["sites"]:

@@ -22,10 +22,10 @@ def small_suite(tmp_path, seed=8):
     """A results CSV with one dense fuzz network (3-14-16-3; its outputs vary over the box) and a box property."""
     net = F.random_net(np.random.default_rng(seed), "dense")
     F.write_onnx(net, tmp_path / "n.onnx")
-    n_in = int(np.prod(net.in_shape))
-    lines = [f"(declare-const X_{i} Real)" for i in range(n_in)] + ["(declare-const Y_0 Real)"]
-    lines += [f"(assert (>= X_{i} -1.0))\n(assert (<= X_{i} 1.0))" for i in range(n_in)] + ["(assert (>= Y_0 0.0))"]
-    (tmp_path / "p.vnnlib").write_text("\n".join(lines) + "\n")
+    n_in, n_out = int(np.prod(net.in_shape)), net.layers[-1][1].shape[0]
+    C = np.zeros((1, n_out))
+    C[0, 0] = -1.0  # Y_0 >= 0
+    F.write_vnnlib(tmp_path / "p.vnnlib", [(-np.ones(n_in), np.ones(n_in))], [[(C, np.zeros(1))]], n_out)
     (tmp_path / "r.csv").write_text("onnx,vnnlib,verdict\nn.onnx,p.vnnlib,unsat\n")
     return net
 
