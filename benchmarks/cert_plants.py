@@ -53,16 +53,17 @@ def manifest(a):
 
 
 def node_boxes(a):
-    """Every node's box (roots: the b-th node of kind 0 is box b's)."""
+    """Every node's box (roots: the r-th node of kind 0 is box ``root_box[r]``'s, box r's without that array)."""
     n_in = a["root_lower"].shape[-1]
     rl, ru = a["root_lower"].reshape(-1, n_in), a["root_upper"].reshape(-1, n_in)
-    lo, hi, b = [], [], 0
+    lo, hi, r = [], [], 0
     for v in range(len(a["parent"])):
         p = a["parent"][v]
         if p < 0:
+            b = int(a["root_box"][r]) if "root_box" in a else r
             lo.append(rl[b].astype(np.float64))
             hi.append(ru[b].astype(np.float64))
-            b += 1
+            r += 1
             continue
         bl, bh = lo[p].copy(), hi[p].copy()
         if a["kind"][v] == 1:

@@ -125,9 +125,9 @@ Configurations: per instance ``--configs`` (default 3) are drawn from the grid `
 probability 0.65) x ``attack.enabled`` (true 0.4) x ``bounds.method`` (ibp crown dp0 dp1 alpha beta mn-crown) x
 ``bab.branching`` (input relu partition activation) x ``general.dtype`` (float32 float64) x ``bab.input_method``
 (crown alpha) x ``bounds.mn_cuts`` (hull anderson both: where mn-crown's constraints come from) x
-``bab.retighten_depth`` (0 3) x ``bab.activation_method`` (crown alpha beta) x ``bab.activation_heuristic``
-(gap-gain gap interval) x ``bab.activation_retighten_depth`` (0 3) (activation splitting runs on ReLU networks too:
-splits at 0),
+``bab.retighten_depth`` (0 3) x ``bab.polytopes`` (joint each) x ``bab.activation_method`` (crown alpha beta) x
+``bab.activation_heuristic`` (gap-gain gap interval) x ``bab.activation_retighten_depth`` (0 3) (activation
+splitting runs on ReLU networks too: splits at 0),
 with small attack settings. ``--proof-only`` puts every configuration in proof-only mode.
 
 Proof-only configurations (``general.proof_only``, docs/soundness.md): no falsification anywhere, so an unsound
@@ -226,6 +226,7 @@ GRID = {
     "bounds.mn_tighten": ("false", "true"),
     "bounds.sign_refine": ("false", "true"),
     "bab.clauses": ("false", "true"),
+    "bab.polytopes": ("joint", "each"),
     "bab.mn_children_gain": ("0", "0.25", "1"),
     "bab.activation_method": ("crown", "alpha", "beta"),
     "bab.activation_heuristic": ("gap-gain", "gap", "interval"),

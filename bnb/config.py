@@ -160,6 +160,11 @@ class BabConfig:
                                           "parent's; 0: children keep the parent's but for the split neuron)")
     batch_size: int = opt(1024, "domains branched per iteration (each gives two children)")
     order: str = opt("best", "which domains to branch first: lowest bound, or deepest", ("best", "depth"))
+    polytopes: str = opt("joint", "the output polytopes a box's root bound leaves open (e.g. the nine 'another "
+                         "class wins' of a robustness property): joint: one tree, a domain open until each is "
+                         "refuted on it; each: one tree per polytope, worst root margin first, bounding only its "
+                         "rows and splitting only for it (alpha-beta-CROWN's search per target label; a "
+                         "certificate then holds one tree per polytope)", ("joint", "each"))
     max_domains: int = opt(500000, "stored domains beyond which the queue switches to depth-first")
     input_method: str = opt("crown", "bounding of children under input splitting", ("crown", "alpha"))
     input_alpha_after: int = opt(0, "switch the children's bounding to alpha-CROWN after this many branches "

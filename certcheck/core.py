@@ -17,8 +17,9 @@ from .vnnlib import Reject
 INTS = {k: d for d, ks in (x.split(":") for x in ("N:parent kind index phase", "Q:claim_node",
         "P:close_node close_poly", "H:hint_claim hint_neuron hint_side hint_alpha hint_gamma",
         "C:con_box con_layer con_oct con_noct con_mu", "T:term_close term_row term_alpha term_beta term_gamma",
-        "O:oct_box oct_layer oct_alpha oct_gamma")) for k in ks.split()}
+        "O:oct_box oct_layer oct_alpha oct_gamma", "R:root_box")) for k in ks.split()}
 INTS["claim_state"] = ("Q", "n")
+INTS["root_answers"] = ("R", "k")
 FLOATS = {"root_lower": ("b", "i"), "root_upper": ("b", "i"), "lo": ("N",), "hi": ("N",), "claim_lo": ("Q", "n"),
           "claim_hi": ("Q", "n"), "term_lam": ("T",), "alpha": ("A", "n"), "beta": ("B", "n"),
           "con_y": ("C", "y"), "con_z": ("C", "n"), "con_p": ("C",), "mu": ("M",), "oct_row": ("O", "n"),
@@ -26,9 +27,9 @@ FLOATS = {"root_lower": ("b", "i"), "root_upper": ("b", "i"), "lo": ("N",), "hi"
 RANGES = (("claim_node", 0, "N"), ("hint_claim", 0, "Q"), ("hint_neuron", 0, "n"), ("hint_alpha", 0, "A"),
           ("hint_gamma", -1, "G"), ("close_node", 0, "N"), ("close_poly", 0, "p"), ("term_close", 0, "P"),
           ("term_row", 0, "r"), ("term_alpha", -1, "A"), ("term_beta", -1, "B"), ("term_gamma", -1, "G"),
-          ("con_box", 0, "b"), ("con_layer", 0, "L"), ("oct_box", 0, "b"), ("oct_layer", 0, "L"),
+          ("con_box", 0, "R"), ("con_layer", 0, "L"), ("oct_box", 0, "R"), ("oct_layer", 0, "L"),
           ("oct_alpha", -1, "A"), ("oct_gamma", -1, "G"))
-OPTIONAL = {"alpha", "beta", "claim_state", "term_gamma", "mu", "gamma"} | {
+OPTIONAL = {"alpha", "beta", "claim_state", "term_gamma", "mu", "gamma", "root_answers"} | {
     k for k in list(INTS) + list(FLOATS) if k[:4] in ("con_", "oct_", "hint")}
 CHUNK = 1 << 21
 C_DT = {False: np.float64, True: object}
@@ -50,6 +51,10 @@ def read_cert(path, n_in, n_total):
     dims = {"i": n_in, "n": n_total, "y": n_in + n_total}
     for k in ("root_lower", "root_upper"):  # one box: (n_in,) stands for (1, n_in)
         z[k] = z[k][None] if k in z and z[k].ndim == 1 else z.get(k)
+    if "root_box" not in z and z.get("root_lower") is not None:  # one root per box, the b-th box b's
+        z["root_box"] = np.arange(len(z["root_lower"]))
+    man["root_answers_given"] = "root_answers" in z  # (absent: every root answers for every polytope of its box)
+    z.setdefault("root_answers", np.ones((len(z.get("root_box", ())), 0), dtype=np.int8))
     if "claim_state" not in z and "claim_lo" in z:
         z["claim_state"] = np.zeros(z["claim_lo"].shape, dtype=np.int8)
     for k in list(INTS) + list(FLOATS):  # in this order: a missing array's size comes from those before it
@@ -69,18 +74,21 @@ def read_cert(path, n_in, n_total):
 
 
 def check_tree(z, n_in, relu, N, nbox):
-    """Roots (kind 0, parent -1: the b-th is box b's), children partitions; -> kids, node boxes, box of each node."""
-    par, kind, idx = z["parent"], z["kind"], z["index"]
+    """Roots (kind 0, parent -1; the r-th in node order is box ``root_box[r]``'s, every box has one), children
+    partitions; -> kids, node boxes, box of each node, root (ordinal) of each node."""
+    par, kind, idx, rb = z["parent"], z["kind"], z["index"], z["root_box"]
     root = par == -1
-    need(N >= 1 and bool((root == (kind == 0)).all()) and int(root.sum()) == nbox, "one root (kind 0) per box")
+    need(N >= 1 and bool((root == (kind == 0)).all()) and int(root.sum()) == len(rb) and bool(((rb >= 0) & (
+        rb < nbox)).all()) and len(set(rb.tolist())) == nbox, "roots (kind 0) do not match root_box and the boxes")
     need(bool((par[~root] >= 0).all() and (par[~root] < np.arange(N)[~root]).all()), "parent[v] must be in [0, v)")
     need(bool((kind[~root] == (2 if relu else 1)).all()), "node kinds do not match the manifest's branching")
     need(bool(((idx[~root] >= 0) & (idx[~root] < (z["n_total"] if relu else n_in))).all()), "split index out of range")
     need(not relu or bool(np.isin(z["phase"][~root], (-1, 1)).all()), "phase must be +1 or -1")
-    kids, box = [[] for _ in range(N)], np.cumsum(root) - 1
+    kids, rid = [[] for _ in range(N)], np.cumsum(root) - 1
     for v in np.nonzero(~root)[0]:
         kids[par[v]].append(v)
-        box[v] = box[par[v]]
+        rid[v] = rid[par[v]]
+    box = rb[rid]
     blo, bhi = z["root_lower"][box], z["root_upper"][box]
     for p, ks in ((p, ks) for p, ks in enumerate(kids) if ks):
         need(len(set(idx[ks].tolist())) == 1, f"children of node {p} split different {'neurons' if relu else 'dims'}")
@@ -93,7 +101,7 @@ def check_tree(z, n_in, relu, N, nbox):
              and bool((hi[:-1] == lo[1:]).all()), f"input cuts of node {p} do not partition its interval")
         blo[ks], bhi[ks] = blo[p], bhi[p]
         blo[ks, d], bhi[ks, d] = lo, hi
-    return kids, blo, bhi, box
+    return kids, blo, bhi, box, rid
 
 
 def check(cert_path, onnx_path, vnnlib_path, exact=False, check_hash=True):
@@ -142,7 +150,7 @@ def run(res, cert_path, onnx_path, vnnlib_path, ex, check_hash):
         "root boxes do not contain the VNN-LIB boxes")
     res.nodes, res.claims, _, res.closures = N, Q, H, P = tuple(dims.get(k, 0) for k in "NQHP")
     relu = man["branching"] == "relu"
-    kids, BLO, BHI, box = check_tree(z, n_in, relu, N, len(boxes))
+    kids, BLO, BHI, box, rid = check_tree(z, n_in, relu, N, len(boxes))
     need(bool(np.isin(z["claim_state"], (-1, 0, 1)).all()), "claim_state must be -1, 0 or +1")
     leaves = np.array([not k for k in kids])
     res.leaves = int(leaves.sum())
@@ -171,13 +179,14 @@ def run(res, cert_path, onnx_path, vnnlib_path, ex, check_hash):
     need(all(0 <= j < n_out for c, _ in rows for j in c), "vnnlib: an output index out of range")
     C = np.array([[(rat if ex else float)(c.get(j, 0)) for j in range(n_out)] for c, _ in rows], dtype=C_DT[ex])
     d = np.array([rat(dv) if ex else up_float(dv) for _, dv in rows], dtype=C_DT[ex])
-    # a gamma only on constraints proven before its row: of the node's box (terms); of that box and earlier layers
-    # (octahedral rows, hints)
+    # a gamma only on constraints proven before its row: of the node's box (terms; a constraint is proven at a root
+    # of its box, con_box, and holds on the whole box); of that box and earlier layers (octahedral rows, hints)
     gu = np.concatenate([z["term_gamma"], z["oct_gamma"], z["hint_gamma"]])
-    gb = np.concatenate([box[z["close_node"][z["term_close"]]], z["oct_box"], box[z["claim_node"][z["hint_claim"]]]])
+    gb = np.concatenate([box[z["close_node"][z["term_close"]]], z["root_box"][z["oct_box"]],
+                         box[z["claim_node"][z["hint_claim"]]]])
     gl, u = np.concatenate([np.full(len(z["term_gamma"]), dims["L"]), z["oct_layer"], np.searchsorted(
         net.off, z["hint_neuron"], "right") - 1])[:, None], gu >= 0
-    need(not (z["gamma"][gu[u]] * ((z["con_box"] != gb[u][:, None]) | (z["con_layer"] >= gl[u]))).any(),
+    need(not (z["gamma"][gu[u]] * ((z["root_box"][z["con_box"]] != gb[u][:, None]) | (z["con_layer"] >= gl[u]))).any(),
          "gamma on a constraint of another box or of a later layer")
     net.alpha, net.beta, net.gamma, net.cy, net.cz, net.cp, net.mu, net.orow, net.obeta = (conv(z[k], ex) for k in (
         "alpha", "beta", "gamma", "con_y", "con_z", "con_p", "mu", "oct_row", "oct_beta"))
@@ -185,8 +194,26 @@ def run(res, cert_path, onnx_path, vnnlib_path, ex, check_hash):
     BLO, BHI = conv(BLO, ex), conv(BHI, ex)
     hints = (np.append(hkey[np.argsort(hkey)], 1 << 62), *(np.append(z[k][np.argsort(hkey)], -1) for k in (
         "hint_alpha", "hint_gamma")))
-    own = (np.arange(len(polys)) >= boff[box][:, None]) & (np.arange(len(polys)) < boff[box + 1][:, None])
+    ans = answered(z, man["root_answers_given"], boff, len(polys))
+    need(bool(ans.any(0).all()), "a polytope that no root answers for")
+    own = ans[rid]  # (N, polytopes): what each node's tree must close
     walk(net, z, ex, kids, leaves, claim_of, clo, chi, BLO, BHI, hints, C, d, poff, ~own, relu)
+
+
+def answered(z, given, boff, n_polys):
+    """``(R, polytopes)``: the polytopes root ``r``'s tree answers for: those of its box that ``root_answers[r]``
+    marks (1), or all of them where the array is absent (``given`` False). Entries beyond the box's polytopes, or
+    other than 0 and 1: reject."""
+    rb, ans, g = z["root_box"], z["root_answers"], np.arange(n_polys)
+    if not given:
+        return (g >= boff[rb][:, None]) & (g < boff[rb + 1][:, None])
+    K, k = boff[rb + 1] - boff[rb], np.arange(ans.shape[1])
+    need(bool(np.isin(ans, (0, 1)).all() and (ans[k >= K[:, None]] == 0).all()), "root_answers: not 0 / 1, or "
+         "beyond the box's polytopes")
+    out = np.zeros((len(rb), n_polys), dtype=bool)
+    r, k = np.nonzero(ans)
+    out[r, boff[rb[r]] + k] = True
+    return out
 
 
 def walk(net, z, ex, kids, leaves, claim_of, clo, chi, BLO, BHI, hints, C, d, poff, closed_by, relu):

@@ -58,7 +58,9 @@ def _make(branching):
     return {"input-acas": lambda: _cfg("input", **ACAS_LIKE),
             "relu-lookahead": lambda: _cfg("relu", relu_lookahead=3),
             "relu-retighten": lambda: _cfg("relu", retighten_depth=4),
-            "relu-deepsplit": lambda: _cfg("relu", relu_heuristic="deepsplit")
+            "relu-deepsplit": lambda: _cfg("relu", relu_heuristic="deepsplit"),
+            "relu-each": lambda: _cfg("relu", polytopes="each"),
+            "input-each": lambda: _cfg("input", polytopes="each"),
             }.get(branching, lambda: _cfg(branching))()
 
 
@@ -104,7 +106,7 @@ def test_verdict_equals_milp(widths, seed, branching, monkeypatch):
     assert check.checked > 1000  # the bounds of many (domain, point) pairs were compared
 
 
-@pytest.mark.parametrize("branching", ["input", "relu"])
+@pytest.mark.parametrize("branching", ["input", "relu", "input-each", "relu-each"])
 def test_disjunction_of_polytopes(branching):
     """Two outputs, two polytopes: unsat needs both refuted (proof-only, each threshold ``max(1e-3 |opt|, 1e-3)``
     beyond its exact optimum); a third polytope reachable by the same margin: never unsat in proof-only mode,
@@ -115,17 +117,70 @@ def test_disjunction_of_polytopes(branching):
     m0, m1 = margins(o0.opt)[0], margins(o1.opt)[0]
     safe = [Polytope(np.array([[1.0, 0.0]]), np.array([o0.opt - m0])),
             Polytope(np.array([[0.0, -1.0]]), np.array([o1.opt - m1]))]
-    assert decide(net, lo, hi, safe, proof_only(_cfg(branching)), 60) == "unsat"
+    assert decide(net, lo, hi, safe, proof_only(_make(branching)), 60) == "unsat"
     r2 = exact_min(net, lo, hi, [0.0, 1.0])
     unsafe = safe + [Polytope(np.array([[0.0, 1.0]]), np.array([r2.witness + margins(r2.opt)[0]]))]
-    assert decide(net, lo, hi, unsafe, proof_only(_cfg(branching)), VIOLATED_S) in NOT_PROVEN
+    assert decide(net, lo, hi, unsafe, proof_only(_make(branching)), VIOLATED_S) in NOT_PROVEN
     t = r2.witness + 0.05
     unsafe[2] = Polytope(np.array([[0.0, 1.0]]), np.array([t]))
-    status, ce = run_bab(net, torch.tensor(lo), torch.tensor(hi), unsafe, engine_options(_cfg(branching)),
+    status, ce = run_bab(net, torch.tensor(lo), torch.tensor(hi), unsafe, engine_options(_make(branching)),
                          Deadline(60), _validate(net, unsafe[2]), Stats())
     assert status == "sat"
     y = net(torch.tensor(ce.x, dtype=D)[None])[0].numpy()
     assert np.all(ce.x >= lo) and np.all(ce.x <= hi) and y[1] <= t
+
+
+def _versus_first(net, lo, hi, rel):
+    """Polytopes "y_j >= y_0 + d_j" (violated where ``y_0 - y_j <= d_j``), j = 1 .. n_out - 1, each with ``d_j``
+    the exact minimum of ``y_0 - y_j`` less ``max(rel |opt|, rel)`` (unreachable), as a robustness property's
+    "another class wins"; with the exact optima."""
+    polys, optima = [], []
+    for j in range(1, net.out_size):
+        c = np.zeros(net.out_size)
+        c[0], c[j] = 1.0, -1.0
+        o = exact_min(net, lo, hi, c)
+        polys.append(Polytope(c[None], np.array([o.opt - margins(o.opt, rel)[0]])))
+        optima.append((c, o))
+    return polys, optima
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_each_polytope_has_its_own_tree(seed, monkeypatch):
+    """``bab.polytopes: each`` on a three-polytope property 2e-3 beyond the exact optima: proof-only unsat, with
+    one tree per polytope the root leaves open (the log) and every bound of the run checked against sampled
+    points; one polytope moved to just reachable: never unsat; moved 0.05 inside: sat, the point replayed; with a
+    proof log, the same trees, each under a root node of its own. 40 beta steps per child: with 10,
+    seeds 3 and 8 end unknown in both modes (fully split domains left unverified)."""
+    from bnb.engine.prooflog import ProofLog
+    net = random_fc([3, 12, 12, 4], seed)
+    lo, hi = -np.ones(3), np.ones(3)
+    polys, optima = _versus_first(net, lo, hi, 2 * REL)
+    check = DomainBoundCheck(monkeypatch, net, np.concatenate([witness_cloud(o, lo, hi) for _, o in optima]))
+    lines = []
+    t = lambda a: torch.as_tensor(a, dtype=D)  # noqa: E731
+    each = lambda: _cfg("relu", polytopes="each", beta_iters=40)  # noqa: E731
+    status, _ = run_bab(net, t(lo), t(hi), polys, engine_options(proof_only(each())), Deadline(60), None, Stats(),
+                        lines.append)
+    assert status == "unsat" and check.checked > 1000
+    left = [int(m.split()[-2]) for m in lines if "refuted at the root" in m]
+    trees = left[0] if left else len(polys)  # one per polytope the root leaves open
+    said = [int(m.split()[0]) for m in lines if "trees, one per polytope" in m]
+    assert said == ([trees] if trees > 1 else []), lines
+    # just reachable: the witness of the last polytope's optimum, plus a margin
+    c, o = optima[-1]
+    reach = polys[:-1] + [Polytope(c[None], np.array([o.witness + margins(o.opt)[0]]))]
+    assert decide(net, lo, hi, reach, proof_only(each()), VIOLATED_S) in NOT_PROVEN
+    reach[-1] = Polytope(c[None], np.array([o.witness + 0.05]))
+    cfg = each()
+    cfg.attack.enabled = False
+    status, ce = run_bab(net, t(lo), t(hi), reach, engine_options(cfg), Deadline(60), _validate(net, reach[-1]),
+                         Stats())
+    assert status == "sat"
+    assert np.all(ce.x >= lo) and np.all(ce.x <= hi) and c @ net(t(ce.x)[None])[0].numpy() <= o.witness + 0.05
+    proof = ProofLog([12, 12], t(lo), t(hi), polys, "relu")
+    status, _ = run_bab(net, t(lo), t(hi), polys, engine_options(proof_only(each())), Deadline(60), None, Stats(),
+                        proof=proof)
+    assert status == "unsat" and len(proof.roots) == trees and proof.active
 
 
 def test_deepsplit_gets_the_networks_links(monkeypatch):

@@ -1010,7 +1010,8 @@ def test_line_budget():
     comments, not docstrings). The budget was 600 for version 1; format version 2 (multi-neuron constraints: their
     validity per orthant, octahedral rows, gamma in the back-substitution) took it to 650, claims proven with
     gamma (``hint_gamma``: mn-crown's tightened intermediate bounds) to 655, exact mode on python-flint's rationals
-    and matrix products when installed (what makes ``--exact`` reach mnist_fc) to 670."""
+    and matrix products when installed (what makes ``--exact`` reach mnist_fc) to 670, several roots per box
+    (``root_box``, ``root_answers``: one tree per polytope, ``bab.polytopes: each``) to 690."""
     import ast
     n = 0
     for p in (ROOT / "certcheck").glob("*.py"):
@@ -1023,7 +1024,7 @@ def test_line_budget():
                 doc.update(range(body[0].lineno, body[0].end_lineno + 1))
         n += sum(1 for i, line in enumerate(text.splitlines(), 1)
                  if line.strip() and not line.strip().startswith("#") and i not in doc)
-    assert n <= 670, n
+    assert n <= 690, n
 
 
 @pytest.mark.fast

@@ -38,21 +38,23 @@ def load(path):
 
 
 def node_boxes(a):
-    """Every node's box, from the root boxes (the b-th node of kind 0 is box b's root) and the cuts; and every
-    node's box number."""
+    """Every node's box, from the root boxes (the r-th node of kind 0 is box ``root_box[r]``'s root, box r's
+    without that array) and the cuts; every node's box number; every node's root (ordinal)."""
     n_in = a["root_lower"].shape[-1]
     roots = a["root_lower"].reshape(-1, n_in), a["root_upper"].reshape(-1, n_in)
-    lo, hi, box = [], [], []
+    lo, hi, box, rid = [], [], [], []
     for v in range(len(a["parent"])):
         p = a["parent"][v]
         if a["kind"][v] == 0:
             assert p == -1
-            box.append(len([k for k in a["kind"][:v] if k == 0]))
+            rid.append(len([k for k in a["kind"][:v] if k == 0]))
+            box.append(int(a["root_box"][rid[-1]]) if "root_box" in a else rid[-1])
             lo.append(roots[0][box[-1]].copy())
             hi.append(roots[1][box[-1]].copy())
             continue
         assert 0 <= p < v
         box.append(box[p])
+        rid.append(rid[p])
         bl, bh = lo[p].copy(), hi[p].copy()
         if a["kind"][v] == 1:
             d = a["index"][v]
@@ -60,7 +62,7 @@ def node_boxes(a):
             bl[d], bh[d] = a["lo"][v], a["hi"][v]
         lo.append(bl)
         hi.append(bh)
-    return np.array(lo), np.array(hi), np.array(box)
+    return np.array(lo), np.array(hi), np.array(box), np.array(rid)
 
 
 def check_content(cert, onnx, samples=200, seed=0):
@@ -68,7 +70,7 @@ def check_content(cert, onnx, samples=200, seed=0):
     man, a = load(cert)
     net = load_onnx(str(onnx), check=False).network.to(dtype=torch.float64)
     N = len(a["parent"])
-    lo, hi, box = node_boxes(a)
+    lo, hi, box, rid = node_boxes(a)
     children = {}
     for v in range(N):
         if a["parent"][v] >= 0:
@@ -105,7 +107,9 @@ def check_content(cert, onnx, samples=200, seed=0):
         while v >= 0:
             have |= closed.get(v, set())
             v = int(a["parent"][v])
-        assert have == set(range(len(man["polytope_rows"][box[leaf]]))), (leaf, have)
+        want = set(range(len(man["polytope_rows"][box[leaf]]))) if "root_answers" not in a else set(
+            np.nonzero(a["root_answers"][rid[leaf]])[0].tolist())  # (one tree per polytope: what its root answers)
+        assert have == want, (leaf, have, want)
     assert (a["term_lam"] >= 0).all() and np.isin(np.arange(len(a["close_node"])), a["term_close"]).all()
     assert ((a["alpha"] >= 0) & (a["alpha"] <= 1)).all() and (a["beta"] >= 0).all()
     return man, a
@@ -353,3 +357,53 @@ def test_a_root_proof_is_recorded_at_the_root(tmp_path, tiny_net):
     other.write_text(vnnlib.read_text().replace("(<= Y_0", "(<= Y_1"))
     out = run(other)
     assert out.returncode == 1 and out.stdout.startswith("rejected:"), out.stdout
+
+
+def two_polytopes(tmp_path, tiny_net, seed, slack):
+    """A random 4-12-12-12-3 network and two unreachable polytopes: ``Y_0 <= t_0`` (``t_0`` below Y_0's sampled
+    minimum by ``slack`` of its range) or ``Y_1 >= t_1`` (above Y_1's sampled maximum likewise)."""
+    module = torch_mlp([4, 12, 12, 12, 3], seed)
+    onnx = tiny_net(module, (4,), name=f"t{seed}")
+    lo, hi = -np.ones(4), np.ones(4)
+    x = torch.tensor(np.random.default_rng(seed).uniform(lo, hi, (20000, 4)), dtype=torch.float32)
+    with torch.no_grad():
+        y = module(x)
+    r0, r1 = float(y[:, 0].max() - y[:, 0].min()), float(y[:, 1].max() - y[:, 1].min())
+    t0, t1 = float(y[:, 0].min() - slack * r0), float(y[:, 1].max() + slack * r1)
+    vnnlib = write_vnnlib(tmp_path / f"t{seed}.vnnlib", lo, hi, 3, f"(or (and (<= Y_0 {t0!r})) (and (>= Y_1 {t1!r})))")
+    return onnx, vnnlib
+
+
+@pytest.mark.parametrize("method", ["alpha", "mn-crown"])
+def test_one_tree_per_polytope(tmp_path, tiny_net, method):
+    """``bab.polytopes: each``: a root per polytope tree (``root_box``, ``root_answers``); the file's content
+    holds (every leaf closes what its root answers for) and the checker accepts it. Planted: without the answers
+    (every root must then close both polytopes), a later root also answering for the other polytope, or a
+    polytope answered by no root: rejected."""
+    several = version2 = 0
+    for seed in range(6):
+        onnx, vnnlib = two_polytopes(tmp_path, tiny_net, seed, 0.1)
+        cert = tmp_path / f"e{seed}.npz"
+        cfg = cfg_of("bab.branching=relu", f"bounds.method={method}", "bab.polytopes=each", "general.proof_only=true")
+        res = verify(str(onnx), str(vnnlib), cfg, certificate=str(cert))
+        if res.verdict.value != "unsat":
+            continue
+        assert res.stats["certificate"] == str(cert), res.stats["certificate"]
+        man, a = check_content(cert, onnx)
+        accepted(cert, onnx, vnnlib)
+        if "root_answers" not in a:
+            continue  # (a polytope refuted at the root: one tree, one root)
+        several += 1
+        version2 += man["version"] == 2  # (mn-crown: the root's constraints, taken by every tree's gammas)
+        assert list(a["root_box"]) == [0, 0] and a["root_answers"].sum(1).tolist() == [1, 1]
+        z = dict(np.load(cert, allow_pickle=False))
+        for name, change in (("no answers", lambda b: [b.pop("root_answers"), b.pop("root_box")]),
+                             ("both", lambda b: b["root_answers"].__setitem__((1, slice(None)), 1)),
+                             ("none", lambda b: b["root_answers"].__setitem__((0, slice(None)), 0))):
+            b = {k: v.copy() for k, v in z.items()}
+            change(b)
+            bad = tmp_path / f"bad_{seed}.npz"
+            np.savez_compressed(bad, **b)
+            res = certcheck.check(str(bad), str(onnx), str(vnnlib))
+            assert res.status == "rejected", (name, res.status, res.reason)
+    assert several >= 2 and (method == "alpha" or version2 >= 1), (several, version2)

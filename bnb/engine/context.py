@@ -65,6 +65,8 @@ class SearchContext:
     gen: torch.Generator = field(default=None)
     proof: object = None  # the box's ProofLog (bnb.engine.prooflog) when a certificate is asked for, else None
     iteration: int = 0  # iterations that left open children (every attack_every-th runs PGD)
+    every_rows: Rows | None = None  # bab.polytopes: each: the box's open polytopes, where ``rows`` is one tree's
+    # (a candidate point inside any of them is a counterexample)
 
     def bound(self, state: DomainState, method: str, iters: int, optimize_intermediate: bool, floor=None,
               units=None) -> BoundResult:
@@ -94,8 +96,9 @@ class SearchContext:
             return None, None
         t0 = time.monotonic()
         with torch.no_grad():
-            per_polytope = self.rows.group_margins(self.net(xs))
-        m = per_polytope.min(dim=1).values
+            y = self.net(xs)
+            per_polytope = self.rows.group_margins(y)
+            m = (per_polytope if self.every_rows is None else self.every_rows.group_margins(y)).min(dim=1).values
         ce = None
         hits = torch.nonzero(m <= 0).flatten()
         if hits.numel():
@@ -112,6 +115,9 @@ class SearchContext:
         k = min(a.attack_domains, lower.shape[0])
         C, d = self.rows.Cg[polytope[:k]], self.rows.dg[polytope[:k]]
         x, m = pgd(self.net, lower[:k], upper[:k], C, d, a.attack_steps, 0.05, self.gen, self.deadline, start[:k])
+        if self.every_rows is not None:  # (a point pushed towards one polytope may land in another)
+            with torch.no_grad():
+                m = torch.minimum(m, self.every_rows.margins(self.net(x)))
         self.stats.timed("time_attack", t0)
         hits = torch.nonzero(m <= 0).flatten()
         if hits.numel():

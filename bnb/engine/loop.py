@@ -22,17 +22,20 @@ from relaxations.verdict import proven
 PROGRESS_EVERY = 5.0  # seconds between two progress lines in the log
 
 
-def progress(log, stats: Stats, store: DomainStore, last: float, deadline: Deadline, force=False) -> float:
-    """Log one progress line when ``PROGRESS_EVERY`` seconds passed since ``last`` (or ``force``); returns the
-    time of the last line."""
+def progress(log, stats: Stats, stores: list[DomainStore], last: float, deadline: Deadline, force=False) -> float:
+    """Log one progress line (over the trees' ``stores``) when ``PROGRESS_EVERY`` seconds passed since ``last``
+    (or ``force``); returns the time of the last line."""
     now = time.monotonic()
     if not force and now - last < PROGRESS_EVERY:
         return last
-    msg = f"{deadline.elapsed():7.1f}s  branches {stats.get('branches', 0):>9}  open {len(store):>8}  " \
-          f"worst margin {store.min_score():.4g}"
-    if len(store):
-        depth = store.depths()
+    n = sum(len(st) for st in stores)
+    msg = f"{deadline.elapsed():7.1f}s  branches {stats.get('branches', 0):>9}  open {n:>8}  " \
+          f"worst margin {min(st.min_score() for st in stores):.4g}"
+    if n:
+        depth = torch.cat([st.depths() for st in stores if len(st)])
         msg += f"  depth {int(depth.min())}-{int(depth.max())}"
+    if len(stores) > 1:
+        msg += f"  trees open {sum(1 for st in stores if len(st))} of {len(stores)}"
     log(msg)
     return now
 
@@ -54,14 +57,31 @@ def search(strategy: Strategy, opts: LoopOptions, deadline: Deadline, stats: Sta
     """Branch and bound over the open domains of ``strategy`` until none is left. Returns
     ``("unsat" | "sat" | "unknown", counterexample or None)``; raises
     :class:`~bnb.timing.VerificationTimeout` at the deadline."""
-    if strategy.verdict is not None:
-        return strategy.verdict, None
-    store = DomainStore()
-    store.push(strategy.root())
+    return search_trees([strategy], opts, deadline, stats, log)
+
+
+def search_trees(strategies: list[Strategy], opts: LoopOptions, deadline: Deadline, stats: Stats,
+                 log: Callable[[str], None] = lambda message: None) -> tuple[str, object]:
+    """:func:`search` over several trees at once, one per strategy (``bab.polytopes: each``: one per polytope):
+    every iteration branches a batch of the tree whose worst open domain is the worst of all, so the trees are
+    searched best first together and a polytope that holds a counterexample is not left waiting until the others
+    are proven. unsat when every tree is; sat at the first counterexample; else unknown."""
+    trees = []
+    for strategy in strategies:
+        if strategy.verdict is None:  # (a strategy's own verdict before branching: unsat)
+            store = DomainStore()
+            store.push(strategy.root())
+            trees.append((strategy, store))
+        elif strategy.verdict != "unsat":
+            return strategy.verdict, None
+    if not trees:
+        return "unsat", None
+    stores = [store for _, store in trees]
     last = time.monotonic()
-    while len(store):
+    while any(len(store) for store in stores):
         deadline.check()
-        stats["max_queue"] = max(stats.get("max_queue", 0), len(store))
+        stats["max_queue"] = max(stats.get("max_queue", 0), sum(len(store) for store in stores))
+        strategy, store = min((t for t in trees if len(t[1])), key=lambda t: t[1].min_score())
         batch = strategy.prune(store.pop(opts.batch_size, pop_order(opts, store)))
         if batch is None:
             continue
@@ -72,6 +92,6 @@ def search(strategy: Strategy, opts: LoopOptions, deadline: Deadline, stats: Sta
             if ce is not None:
                 return "sat", ce
             store.push(children.batch.select(open_mask))
-        last = progress(log, stats, store, last, deadline)
-    progress(log, stats, store, last, deadline, force=True)
-    return ("unknown", None) if strategy.undecided else ("unsat", None)
+        last = progress(log, stats, stores, last, deadline)
+    progress(log, stats, stores, last, deadline, force=True)
+    return ("unknown", None) if any(s.undecided for s in strategies) else ("unsat", None)

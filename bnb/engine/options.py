@@ -94,6 +94,7 @@ class RootOptions:
     sign_time: float   # bounds.sign_time
     enabled: bool      # bab.enabled
     branching: str     # bab.branching
+    polytopes: str     # bab.polytopes
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,8 @@ class ProofLog:
         self.cons, self.gammas, self.n_gamma = None, [], 0  # version 2: the root's constraints, gamma rows
         self.con_sel = None  # per layer, the root's constraints the later gammas refer to (None: all)
         self.con_counts = None  # per layer, the number of the root's constraints
+        self.roots, self.answers = [0], None  # root nodes; per root the file numbers it answers for (None: all)
+        self.tree_root = 0  # the node the next search's root domain is (bab.polytopes: each starts several)
 
     # -- what cannot be certified ---------------------------------------------------------------------------
     def unsupported(self, reason: str) -> None:
@@ -89,6 +91,33 @@ class ProofLog:
     def restrict(self, keep: list[bool]) -> None:
         """The engine dropped polytopes (refuted on the whole box): keep the file numbers of the others."""
         self.poly_ids = [p for p, k in zip(self.poly_ids, keep) if k]
+
+    def tree(self, file_id: int, first: bool, root: BoundResult) -> None:
+        """The next tree of ``bab.polytopes: each``, for the polytope numbered ``file_id`` in the file: the first
+        keeps the root node, which then answers for the polytopes refuted at the root and this one; every later
+        one is a new root node with the root bound ``root``'s claim and hints, answering for ``file_id`` only.
+        From here on the engine's polytope 0 is ``file_id``."""
+        if first:
+            self.answers = [sorted(set(range(len(self.poly_rows))) - set(self.poly_ids) | {file_id})]
+        else:
+            node = self.n
+            self.nodes.append((np.array([-1]), np.array([KIND_ROOT]), np.array([-1]), np.zeros(1), np.zeros(1),
+                               np.zeros(1)))
+            self.n += 1
+            claim = self.n_claims
+            self.claim(torch.tensor([node]), root.pre_bounds)
+            self.hint(claim, root.pre_hints, root.pre_hint_rows)
+            self.roots.append(node)
+            self.answers.append([file_id])
+        self.tree_root, self.poly_ids = self.roots[-1], [file_id]
+
+    def tree_state(self) -> tuple:
+        """What differs between the trees of ``bab.polytopes: each``: the tree's root node, its polytope's file
+        number, its selection of the root's constraints (:meth:`enter` restores it)."""
+        return self.tree_root, list(self.poly_ids), self.con_sel
+
+    def enter(self, state: tuple) -> None:
+        self.tree_root, self.poly_ids, self.con_sel = state[0], list(state[1]), state[2]
 
     # -- recording ------------------------------------------------------------------------------------------
     def children(self, parents, kind: int, index, lo=None, hi=None, phase=None) -> torch.Tensor:
@@ -287,8 +316,9 @@ class ProofLog:
         self.n_close += int(pairs.shape[0])
 
     # -- the file -------------------------------------------------------------------------------------------
-    def arrays(self, dtype: str) -> dict:
-        """The certificate's arrays (``docs/certificates.md``), ``dtype`` the working dtype's name."""
+    def arrays(self, dtype: str, roots: bool = False) -> dict:
+        """The certificate's arrays (``docs/certificates.md``), ``dtype`` the working dtype's name; with several
+        roots (``bab.polytopes: each``), or ``roots``, also ``root_box`` and ``root_answers``."""
         fdt = np.float32 if dtype == "float32" else np.float64
         n_total = sum(self.sizes)
 
@@ -310,6 +340,11 @@ class ProofLog:
                    term_close=cat(self.terms, 0, np.int32), term_row=cat(self.terms, 1, np.int32),
                    term_lam=cat(self.terms, 2, np.float64), term_alpha=cat(self.terms, 3, np.int32),
                    term_beta=cat(self.terms, 4, np.int32))
+        if self.answers is not None or roots:  # the roots of this box, each answering for its polytopes
+            out["root_box"] = np.zeros(len(self.roots), np.int32)
+            out["root_answers"] = np.zeros((len(self.roots), len(self.poly_rows)), np.int8)
+            for r, ids in enumerate(self.answers or [list(range(len(self.poly_rows)))]):
+                out["root_answers"][r, ids] = 1
         # (with constraints in float64: the octahedral rows' slopes are float64 values)
         out["alpha"] = (np.concatenate(self.alphas) if self.alphas else np.zeros((0, n_total))).astype(
             fdt if self.cons is None else np.float64)
@@ -339,7 +374,14 @@ def merge(parts: list[dict]) -> dict:
     """One certificate's arrays from the arrays of each box's proof (``ProofLog.arrays``): one tree per box,
     rooted at that box's root node (the ``b``-th node of kind 0 is box ``b``'s root), every index shifted."""
     out = {}
+    if "root_answers" in parts[0]:  # (every part has them, or none): box b's roots, answers padded to one width
+        width = max(p["root_answers"].shape[1] for p in parts)
+        out["root_box"] = np.concatenate([p["root_box"] + b for b, p in enumerate(parts)]).astype(np.int32)
+        out["root_answers"] = np.concatenate([np.pad(p["root_answers"], ((0, 0), (0, width - p["root_answers"].shape[
+            1]))) for p in parts])
     for name in parts[0]:
+        if name in out:
+            continue
         if name in ("root_lower", "root_upper"):
             out[name] = np.stack([p[name] for p in parts])
             continue
@@ -377,7 +419,7 @@ def save(path, proofs: list[ProofLog], onnx_path, vnnlib_path, n_in: int, n_out:
                     vnnlib_sha256=sha256(vnnlib_path), dtype=dtype, n_in=int(n_in), n_out=int(n_out),
                     relu_sizes=proofs[0].sizes, branching=proofs[0].branching,
                     polytope_rows=[p.poly_rows for p in proofs], verifier=verifier)
-    arrays = merge([p.arrays(dtype) for p in proofs])
+    arrays = merge([p.arrays(dtype, any(q.answers is not None for q in proofs)) for p in proofs])
     if sparse:
         arrays = sparse_claims(arrays)
     arrays["manifest"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)

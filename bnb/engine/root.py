@@ -10,13 +10,14 @@ activations, splitting a neuron's pre-activation interval at a point.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 
 import torch
 
 from bnb.engine.context import SearchContext, Stats
-from bnb.engine.loop import search
+from bnb.engine.loop import search, search_trees
 from bnb.engine.options import EngineOptions
 from bnb.engine.prooflog import certifiable
 from bnb.engine.rows import Rows, output_reach, polytope_values
@@ -152,4 +153,64 @@ def run_bab(net, lower, upper, polys, opts: EngineOptions, deadline, validate, s
         proof.branching = mode
         if mode not in ("input", "relu"):
             proof.unsupported(f"{mode} branching")
+    if ro.polytopes == "each" and ctx.rows.K > 1:
+        return search_each(strategy_class(mode), ctx, r, values, coef, deadline, log)
     return search(strategy_class(mode)(ctx, r, values, coef), opts.loop, deadline, stats, log)
+
+
+def search_each(make, ctx: SearchContext, r: BoundResult, values, coef, deadline, log):
+    """``bab.polytopes: each``: one branch-and-bound tree per open polytope of the box (``values`` ``(1, K)``),
+    each bounding only its own rows and branching only for them, all searched together best first
+    (:func:`~bnb.engine.loop.search_trees`); candidate points are checked against every polytope (a tree's
+    ``every_rows``). ``make(ctx, root, values, coef)``: the strategy. Every tree starts
+    from the root bound ``r`` restricted to its polytope (a copy: ``r`` is left as it is), in the same
+    statistics; with a proof log, each tree under a root node of its own (:meth:`ProofLog.tree
+    <bnb.engine.prooflog.ProofLog.tree>`), the worst root value first."""
+    rows, trees = ctx.rows, []
+    ids = None if ctx.proof is None else list(ctx.proof.poly_ids)  # the file's numbers of the polytopes left
+    for n, k in enumerate(torch.argsort(values[0]).tolist()):
+        if ctx.proof is not None:
+            ctx.proof.tree(ids[k], n == 0, r)
+        keep = torch.zeros(rows.K, dtype=torch.bool, device=values.device)
+        keep[k] = True
+        part = copy.copy(r)
+        part.pre_bounds = list(r.pre_bounds)
+        keep_polytopes(part, keep[rows.groups])
+        sub = dataclasses.replace(ctx, rows=rows.restrict(keep), iteration=0, every_rows=rows)
+        strategy = make(sub, part, values[:, keep], None if coef is None else coef[:, keep])
+        trees.append(strategy if ctx.proof is None else ProofTree(strategy, ctx.proof))
+    log(f"{rows.K} trees, one per polytope (root margins {', '.join(f'{float(v):.4g}' for v in values[0])})")
+    return search_trees(trees, ctx.opts.loop, deadline, ctx.stats, log)
+
+
+class ProofTree:
+    """One tree of ``bab.polytopes: each`` under its own state of the shared proof log (its root node, its
+    polytope's number in the file, its selection of the root's constraints), entered before each step of the
+    strategy ``inner``: the trees are searched interleaved."""
+
+    def __init__(self, inner, proof):
+        self.inner, self.proof, self.state = inner, proof, proof.tree_state()
+
+    @property
+    def verdict(self):
+        return self.inner.verdict
+
+    @property
+    def undecided(self):
+        return self.inner.undecided
+
+    def _enter(self):
+        self.proof.enter(self.state)
+        return self.inner
+
+    def root(self):
+        return self._enter().root()
+
+    def prune(self, batch):
+        return self._enter().prune(batch)
+
+    def branch(self, batch):
+        return self._enter().branch(batch)
+
+    def falsify(self, children, open_mask):
+        return self._enter().falsify(children, open_mask)

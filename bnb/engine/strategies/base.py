@@ -65,8 +65,9 @@ class Strategy:
         """Keep the domains ``can`` ``(n,)``; count the others as undecided (the answer is then unknown)."""
         if bool(can.all()):
             return batch
-        self.undecided += int((~can).sum())
-        self.stats["undecided_domains"] = self.undecided
+        stuck = int((~can).sum())
+        self.undecided += stuck
+        self.stats.add("undecided_domains", stuck)  # (summed over the trees of bab.polytopes: each)
         if not bool(can.any()):
             return None
         return batch.select(can)

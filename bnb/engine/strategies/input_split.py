@@ -65,7 +65,8 @@ class InputSplitting(Strategy):
         self._root = InputDomains(score=refutation.min(dim=1).values, depth=torch.zeros(1, device=ctx.lower.device),
                                   lower=ctx.lower, upper=ctx.upper, refutation=refutation, coef=coef,
                                   pre_lower=[l for l, _ in root.pre_bounds], pre_upper=[u for _, u in root.pre_bounds],
-                                  node=torch.full((1,), 0 if ctx.proof is not None else -1, device=ctx.lower.device))
+                                  node=torch.full((1,), ctx.proof.tree_root if ctx.proof is not None else -1,
+                                                  device=ctx.lower.device))
 
     def root(self) -> InputDomains:
         return self._root

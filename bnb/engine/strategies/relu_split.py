@@ -313,7 +313,7 @@ class ReluSplitting(Strategy):
             coeffs=[c[one, row] for c in r.relu_coeffs],
             alphas=r.alphas["final"] if r.alphas is not None else [zeros(l) for l, _ in r.pre_bounds],
             betas=[zeros(l) for l, _ in r.pre_bounds], gammas=gammas,
-            node=None if ctx.proof is None else torch.zeros(1, dtype=torch.long, device=dev))
+            node=None if ctx.proof is None else torch.full((1,), ctx.proof.tree_root, dtype=torch.long, device=dev))
         if ctx.proof is not None:
             for unsupported, reason in ((opts.clauses, "clauses (bab.clauses)"),
                                         (opts.retighten_depth > 0, "re-tightened children (bab.retighten_depth)"),
