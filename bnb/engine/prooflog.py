@@ -372,7 +372,8 @@ _SHIFTS = {"parent": "parent", "claim_node": "parent", "close_node": "parent", "
 
 def merge(parts: list[dict]) -> dict:
     """One certificate's arrays from the arrays of each box's proof (``ProofLog.arrays``): one tree per box,
-    rooted at that box's root node (the ``b``-th node of kind 0 is box ``b``'s root), every index shifted."""
+    rooted at that box's root node (the ``b``-th node of kind 0 is box ``b``'s root), or, where some box has one
+    tree per polytope, the trees of each box in turn (``root_box`` says whose); every index shifted."""
     out = {}
     if "root_answers" in parts[0]:  # (every part has them, or none): box b's roots, answers padded to one width
         width = max(p["root_answers"].shape[1] for p in parts)
