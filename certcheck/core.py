@@ -218,7 +218,7 @@ def answered(z, given, boff, n_polys):
 
 def walk(net, z, ex, kids, leaves, claim_of, clo, chi, BLO, BHI, hints, C, d, poff, closed_by, relu):
     """Level by level: effective bounds, claims, closures, coverage. ``closed_by`` (N, polytopes): True on the
-    polytopes of other boxes than the node's."""
+    polytopes the node's tree need not close (other boxes', and those its root does not answer for)."""
     N, L, n_total = len(kids), len(net.segs) - 1, net.off[-1]
     depth = np.zeros(N, dtype=int)
     for v in np.nonzero(z["parent"] >= 0)[0]:

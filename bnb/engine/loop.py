@@ -81,7 +81,8 @@ def search_trees(strategies: list[Strategy], opts: LoopOptions, deadline: Deadli
     while any(len(store) for store in stores):
         deadline.check()
         stats["max_queue"] = max(stats.get("max_queue", 0), sum(len(store) for store in stores))
-        strategy, store = min((t for t in trees if len(t[1])), key=lambda t: t[1].min_score())
+        strategy, store = trees[0] if len(trees) == 1 else min((t for t in trees if len(t[1])),
+                                                               key=lambda t: t[1].min_score())
         batch = strategy.prune(store.pop(opts.batch_size, pop_order(opts, store)))
         if batch is None:
             continue

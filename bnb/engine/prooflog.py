@@ -26,6 +26,11 @@ FORMAT, VERSION, VERSION_MN = "bnb-certificate", 1, 2
 KIND_ROOT, KIND_INPUT, KIND_RELU = 0, 1, 2
 
 
+def _root_node() -> tuple:
+    """A root's entry of :attr:`ProofLog.nodes`: parent -1, kind 0, no index, interval or phase."""
+    return np.array([-1]), np.array([KIND_ROOT]), np.array([-1]), np.zeros(1), np.zeros(1), np.zeros(1)
+
+
 def _np(t) -> np.ndarray:
     return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
 
@@ -69,7 +74,7 @@ class ProofLog:
         self.branching = branching
         self.reason = None
         self.n = 1
-        self.nodes = [(np.array([-1]), np.array([KIND_ROOT]), np.array([-1]), np.zeros(1), np.zeros(1), np.zeros(1))]
+        self.nodes = [_root_node()]
         self.claims, self.closures, self.terms, self.alphas, self.betas, self.hints = [], [], [], [], [], []
         self.n_close = self.n_alpha = self.n_beta = self.n_claims = 0
         self.cons, self.gammas, self.n_gamma = None, [], 0  # version 2: the root's constraints, gamma rows
@@ -101,12 +106,9 @@ class ProofLog:
             self.answers = [sorted(set(range(len(self.poly_rows))) - set(self.poly_ids) | {file_id})]
         else:
             node = self.n
-            self.nodes.append((np.array([-1]), np.array([KIND_ROOT]), np.array([-1]), np.zeros(1), np.zeros(1),
-                               np.zeros(1)))
+            self.nodes.append(_root_node())
             self.n += 1
-            claim = self.n_claims
-            self.claim(torch.tensor([node]), root.pre_bounds)
-            self.hint(claim, root.pre_hints, root.pre_hint_rows)
+            self.root_claim(torch.tensor([node]), root)
             self.roots.append(node)
             self.answers.append([file_id])
         self.tree_root, self.poly_ids = self.roots[-1], [file_id]
@@ -148,6 +150,13 @@ class ProofLog:
             return
         self.claims.append((_np(nodes).astype(np.int64), _np(lo), _np(hi)))
         self.n_claims += len(nodes)
+
+    def root_claim(self, node, root: BoundResult) -> None:
+        """The claim of a root ``node`` ``(1,)``: the root bound ``root``'s intermediate bounds, with its hints
+        (record the root's constraints first: a tightened bound's hint takes them with gamma)."""
+        claim = self.n_claims
+        self.claim(node, root.pre_bounds)
+        self.hint(claim, root.pre_hints, root.pre_hint_rows)
 
     def hint(self, claim: int, pre_hints, hint_rows=None) -> None:
         """The slopes behind claim number ``claim`` (a one-node claim): ``pre_hints`` and ``hint_rows`` as

@@ -52,10 +52,8 @@ def record_root(proof, res: BoundResult, method: str, opts: EngineOptions, rows:
     if reason is not None:
         proof.unsupported(reason)
     node = torch.zeros(1, dtype=torch.long)
-    claim = proof.n_claims
-    proof.claim(node, res.pre_bounds)
-    proof.constraints(res.constraints)  # (before the hints: a tightened bound's hint takes them with gamma)
-    proof.hint(claim, res.pre_hints, res.pre_hint_rows)
+    proof.constraints(res.constraints)  # (before the claim's hints: a tightened bound's hint takes them with gamma)
+    proof.root_claim(node, res)
     values, lam = values_weights
     proof.close(node, proven(values, opts.loop.verify_margin, res.infeasible), lam, rows, res.lb_alphas,
                 res.lb_betas, res.lb_gammas)
@@ -173,8 +171,7 @@ def search_each(make, ctx: SearchContext, r: BoundResult, values, coef, deadline
             ctx.proof.tree(ids[k], n == 0, r)
         keep = torch.zeros(rows.K, dtype=torch.bool, device=values.device)
         keep[k] = True
-        part = copy.copy(r)
-        part.pre_bounds = list(r.pre_bounds)
+        part = copy.copy(r)  # (keep_polytopes replaces the per-row fields; r's own stay)
         keep_polytopes(part, keep[rows.groups])
         sub = dataclasses.replace(ctx, rows=rows.restrict(keep), iteration=0, every_rows=rows)
         strategy = make(sub, part, values[:, keep], None if coef is None else coef[:, keep])
