@@ -130,7 +130,9 @@ class BabConfig:
                                "split that leaves the least unverified margin (1: no look-ahead)")
     input_split_parts: int = opt(2, "parts an input dimension is split into (2: bisection)")
     sb_margin: float = opt(0.0, "sb: weight of each polytope's refutation value (its margin term) in the score")
-    relu_heuristic: str = opt("babsr", "ReLU neuron to split: babsr, babsr-bias (with its bias term), intercept, "
+    relu_heuristic: str = opt("babsr", "ReLU neuron to split: babsr (with multi-neuron constraints, on the "
+                              "coefficient before their terms), babsr-gamma (babsr on the coefficient after them), "
+                              "babsr-bias (with its bias term), intercept, "
                               "width, random (seeded baseline), fsb / kfsb (filtered smart branching, per layer / "
                               "overall), acs (by the multipliers of the multi-neuron constraints involving it, "
                               "with bounds.method mn-crown), deepsplit (babsr plus the neuron's indirect effect: "

@@ -11,6 +11,14 @@ leaves the least unverified margin is kept):
 - ``babsr`` (Bunel et al. 2020, without its bias term): splitting removes the upper-relaxation intercept
   that the bound pays with weight ``min(lam, 0)``: ``|min(lam, 0)| * (-l u / (u - l)) + 1e-4 |lam|`` (the
   second term breaks ties).
+  With multi-neuron constraints taken with multipliers ``gamma``, the bound's own weight on the neuron's
+  triangle is ``lam + gamma Pz`` (``lam``: the coefficient before the constraints' terms); a constraint can
+  relieve the triangle of a neuron that still matters, as splitting it also frees the constraints it is in. The
+  intercept gain is then counted at both weights, ``lam`` and ``lam + gamma Pz`` (summed; without constraints
+  the two are one and the ranking is the plain rule's). Measured on mnist_fc (docs/performance.md, "Branching
+  with the constraints"): either weight alone loses instances the sum proves.
+- ``babsr-gamma``: ``babsr`` on ``lam + gamma Pz`` alone (the rule before the sum; ``babsr`` without
+  constraints).
 - ``babsr-bias``: BaBSR with its bias term: the intercept gain plus the smaller change of the bias's
   contribution ``lam s b`` over the two children (``lam b (1 - s)`` active, ``-lam s b`` inactive), in
   absolute value.
@@ -89,11 +97,29 @@ def choose_by_scores(batch: ReluBatch, scores: list) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- scoring rules
+def _babsr(batch: ReluBatch, coeffs: list) -> list:
+    return [lam.clamp(max=0).abs() * _intercept(l, u) + 1e-4 * lam.abs()
+            for (l, u), lam in zip(batch.pre_bounds, coeffs)]
+
+
 def babsr_scores(batch: ReluBatch) -> list:
-    out = []
-    for (l, u), lam in zip(batch.pre_bounds, batch.coeffs):
-        out.append(lam.clamp(max=0).abs() * _intercept(l, u) + 1e-4 * lam.abs())
-    return out
+    out = _babsr(batch, batch.coeffs)
+    if batch.gammas is None or batch.constraints is None:
+        return out
+    return [a + b for a, b in zip(out, _babsr(batch, bound_coeffs(batch)))]
+
+
+def bound_coeffs(batch: ReluBatch) -> list:
+    """Per layer ``(N, n_i)`` the deciding row's coefficient on the ReLU's output after the terms of the layer's
+    multi-neuron constraints, ``lam + gamma Pz`` (``batch.coeffs`` is ``lam``, before them)."""
+    if batch.gammas is None or batch.constraints is None:
+        return batch.coeffs
+    return [lam if g is None or c is None else lam + g @ c.Pz.to(lam)
+            for lam, g, c in zip(batch.coeffs, batch.gammas, batch.constraints)]
+
+
+def babsr_gamma_scores(batch: ReluBatch) -> list:
+    return _babsr(batch, bound_coeffs(batch))
 
 
 def intercept_scores(batch: ReluBatch) -> list:
@@ -174,7 +200,8 @@ def deepsplit_scores(batch: ReluBatch) -> list:
     return out
 
 
-SCORES = {"babsr": babsr_scores, "babsr-bias": babsr_bias_scores, "intercept": intercept_scores,
+SCORES = {"babsr": babsr_scores, "babsr-gamma": babsr_gamma_scores, "babsr-bias": babsr_bias_scores,
+          "intercept": intercept_scores,
           "width": width_scores, "random": random_scores, "acs": acs_scores, "phase": phase_scores,
           "deepsplit": deepsplit_scores}
 

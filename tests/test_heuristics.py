@@ -346,3 +346,21 @@ def test_builtin_tables_and_registered_names(monkeypatch):
     assert names("input")[-1] == "first" and resolve("input", "first") is first
     assert resolve("input", "widest") is first
     assert names("polytope") == ("first",) and resolve("polytope", "first") is first
+
+
+def test_babsr_counts_the_triangle_before_and_after_the_constraint_terms():
+    """With constraints ``babsr`` sums the intercept gain at the coefficient before their terms and after them
+    (``lam + gamma Pz``): neuron 0 (widest triangle, coefficient -1, relieved by a constraint) stays its choice;
+    ``babsr-gamma`` scores the coefficient after the terms alone (then neuron 1)."""
+    from heuristics.relu_split import babsr_scores
+    class Cons:  # one constraint on neuron 0's output
+        Pz = torch.tensor([[1.0, 0.0, 0.0]])
+        Px = torch.tensor([[0.0, 0.0, 0.0]])
+    b = _rbatch([[-1.0, -1.0, -1.0]], [[4.0, 1.0, 1.0]], [[-1.0, -0.6, -0.5]], gammas=[torch.tensor([[1.0]])],
+                constraints=[Cons()])
+    # intercepts 0.8, 0.5, 0.5; coefficients after the terms 0, -0.6, -0.5
+    expect = torch.tensor([[0.8 + 1e-4 + 0.0, 0.3 + 0.3 + 1.2e-4, 0.25 + 0.25 + 1e-4]])
+    assert torch.allclose(babsr_scores(b)[0], expect)
+    assert choose("relu", "babsr", b) == [0] and choose("relu", "babsr-gamma", b) == [1]
+    b.gammas = [torch.tensor([[0.0]])]
+    assert choose("relu", "babsr-gamma", b) == [0]  # no active constraint: babsr's choice

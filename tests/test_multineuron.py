@@ -162,7 +162,7 @@ VIOLATED_S = 0.3  # deadline of a proof-only run on a violated property
 
 
 @pytest.mark.parametrize("heuristic,where", [("babsr", "root"), ("acs", "root"), ("babsr", "children"),
-                                             ("acs", "root-both")])
+                                             ("acs", "root-both"), ("babsr-gamma", "root")])
 @pytest.mark.parametrize("widths,seed", [([3, 10, 10, 1], 1), ([4, 8, 8, 8, 1], 3)])
 def test_relu_bab_with_constraints_matches_milp(widths, seed, heuristic, where, monkeypatch):
     """mn-crown at the root (children keep its constraints), or alpha at the root and the constraints computed
@@ -284,3 +284,31 @@ def test_bab_leaving_out_implied_constraints_keeps_the_milp_verdict(monkeypatch,
         else:
             assert status in NOT_PROVEN, (t, o, status)
     assert check.checked > 1000
+
+
+def test_branching_coefficients_are_taken_before_the_constraint_terms():
+    """The coefficient the branching heuristics score (``coeffs`` of the back-substitution) is the one before the
+    layer's constraint terms: with one hidden layer it is ``C W2`` with or without constraints, while the bound
+    itself moves with them; ``babsr-gamma``'s view adds ``gamma Pz`` back (heuristics.relu_split.bound_coeffs)."""
+    from heuristics.base import ReluBatch
+    from heuristics.relu_split import bound_coeffs
+    from relaxations.crown import final_bounds, intermediate_bounds
+    from relaxations.multineuron import LayerConstraints
+    net = random_fc([3, 6, 2], 4)
+    lo, hi = -torch.ones(1, 3, dtype=D), torch.ones(1, 3, dtype=D)
+    relax = intermediate_bounds(net, DomainState(lo, hi), rigorous=False)
+    g = torch.Generator().manual_seed(0)
+    cons = LayerConstraints(torch.rand(2, 6, generator=g, dtype=D), -torch.rand(2, 6, generator=g, dtype=D),
+                            -torch.ones(2, dtype=D))
+    C = torch.tensor([[1.0, -1.0]], dtype=D)
+    gam = torch.tensor([[[0.7, 0.3]]], dtype=D)
+    lb0, _, _, c0, _ = final_bounds(net, DomainState(lo, hi), C, relax, collect=True, rigorous=False)
+    lb1, _, _, c1, _ = final_bounds(net, DomainState(lo, hi, constraints=[cons]), C, relax, collect=True,
+                                    rigorous=False, gammas=[gam])
+    w2 = C @ net.layers[-1].weight                                   # (1, 6): the output row through W2
+    assert not torch.allclose(lb0, lb1)                              # the constraints entered the bound
+    assert torch.allclose(c0[0][0], w2) and torch.allclose(c1[0][0], w2)
+    l, u = relax[0].l, relax[0].u
+    batch = ReluBatch([(l, u)], [c1[0][:, 0]], [torch.zeros(1, 6, dtype=torch.int8)], gammas=[gam[:, 0]],
+                      constraints=[cons])
+    assert torch.allclose(bound_coeffs(batch)[0], w2 + gam[0] @ cons.Pz)
