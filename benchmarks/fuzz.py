@@ -228,6 +228,7 @@ GRID = {
     "bab.clauses": ("false", "true"),
     "bab.polytopes": ("joint", "each"),
     "bab.mn_children_gain": ("0", "0.25", "1"),
+    "bab.relu_heuristic": ("babsr", "babsr-gamma", "acs"),
     "bab.activation_method": ("crown", "alpha", "beta"),
     "bab.activation_heuristic": ("gap-gain", "gap", "interval"),
     "bab.activation_retighten_depth": ("0", "3"),
