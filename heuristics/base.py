@@ -91,7 +91,8 @@ class ReluBatch:
     """``N`` open domains of ReLU splitting.
 
     ``pre_bounds``: per ReLU layer ``(l, u)`` ``(N, n_i)``; ``coeffs``: per layer ``(N, n_i)`` the deciding
-    row's coefficient on the ReLU's output in the last bound; ``splits``: per layer ``(N, n_i)`` int8 (+1
+    row's coefficient on the ReLU's output in the last bound, before the terms of multi-neuron constraints (the
+    coefficient after them: :func:`heuristics.relu_split.bound_coeffs`); ``splits``: per layer ``(N, n_i)`` int8 (+1
     active, -1 inactive, 0 free); ``biases``: per layer ``(n_i,)`` the bias of the affine layer feeding the
     ReLU, or None where there is none; ``gammas``/``constraints``: the deciding row's multi-neuron
     multipliers ``(N, c_i)`` and the constraints (``acs``), or None; ``evaluate(cands (N, k))``: bounds both

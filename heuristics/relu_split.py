@@ -2,7 +2,8 @@
 
 Notation: an unstable neuron has pre-activation bounds ``l < 0 < u``, upper-relaxation slope
 ``s = u / (u - l)`` and intercept ``-l u / (u - l)``; ``lam`` is the deciding row's coefficient on the
-neuron's output in the last bound; ``b`` the bias of the affine layer that feeds it.
+neuron's output in the last bound (with multi-neuron constraints, before their terms: see ``babsr``); ``b`` the
+bias of the affine layer that feeds it.
 
 Scoring rules (per layer ``(N, n_i)``, ``-inf`` for neurons that cannot be split; the best wins, or, with
 ``lookahead = k > 1``, the engine's callback bounds both children of the ``k`` best and the split that
