@@ -66,9 +66,10 @@ def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=Non
     Returns ``(A_in (N, m, n_in), bias (N, m), coeffs, err (N, m))``: for every point of the domain,
     ``A . h >= A_in . x + bias - err`` in real arithmetic, for the computed (float) ``A_in`` and ``bias``;
     ``err`` is computed from detached coefficients: optimisers see it as a constant.
-    ``coeffs`` (if ``collect``) holds the coefficient on every ReLU output, ``(N, m, n_i)``, before the terms of
-    that layer's multi-neuron constraints (``A``, not ``A + gamma Pz``): what the branching heuristics score; a
-    neuron whose triangle a constraint relieves keeps the weight it has without the constraint.
+    ``coeffs`` (if ``collect``) holds the coefficient on every activation's output, ``(N, m, n_i)``; on a ReLU
+    layer before the terms of its multi-neuron constraints (``A``, not ``A + gamma Pz``: what the ReLU branching
+    heuristics score, a neuron whose triangle a constraint relieves keeping the weight it has without it), on
+    other activations after them (what activation splitting was measured with).
     ``constraints``: per ReLU, :class:`relaxations.multineuron.LayerConstraints` or None, taken with
     multipliers ``gammas``: per ReLU ``(N, m, c_i)`` (``>= 0``) or None.
     """
@@ -126,8 +127,8 @@ def backward(net, end: int, A: torch.Tensor, relax: list, alphas=None, betas=Non
                     + err_coeff(nc + 1, dt) * (Gd @ cons.p.abs()) + acc * bias.detach().abs()
             if cons.Ph is not None:
                 carry = (G, cons)
-        if collect:  # before the constraint terms: the weight the split removes the relaxation from
-            coeffs[k] = Af if G is None else Af0
+        if collect:  # ReLU: before the constraint terms (the weight a split removes the triangle from)
+            coeffs[k] = Af0 if G is not None and not general else Af
         if general:
             if betas is not None and r.split is not None:
                 raise ValueError("ReLU split multipliers on a non-ReLU activation")
